@@ -1,0 +1,55 @@
+# memsweep: every target sets up the project virtualenv first if it is missing or stale.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.memsweep-installed
+SWEEP ?= sweeps/default.yaml
+export TF_USE_LEGACY_KERAS := 1
+export RAY_DEDUP_LOGS := 0
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "memsweep needs $(PYTHON) on PATH (set PYTHON=...)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install memsweep with pinned dependencies
+
+sweep: $(STAMP) ## run the default sweep on an embedded local Ray (SWEEP=... for another)
+	$(VENV)/bin/memsweep run $(SWEEP)
+
+analyze: $(STAMP) ## analyse the default sweep's results (RESULTS=results/<name>)
+	$(PY) -m memsweep.analyze $(or $(RESULTS),results/default)
+
+test: $(STAMP) ## run the whole test suite (real Ray, RLlib, Tune, Parquet; ~30 min on 2 cores)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP) ## run the tests that do not start Ray (seconds)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP) ## ruff lint + format check, strict mypy on src/
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
+
+format: $(STAMP) ## apply ruff's formatting and safe fixes
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+
+bench: $(STAMP) ## benchmarks: overhead, peak capture, attribution, analysis speed (results/bench/)
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+submit: $(STAMP) ## submit SWEEP to a Ray cluster at ADDRESS (http://HEAD:8265) as a Ray job
+	$(VENV)/bin/memsweep submit $(SWEEP) --address $(ADDRESS) --follow
+
+clean: ## remove generated results (keeps results/README.md) and caches
+	find results -mindepth 1 -maxdepth 1 ! -name README.md ! -name 'claims-*' -exec rm -rf {} +
+	rm -rf .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: help setup sweep analyze test test-fast lint format bench submit clean

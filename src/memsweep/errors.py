@@ -1,0 +1,35 @@
+"""The one project error type.
+
+Every expected failure (a bad sweep file, a folder that is not a sweep, a refused token)
+is a :class:`MemsweepError`. The CLI prints its message as one line on stderr and exits
+with its ``exit_code``; the user never sees a traceback for it.
+"""
+
+from __future__ import annotations
+
+
+class MemsweepError(Exception):
+    """An expected failure with a message that names the problem and the fix."""
+
+    exit_code: int = 2
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class SpecError(MemsweepError):
+    """A sweep file that cannot be run: a typo, a wrong type or an impossible value."""
+
+
+class DataError(MemsweepError):
+    """A results folder that cannot be read or analysed."""
+
+    exit_code = 3
+
+
+class ClusterError(MemsweepError):
+    """The Ray cluster refused or cannot do what the sweep asks."""
+
+    exit_code = 4

@@ -1,0 +1,557 @@
+"""Sweep file → typed, validated study.
+
+A sweep file (``sweeps/*.yaml``) describes one study: which RLlib algorithm on which
+environment, the values of the four memory factors, how to search them, when to stop a
+trial and how to sample memory. :func:`load_study` turns it into a frozen :class:`Study`
+or raises :class:`~memsweep.errors.SpecError` naming the key, the bad value and what is
+allowed, before Ray starts. :meth:`Study.points` expands the design into the list of
+trials that ``memsweep validate`` prints and that the Tune grid runs.
+
+YAML is read with ``yaml.safe_load``: no tag constructs an object and nothing in a
+sweep file is evaluated as code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from memsweep.errors import SpecError
+
+Framework = Literal["torch", "tf2", "tf2-eager"]
+"""``torch``; ``tf2`` with eager tracing on (RLlib's default: traced ``tf.function``
+graphs); ``tf2-eager`` with eager tracing off (every op runs eagerly)."""
+
+FRAMEWORKS: tuple[Framework, ...] = ("torch", "tf2", "tf2-eager")
+ALGORITHMS = ("DQN", "SAC", "APPO", "PPO")
+REPLAY_ALGORITHMS = frozenset({"DQN", "SAC"})
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 10**3,
+    "KB": 10**3,
+    "M": 10**6,
+    "MB": 10**6,
+    "G": 10**9,
+    "GB": 10**9,
+    "T": 10**12,
+    "TB": 10**12,
+    "KI": 2**10,
+    "KIB": 2**10,
+    "MI": 2**20,
+    "MIB": 2**20,
+    "GI": 2**30,
+    "GIB": 2**30,
+    "TI": 2**40,
+    "TIB": 2**40,
+}
+
+
+def parse_bytes(value: str | int | float) -> int:
+    """Parse ``"64GB"``, ``"512MiB"`` or a plain number of bytes; decimal units are 10³."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size such as 16GB, got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0 or not math.isfinite(value):
+            raise ValueError(f"a size must be a finite number ≥ 0, got {value!r}")
+        return int(value)
+    match = _SIZE_RE.match(str(value))
+    if not match:
+        raise ValueError(f"expected a size such as 16GB or 512MiB, got {value!r}")
+    number, unit = match.groups()
+    return int(float(number) * _SIZE_UNITS[(unit or "").upper()])
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, strict=False
+    )
+
+
+class ModelSpec(_Frozen):
+    """A network: optional conv stack, then dense layers. Same shape for Q/policy/value."""
+
+    hidden: tuple[Annotated[int, Field(gt=0, le=65536)], ...] = (256, 256)
+    """Dense layer sizes, e.g. ``[256, 256]``."""
+
+    conv: tuple[tuple[int, int, int], ...] | None = None
+    """Conv stack as ``[filters, kernel, stride]`` rows, for image observations."""
+
+    @field_validator("conv")
+    @classmethod
+    def _conv_positive(
+        cls, value: tuple[tuple[int, int, int], ...] | None
+    ) -> tuple[tuple[int, int, int], ...] | None:
+        for row in value or ():
+            if min(row) <= 0:
+                raise ValueError(f"every conv row [filters, kernel, stride] must be > 0, got {list(row)}")
+        return value
+
+    @property
+    def label(self) -> str:
+        """Short, stable name: ``256x256`` or ``c32k8s4-c64k4s2+512``."""
+        dense = "x".join(str(h) for h in self.hidden) or "linear"
+        if not self.conv:
+            return dense
+        convs = "-".join(f"c{f}k{k}s{s}" for f, k, s in self.conv)
+        return f"{convs}+{dense}"
+
+
+def _model_from_yaml(value: Any) -> Any:
+    """Accept ``[64, 64]``, ``"64,64"`` or ``{hidden: [...], conv: [[...]]}``."""
+    if isinstance(value, str):
+        try:
+            return {"hidden": [int(part) for part in value.split(",") if part.strip()]}
+        except ValueError as exc:
+            raise ValueError(f"a model string lists layer sizes like '256,256', got {value!r}") from exc
+    if isinstance(value, list):
+        return {"hidden": value}
+    return value
+
+
+class Factors(_Frozen):
+    """The four knobs that cost memory; each lists the values the study tries."""
+
+    replay_capacity: tuple[Annotated[int, Field(ge=0)], ...] = (50_000,)
+    """Replay-buffer capacity in transitions (DQN, SAC). 0 means the algorithm has none."""
+
+    model: tuple[ModelSpec, ...] = (ModelSpec(),)
+    """Networks to try: ``[64, 64]``, ``"256,256"`` or ``{conv: [[32,8,4]], hidden: [512]}``."""
+
+    num_workers: tuple[Annotated[int, Field(ge=0, le=256)], ...] = (1,)
+    """RLlib ``num_env_runners``: remote env-runner actors (0 = sample in the trainable)."""
+
+    framework: tuple[Framework, ...] = ("torch",)
+    """``torch`` (new API stack), ``tf2`` (old stack, traced) or ``tf2-eager`` (old stack)."""
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _models(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple) and value and all(isinstance(v, int) for v in value):
+            # ``model: [64, 64]`` is one model, not two.
+            return [_model_from_yaml(list(value))]
+        if not isinstance(value, list | tuple):
+            value = [value]
+        return [_model_from_yaml(v) for v in value]
+
+    @field_validator("replay_capacity", "num_workers", "framework", mode="before")
+    @classmethod
+    def _scalar_to_list(cls, value: Any) -> Any:
+        return value if isinstance(value, list | tuple) else [value]
+
+    @model_validator(mode="after")
+    def _non_empty_unique(self) -> Factors:
+        for name in ("replay_capacity", "model", "num_workers", "framework"):
+            values = getattr(self, name)
+            if not values:
+                raise ValueError(f"{name} needs at least one value")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} lists a value twice: {[_show(v) for v in values]}")
+        return self
+
+
+def _show(value: Any) -> Any:
+    return value.label if isinstance(value, ModelSpec) else value
+
+
+class EnvSpec(_Frozen):
+    """The environment. CartPole by default; a synthetic env for chosen observation sizes."""
+
+    id: str = "CartPole-v1"
+    """A gymnasium id (``CartPole-v1``, ``ALE/Pong-v5``) or ``memsweep/Synthetic-v0``."""
+
+    obs_shape: tuple[Annotated[int, Field(gt=0)], ...] | None = None
+    """``memsweep/Synthetic-v0`` only: observation shape, e.g. ``[1024]`` or ``[84, 84, 4]``."""
+
+    obs_dtype: Literal["float32", "uint8"] = "float32"
+    """``memsweep/Synthetic-v0`` only: observation element type."""
+
+    episode_len: Annotated[int, Field(gt=0)] = 200
+    """``memsweep/Synthetic-v0`` only: steps per episode."""
+
+    atari_preprocessing: bool = True
+    """``ALE/*`` only: 84×84 grey frames stacked 4 deep (RLlib's standard Atari wrapping)."""
+
+    @model_validator(mode="after")
+    def _synthetic_needs_shape(self) -> EnvSpec:
+        if self.is_synthetic and not self.obs_shape:
+            raise ValueError("memsweep/Synthetic-v0 needs obs_shape, e.g. [1024] or [84, 84, 4]")
+        if not self.is_synthetic and self.obs_shape:
+            raise ValueError(
+                f"obs_shape applies to memsweep/Synthetic-v0 only; {self.id} has its own"
+            )
+        return self
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.id == "memsweep/Synthetic-v0"
+
+    @property
+    def is_atari(self) -> bool:
+        return self.id.startswith("ALE/")
+
+
+class SearchSpec(_Frozen):
+    """How Tune picks trials from the factor values."""
+
+    mode: Literal["grid", "random", "optuna", "qmc"] = "grid"
+    """``grid`` runs the design below; ``random``/``optuna``/``qmc`` draw ``num_samples``
+    points (``qmc`` is Optuna's quasi-Monte-Carlo space-filling sampler)."""
+
+    design: Literal["full", "one_at_a_time"] = "full"
+    """Grid only: every combination, or a base point (first value of each factor) plus
+    each factor varied alone: 1 + Σ(levels − 1) trials instead of Π levels."""
+
+    num_samples: Annotated[int, Field(gt=0, le=10_000)] = 8
+    """``random``/``optuna``/``qmc``: how many trials to draw."""
+
+    metric: str = "memory/peak_bytes"
+    """``optuna``/``qmc``: the Tune result key the searcher optimises."""
+
+    metric_mode: Literal["max", "min"] = "max"
+    """``optuna``/``qmc``: maximise or minimise ``metric``."""
+
+
+class StopSpec(_Frozen):
+    """When a trial ends: whichever limit comes first. At least one is required."""
+
+    iterations: Annotated[int, Field(gt=0)] | None = None
+    """Tune training iterations (one ``Algorithm.train()`` each)."""
+
+    env_steps: Annotated[int, Field(gt=0)] | None = None
+    """Environment steps sampled over the trial's lifetime."""
+
+    seconds: Annotated[float, Field(gt=0)] | None = None
+    """Wall time of the trial, set-up included."""
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> StopSpec:
+        if self.iterations is None and self.env_steps is None and self.seconds is None:
+            raise ValueError("set at least one of iterations, env_steps, seconds")
+        return self
+
+
+class ResourceSpec(_Frozen):
+    """Per-trial resources. Memory is what is studied, not speed, so env runners get a
+    fraction of a CPU by default and a 2-core laptop still places 8 of them."""
+
+    cpus_per_trainable: Annotated[float, Field(gt=0)] = 1.0
+    """CPUs reserved for the trial's trainable (the algorithm's main process)."""
+
+    cpus_per_env_runner: Annotated[float, Field(ge=0)] = 0.1
+    """CPUs reserved per remote env runner (fractional: see above)."""
+
+    max_concurrent_trials: Annotated[int, Field(ge=0)] = 1
+    """Trials running at once (0 = as many as fit). One at a time keeps them from
+    competing for CPU, which would slow sampling, not change memory."""
+
+
+class TrainingSpec(_Frozen):
+    """Algorithm settings that change speed or memory but are not studied factors."""
+
+    num_envs_per_env_runner: Annotated[int, Field(gt=0, le=1024)] = 1
+    """Vectorised sub-environments per env runner."""
+
+    learning_starts: Annotated[int, Field(ge=0)] = 1000
+    """Env steps sampled before the first gradient update (replay algorithms)."""
+
+    train_batch_size: Annotated[int, Field(gt=0)] = 32
+    """Transitions per gradient update."""
+
+    training_intensity: Annotated[float, Field(gt=0)] | None = None
+    """Replay algorithms: trained ÷ sampled steps. Low values make the buffer fill fast."""
+
+    compress_observations: bool = False
+    """Old API stack only: LZ4-compress stored observations (RLlib's ``compress_observations``)."""
+
+    rollout_fragment_length: Annotated[int, Field(gt=0)] | Literal["auto"] = "auto"
+    """Steps each env runner collects per sample call."""
+
+
+class SamplingSpec(_Frozen):
+    """How often memory is read and written."""
+
+    interval_s: Annotated[float, Field(ge=0.005, le=60)] = 0.1
+    """Seconds between two samples of a process's RSS, swap and peak RSS (10 Hz)."""
+
+    full_interval_s: Annotated[float, Field(ge=0.005, le=600)] = 1.0
+    """Seconds between two reads of USS/PSS (``/proc/PID/smaps_rollup``, costlier)."""
+
+    flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    """Seconds between two Parquet files: what a crash can lose at most."""
+
+
+class Study(_Frozen):
+    """A memory study: one sweep file."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")]
+    """Sweep name; results go to ``results/<name>/`` unless ``storage`` says otherwise."""
+
+    description: str = ""
+    """What the study asks, in a sentence."""
+
+    algorithm: Literal["DQN", "SAC", "APPO", "PPO"] = "DQN"
+    """RLlib algorithm. DQN and SAC have replay buffers; APPO and PPO do not."""
+
+    api_stack: Literal["auto", "old"] = "auto"
+    """``auto``: torch on RLlib's new API stack, TensorFlow on the old one (RLlib has TF
+    only there). ``old``: torch on the old stack too, to compare frameworks on equal code."""
+
+    env: EnvSpec = EnvSpec()
+    factors: Factors = Factors()
+    search: SearchSpec = SearchSpec()
+    stop: StopSpec = StopSpec(iterations=10)
+    resources: ResourceSpec = ResourceSpec()
+    training: TrainingSpec = TrainingSpec()
+    sampling: SamplingSpec = SamplingSpec()
+
+    repeats: Annotated[int, Field(gt=0, le=100)] = 1
+    """Trials per design point, each with its own seed."""
+
+    seed: int = 0
+    """Seed of the first repeat; repeat ``r`` uses ``seed + r``."""
+
+    storage: str | None = None
+    """Where results go: a local path or a ``pyarrow.fs`` URI (``s3://bucket/prefix``).
+    Default ``results/<name>``."""
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_from_string(cls, value: Any) -> Any:
+        return {"id": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Study:
+        if self.algorithm not in REPLAY_ALGORITHMS and any(self.factors.replay_capacity):
+            if self.factors.replay_capacity != (0,):
+                raise ValueError(
+                    f"algorithm {self.algorithm} has no replay buffer: set "
+                    "factors.replay_capacity to [0] or use DQN or SAC"
+                )
+        if self.algorithm in REPLAY_ALGORITHMS and 0 in self.factors.replay_capacity:
+            raise ValueError(f"{self.algorithm} needs a replay_capacity > 0")
+        if self.algorithm == "SAC" and self.env.id == "CartPole-v1":
+            pass  # RLlib's SAC supports discrete actions.
+        tf = [f for f in self.factors.framework if f.startswith("tf")]
+        if tf and self.algorithm == "APPO":
+            raise ValueError("APPO with TensorFlow is not supported by RLlib 2.60's old stack here")
+        if self.training.compress_observations and self.api_stack != "old" and (
+            "torch" in self.factors.framework
+        ):
+            raise ValueError(
+                "training.compress_observations exists on RLlib's old API stack only: "
+                "set api_stack: old, or drop torch from factors.framework"
+            )
+        if self.env.is_atari and not any(m.conv for m in self.factors.model):
+            raise ValueError(
+                f"{self.env.id} has image observations: give factors.model a conv stack, "
+                "e.g. {conv: [[32, 8, 4], [64, 4, 2], [64, 3, 1]], hidden: [512]}"
+            )
+        return self
+
+    def points(self) -> list[TrialPoint]:
+        """The trials the grid design runs, in order. Random/Optuna modes draw instead."""
+        f = self.factors
+        levels: list[tuple[Any, ...]] = [f.replay_capacity, f.model, f.num_workers, f.framework]
+        combos: Iterable[tuple[Any, ...]]
+        if self.search.design == "full":
+            combos = itertools.product(*levels)
+        else:
+            base = tuple(values[0] for values in levels)
+            combo_list = [base]
+            for index, values in enumerate(levels):
+                for value in values[1:]:
+                    combo = list(base)
+                    combo[index] = value
+                    combo_list.append(tuple(combo))
+            combos = combo_list
+        return [
+            TrialPoint(
+                replay_capacity=cap,
+                model=model,
+                num_workers=workers,
+                framework=framework,
+                repeat=repeat,
+                seed=self.seed + repeat,
+            )
+            for cap, model, workers, framework in combos
+            for repeat in range(self.repeats)
+        ]
+
+    @property
+    def storage_uri(self) -> str:
+        return self.storage or f"results/{self.name}"
+
+
+class TrialPoint(_Frozen):
+    """One trial's factor values: what a Tune trial's config carries."""
+
+    replay_capacity: int
+    model: ModelSpec
+    num_workers: int
+    framework: Framework
+    repeat: int = 0
+    seed: int = 0
+
+    def api_stack(self, study: Study) -> Literal["new", "old"]:
+        """Which RLlib API stack this trial runs on."""
+        if self.framework != "torch" or study.api_stack == "old":
+            return "old"
+        return "new"
+
+    def as_row(self) -> dict[str, Any]:
+        """Flat, Parquet-friendly form (model as its label)."""
+        return {
+            "replay_capacity": self.replay_capacity,
+            "model": self.model.label,
+            "num_workers": self.num_workers,
+            "framework": self.framework,
+            "repeat": self.repeat,
+            "seed": self.seed,
+        }
+
+
+def _location(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in {"function-after[_conv_positive()]"} or part.startswith("function-"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _allowed_keys(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
+    """The keys allowed at ``loc``'s parent, for a did-you-mean hint."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        annotation = fields[part].annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            # tuple[ModelSpec, ...] and similar.
+            nested = [
+                a
+                for c in args
+                for a in getattr(c, "__args__", ())
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ]
+        if not nested:
+            return []
+        current = nested[0]
+    return list(getattr(current, "model_fields", {}))
+
+
+def _format_error(source: str, error: Mapping[str, Any]) -> str:
+    loc = tuple(error.get("loc", ()))
+    where = _location(loc) or "(top level)"
+    kind = error.get("type", "")
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        key = str(loc[-1]) if loc else "?"
+        allowed = _allowed_keys(Study, loc)
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return f"{source}: unknown key '{where}'.{hint} Allowed here: {', '.join(allowed)}."
+    message = str(error.get("msg", "invalid value"))
+    message = message.removeprefix("Value error, ")
+    if kind == "missing":
+        return f"{source}: {where} is required."
+    shown = "" if isinstance(value, dict) else f", got {value!r}"
+    return f"{source}: {where}: {message}{shown}."
+
+
+def parse_study(data: Any, source: str = "<sweep>") -> Study:
+    """Validate an already-loaded mapping; errors name ``source`` and the key."""
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"{source}: a sweep file is a YAML mapping with at least 'name:', "
+            f"got {type(data).__name__}"
+        )
+    try:
+        return Study.model_validate(data)
+    except ValidationError as exc:
+        lines = [_format_error(source, err) for err in exc.errors()]
+        raise SpecError("\n".join(dict.fromkeys(lines))) from None
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a sweep file; :class:`SpecError` on any problem."""
+    file = Path(path)
+    if not file.is_file():
+        raise SpecError(f"No such sweep file: {file} (sweeps live in sweeps/*.yaml)")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{file}: cannot read it as UTF-8 text ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{file}:{where}: not valid YAML: {problem}") from None
+    return parse_study(data, str(file))
+
+
+def describe_fields(model: type[BaseModel] = Study, prefix: str = "") -> list[str]:
+    """``key: type = default — docstring`` lines for every field, nested ones indented."""
+    lines: list[str] = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        nested = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        default = "" if info.is_required() else f" = {info.default!r}" if nested is None else ""
+        doc = f"  — {info.description}" if info.description else ""
+        lines.append(f"{prefix}{name}{default}{doc}")
+        if nested is not None:
+            lines.extend(describe_fields(nested, prefix + "  "))
+    return lines
+
+
+def point_from_config(study: Study, config: Mapping[str, Any]) -> TrialPoint:
+    """A Tune trial's config → its :class:`TrialPoint`.
+
+    Grid sweeps carry the whole point under ``"point"``; searchers (random, Optuna) draw
+    flat keys, with the model given by its label (Optuna's categorical values must be
+    plain strings).
+    """
+    if "point" in config:
+        return TrialPoint.model_validate(config["point"])
+    models = {model.label: model for model in study.factors.model}
+    label = config["model"]
+    if label not in models:
+        raise SpecError(f"model {label!r} is not one of the study's: {sorted(models)}")
+    repeat = int(config.get("repeat", 0))
+    return TrialPoint(
+        replay_capacity=int(config["replay_capacity"]),
+        model=models[label],
+        num_workers=int(config["num_workers"]),
+        framework=config["framework"],
+        repeat=repeat,
+        seed=int(config.get("seed", study.seed + repeat)),
+    )

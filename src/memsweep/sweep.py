@@ -1,0 +1,276 @@
+"""Run a study: an embedded (or given) Ray, a Tune sweep, the memory callback, a summary.
+
+The data path starts here: study → Tune trials → samples → Parquet. This module knows
+Tune and Ray; it does not know how the data is analysed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Any
+
+import yaml
+
+from memsweep.errors import ClusterError, MemsweepError, SpecError
+from memsweep.spec import Study, TrialPoint
+from memsweep.store import SCHEMA_VERSION, ResultsWriter, open_results
+
+WORKER_ENV = {
+    # RLlib's TF models need Keras 2 (tf-keras); Keras 3 breaks them.
+    "TF_USE_LEGACY_KERAS": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "PYTHONWARNINGS": "ignore::DeprecationWarning",
+}
+"""Environment of every Ray worker of a sweep (through the job's runtime env)."""
+
+_PACKAGES = ("memsweep", "ray", "torch", "tensorflow", "tf-keras", "gymnasium", "ale-py", "numpy", "pyarrow", "psutil")
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What a finished (or stopped) sweep left behind."""
+
+    storage: str
+    num_trials: int
+    num_errors: int
+    seconds: float
+
+
+def versions() -> dict[str, Any]:
+    """Package versions and machine facts, stored next to the data they produced."""
+    import psutil
+
+    packages = {}
+    for name in _PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "hostname": socket.gethostname(),
+        "cpus": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "packages": packages,
+    }
+
+
+def param_space(study: Study) -> dict[str, Any]:
+    """Tune's param space: the grid's points, or distributions for a searcher."""
+    from ray import tune
+
+    base: dict[str, Any] = {"study": study.model_dump(mode="json")}
+    if study.search.mode == "grid":
+        base["point"] = tune.grid_search([p.model_dump(mode="json") for p in study.points()])
+        return base
+    f = study.factors
+    base.update(
+        {
+            "replay_capacity": tune.choice(list(f.replay_capacity)),
+            "model": tune.choice([m.label for m in f.model]),
+            "num_workers": tune.choice(list(f.num_workers)),
+            "framework": tune.choice(list(f.framework)),
+            "repeat": 0,
+            "seed": study.seed,
+        }
+    )
+    return base
+
+
+def _search_alg(study: Study) -> Any:
+    if study.search.mode in {"grid", "random"}:
+        return None
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    sampler = (
+        optuna.samplers.QMCSampler(seed=study.seed, scramble=True)
+        if study.search.mode == "qmc"
+        else optuna.samplers.TPESampler(seed=study.seed)
+    )
+    return OptunaSearch(metric=study.search.metric, mode=study.search.metric_mode, sampler=sampler)
+
+
+def _stop(study: Study) -> dict[str, float]:
+    stop: dict[str, float] = {}
+    if study.stop.iterations is not None:
+        stop["training_iteration"] = study.stop.iterations
+    if study.stop.env_steps is not None:
+        stop["memsweep/env_steps"] = study.stop.env_steps
+    if study.stop.seconds is not None:
+        stop["time_total_s"] = study.stop.seconds
+    return stop
+
+
+def _bundle_cpus(factory: Any) -> list[float]:
+    return [float(bundle.get("CPU", 0.0)) for bundle in factory.bundles]
+
+
+def check_placeable(study: Study, source: str = "") -> None:
+    """Refuse, before any trial starts, a point the cluster can never place."""
+    import ray
+
+    from memsweep.trainable import MemsweepTrainable
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    node_cpus = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes]
+    total = sum(node_cpus)
+    biggest = max(node_cpus, default=0.0)
+    points: list[TrialPoint] = study.points()
+    where = f"{source}: " if source else ""
+    for point in points:
+        config = {"study": study.model_dump(mode="json"), "point": point.model_dump(mode="json")}
+        bundles = _bundle_cpus(MemsweepTrainable.default_resource_request(config))
+        need = sum(bundles)
+        if need > total + 1e-9 or max(bundles, default=0.0) > biggest + 1e-9:
+            raise ClusterError(
+                f"{where}the trial with num_workers={point.num_workers} needs {need:g} CPUs "
+                f"(trainable {study.resources.cpus_per_trainable:g} + env runners at "
+                f"{study.resources.cpus_per_env_runner:g} each), but the cluster has "
+                f"{total:g} CPUs ({biggest:g} on its largest node). Lower "
+                "resources.cpus_per_env_runner (memory is what is studied, not speed) or "
+                "factors.num_workers."
+            )
+
+
+def _init_ray(study: Study, address: str | None) -> bool:
+    """Start (or join) Ray; returns True if this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    for key, value in WORKER_ENV.items():
+        os.environ.setdefault(key, value)
+    kwargs: dict[str, Any] = {
+        "runtime_env": {"env_vars": dict(WORKER_ENV)},
+        "namespace": f"memsweep-{study.name}",
+        "log_to_driver": True,
+    }
+    if address:
+        kwargs["address"] = address
+    else:
+        # Embedded Ray: everything on loopback, dashboard included.
+        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1")
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ClusterError(f"Cannot start or reach Ray ({address or 'embedded'}): {exc}") from None
+    return True
+
+
+def run_study(
+    study: Study,
+    *,
+    storage: str | None = None,
+    resume: bool = False,
+    address: str | None = None,
+    source: str = "",
+    echo: Any = print,
+) -> SweepOutcome:
+    """Run ``study`` to the end and print the summary; raises MemsweepError on refusal."""
+    import ray
+    from ray import tune
+    from ray.tune import CLIReporter, RunConfig, TuneConfig, Tuner
+
+    from memsweep.callback import MemoryCallback
+    from memsweep.summary import format_summaries, trial_summaries
+    from memsweep.trainable import MemsweepTrainable
+
+    uri = storage or study.storage_uri
+    writer = ResultsWriter(uri)
+    writer.write_text("study.yaml", yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
+    writer.write_text("versions.json", json.dumps(versions(), indent=2))
+    started = time.time()
+    we_started = _init_ray(study, address)
+    try:
+        check_placeable(study, source)
+        callback = MemoryCallback(study, writer)
+        reporter = CLIReporter(
+            metric_columns={
+                "training_iteration": "iter",
+                "memsweep/env_steps": "env steps",
+                "memsweep/replay_size": "in buffer",
+                "memory/rss_mb": "RSS MB",
+                "memory/peak_mb": "peak MB",
+            },
+            parameter_columns={},
+            max_report_frequency=30,
+        )
+        fs = writer.fs if "://" in writer.uri else None
+        run_config = RunConfig(
+            name="tune",
+            storage_path=writer.root,
+            storage_filesystem=fs,
+            stop=_stop(study),
+            callbacks=[callback],
+            progress_reporter=reporter,
+            verbose=1,
+        )
+        tune_dir = f"{writer.root}/tune"
+        if resume:
+            if not Tuner.can_restore(tune_dir, storage_filesystem=fs):
+                raise MemsweepError(f"Nothing to resume in {uri}: no Tune experiment at {tune_dir}.")
+            tuner = Tuner.restore(
+                tune_dir,
+                trainable=MemsweepTrainable,
+                resume_unfinished=True,
+                resume_errored=False,
+                restart_errored=False,
+                storage_filesystem=fs,
+                param_space=param_space(study),
+            )
+            # Tune unpickles the old RunConfig; give it this run's callback and reporter
+            # (Tuner has no public setter for that in Ray 2.60).
+            internal = tuner._local_tuner
+            internal.set_run_config(
+                dataclasses.replace(
+                    internal.get_run_config(), callbacks=[callback], progress_reporter=reporter
+                )
+            )
+        else:
+            tuner = Tuner(
+                MemsweepTrainable,
+                param_space=param_space(study),
+                tune_config=TuneConfig(
+                    num_samples=1 if study.search.mode == "grid" else study.search.num_samples,
+                    search_alg=_search_alg(study),
+                    max_concurrent_trials=study.resources.max_concurrent_trials or None,
+                    reuse_actors=False,
+                ),
+                run_config=run_config,
+            )
+        try:
+            grid = tuner.fit()
+        finally:
+            callback.close()
+        if callback.collector_error is not None:
+            raise MemsweepError(f"Samples could not be written: {callback.collector_error}")
+        errors = sum(1 for result in grid if result.error is not None)
+        summaries = trial_summaries(open_results(uri))
+        echo("")
+        echo(f"memsweep: {study.name}: {len(summaries)} trials, {errors} failed, {time.time() - started:.0f} s")
+        echo(format_summaries(summaries))
+        echo(f"Parquet: {uri}/samples (per process), node_samples, progress, trials.parquet")
+        echo(f"Next: python -m memsweep.analyze {uri}")
+        return SweepOutcome(storage=uri, num_trials=len(summaries), num_errors=errors, seconds=time.time() - started)
+    except SpecError:
+        raise
+    finally:
+        if we_started:
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+        _ = tune
