@@ -43,7 +43,7 @@ class Attribution:
 
 def role_of_class(class_name: str) -> str:
     """An actor class → the role memsweep reports for it."""
-    if class_name.endswith("Trainable") or class_name in {"MemsweepTrainable"}:
+    if class_name.endswith("Trainable") or class_name == "ImplicitFunc":
         return "trainable"
     if "EnvRunner" in class_name or "RolloutWorker" in class_name:
         return "env_runner"
@@ -64,13 +64,16 @@ def attribute(
     actors: Mapping[tuple[str, int], ActorInfo],
     trial_of_group: Mapping[str, str],
     trial_of_pid: Mapping[tuple[str, int], str],
+    trainable_actor_ids: frozenset[str] | set[str] = frozenset(),
 ) -> dict[int, Attribution]:
     """Attribute every process of one node.
 
     ``processes`` holds ``(pid, ppid, title, system_label)`` rows; ``actors`` maps
     ``(node_id, pid)`` to the actor living in that process; ``trial_of_group`` maps a
     placement group id to its trial; ``trial_of_pid`` maps a registered trainable's
-    ``(node_id, pid)`` to its trial (for trainables without a placement group).
+    ``(node_id, pid)`` to its trial (for trainables without a placement group);
+    ``trainable_actor_ids`` are the actors Tune started as trials' trainables, whatever
+    their class (``ImplicitFunc`` for a function trainable).
     """
     rows = {pid: (ppid, title, system) for pid, ppid, title, system in processes}
     result: dict[int, Attribution] = {}
@@ -84,7 +87,8 @@ def attribute(
             trial = trial_of_pid.get((node_id, pid))
             if trial is None and actor.placement_group_id:
                 trial = trial_of_group.get(actor.placement_group_id)
-            return Attribution(trial, role_of_class(actor.class_name), actor.actor_id, actor.class_name)
+            role = "trainable" if actor.actor_id in trainable_actor_ids else role_of_class(actor.class_name)
+            return Attribution(trial, role, actor.actor_id, actor.class_name)
         trial = trial_of_pid.get((node_id, pid))
         if trial is not None:
             return Attribution(trial, "trainable", None, None)

@@ -33,9 +33,10 @@ from memsweep.store import SAMPLES, ResultsWriter
 
 log = logging.getLogger(__name__)
 
-_HOLD_ROUNDS = 3
-"""Flushes to hold back a process's rows while its placement group has no trial yet (the
-trainable registers a moment after its actor starts)."""
+_HOLD_S = 30.0
+"""Seconds to hold back an actor process's rows while it cannot be attributed yet: the
+state API lists a new actor a moment after it starts, and Tune names a trainable's trial
+only once its set-up is done (memsweep's own trainable registers at once)."""
 
 
 def _now_us() -> int:
@@ -89,7 +90,7 @@ class Collector:
         self._trial_of_pid: dict[tuple[str, int], str] = {}
         self._trial_of_actor: dict[str, str] = {}
         self._actors: dict[tuple[str, int], ActorInfo] = {}
-        self._held: list[tuple[str, pa.Table, int]] = []
+        self._held: list[tuple[str, pa.Table, float]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -295,7 +296,7 @@ class Collector:
                 # the last actor table; rows of new processes are held back below.
                 log.warning("memsweep: actor table not refreshed: %s", exc)
         trial_of_group = self.trial_of_group
-        pending = [(b["node_id"], b["samples"], 0) for b in drained if b["samples"].num_rows]
+        pending = [(b["node_id"], b["samples"], time.time()) for b in drained if b["samples"].num_rows]
         pending = self._held + pending
         self._held = []
         try:
@@ -319,13 +320,13 @@ class Collector:
             self._on_trials_changed()
 
     def _write_samples(
-        self, pending: list[tuple[str, pa.Table, int]], trial_of_group: dict[str, str], final: bool
+        self, pending: list[tuple[str, pa.Table, float]], trial_of_group: dict[str, str], final: bool
     ) -> None:
         tables: list[pa.Table] = []
-        for node_id, raw, held_for in pending:
+        for node_id, raw, since in pending:
             table, unresolved = self._attribute(node_id, raw, trial_of_group)
-            if unresolved is not None and unresolved.num_rows and held_for < _HOLD_ROUNDS and not final:
-                self._held.append((node_id, unresolved, held_for + 1))
+            if unresolved is not None and unresolved.num_rows and time.time() - since < _HOLD_S and not final:
+                self._held.append((node_id, unresolved, since))
             elif unresolved is not None and unresolved.num_rows:
                 table = pa.concat_tables([table, self._attribute(node_id, unresolved, trial_of_group, force=True)[0]])
             if table.num_rows:
@@ -343,14 +344,21 @@ class Collector:
         names = raw["name"].to_pylist()
         systems = raw["system"].to_pylist()
         processes = {pid: (pid, ppid or 0, name or "", system) for pid, ppid, name, system in zip(pids, ppids, names, systems, strict=True)}
+        with self._lock:
+            trainables = set(self._trial_of_actor)
         found: dict[int, Attribution] = attribute(
-            node_id, processes.values(), self._actors, trial_of_group, self._trial_of_pid
+            node_id, processes.values(), self._actors, trial_of_group, self._trial_of_pid, trainables
         )
         waiting = set()
         if not force:
             for pid, who in found.items():
+                if who.trial_id is not None or who.role in {"ray_system", "driver", "memsweep"}:
+                    continue
                 actor = self._actors.get((node_id, pid))
-                if who.trial_id is None and actor is not None and actor.placement_group_id and who.role not in {"memsweep"}:
+                title = processes[pid][2]
+                unknown_actor = actor is None and title.startswith("ray::") and not title.startswith("ray::IDLE")
+                unmapped_group = actor is not None and bool(actor.placement_group_id)
+                if unknown_actor or unmapped_group:
                     waiting.add(pid)
         n = raw.num_rows
         columns = {
