@@ -103,3 +103,10 @@ def test_results_on_s3_are_written_and_read_through_pyarrow_fs() -> None:
         assert results.table("trials").num_rows == 1
     finally:
         server.stop()
+
+
+def test_the_documented_schema_is_the_schema_the_code_writes() -> None:
+    from memsweep.store import schema_markdown
+
+    documented = (Path(__file__).resolve().parents[1] / "docs" / "schema.md").read_text()
+    assert documented.strip() == schema_markdown().strip(), "regenerate docs/schema.md"

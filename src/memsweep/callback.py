@@ -28,7 +28,13 @@ RESULT_KEYS = {
 }
 """Keys the trainable adds to every Tune result."""
 
-_BUILT_KEYS = ("model_params", "obs_bytes", "built_replay_capacity", "built_num_env_runners")
+_BUILT_KEYS = {
+    "model_params": "memsweep/built_model_params",
+    "obs_bytes": "memsweep/built_obs_bytes",
+    "built_replay_capacity": "memsweep/built_replay_capacity",
+    "built_num_env_runners": "memsweep/built_num_env_runners",
+}
+"""Trials-table column ← the Tune result key the trainable reports it under."""
 
 
 def _us(seconds: float | None = None) -> int:
@@ -107,7 +113,9 @@ class MemoryCallback(Callback):  # type: ignore[misc]
                 }
             )
         row["status"] = "running"
-        row["started_at"] = row.get("started_at") or _us()
+        row["run_id"] = self.writer.run_id
+        # A resumed trial starts over: its latest attempt is the one that counts.
+        row["started_at"] = _us()
         self._set_trial(trial.trial_id, row)
         if self._collector is not None:
             actor = getattr(getattr(trial, "temporary_state", None), "ray_actor", None)
@@ -124,6 +132,7 @@ class MemoryCallback(Callback):  # type: ignore[misc]
         progress = {
             "ts": _us(),
             "trial_id": trial.trial_id,
+            "run_id": self.writer.run_id,
             "iteration": get("training_iteration"),
             "env_steps": get(RESULT_KEYS["env_steps"]),
             "replay_size": get(RESULT_KEYS["replay_size"]),
@@ -140,8 +149,8 @@ class MemoryCallback(Callback):  # type: ignore[misc]
             peak = progress["trial_peak_bytes"]
             if peak is not None:
                 row["peak_bytes"] = max(int(peak), int(row.get("peak_bytes") or 0))
-            for key in _BUILT_KEYS:
-                value = get(f"memsweep/{key}")
+            for key, result_key in _BUILT_KEYS.items():
+                value = get(result_key)
                 if value is not None:
                     row[key] = int(value)
             self._dirty = True

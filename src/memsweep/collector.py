@@ -217,10 +217,13 @@ class Collector:
     # -- one flush ------------------------------------------------------------------------
 
     def _refresh_actors(self) -> None:
+        import ray
         from ray.util.state import list_actors
 
+        # Name our cluster: with several Ray instances on one machine, "auto" is ambiguous.
+        address = ray.get_runtime_context().gcs_address
         table: dict[tuple[str, int], ActorInfo] = {}
-        for actor in list_actors(detail=True, limit=10_000, raise_on_missing_output=False):
+        for actor in list_actors(address=address, detail=True, limit=10_000, raise_on_missing_output=False):
             pid = getattr(actor, "pid", None)
             node_id = getattr(actor, "node_id", None)
             if not pid or not node_id:
@@ -250,10 +253,13 @@ class Collector:
             return []
         method = "stop" if final else "drain"
         refs = [getattr(sampler, method).remote() for _, sampler in live]
+        # One deadline for all samplers: one on a node that just died (before the GCS
+        # marks it dead) never answers, and must not hold up the others.
+        ray.wait(refs, num_returns=len(refs), timeout=max(10.0, 3 * self.flush_interval_s))
         drained: list[dict[str, Any]] = []
         for (node, _sampler), ref in zip(live, refs, strict=True):
             try:
-                drained.append(ray.get(ref, timeout=max(10.0, 3 * self.flush_interval_s)))
+                drained.append(ray.get(ref, timeout=0))
             except (RayActorError, GetTimeoutError, ray.exceptions.RayError) as exc:
                 still_alive = any(
                     n["NodeID"] == node.node_id and n.get("Alive") for n in ray.nodes()
@@ -363,6 +369,7 @@ class Collector:
         n = raw.num_rows
         columns = {
             "ts": raw["ts"],
+            "run_id": pa.array([self.writer.run_id] * n, pa.string()),
             "node_id": pa.array([node_id] * n, pa.string()),
             "pid": raw["pid"],
             "ppid": raw["ppid"],

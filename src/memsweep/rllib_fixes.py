@@ -42,9 +42,9 @@ class _OldStackReplayBufferFix:
         return from_config(ReplayBuffer, buffer_config)
 
 
-class MemsweepDQN(_OldStackReplayBufferFix, DQN):  # type: ignore[misc]
+class MemsweepDQN(_OldStackReplayBufferFix, DQN):
     """RLlib's DQN with the old-stack replay-buffer fix (see :class:`_OldStackReplayBufferFix`)."""
 
 
-class MemsweepSAC(_OldStackReplayBufferFix, SAC):  # type: ignore[misc]
+class MemsweepSAC(_OldStackReplayBufferFix, SAC):
     """RLlib's SAC with the old-stack replay-buffer fix (see :class:`_OldStackReplayBufferFix`)."""

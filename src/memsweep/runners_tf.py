@@ -14,8 +14,8 @@ os.environ.pop("RLLIB_TEST_NO_TF_IMPORT", None)
 # RLlib's TF models break under Keras 3; tf-keras must be selected before TF is imported.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from ray.rllib.evaluation.rollout_worker import RolloutWorker  # noqa: E402
+from ray.rllib.evaluation.rollout_worker import RolloutWorker
 
 
-class TFRolloutWorker(RolloutWorker):  # type: ignore[misc]
+class TFRolloutWorker(RolloutWorker):
     """RLlib's old-stack ``RolloutWorker``, in a process that imports TensorFlow."""

@@ -24,9 +24,9 @@ from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner  # noqa: 
 from ray.rllib.evaluation.rollout_worker import RolloutWorker  # noqa: E402
 
 
-class TorchEnvRunner(SingleAgentEnvRunner):  # type: ignore[misc]
+class TorchEnvRunner(SingleAgentEnvRunner):
     """RLlib's new-stack ``SingleAgentEnvRunner``, in a process without TensorFlow."""
 
 
-class TorchRolloutWorker(RolloutWorker):  # type: ignore[misc]
+class TorchRolloutWorker(RolloutWorker):
     """RLlib's old-stack ``RolloutWorker``, in a process without TensorFlow."""

@@ -46,15 +46,16 @@ TS = pa.timestamp("us", tz="UTC")
 SAMPLES = pa.schema(
     [
         pa.field("ts", TS, nullable=False, metadata={"doc": "sample time, UTC"}),
+        pa.field("run_id", pa.string(), metadata={"doc": "the driver run that wrote the row; a resumed sweep has a new one"}),
         pa.field("node_id", pa.string(), nullable=False, metadata={"doc": "Ray node id (hex)"}),
-        pa.field("pid", pa.int32(), nullable=False),
-        pa.field("ppid", pa.int32()),
+        pa.field("pid", pa.int32(), nullable=False, metadata={"doc": "process id on its node"}),
+        pa.field("ppid", pa.int32(), metadata={"doc": "parent process id"}),
         pa.field("create_time", pa.float64(), metadata={"doc": "process start, epoch s; with pid, a process's identity"}),
         pa.field("name", pa.string(), metadata={"doc": "process title (ray::ClassName.method for Ray workers)"}),
         pa.field("trial_id", pa.string(), metadata={"doc": "Tune trial id; null for processes of no trial"}),
-        pa.field("role", pa.string(), nullable=False, metadata={"doc": "trainable | env_runner | learner | aggregator | replay | child | ray_worker | ray_system | driver | memsweep"}),
-        pa.field("actor_id", pa.string()),
-        pa.field("actor_class", pa.string()),
+        pa.field("role", pa.string(), nullable=False, metadata={"doc": "trainable, env_runner, learner, aggregator, replay, actor, child (of a trial's actor), ray_worker (idle or task worker), ray_system, driver, memsweep"}),
+        pa.field("actor_id", pa.string(), metadata={"doc": "Ray actor in this process (or its nearest actor ancestor for role child)"}),
+        pa.field("actor_class", pa.string(), metadata={"doc": "that actor's class, e.g. SingleAgentEnvRunner"}),
         pa.field("rss_bytes", pa.int64(), metadata={"doc": "resident set size (VmRSS)"}),
         pa.field("hwm_bytes", pa.int64(), metadata={"doc": "peak RSS since process start (VmHWM): catches spikes between samples"}),
         pa.field("swap_bytes", pa.int64(), metadata={"doc": "VmSwap"}),
@@ -89,6 +90,7 @@ PROGRESS = pa.schema(
     [
         pa.field("ts", TS, nullable=False),
         pa.field("trial_id", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), metadata={"doc": "the driver run that wrote the row; a resumed sweep has a new one"}),
         pa.field("iteration", pa.int64()),
         pa.field("env_steps", pa.int64(), metadata={"doc": "env steps sampled over the trial's lifetime"}),
         pa.field("replay_size", pa.int64(), metadata={"doc": "transitions stored in the replay buffer; null if unknown"}),
@@ -101,7 +103,7 @@ PROGRESS = pa.schema(
 EVENTS = pa.schema(
     [
         pa.field("ts", TS, nullable=False),
-        pa.field("kind", pa.string(), nullable=False, metadata={"doc": "sampler_started | sampler_restarted | sampler_lost | gap | node_added | node_removed | trial_started | trial_ended"}),
+        pa.field("kind", pa.string(), nullable=False, metadata={"doc": "sampler_started, sampler_restarted, sampler_lost, gap, node_added, node_removed, trial_started, trial_registered, trial_ended"}),
         pa.field("node_id", pa.string()),
         pa.field("trial_id", pa.string()),
         pa.field("detail", pa.string()),
@@ -114,11 +116,11 @@ TRIALS = pa.schema(
         pa.field("study", pa.string()),
         pa.field("algorithm", pa.string()),
         pa.field("env", pa.string()),
-        pa.field("api_stack", pa.string(), metadata={"doc": "new | old"}),
+        pa.field("api_stack", pa.string(), metadata={"doc": "RLlib API stack: new or old"}),
         pa.field("replay_capacity", pa.int64()),
         pa.field("model", pa.string(), metadata={"doc": "model label, e.g. 256x256"}),
         pa.field("num_workers", pa.int64()),
-        pa.field("framework", pa.string(), metadata={"doc": "torch | tf2 | tf2-eager"}),
+        pa.field("framework", pa.string(), metadata={"doc": "torch, tf2 (traced) or tf2-eager"}),
         pa.field("repeat", pa.int64()),
         pa.field("seed", pa.int64()),
         pa.field("cpus_per_trainable", pa.float64()),
@@ -128,7 +130,8 @@ TRIALS = pa.schema(
         pa.field("built_replay_capacity", pa.int64(), metadata={"doc": "capacity of the replay buffer RLlib built"}),
         pa.field("built_num_env_runners", pa.int64(), metadata={"doc": "remote env runners RLlib built"}),
         pa.field("placement_group_id", pa.string()),
-        pa.field("status", pa.string(), metadata={"doc": "running | terminated | error"}),
+        pa.field("run_id", pa.string(), metadata={"doc": "the driver run of the trial's latest attempt: samples of earlier attempts (before a resume) have another run_id"}),
+        pa.field("status", pa.string(), metadata={"doc": "running, terminated, error, interrupted"}),
         pa.field("error", pa.string()),
         pa.field("started_at", TS),
         pa.field("ended_at", TS),
@@ -147,7 +150,7 @@ NODES = pa.schema(
         pa.field("total_bytes", pa.int64()),
         pa.field("first_seen", TS),
         pa.field("last_seen", TS),
-        pa.field("state", pa.string(), metadata={"doc": "alive | dead"}),
+        pa.field("state", pa.string(), metadata={"doc": "alive or dead"}),
     ]
 )
 
@@ -192,6 +195,7 @@ class ResultsWriter:
         self.uri = os.fspath(uri)
         self.fs, self.root = resolve(self.uri)
         self._token = uuid.uuid4().hex[:8]
+        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{self._token}"
         self._seq = itertools.count()
         self._lock = threading.Lock()
         try:
@@ -319,3 +323,57 @@ def open_results(uri: str | os.PathLike[str]) -> Results:
             f"one reads up to {SCHEMA_VERSION}). Upgrade memsweep to read it."
         )
     return results
+
+
+
+def latest_attempts(table: pa.Table, trials: pa.Table) -> pa.Table:
+    """The rows of ``table`` (samples or progress) from each trial's latest attempt.
+
+    A resumed sweep restarts its interrupted trials; the rows of their earlier attempt
+    stay in the dataset (nothing is ever rewritten) under the earlier ``run_id``, and
+    ``trials.parquet`` names the latest. Kept: rows of that run, rows of no trial (Ray's
+    own processes, the driver), and rows without a ``run_id`` (written before it existed).
+    """
+    import pyarrow.compute as pc
+
+    if "run_id" not in table.column_names or "run_id" not in trials.column_names:
+        return table
+    known = trials.select(["trial_id", "run_id"]).filter(pc.is_valid(trials["run_id"]))
+    if known.num_rows == 0:
+        return table
+    where = pc.index_in(table["trial_id"], value_set=known["trial_id"])
+    expected = pc.take(known["run_id"], where)
+    run_id = table["run_id"]
+    keep = pc.or_kleene(
+        pc.or_kleene(pc.is_null(expected), pc.is_null(run_id)), pc.equal(run_id, expected)
+    )
+    return table.filter(keep)
+
+def _unit(name: str) -> str:
+    if name.endswith("_bytes"):
+        return "bytes"
+    if name.endswith("_s"):
+        return "seconds"
+    if name in {"ts", "first_seen", "last_seen", "started_at", "ended_at"}:
+        return "UTC, µs"
+    return ""
+
+
+def schema_markdown() -> str:
+    """The schema of every table as Markdown (``docs/schema.md`` is this, checked by a test)."""
+    lines = [
+        "# Results schema",
+        "",
+        "Generated from `memsweep.store` (`python -c 'import memsweep.store as s; print(s.schema_markdown())'`);",
+        f"schema version {SCHEMA_VERSION}. Appended tables are folders of Parquet part files;",
+        "`trials` and `nodes` are single files, replaced whole.",
+        "",
+    ]
+    for name, schema in {**APPEND_TABLES, **WHOLE_TABLES}.items():
+        where = f"`{name}/part-*.parquet`" if name in APPEND_TABLES else f"`{name}.parquet`"
+        lines += [f"## {name} — {where}", "", "| column | type | unit | meaning |", "| --- | --- | --- | --- |"]
+        for field in schema:
+            doc = (field.metadata or {}).get(b"doc", b"").decode()
+            lines.append(f"| `{field.name}` | {field.type} | {_unit(field.name)} | {doc} |")
+        lines.append("")
+    return "\n".join(lines)

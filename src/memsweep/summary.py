@@ -45,12 +45,16 @@ def trial_summaries(results: Results) -> list[TrialSummary]:
                    SUM(rss_bytes) AS rss, SUM(pss_bytes) AS pss, COUNT(pss_bytes) AS n_pss,
                    COUNT(*) AS n
             FROM samples WHERE trial_id IS NOT NULL GROUP BY trial_id, node_id, ts
+        ), per_node_second AS (
+            -- Rounds on different nodes do not share timestamps: take each node's
+            -- largest round per second, then add the nodes up, so that a trial spread
+            -- over nodes is counted whole and no round is counted twice.
+            SELECT trial_id, node_id, date_trunc('second', ts) AS sec,
+                   MAX(rss) AS rss, MAX(CASE WHEN n_pss = n THEN pss END) AS pss
+            FROM per_round GROUP BY trial_id, node_id, sec
         ), per_trial_round AS (
-            -- One round per node; add nodes up per second so a trial spread over nodes
-            -- is counted whole.
-            SELECT trial_id, date_trunc('second', ts) AS sec,
-                   SUM(rss) AS rss, SUM(CASE WHEN n_pss = n THEN pss END) AS pss
-            FROM per_round GROUP BY trial_id, sec
+            SELECT trial_id, sec, SUM(rss) AS rss, SUM(pss) AS pss
+            FROM per_node_second GROUP BY trial_id, sec
         ), hwm AS (
             SELECT trial_id, SUM(max_hwm) AS hwm, COUNT(*) AS processes FROM (
                 SELECT trial_id, node_id, pid, create_time, MAX(hwm_bytes) AS max_hwm

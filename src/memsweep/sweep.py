@@ -7,7 +7,6 @@ Tune and Ray; it does not know how the data is analysed.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import platform
@@ -147,6 +146,14 @@ def check_placeable(study: Study, source: str = "") -> None:
             )
 
 
+def _driver_env_vars() -> dict[str, str]:
+    """``WORKER_ENV`` minus what a Ray job (``memsweep submit``) already sets: Ray refuses
+    a ``ray.init`` runtime env that repeats one of the job's env vars."""
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    taken = (job.get("runtime_env") or {}).get("env_vars") or {}
+    return {key: value for key, value in WORKER_ENV.items() if key not in taken}
+
+
 def _init_ray(study: Study, address: str | None) -> bool:
     """Start (or join) Ray; returns True if this call started it."""
     import ray
@@ -156,7 +163,7 @@ def _init_ray(study: Study, address: str | None) -> bool:
     for key, value in WORKER_ENV.items():
         os.environ.setdefault(key, value)
     kwargs: dict[str, Any] = {
-        "runtime_env": {"env_vars": dict(WORKER_ENV)},
+        "runtime_env": {"env_vars": _driver_env_vars()},
         "namespace": f"memsweep-{study.name}",
         "log_to_driver": True,
     }
@@ -182,9 +189,15 @@ def run_study(
     echo: Any = print,
 ) -> SweepOutcome:
     """Run ``study`` to the end and print the summary; raises MemsweepError on refusal."""
+    # Tune's newer console output ignores a CLIReporter's columns; memsweep's table shows
+    # env steps, buffer fill and memory per trial, so ask for the classic reporter.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune saves its experiment state (trial statuses, the callback's state) at most every
+    # 10 s by default; a trial that finished since would be run again by --resume.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     import ray
     from ray import tune
-    from ray.tune import CLIReporter, RunConfig, TuneConfig, Tuner
+    from ray.tune import CheckpointConfig, CLIReporter, RunConfig, TuneConfig, Tuner
 
     from memsweep.callback import MemoryCallback
     from memsweep.summary import format_summaries, trial_summaries
@@ -207,7 +220,14 @@ def run_study(
                 "memory/rss_mb": "RSS MB",
                 "memory/peak_mb": "peak MB",
             },
-            parameter_columns={},
+            parameter_columns={
+                "point/replay_capacity": "capacity",
+                "point/num_workers": "workers",
+                "point/framework": "framework",
+                "replay_capacity": "capacity",
+                "num_workers": "workers",
+                "framework": "framework",
+            },
             max_report_frequency=30,
         )
         fs = writer.fs if "://" in writer.uri else None
@@ -219,6 +239,10 @@ def run_study(
             callbacks=[callback],
             progress_reporter=reporter,
             verbose=1,
+            # Resume restarts unfinished trials from scratch: a memory trace does not
+            # continue across a restart, and a DQN checkpoint would write its whole
+            # replay buffer to disk.
+            checkpoint_config=CheckpointConfig(checkpoint_at_end=False, checkpoint_frequency=0),
         )
         tune_dir = f"{writer.root}/tune"
         if resume:
@@ -234,13 +258,10 @@ def run_study(
                 param_space=param_space(study),
             )
             # Tune unpickles the old RunConfig; give it this run's callback and reporter
-            # (Tuner has no public setter for that in Ray 2.60).
-            internal = tuner._local_tuner
-            internal.set_run_config(
-                dataclasses.replace(
-                    internal.get_run_config(), callbacks=[callback], progress_reporter=reporter
-                )
-            )
+            # (Tuner has no public setter for that in Ray 2.60; its RunConfig is mutable).
+            restored = tuner._local_tuner.get_run_config()
+            restored.callbacks = [callback]
+            restored.progress_reporter = reporter
         else:
             tuner = Tuner(
                 MemsweepTrainable,

@@ -1,0 +1,71 @@
+"""Analysis of a sweep's Parquet: phases, factor models, predictions, leak verdicts, report.
+
+Data path: :mod:`~memsweep.analyze.load` (duckdb aggregation) →
+:mod:`~memsweep.analyze.phases` (per trial) → :mod:`~memsweep.analyze.leaks` →
+:mod:`~memsweep.analyze.models` (per factor) → :mod:`~memsweep.analyze.predict` and
+:mod:`~memsweep.analyze.report` (with :mod:`~memsweep.analyze.plots`).
+
+Typical use::
+
+    analysis = analyze_results("results/default")
+    write_report(analysis)
+    predict(analysis, PredictPoint(replay_capacity=1_000_000, num_workers=8,
+                                   model="512,512", framework="torch"))
+
+The names below are loaded on first use, so that ``python -m memsweep.analyze`` answers
+a bad flag or folder without first importing pandas, statsmodels, duckdb and matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from memsweep.analyze.analysis import Analysis, AnalysisOptions, analyze_results
+    from memsweep.analyze.leaks import LeakVerdict
+    from memsweep.analyze.models import Effect, FittedModel, ModelSet
+    from memsweep.analyze.phases import RolePhases, TrialPhases
+    from memsweep.analyze.predict import (
+        BudgetAnswer,
+        Prediction,
+        PredictPoint,
+        RolePrediction,
+        predict,
+        solve_budget,
+    )
+    from memsweep.analyze.report import ReportFiles, models_document, summary_text, write_report
+    from memsweep.analyze.units import Estimate
+
+_HOMES = {
+    "Analysis": "analysis",
+    "AnalysisOptions": "analysis",
+    "analyze_results": "analysis",
+    "LeakVerdict": "leaks",
+    "Effect": "models",
+    "FittedModel": "models",
+    "ModelSet": "models",
+    "RolePhases": "phases",
+    "TrialPhases": "phases",
+    "BudgetAnswer": "predict",
+    "Prediction": "predict",
+    "PredictPoint": "predict",
+    "RolePrediction": "predict",
+    "predict": "predict",
+    "solve_budget": "predict",
+    "ReportFiles": "report",
+    "models_document": "report",
+    "summary_text": "report",
+    "write_report": "report",
+    "Estimate": "units",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"memsweep.analyze.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,158 @@
+"""The analysis of one sweep, end to end: read → phases → leak verdicts → factor models."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from memsweep.analyze.leaks import LeakVerdict, leak_verdicts
+from memsweep.analyze.load import TRIAL_ROLES, SweepData, load_sweep
+from memsweep.analyze.models import ModelSet, fit_all
+from memsweep.analyze.phases import PhaseOptions, TrialPhases, all_phases
+from memsweep.errors import DataError
+from memsweep.store import Results
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """Knobs of the analysis; the defaults suit a sweep sampled at 10 Hz / 1 Hz."""
+
+    confidence: float = 0.95
+    """Two-sided level of every interval."""
+
+    max_buckets: int = 600
+    """Time buckets per trial at most (longer trials get wider buckets)."""
+
+    min_leak_mb_per_h: float = 1.0
+    """Growth slower than this is never called a leak, however significant."""
+
+    leak_fdr: float = 0.05
+    """False-discovery rate of the leak tests over the whole sweep (Benjamini–Hochberg)."""
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.confidence < 1:
+            raise DataError(f"confidence must be in [0.5, 1), got {self.confidence}")
+        if self.max_buckets < 10:
+            raise DataError(f"max_buckets must be ≥ 10, got {self.max_buckets}")
+
+    @property
+    def phases(self) -> PhaseOptions:
+        return PhaseOptions(confidence=self.confidence)
+
+
+@dataclass(frozen=True, eq=False)
+class Analysis:
+    """Everything the report, ``predict`` and other tools need about one sweep."""
+
+    uri: str
+    name: str
+    options: AnalysisOptions
+    data: SweepData = field(repr=False)
+    trials: tuple[TrialPhases, ...]
+    """Phases of every trial with samples."""
+
+    verdicts: tuple[LeakVerdict, ...]
+    """Growth verdict per trial and role."""
+
+    models: ModelSet
+    trial_table: pd.DataFrame = field(repr=False)
+    """One row per analysed trial: factors and trial-level quantities (bytes)."""
+
+    system_bytes_per_node: float
+    """Median memory of Ray's own processes on a node (raylet, GCS, idle workers, driver)."""
+
+    missing: tuple[str, ...]
+    notes: tuple[str, ...]
+    timings_s: dict[str, float]
+
+    def trial(self, trial_id: str) -> TrialPhases:
+        return next(t for t in self.trials if t.trial_id == trial_id)
+
+    def verdict(self, trial_id: str, role: str = "total") -> LeakVerdict:
+        return next(v for v in self.verdicts if v.trial_id == trial_id and v.role == role)
+
+    @property
+    def flagged(self) -> tuple[LeakVerdict, ...]:
+        return tuple(v for v in self.verdicts if v.flagged)
+
+
+def trial_table(trials: Sequence[TrialPhases]) -> pd.DataFrame:
+    """Trial-level quantities for the factor models; plateau and peak only when measured."""
+    rows = []
+    for trial in trials:
+        row: dict[str, object] = {"trial_id": trial.trial_id, **trial.factors}
+        row["plateau_reached"] = trial.plateau_reached
+        for role in trial.roles:
+            plateau = role.plateau
+            row[f"plateau__{role.role}"] = plateau.value if plateau else None
+            row[f"peak__{role.role}"] = role.peak_bytes if plateau else None
+            extrapolated = role.plateau_extrapolated
+            row[f"plateau_extrapolated__{role.role}"] = extrapolated.value if extrapolated else None
+            bpt = role.fill_bytes_per_transition
+            row[f"fill_bpt__{role.role}"] = bpt.value if bpt else None
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("trial_id")
+    for column in table.columns:
+        if column.startswith(("plateau__", "peak__", "fill_bpt__", "plateau_extrapolated__")):
+            table[column] = pd.to_numeric(table[column], errors="coerce")
+    for column in ("replay_capacity", "model_params", "num_workers", "obs_bytes"):
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    return table
+
+
+def analyze_results(
+    uri: str | os.PathLike[str] | Results, options: AnalysisOptions | None = None
+) -> Analysis:
+    """Analyse a results folder (local path, ``pyarrow.fs`` URI, or an opened ``Results``).
+
+    Raises :class:`DataError` when there is nothing to analyse (not a sweep, no trials,
+    no samples). A running or crashed sweep is analysed as far as its data go; what is
+    missing is listed in ``missing``.
+    """
+    options = options or AnalysisOptions()
+    clock = time.perf_counter()
+    source = uri if isinstance(uri, Results) else os.fspath(uri)
+    data = load_sweep(source, max_buckets=options.max_buckets)
+    step = time.perf_counter()
+    trials = all_phases(data, options.phases)
+    if not trials:
+        raise DataError(f"{data.uri}: no trial has both samples and factor values: nothing to analyse")
+    verdicts = leak_verdicts(trials, options.min_leak_mb_per_h, options.leak_fdr)
+    phases_s = time.perf_counter() - step
+    step = time.perf_counter()
+    table = trial_table(trials)
+    roles_seen = {r.role for t in trials for r in t.roles if r.role != "total"}
+    roles = tuple(r for r in TRIAL_ROLES if r in roles_seen) + tuple(sorted(roles_seen - set(TRIAL_ROLES)))
+    models = fit_all(table, roles, options.confidence)
+    models_s = time.perf_counter() - step
+
+    notes = list(data.notes)
+    notes += [f.note for f in models.factors if not f.in_model]
+    no_plateau = [t.trial_id for t in trials if not t.plateau_reached]
+    if no_plateau:
+        notes.append(
+            f"{len(no_plateau)} trial(s) never reached their plateau and are not in the factor "
+            f"models (their plateau is extrapolated per trial): {', '.join(no_plateau)}"
+        )
+    system = data.system
+    per_node = system.groupby("node_id")["mem_bytes"].sum() if len(system) else pd.Series(dtype=float)
+    timings = {**data.timings_s, "phases_s": phases_s, "models_s": models_s}
+    timings["analysis_s"] = time.perf_counter() - clock
+    return Analysis(
+        uri=data.uri,
+        name=data.name,
+        options=options,
+        data=data,
+        trials=trials,
+        verdicts=verdicts,
+        models=models,
+        trial_table=table,
+        system_bytes_per_node=float(per_node.mean()) if len(per_node) else 0.0,
+        missing=data.missing,
+        notes=tuple(dict.fromkeys(notes)),
+        timings_s=timings,
+    )

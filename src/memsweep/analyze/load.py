@@ -1,0 +1,425 @@
+"""Read a results folder into small, aggregated frames; the heavy lifting stays in duckdb.
+
+The sample table can hold tens of millions of rows (one per process per tenth of a
+second). Nothing here pulls it into pandas: duckdb reads only the needed columns and
+returns per trial, per role, per time bucket aggregates (a few thousand rows per trial),
+per process peaks and the Ray system overhead. Progress rows (one per Tune result) and
+the trial table are small and read whole.
+
+A sampling round writes one row per process with the same ``ts`` on a node; PSS comes
+every ``full_interval_s`` only. A bucket holds at least two PSS rounds. Within a bucket
+the memory of a role is the sum over its processes of each process's mean over the
+bucket's rounds: a snapshot of the trial, computed with one small group per process
+and bucket (never one per sampling round, which would cost memory with the row count).
+Its time ``t_s`` is the mean time of the rounds behind that value (the PSS rounds for
+PSS), not the bucket's middle: the PSS rounds need not sit in the middle, and env steps
+are interpolated at ``t_s``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.fs as pafs
+import yaml
+
+from memsweep.errors import DataError
+from memsweep.store import Results, open_results
+
+TRIAL_ROLES = ("trainable", "learner", "replay", "aggregator", "env_runner", "child")
+"""Roles whose processes belong to a trial, in display order."""
+
+SYSTEM_ROLES = ("ray_system", "ray_worker", "driver")
+"""Processes of no trial that a real run also has (the sampler, role ``memsweep``, is not counted)."""
+
+TRIAL_COLUMNS = [
+    "trial_id", "algorithm", "env", "api_stack", "replay_capacity", "model", "num_workers",
+    "framework", "repeat", "model_params", "obs_bytes", "built_replay_capacity", "run_id",
+    "status", "error", "started_at", "ended_at", "env_steps",
+]  # fmt: skip
+"""Columns of ``trials.parquet`` the analysis uses (absent ones read as null)."""
+
+
+@dataclass(frozen=True, eq=False)
+class SweepData:
+    """What the analysis needs from a results folder, already aggregated.
+
+    **Units.** Bytes for memory, seconds for time (``t_s`` since the trial's first sample,
+    ``ts_s`` since the epoch).
+    """
+
+    uri: str
+    """The results location as given."""
+
+    name: str
+    """Sweep name (from ``study.yaml``, else the folder name)."""
+
+    trials: pd.DataFrame
+    """One row per trial of ``trials.parquet`` (columns ``TRIAL_COLUMNS``), index ``trial_id``."""
+
+    series: pd.DataFrame
+    """Per trial, role (and ``total``), bucket: ``t_s``, ``mem_bytes`` (the chosen metric),
+    ``pss_bytes``, ``rss_bytes``, ``uss_bytes``, ``hwm_bytes``, ``swap_bytes``, ``env_steps``,
+    ``stored`` (transitions in the buffer), ``bucket_s``."""
+
+    peaks: pd.DataFrame
+    """Per trial and role: ``hwm_sum_bytes`` (Σ over processes of their VmHWM),
+    ``processes`` (distinct processes seen)."""
+
+    progress: pd.DataFrame
+    """Tune results: ``trial_id``, ``t_s`` (since the trial's first sample), ``env_steps``,
+    ``stored``."""
+
+    system: pd.DataFrame
+    """Per node and system role: median ``mem_bytes`` of a round."""
+
+    sample_rows: int
+    """Rows in ``samples/``."""
+
+    metric: Literal["pss_bytes", "rss_bytes"]
+    """Which memory figure ``mem_bytes`` is: PSS (shared pages split between sharers) when
+    the sampler recorded it, else RSS (which double-counts shared memory)."""
+
+    full_interval_s: float
+    """Seconds between PSS reads, from ``study.yaml`` (1 s if absent)."""
+
+    missing: tuple[str, ...] = ()
+    """What the folder lacks, one sentence each (trials with no samples, no progress, …)."""
+
+    notes: tuple[str, ...] = ()
+    """Other facts the report should state (metric fallback, running trials)."""
+
+    timings_s: dict[str, float] = field(default_factory=dict)
+    """Wall time of each read step."""
+
+
+def _study_facts(results: Results) -> tuple[str, float]:
+    name = results.uri.rstrip("/").rsplit("/", 1)[-1]
+    full_interval_s = 1.0
+    text = results.text("study.yaml")
+    if text:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError:
+            data = None
+        if isinstance(data, dict):
+            name = str(data.get("name") or name)
+            sampling = data.get("sampling")
+            if isinstance(sampling, dict) and isinstance(
+                sampling.get("full_interval_s"), int | float
+            ):
+                full_interval_s = float(sampling["full_interval_s"])
+    return name, full_interval_s
+
+
+def _sample_files(results: Results) -> list[str]:
+    if not results.exists("samples"):
+        return []
+    selector = pafs.FileSelector(f"{results.root}/samples", recursive=False)
+    return sorted(
+        info.path
+        for info in results.fs.get_file_info(selector)
+        if info.type == pafs.FileType.File
+        and info.base_name.endswith(".parquet")
+        and not info.base_name.startswith(".")
+    )
+
+
+def _connect(
+    results: Results, files: list[str], trials: pd.DataFrame
+) -> duckdb.DuckDBPyConnection:
+    """A duckdb connection with views ``samples`` (all rows) and ``trial_samples`` (rows of
+    trials, from each trial's latest driver run only)."""
+    con = duckdb.connect()
+    if isinstance(results.fs, pafs.LocalFileSystem):
+        listed = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
+        con.execute(
+            f"CREATE VIEW samples AS SELECT * FROM read_parquet([{listed}], union_by_name = true)"
+        )
+    else:
+        # duckdb cannot glob an arbitrary pyarrow filesystem: let it scan the dataset,
+        # which still pushes the column projection down to the Parquet reader.
+        con.register("samples", results.dataset("samples"))
+    columns = {row[0] for row in con.sql("DESCRIBE samples").fetchall()}
+    runs = trials["run_id"].dropna()
+    if "run_id" in columns and len(runs):
+        # A resumed trial restarts its processes; samples of the attempts before the
+        # resume describe other processes and an earlier buffer: keep the latest attempt.
+        con.register("trial_runs", pd.DataFrame({"trial_id": runs.index, "run_id": runs.to_numpy()}))
+        con.execute(
+            "CREATE VIEW trial_samples AS SELECT s.* FROM samples s "
+            "LEFT JOIN trial_runs r ON s.trial_id = r.trial_id "
+            "WHERE s.trial_id IS NOT NULL "
+            "AND (r.run_id IS NULL OR s.run_id IS NULL OR s.run_id = r.run_id)"
+        )
+    else:
+        con.execute("CREATE VIEW trial_samples AS SELECT * FROM samples WHERE trial_id IS NOT NULL")
+    return con
+
+
+_RANGES_SQL = """
+SELECT trial_id, min(epoch_us(ts)) AS t0_us, max(epoch_us(ts)) AS t1_us
+FROM trial_samples GROUP BY trial_id
+"""
+
+_PER_PROCESS_SQL = """
+CREATE TEMP TABLE per_process AS
+SELECT s.trial_id, s.role, s.node_id, s.pid, s.create_time,
+       (epoch_us(s.ts) - w.t0_us) // w.width_us AS bucket,
+       avg(s.rss_bytes) AS rss, avg(s.pss_bytes) AS pss, avg(s.uss_bytes) AS uss,
+       max(s.hwm_bytes)::DOUBLE AS hwm, avg(s.swap_bytes) AS swap, count(*) AS rounds,
+       avg(epoch_us(s.ts) - w.t0_us) FILTER (WHERE s.pss_bytes IS NOT NULL) AS t_pss_us,
+       avg(epoch_us(s.ts) - w.t0_us) AS t_all_us
+FROM trial_samples s JOIN widths w ON s.trial_id = w.trial_id
+GROUP BY s.trial_id, s.role, s.node_id, s.pid, s.create_time, bucket
+"""
+
+_SERIES_SQL = """
+SELECT trial_id, role, bucket,
+       sum(rss) AS rss_bytes,
+       CASE WHEN count(pss) = count(*) THEN sum(pss) END AS pss_bytes,
+       CASE WHEN count(uss) = count(*) THEN sum(uss) END AS uss_bytes,
+       sum(hwm) AS hwm_bytes, sum(swap) AS swap_bytes, max(rounds) AS rounds,
+       avg(t_pss_us) / 1e6 AS t_pss_s, avg(t_all_us) / 1e6 AS t_all_s
+FROM per_process GROUP BY trial_id, role, bucket
+"""
+
+_PEAKS_SQL = """
+SELECT trial_id, role, count(*) AS processes, sum(hwm) AS hwm_sum_bytes
+FROM (
+    SELECT trial_id, role, node_id, pid, create_time, max(hwm) AS hwm
+    FROM per_process GROUP BY trial_id, role, node_id, pid, create_time
+) GROUP BY trial_id, role
+"""
+
+_SYSTEM_SQL = """
+WITH system_rows AS (
+    SELECT role, node_id, ts, epoch_us(ts) // 60000000 AS minute, pss_bytes, rss_bytes
+    FROM samples WHERE trial_id IS NULL AND role IN ('ray_system', 'ray_worker', 'driver')
+), sums AS (
+    SELECT role, node_id, minute, sum(pss_bytes)::DOUBLE AS pss, sum(rss_bytes)::DOUBLE AS rss
+    FROM system_rows GROUP BY role, node_id, minute
+), rounds AS (
+    SELECT node_id, minute, count(DISTINCT ts) AS rounds,
+           count(DISTINCT ts) FILTER (WHERE pss_bytes IS NOT NULL) AS full_rounds
+    FROM system_rows GROUP BY node_id, minute
+)
+SELECT s.role, s.node_id,
+       median(s.pss / NULLIF(r.full_rounds, 0)) AS pss_bytes,
+       median(s.rss / r.rounds) AS rss_bytes
+FROM sums s JOIN rounds r ON s.node_id = r.node_id AND s.minute = r.minute
+GROUP BY s.role, s.node_id
+"""
+"""Ray's own processes per node and role: the time average within each minute (a process
+counts for the rounds it was alive in, so churning idle workers are not summed), then the
+median over minutes."""
+
+
+def bucket_width_s(duration_s: float, full_interval_s: float, max_buckets: int) -> float:
+    """Bucket width: at least two PSS reads per bucket, at most ``max_buckets`` per trial."""
+    return max(2.0 * full_interval_s, duration_s / max(max_buckets, 1))
+
+
+def stored_transitions(
+    env_steps: np.ndarray[Any, Any], replay_size: np.ndarray[Any, Any], capacity: float
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Transitions in the buffer: ``replay_size`` where reported, else min(env steps, capacity)."""
+    steps = np.asarray(env_steps, dtype=np.float64)
+    reported = np.asarray(replay_size, dtype=np.float64)
+    if capacity <= 0:
+        return np.zeros_like(steps)
+    filled = np.minimum(steps, capacity)
+    return np.where(np.isfinite(reported), np.minimum(reported, capacity), filled)
+
+
+def load_sweep(source: str | Results, max_buckets: int = 600) -> SweepData:
+    """Aggregate a results folder (a location, or an opened :class:`Results`);
+    :class:`DataError` if there is nothing to analyse."""
+    clock = time.perf_counter()
+    timings: dict[str, float] = {}
+    results = source if isinstance(source, Results) else open_results(source)
+    uri = results.uri
+    name, full_interval_s = _study_facts(results)
+    missing: list[str] = []
+    notes: list[str] = []
+
+    if not results.exists("trials.parquet"):
+        raise DataError(
+            f"{uri}: partial dataset: no trials.parquet, so the factor values of the trials are "
+            "unknown. The sweep driver writes it when trials start; rerun or resume the sweep."
+        )
+    trials = results.table("trials").to_pandas()
+    if trials.empty:
+        raise DataError(f"{uri}: empty dataset: trials.parquet lists no trials.")
+    trials = (
+        trials.reindex(columns=TRIAL_COLUMNS)
+        .drop_duplicates("trial_id", keep="last")
+        .set_index("trial_id")
+    )
+
+    files = _sample_files(results)
+    if not files:
+        raise DataError(
+            f"{uri}: partial dataset: {len(trials)} trial(s) but no samples/ part files. "
+            "Was the memory sampler running? See events/ and the driver log."
+        )
+    con = _connect(results, files, trials)
+    sample_rows = int(con.sql("SELECT count(*) FROM samples").fetchall()[0][0])
+    ranges = con.sql(_RANGES_SQL).df()
+    if ranges.empty:
+        raise DataError(
+            f"{uri}: {sample_rows} sample rows but none belongs to a trial (trial_id is null "
+            "everywhere): nothing to analyse."
+        )
+    timings["scan_ranges_s"] = time.perf_counter() - clock
+
+    duration_s = (ranges["t1_us"] - ranges["t0_us"]) / 1e6
+    width_s = [bucket_width_s(d, full_interval_s, max_buckets) for d in duration_s]
+    widths = pd.DataFrame(
+        {
+            "trial_id": ranges["trial_id"],
+            "t0_us": ranges["t0_us"].astype("int64"),
+            "width_us": [max(1, round(w * 1e6)) for w in width_s],
+        }
+    )
+    con.register("widths", widths)
+    step = time.perf_counter()
+    con.execute(_PER_PROCESS_SQL)
+    raw = con.sql(_SERIES_SQL).df()
+    peaks = con.sql(_PEAKS_SQL).df()
+    timings["aggregate_trials_s"] = time.perf_counter() - step
+    step = time.perf_counter()
+    system = con.sql(_SYSTEM_SQL).df()
+    timings["aggregate_system_s"] = time.perf_counter() - step
+    con.close()
+
+    has_pss = raw["pss_bytes"].notna().any()
+    metric: Literal["pss_bytes", "rss_bytes"] = "pss_bytes" if has_pss else "rss_bytes"
+    if not has_pss:
+        notes.append(
+            "No PSS in the samples: memory is summed RSS, which counts shared pages (libraries, "
+            "Ray's object store) once per process and so overstates the total."
+        )
+    system["mem_bytes"] = system[metric]
+
+    progress_columns = ["trial_id", "ts", "env_steps", "replay_size"]
+    if "run_id" in results.dataset("progress").schema.names:
+        progress_columns.append("run_id")
+    progress = results.table("progress", columns=progress_columns).to_pandas()
+    if "run_id" in progress:
+        latest = progress["trial_id"].map(trials["run_id"])
+        keep = latest.isna() | progress["run_id"].isna() | (progress["run_id"] == latest)
+        progress = progress[keep]
+    progress = progress.assign(ts_s=progress["ts"].astype("int64") / 1e6)
+
+    starts = widths.set_index("trial_id")["t0_us"] / 1e6
+    bucket_s = pd.Series(width_s, index=ranges["trial_id"].to_numpy())
+    series, progress_rel = _attach_steps(raw, progress, trials, starts, bucket_s, metric)
+
+    sampled = set(ranges["trial_id"])
+    with_progress = set(progress["trial_id"])
+    for trial_id, row in trials.iterrows():
+        status = str(row["status"]) if row["status"] is not None else "unknown"
+        if trial_id not in sampled:
+            error = f": {row['error']}" if isinstance(row["error"], str) and row["error"] else ""
+            missing.append(f"trial {trial_id} ({status}{error}) has no memory samples")
+        elif trial_id not in with_progress:
+            missing.append(
+                f"trial {trial_id} ({status}) has samples but no Tune results (progress/): "
+                "memory cannot be related to env steps"
+            )
+        if status == "running":
+            notes.append(f"trial {trial_id} is still running: its data ends at the last flush")
+    for trial_id in sorted(sampled - set(trials.index)):
+        missing.append(
+            f"trial {trial_id} has samples but no row in trials.parquet (factors unknown): skipped"
+        )
+    timings["read_s"] = time.perf_counter() - clock
+    return SweepData(
+        uri=uri,
+        name=name,
+        trials=trials,
+        series=series,
+        peaks=peaks,
+        progress=progress_rel,
+        system=system,
+        sample_rows=sample_rows,
+        metric=metric,
+        full_interval_s=full_interval_s,
+        missing=tuple(missing),
+        notes=tuple(dict.fromkeys(notes)),
+        timings_s=timings,
+    )
+
+
+def _attach_steps(
+    raw: pd.DataFrame,
+    progress: pd.DataFrame,
+    trial_table: pd.DataFrame,
+    starts_s: pd.Series,
+    bucket_s: pd.Series,
+    metric: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Add time since trial start, a ``total`` role, and env steps interpolated from progress."""
+    raw = raw[raw["trial_id"].isin(trial_table.index)].copy()
+    raw["bucket_s"] = raw["trial_id"].map(bucket_s)
+    middle = (raw["bucket"] + 0.5) * raw["bucket_s"]
+    rounds_t = raw["t_pss_s"] if metric == "pss_bytes" else raw["t_all_s"]
+    raw["t_s"] = rounds_t.fillna(raw["t_all_s"]).fillna(middle)
+    raw["mem_bytes"] = raw[metric]
+    value_columns = ["mem_bytes", "pss_bytes", "rss_bytes", "uss_bytes", "hwm_bytes", "swap_bytes"]
+    grouped = raw.groupby(["trial_id", "bucket"], sort=False)
+    total = grouped[value_columns].sum(min_count=1)
+    complete = grouped[value_columns].count().eq(grouped["role"].count(), axis=0)
+    total = total.where(complete).reset_index()
+    firsts = grouped[["bucket_s", "rounds"]].first().reset_index(drop=True)
+    total[["bucket_s", "rounds"]] = firsts.to_numpy()
+    total["t_s"] = grouped["t_s"].mean().to_numpy()
+    total["role"] = "total"
+    series = pd.concat([raw, total], ignore_index=True)
+    series = series.sort_values(["trial_id", "role", "t_s"], ignore_index=True)
+
+    env_steps = np.full(len(series), np.nan)
+    stored_all = np.full(len(series), np.nan)
+    t_all = series["t_s"].to_numpy(dtype=np.float64)
+    positions = series.groupby("trial_id", sort=False).indices
+    progress_parts = []
+    for trial_id, rows in progress.groupby("trial_id", sort=False):
+        if trial_id not in positions or trial_id not in starts_s.index:
+            continue
+        rows = rows.sort_values("ts_s")
+        t_rel = rows["ts_s"].to_numpy() - float(starts_s[trial_id])
+        steps = rows["env_steps"].astype("float64").to_numpy()
+        capacity = trial_capacity(trial_table.loc[trial_id])
+        stored = stored_transitions(steps, rows["replay_size"].astype("float64").to_numpy(), capacity)
+        progress_parts.append(
+            pd.DataFrame({"trial_id": trial_id, "t_s": t_rel, "env_steps": steps, "stored": stored})
+        )
+        where = positions[trial_id]
+        t_mid = t_all[where]
+        inside = (t_mid >= t_rel[0]) & (t_mid <= t_rel[-1])
+        env_steps[where] = np.where(inside, np.interp(t_mid, t_rel, steps), np.nan)
+        stored_all[where] = np.where(inside, np.interp(t_mid, t_rel, stored), np.nan)
+    series["env_steps"] = env_steps
+    series["stored"] = stored_all
+    progress_rel = (
+        pd.concat(progress_parts, ignore_index=True)
+        if progress_parts
+        else pd.DataFrame(columns=["trial_id", "t_s", "env_steps", "stored"])
+    )
+    return series, progress_rel
+
+
+def trial_capacity(trial: pd.Series) -> float:
+    """The replay capacity RLlib built, else the one asked for; 0 when there is no buffer."""
+    for key in ("built_replay_capacity", "replay_capacity"):
+        value = trial.get(key)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            return float(value)
+    return 0.0

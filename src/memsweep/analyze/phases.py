@@ -1,0 +1,405 @@
+"""A trial's memory, cut into phases: set-up, buffer fill, plateau; with drift and true peak.
+
+The buffer's fill is known from the Tune results, not guessed from the memory curve:
+it holds ``replay_size`` transitions when RLlib reports it, else ``min(env steps,
+capacity)``. So the fill phase is fitted against stored transitions (the slope is bytes
+per transition), and the plateau starts when the buffer is full. An algorithm without a
+buffer (capacity 0) is all plateau after set-up.
+
+Every fit is done per role and for the trial's ``total`` (sum over roles without
+double-counting shared pages: PSS when sampled).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from memsweep.analyze.load import SweepData, trial_capacity
+from memsweep.analyze.trends import TrendFit, fit_trend, mean_estimate
+from memsweep.analyze.units import Estimate
+
+SECONDS_PER_HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class PhaseOptions:
+    """Thresholds of phase detection."""
+
+    confidence: float = 0.95
+    """Two-sided interval level of every fit."""
+
+    full_fraction: float = 0.999
+    """The buffer counts as full at this fraction of its capacity."""
+
+    settle_fraction: float = 0.1
+    """Share of the plateau (and at least two buckets) skipped after the buffer fills,
+    while the last allocations settle, before drift is measured."""
+
+    min_fill_buckets: int = 5
+    """Fewer fill buckets than this: no per-trial bytes-per-transition fit."""
+
+    min_plateau_buckets: int = 3
+    """Fewer plateau buckets than this: the plateau counts as not reached."""
+
+    min_drift_buckets: int = 8
+    """Fewer plateau buckets than this: the plateau level is a mean, drift is not measured."""
+
+
+@dataclass(frozen=True)
+class RolePhases:
+    """Phase figures of one role of one trial (or of its ``total``). Bytes unless stated."""
+
+    role: str
+    """Process role (``trainable``, ``env_runner``, …) or ``total``."""
+
+    baseline: Estimate | None
+    """Memory with an empty buffer: the fill fit's intercept."""
+
+    fill_bytes_per_transition: Estimate | None
+    """Slope of memory against stored transitions during the fill."""
+
+    plateau: Estimate | None
+    """Measured memory when the buffer has just filled (drift fit's intercept), None if
+    the plateau was not reached."""
+
+    plateau_extrapolated: Estimate | None
+    """For a trial that never filled its buffer: the fill fit evaluated at capacity."""
+
+    drift_bytes_per_h: Estimate | None
+    """Memory growth per hour after the plateau."""
+
+    drift_bytes_per_1k_steps: Estimate | None
+    """Memory growth per 1000 env steps after the plateau."""
+
+    drift_p_value: float | None
+    """p-value of zero drift after the plateau."""
+
+    residual_drift_bytes_per_h: Estimate | None
+    """Before the plateau: growth per hour beyond what the stored transitions explain
+    (None when time and stored transitions cannot be told apart)."""
+
+    residual_drift_p_value: float | None
+    """p-value of zero residual drift before the plateau."""
+
+    peak_bytes: float | None
+    """True peak: Σ VmHWM over the role's processes minus the shared pages RSS
+    counts once per sharer, and never below the largest sampled value."""
+
+    peak_sampled_bytes: float | None
+    """Largest bucket value of the memory series."""
+
+    last_bytes: float | None
+    """Memory in the last bucket."""
+
+    @property
+    def plateau_or_extrapolated(self) -> Estimate | None:
+        return self.plateau or self.plateau_extrapolated
+
+
+@dataclass(frozen=True)
+class TrialPhases:
+    """A trial's factors and phases."""
+
+    trial_id: str
+    factors: dict[str, Any]
+    """``replay_capacity``, ``model``, ``model_params``, ``num_workers``, ``framework``,
+    ``obs_bytes``, ``status``."""
+
+    capacity: float
+    """Replay capacity RLlib built (transitions), 0 without a buffer."""
+
+    setup_s: float | None
+    """Seconds from the first sample to the first Tune result."""
+
+    plateau_start_s: float | None
+    """Seconds since the first sample when the buffer was full; None if never."""
+
+    plateau_reached: bool
+    """At least ``min_plateau_buckets`` buckets after the buffer filled."""
+
+    fill_fraction: float | None
+    """Stored transitions ÷ capacity at the last Tune result."""
+
+    env_steps: float | None
+    """Env steps at the last Tune result."""
+
+    steps_per_s: float | None
+    """Env-step rate over the trial (for the time to plateau)."""
+
+    duration_s: float
+    """Seconds from the first to the last sample."""
+
+    roles: tuple[RolePhases, ...]
+    """Per role, then ``total`` last."""
+
+    notes: tuple[str, ...]
+    """What the report should say about this trial."""
+
+    @property
+    def total(self) -> RolePhases:
+        return self.roles[-1]
+
+    def role(self, name: str) -> RolePhases | None:
+        return next((r for r in self.roles if r.role == name), None)
+
+
+@dataclass(frozen=True)
+class _Segments:
+    fill: np.ndarray[Any, np.dtype[np.bool_]]
+    plateau: np.ndarray[Any, np.dtype[np.bool_]]
+    plateau_start_s: float | None
+
+
+def segment(
+    t_s: np.ndarray[Any, Any],
+    stored: np.ndarray[Any, Any],
+    bucket_s: float,
+    capacity: float,
+    progress_t_s: np.ndarray[Any, Any],
+    progress_stored: np.ndarray[Any, Any],
+    options: PhaseOptions,
+) -> _Segments:
+    """Which buckets are fill and which are plateau (a pure function of the time axis)."""
+    t = np.asarray(t_s, dtype=np.float64)
+    stored_arr = np.asarray(stored, dtype=np.float64)
+    if len(progress_t_s) == 0:
+        none = np.zeros(len(t), dtype=bool)
+        return _Segments(none, none.copy(), None)
+    first_result = float(progress_t_s[0])
+    if capacity <= 0:
+        start: float | None = first_result
+    else:
+        full = np.flatnonzero(np.asarray(progress_stored) >= options.full_fraction * capacity)
+        start = None
+        if len(full):
+            index = int(full[0])
+            start = float(progress_t_s[index])
+            if index > 0:
+                # The buffer crossed the threshold between two results: interpolate.
+                s0, s1 = float(progress_stored[index - 1]), float(progress_stored[index])
+                t0, t1 = float(progress_t_s[index - 1]), float(progress_t_s[index])
+                if s1 > s0:
+                    frac = (options.full_fraction * capacity - s0) / (s1 - s0)
+                    start = t0 + min(max(frac, 0.0), 1.0) * (t1 - t0)
+    half = bucket_s / 2
+    known = np.isfinite(stored_arr)
+    end_fill = start if start is not None else math.inf
+    fill = known & (t + half <= end_fill) & (capacity > 0)
+    if start is None:
+        plateau = np.zeros(len(t), dtype=bool)
+    else:
+        t_end = float(t.max()) + half if len(t) else start
+        settle = max(2 * bucket_s, options.settle_fraction * (t_end - start))
+        plateau = t - half >= start + settle
+    return _Segments(fill, plateau, start)
+
+
+def _role_phases(
+    role: str,
+    rows: pd.DataFrame,
+    seg: _Segments,
+    capacity: float,
+    hwm_sum: float | None,
+    options: PhaseOptions,
+) -> RolePhases:
+    y = rows["mem_bytes"].to_numpy(dtype=np.float64)
+    t = rows["t_s"].to_numpy(dtype=np.float64)
+    stored = rows["stored"].to_numpy(dtype=np.float64)
+    steps = rows["env_steps"].to_numpy(dtype=np.float64)
+    has_y = np.isfinite(y)
+    conf = options.confidence
+
+    fill = seg.fill & has_y
+    fill_fit: TrendFit | None = None
+    if fill.sum() >= options.min_fill_buckets:
+        fill_fit = fit_trend(y[fill], {"stored": stored[fill]}, conf)
+
+    plateau = seg.plateau & has_y
+    plateau_level = drift_h = drift_k = None
+    drift_p: float | None = None
+    reached = seg.plateau_start_s is not None and plateau.sum() >= options.min_plateau_buckets
+    if reached and seg.plateau_start_s is not None:
+        hours = (t[plateau] - seg.plateau_start_s) / SECONDS_PER_HOUR
+        drift_fit = None
+        if plateau.sum() >= options.min_drift_buckets:
+            drift_fit = fit_trend(y[plateau], {"hours": hours}, conf)
+        if drift_fit is not None:
+            plateau_level = drift_fit.coef("const")
+            drift_h = drift_fit.coef("hours")
+            drift_p = drift_fit.p_value("hours")
+            with_steps = plateau & np.isfinite(steps)
+            if with_steps.sum() >= options.min_drift_buckets:
+                steps_fit = fit_trend(y[with_steps], {"ksteps": steps[with_steps] / 1000}, conf)
+                drift_k = steps_fit.coef("ksteps") if steps_fit else None
+        else:
+            plateau_level = mean_estimate(y[plateau], conf)
+
+    extrapolated = residual = None
+    residual_p: float | None = None
+    if not reached and fill_fit is not None and capacity > 0:
+        extrapolated = fill_fit.mean_at({"stored": capacity})
+        joint = fit_trend(
+            y[fill], {"stored": stored[fill], "hours": t[fill] / SECONDS_PER_HOUR}, conf
+        )
+        if joint is None and fill_fit.coef("stored").low <= 0:
+            # Steps and time are collinear (a steady env-step rate) and this role does not
+            # grow with the buffer: its growth over time is then all unexplained.
+            joint = fit_trend(y[fill], {"hours": t[fill] / SECONDS_PER_HOUR}, conf)
+        if joint is not None:
+            residual = joint.coef("hours")
+            residual_p = joint.p_value("hours")
+
+    peak_sampled = float(np.nanmax(y)) if has_y.any() else None
+    peak = _true_peak(rows, hwm_sum, peak_sampled)
+    last = float(y[has_y][-1]) if has_y.any() else None
+    return RolePhases(
+        role=role,
+        baseline=fill_fit.coef("const") if fill_fit else None,
+        fill_bytes_per_transition=fill_fit.coef("stored") if fill_fit else None,
+        plateau=plateau_level if reached else None,
+        plateau_extrapolated=extrapolated,
+        drift_bytes_per_h=drift_h,
+        drift_bytes_per_1k_steps=drift_k,
+        drift_p_value=drift_p,
+        residual_drift_bytes_per_h=residual,
+        residual_drift_p_value=residual_p,
+        peak_bytes=peak,
+        peak_sampled_bytes=peak_sampled,
+        last_bytes=last,
+    )
+
+
+def _true_peak(rows: pd.DataFrame, hwm_sum: float | None, peak_sampled: float | None) -> float | None:
+    """Σ VmHWM catches spikes between samples but counts shared pages in every sharer;
+    subtract the recent RSS − PSS gap (the double-counted part) to put it on PSS's scale."""
+    if hwm_sum is None or not math.isfinite(hwm_sum):
+        return peak_sampled
+    both = rows.dropna(subset=["rss_bytes", "pss_bytes"])
+    overcount = float((both["rss_bytes"] - both["pss_bytes"]).tail(10).mean()) if len(both) else 0.0
+    peak = hwm_sum - max(overcount, 0.0)
+    return max(peak, peak_sampled) if peak_sampled is not None else peak
+
+
+def trial_phases(
+    trial_id: str,
+    trial: pd.Series,
+    rows: pd.DataFrame,
+    progress: pd.DataFrame,
+    peaks_frame: pd.DataFrame,
+    options: PhaseOptions,
+) -> TrialPhases | None:
+    """Phases of one trial from its rows of the sweep's frames; None without samples."""
+    if rows.empty:
+        return None
+    capacity = trial_capacity(trial)
+    progress = progress.sort_values("t_s")
+    p_t = progress["t_s"].to_numpy(dtype=np.float64)
+    p_stored = progress["stored"].to_numpy(dtype=np.float64)
+    p_steps = progress["env_steps"].to_numpy(dtype=np.float64)
+    total_rows = rows[rows["role"] == "total"]
+    bucket_s = float(total_rows["bucket_s"].iloc[0])
+    seg_total = segment(
+        total_rows["t_s"].to_numpy(), total_rows["stored"].to_numpy(), bucket_s, capacity,
+        p_t, p_stored, options,
+    )  # fmt: skip
+    peaks = peaks_frame.set_index("role")["hwm_sum_bytes"]
+    by_role = dict(tuple(rows.groupby("role", sort=False)))
+    role_names = [r for r in _ordered_roles(by_role) if r != "total"] + ["total"]
+    roles = []
+    for role in role_names:
+        role_rows = by_role[role]
+        seg = segment(
+            role_rows["t_s"].to_numpy(), role_rows["stored"].to_numpy(), bucket_s, capacity,
+            p_t, p_stored, options,
+        )  # fmt: skip
+        hwm = float(peaks.sum()) if role == "total" else _get(peaks, role)
+        roles.append(_role_phases(role, role_rows, seg, capacity, hwm, options))
+
+    reached = roles[-1].plateau is not None
+    notes = []
+    fill_fraction = None
+    if capacity > 0 and len(p_stored):
+        fill_fraction = float(p_stored[-1] / capacity)
+    status = trial.get("status")
+    if len(p_t) == 0:
+        notes.append("no Tune results: phases unknown")
+    elif not reached and capacity > 0:
+        filled = f"{fill_fraction:.0%}" if fill_fraction is not None else "?"
+        notes.append(
+            f"never reached its plateau (buffer {filled} full after {p_steps[-1]:,.0f} env "
+            "steps): the plateau is extrapolated from the fill"
+        )
+    elif not reached:
+        notes.append("too few samples after set-up to measure a plateau")
+    if status not in (None, "terminated"):
+        notes.append(f"status {status}")
+    duration = float(total_rows["t_s"].max() + bucket_s / 2)
+    steps_rate = None
+    if len(p_t) >= 2 and p_t[-1] > p_t[0]:
+        steps_rate = float((p_steps[-1] - p_steps[0]) / (p_t[-1] - p_t[0]))
+    return TrialPhases(
+        trial_id=trial_id,
+        factors={
+            "replay_capacity": _num(trial.get("replay_capacity")),
+            "model": trial.get("model"),
+            "model_params": _num(trial.get("model_params")),
+            "num_workers": _num(trial.get("num_workers")),
+            "framework": trial.get("framework"),
+            "obs_bytes": _num(trial.get("obs_bytes")),
+            "status": status,
+        },
+        capacity=capacity,
+        setup_s=float(p_t[0]) if len(p_t) else None,
+        plateau_start_s=seg_total.plateau_start_s,
+        plateau_reached=reached,
+        fill_fraction=fill_fraction,
+        env_steps=float(p_steps[-1]) if len(p_steps) else None,
+        steps_per_s=steps_rate,
+        duration_s=duration,
+        roles=tuple(roles),
+        notes=tuple(notes),
+    )
+
+
+def _ordered_roles(roles: Any) -> list[str]:
+    known = [r for r in ("trainable", "learner", "replay", "aggregator", "env_runner", "child") if r in set(roles)]
+    return known + sorted(set(roles) - set(known))
+
+
+def _get(series: pd.Series, key: str) -> float | None:
+    return float(series[key]) if key in series.index else None
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def all_phases(data: SweepData, options: PhaseOptions) -> tuple[TrialPhases, ...]:
+    """Phases of every trial that has samples, in the order of ``trials.parquet``."""
+    series = dict(tuple(data.series.groupby("trial_id", sort=False)))
+    progress = dict(tuple(data.progress.groupby("trial_id", sort=False)))
+    peaks = dict(tuple(data.peaks.groupby("trial_id", sort=False)))
+    empty_progress = data.progress.iloc[:0]
+    empty_peaks = data.peaks.iloc[:0]
+    out = []
+    for trial_id, trial in data.trials.iterrows():
+        if trial_id not in series:
+            continue
+        phases = trial_phases(
+            str(trial_id), trial, series[trial_id], progress.get(trial_id, empty_progress),
+            peaks.get(trial_id, empty_peaks), options,
+        )  # fmt: skip
+        if phases is not None:
+            out.append(phases)
+    return tuple(out)

@@ -1,0 +1,384 @@
+"""Predict a configuration's memory from the fitted models, and the inverse: what fits.
+
+A prediction gives, per role and in total, the plateau (buffer full) and the peak, each
+with a prediction interval for a new trial, plus the Ray system processes a node also
+runs (measured, constant). It warns when a factor lies outside the measured range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+
+from memsweep.analyze.models import NUMERIC_FACTORS, FittedModel
+from memsweep.analyze.units import Estimate, format_bytes, format_number, parse_model
+from memsweep.errors import DataError
+
+if TYPE_CHECKING:
+    from memsweep.analyze.analysis import Analysis
+
+
+@dataclass(frozen=True)
+class PredictPoint:
+    """A configuration to predict. ``None`` means: the sweep's only value of that factor."""
+
+    replay_capacity: int | None = None
+    """Replay-buffer capacity, transitions."""
+
+    num_workers: int | None = None
+    """Remote env runners."""
+
+    model: str | None = None
+    """Dense sizes ``512,512`` or a model label from the sweep (``c32k8s4-c64k4s2+512``)."""
+
+    framework: str | None = None
+    """``torch``, ``tf2`` or ``tf2-eager``."""
+
+    model_params: int | None = None
+    """Parameters of one model copy; estimated from ``model`` when not given."""
+
+
+@dataclass(frozen=True)
+class RolePrediction:
+    """Predicted memory of one role (or ``total``), bytes, with prediction intervals."""
+
+    role: str
+    plateau: Estimate
+    peak: Estimate | None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted memory of a configuration."""
+
+    point: dict[str, float | str]
+    """The resolved factor values used."""
+
+    model_params_source: str
+    """``given``, ``measured`` (the sweep ran this model) or ``estimated`` (from layer sizes)."""
+
+    roles: tuple[RolePrediction, ...]
+    total: RolePrediction
+    system_bytes: float
+    """Ray's own processes on a node (raylet, GCS, idle workers, driver): measured median."""
+
+    total_with_system: RolePrediction
+    """``total`` plus ``system_bytes``: what the node needs."""
+
+    warnings: tuple[str, ...]
+    """Extrapolation and estimation warnings, one sentence each."""
+
+    confidence: float
+
+
+def _measured_values(analysis: Analysis, factor: str) -> list[float | str]:
+    info = next((f for f in analysis.models.factors if f.name == factor), None)
+    return list(info.values) if info else []
+
+
+def _resolve_params(analysis: Analysis, point: PredictPoint, framework: str) -> tuple[float, str, str]:
+    """(model_params, source, label) for the point's model."""
+    trials = analysis.trial_table
+    label = point.model
+    if point.model_params is not None:
+        return float(point.model_params), "given", label or "?"
+    if label is None:
+        labels = trials["model"].dropna().unique()
+        if len(labels) != 1:
+            raise DataError(
+                f"--model is required: the sweep measured {len(labels)} models "
+                f"({', '.join(sorted(map(str, labels)))})"
+            )
+        label = str(labels[0])
+    label, hidden = parse_model(label)
+    known = trials[trials["model"] == label]
+    if len(known) and known["model_params"].notna().any():
+        same = known[known["framework"] == framework]["model_params"].dropna()
+        params = same if len(same) else known["model_params"].dropna()
+        return float(params.median()), "measured", label
+    if hidden is None:
+        raise DataError(
+            f"--model {label}: not a model of this sweep and not plain layer sizes; "
+            "give its parameter count with --model-params"
+        )
+    estimate = estimate_params(hidden, _mlp_examples(trials), _obs_inputs(trials))
+    if estimate is None:
+        raise DataError(
+            f"--model {label}: the sweep has no dense-only model to scale its parameter count "
+            "from; give it with --model-params"
+        )
+    return estimate, "estimated", label
+
+
+def _mlp_examples(trials: pd.DataFrame) -> list[tuple[tuple[int, ...], float]]:
+    out = []
+    for label, params in trials.groupby("model")["model_params"].median().items():
+        _, hidden = parse_model(str(label))
+        if hidden is not None and math.isfinite(params):
+            out.append((hidden, float(params)))
+    return out
+
+
+def _obs_inputs(trials: pd.DataFrame) -> float | None:
+    obs = trials["obs_bytes"].dropna()
+    return float(obs.median()) / 4 if len(obs) else None
+
+
+def _inner_params(hidden: Sequence[int]) -> float:
+    """Parameters between the first and last dense layer (weights + biases), plus the first bias."""
+    return float(hidden[0] + sum((a + 1) * b for a, b in zip(hidden[:-1], hidden[1:], strict=False)))
+
+
+def estimate_params(
+    hidden: Sequence[int],
+    examples: Sequence[tuple[Sequence[int], float]],
+    inputs_guess: float | None = None,
+) -> float | None:
+    """Parameters of a dense net with layer sizes ``hidden``, scaled from measured nets.
+
+    A dense net's parameters are ``d_in·h1 + inner(h) + d_out·(h_k + 1)`` with unknown input
+    width ``d_in`` and output width ``d_out`` (all heads together). Two or more measured
+    nets determine both (least squares); with one, ``d_in`` is taken from the observation
+    size (float32 elements) and ``d_out`` solved for.
+    """
+    distinct = {tuple(h): p for h, p in examples}
+    if not distinct:
+        return None
+    if len(distinct) >= 2:
+        a = np.array([[h[0], h[-1] + 1] for h in distinct], dtype=np.float64)
+        b = np.array([p - _inner_params(h) for h, p in distinct.items()], dtype=np.float64)
+        (d_in, d_out) = scipy.linalg.lstsq(a, b)[0]
+    else:
+        (h, p), = distinct.items()
+        d_in = inputs_guess if inputs_guess is not None else 0.0
+        d_out = (p - _inner_params(h) - d_in * h[0]) / (h[-1] + 1)
+    d_in, d_out = max(float(d_in), 0.0), max(float(d_out), 1.0)
+    return d_in * hidden[0] + _inner_params(hidden) + d_out * (hidden[-1] + 1)
+
+
+def resolve_point(analysis: Analysis, point: PredictPoint) -> tuple[dict[str, float | str], str, list[str]]:
+    """Fill defaults from single-valued factors; check values the models cannot use."""
+    warnings: list[str] = []
+    resolved: dict[str, float | str] = {}
+    for factor, value, flag in (
+        ("replay_capacity", point.replay_capacity, "--replay-capacity"),
+        ("num_workers", point.num_workers, "--num-workers"),
+        ("framework", point.framework, "--framework"),
+    ):
+        measured = _measured_values(analysis, factor)
+        info = next((f for f in analysis.models.factors if f.name == factor), None)
+        if value is None:
+            if len(measured) == 1:
+                resolved[factor] = measured[0]
+                continue
+            raise DataError(
+                f"{flag} is required: the sweep varies {factor} "
+                f"({', '.join(str(v) for v in measured)})"
+            )
+        resolved[factor] = value
+        if info is not None and not info.in_model and measured and value not in measured:
+            raise DataError(
+                f"{flag} {value}: {info.note}; cannot predict another value. "
+                f"Sweep more than one value of {factor}."
+            )
+        if factor == "framework" and measured and value not in measured:
+            raise DataError(
+                f"--framework {value}: the sweep measured only {', '.join(map(str, measured))}"
+            )
+    params, source, label = _resolve_params(analysis, point, str(resolved["framework"]))
+    resolved["model_params"] = params
+    resolved["model"] = label
+    params_info = next((f for f in analysis.models.factors if f.name == "model_params"), None)
+    if params_info is not None and not params_info.in_model:
+        measured_params = [float(v) for v in params_info.values]
+        if measured_params and not any(math.isclose(params, v, rel_tol=1e-6) for v in measured_params):
+            raise DataError(
+                f"--model {label} ({format_number(params)} parameters): {params_info.note}; "
+                "cannot predict another model. Sweep more than one model."
+            )
+    if source == "estimated":
+        warnings.append(
+            f"model {label} was not in the sweep: {format_number(params)} parameters estimated "
+            "from its layer sizes (pass --model-params to give the count)"
+        )
+    return resolved, source, warnings
+
+
+def _extrapolation_warnings(model: FittedModel, point: dict[str, float | str]) -> list[str]:
+    out = []
+    for factor in NUMERIC_FACTORS:
+        if factor not in model.ranges or model.formula.form(factor) is None:
+            continue
+        low, high = model.ranges[factor]
+        value = float(point[factor])
+        if value > high:
+            ratio = f" ({value / high:.3g}× the largest)" if high > 0 else ""
+            out.append(
+                f"extrapolating: {factor} {format_number(value)} is above the measured range "
+                f"{format_number(low)}–{format_number(high)}{ratio}"
+            )
+        elif value < low:
+            out.append(
+                f"extrapolating: {factor} {format_number(value)} is below the measured range "
+                f"{format_number(low)}–{format_number(high)}"
+            )
+    return out
+
+
+def _row(frame: pd.DataFrame, i: int, interval: Literal["obs", "mean"] = "obs") -> Estimate:
+    return Estimate(
+        float(frame["mean"].iloc[i]),
+        float(frame[f"{interval}_ci_lower"].iloc[i]),
+        float(frame[f"{interval}_ci_upper"].iloc[i]),
+    )
+
+
+def _predict_many(analysis: Analysis, points: pd.DataFrame, role: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    suffix = "" if role == "total" else f"[{role}]"
+    plateau = analysis.models.get(f"plateau{suffix}")
+    if plateau is None:
+        raise DataError(
+            "no plateau model could be fitted for this sweep: "
+            + ("; ".join(analysis.models.errors) or "no trial reached its plateau")
+        )
+    peak = analysis.models.get(f"peak{suffix}")
+    return plateau.predict(points), (peak.predict(points) if peak else None)
+
+
+def predict(analysis: Analysis, point: PredictPoint) -> Prediction:
+    """Plateau and peak per role and in total, with prediction intervals."""
+    resolved, source, warnings = resolve_point(analysis, point)
+    plateau_model = analysis.models.get("plateau")
+    if plateau_model is None:
+        raise DataError(
+            "no plateau model could be fitted for this sweep: "
+            + ("; ".join(analysis.models.errors) or "no trial reached its plateau")
+        )
+    warnings += _extrapolation_warnings(plateau_model, resolved)
+    frame = pd.DataFrame([resolved])
+    roles = []
+    for role in analysis.models.roles:
+        if analysis.models.get(f"plateau[{role}]") is None:
+            continue
+        plateau, peak = _predict_many(analysis, frame, role)
+        roles.append(RolePrediction(role, _row(plateau, 0), _row(peak, 0) if peak is not None else None))
+    plateau, peak = _predict_many(analysis, frame, "total")
+    total = RolePrediction("total", _row(plateau, 0), _row(peak, 0) if peak is not None else None)
+    system = analysis.system_bytes_per_node
+    with_system = RolePrediction(
+        "total + ray system",
+        total.plateau.shifted(system),
+        total.peak.shifted(system) if total.peak else None,
+    )
+    return Prediction(
+        point=resolved,
+        model_params_source=source,
+        roles=tuple(roles),
+        total=total,
+        system_bytes=system,
+        total_with_system=with_system,
+        warnings=tuple(dict.fromkeys(warnings)),
+        confidence=analysis.options.confidence,
+    )
+
+
+@dataclass(frozen=True)
+class BudgetAnswer:
+    """The largest value of one factor whose predicted node memory fits a budget."""
+
+    factor: Literal["replay_capacity", "num_workers"]
+    budget_bytes: int
+    largest_safe: int | None
+    """Largest value whose upper prediction bound (peak + Ray system) fits; None if none."""
+
+    largest_expected: int | None
+    """Largest value whose predicted peak (+ Ray system) fits."""
+
+    prediction: Prediction | None
+    """The prediction at ``largest_safe`` (or ``largest_expected`` when nothing is safe)."""
+
+    searched_up_to: int
+    """Upper end of the search; an answer equal to it means "at least this much"."""
+
+
+def largest_fitting(fits: Callable[[int], bool], low: int, high: int) -> int | None:
+    """Largest integer n in [low, high] with ``fits(n)``, for ``fits`` true then false."""
+    if not fits(low):
+        return None
+    if fits(high):
+        return high
+    while high - low > 1:
+        middle = (low + high) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def solve_budget(
+    analysis: Analysis,
+    point: PredictPoint,
+    budget_bytes: int,
+    factor: Literal["replay_capacity", "num_workers"] = "replay_capacity",
+) -> BudgetAnswer:
+    """The largest ``factor`` whose peak (+ Ray system) fits ``budget_bytes``."""
+    info = next((f for f in analysis.models.factors if f.name == factor), None)
+    if info is None or not info.in_model:
+        note = info.note if info else f"{factor} was not measured"
+        raise DataError(f"--budget: cannot solve for {factor}: {note}")
+    fixed = replace(point, **{factor: 0})
+    resolved, _, _ = resolve_point(analysis, fixed)
+    model = analysis.models.get("peak") or analysis.models.get("plateau")
+    assert model is not None
+    system = analysis.system_bytes_per_node
+    high = 10**12 if factor == "replay_capacity" else 1024
+
+    def peak_at(value: int) -> pd.DataFrame:
+        return model.predict(pd.DataFrame([{**resolved, factor: value}]))
+
+    def safe(value: int) -> bool:
+        return float(peak_at(value)["obs_ci_upper"].iloc[0]) + system <= budget_bytes
+
+    def expected(value: int) -> bool:
+        return float(peak_at(value)["mean"].iloc[0]) + system <= budget_bytes
+
+    largest_safe = largest_fitting(safe, 0, high)
+    largest_expected = largest_fitting(expected, 0, high)
+    chosen = largest_safe if largest_safe is not None else largest_expected
+    prediction = predict(analysis, replace(point, **{factor: chosen})) if chosen is not None else None
+    return BudgetAnswer(factor, budget_bytes, largest_safe, largest_expected, prediction, high)
+
+
+def prediction_text(prediction: Prediction) -> str:
+    """The table ``predict`` prints."""
+    level = f"{prediction.confidence:.0%}"
+    p = prediction.point
+    lines = [
+        f"Prediction for replay_capacity={format_number(float(p['replay_capacity']))}, "
+        f"num_workers={format_number(float(p['num_workers']))}, model={p['model']} "
+        f"({format_number(float(p['model_params']))} params, {prediction.model_params_source}), "
+        f"framework={p['framework']}",
+        f"{'role':<20} {'plateau':>10}  {level + ' interval':<25} {'peak':>10}  {level + ' interval':<25}",
+    ]
+    for row in (*prediction.roles, prediction.total, prediction.total_with_system):
+        peak = row.peak
+        lines.append(
+            f"{row.role:<20} {format_bytes(row.plateau.value):>10}  "
+            f"{_span(row.plateau):<25} "
+            f"{format_bytes(peak.value) if peak else 'n/a':>10}  {_span(peak) if peak else '':<25}"
+        )
+    lines.append(f"(ray system processes on the node, measured: {format_bytes(prediction.system_bytes)})")
+    lines += [f"warning: {w}" for w in prediction.warnings]
+    return "\n".join(lines)
+
+
+def _span(estimate: Estimate) -> str:
+    return f"{format_bytes(max(estimate.low, 0.0))} – {format_bytes(estimate.high)}"
+

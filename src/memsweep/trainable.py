@@ -1,0 +1,243 @@
+"""The Tune trainable: one memsweep trial = one RLlib algorithm, built from its point.
+
+**TensorFlow imports (decision).** When TensorFlow is installed, RLlib imports it in
+every process that imports ``ray.rllib`` (``try_import_tf`` at module level all over
+RLlib), even in torch trials, unless ``RLLIB_TEST_NO_TF_IMPORT`` is in that process's
+environment at that moment. A torch trial with TensorFlow loaded is a few hundred MB per
+process heavier than a torch-only install would make it, which would bias exactly what
+memsweep measures. So the framework decides, per process, before RLlib is imported:
+
+- the trainable (the algorithm's main process, where the local env runner and, on the
+  new stack, the local learner live): :meth:`MemsweepTrainable.setup` calls
+  :func:`prepare_process_for` — set the variable for torch, remove it for TensorFlow —
+  before its first RLlib import. Neither this module nor :mod:`memsweep.workloads`
+  imports RLlib at import time, and ``ray.tune`` does not either, so unpickling this
+  class in a fresh Ray worker leaves the decision open.
+- the remote env runners, which are not children of the trainable but processes Ray
+  starts from its worker pool with the job's environment: the trial sets
+  ``config.env_runners(env_runner_cls=...)`` to a subclass from
+  :mod:`memsweep.runners_torch` or :mod:`memsweep.runners_tf`, modules that set or
+  remove the variable at their top before importing RLlib. Ray loads the actor class
+  before deserialising its constructor arguments (the ``AlgorithmConfig``), so that
+  module's top is the first code to run. ``tests/test_workloads.py`` proves the result
+  (``"tensorflow" in sys.modules`` in each process of a torch and a tf2 trial).
+
+What this does not cover: processes RLlib starts that are neither (remote learners,
+aggregator actors, evaluation runners): memsweep configures none of them. Tune must not
+reuse a trial's actor for another trial (:meth:`MemsweepTrainable.reset_config` says no),
+since TensorFlow, once imported, stays.
+
+**Results.** Every ``step()`` result is RLlib's ``train()`` result plus
+``memsweep/env_steps``, ``memsweep/replay_size``, the :class:`~memsweep.workloads.BuiltFacts`
+as ``memsweep/built_*``, and ``memory/rss_bytes`` and ``memory/peak_bytes``: VmRSS and
+VmHWM summed over the trainable and its remote env runners, each read in its own process
+so that it works across nodes. The peak is a sum of per-process peaks, an upper bound
+on the trial's simultaneous peak; memsweep's sampler has the time series.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ray import tune
+
+from memsweep.errors import SpecError
+from memsweep.spec import Framework, Study, TrialPoint
+
+if TYPE_CHECKING:
+    from ray.rllib.algorithms.algorithm import Algorithm
+    from ray.tune import PlacementGroupFactory
+
+    from memsweep.workloads import ApiStack, BuiltFacts
+
+log = logging.getLogger(__name__)
+
+NO_TF_IMPORT_VAR = "RLLIB_TEST_NO_TF_IMPORT"
+"""Environment variable that stops RLlib from importing TensorFlow in a process."""
+
+FLAT_POINT_KEYS = ("replay_capacity", "model", "num_workers", "framework", "repeat", "seed")
+"""Tune config keys of a trial point in random/Optuna modes (``model`` is a label)."""
+
+
+def study_from_config(config: Mapping[str, Any]) -> Study:
+    """The study a trial's Tune config carries under ``"study"`` (JSON form or object)."""
+    if "study" not in config:
+        raise SpecError("a memsweep trial config needs a 'study' entry (study.model_dump())")
+    value = config["study"]
+    return value if isinstance(value, Study) else Study.model_validate(value)
+
+
+def point_from_config(study: Study, config: Mapping[str, Any]) -> TrialPoint:
+    """The trial's point: ``config["point"]`` (grid mode), else the flat keys.
+
+    Flat keys (random/Optuna modes) are ``replay_capacity``, ``model`` (a model *label*,
+    looked up in ``study.factors.model``), ``num_workers``, ``framework`` and optionally
+    ``repeat`` (default 0) and ``seed`` (default ``study.seed + repeat``).
+    """
+    if "point" in config:
+        value = config["point"]
+        return value if isinstance(value, TrialPoint) else TrialPoint.model_validate(value)
+    missing = [key for key in FLAT_POINT_KEYS[:4] if key not in config]
+    if missing:
+        raise SpecError(
+            f"trial config has neither 'point' nor the keys {', '.join(missing)} "
+            f"(got {sorted(config)})"
+        )
+    models = {model.label: model for model in study.factors.model}
+    label = config["model"]
+    if label not in models:
+        raise SpecError(
+            f"trial config: model {label!r} is not one of the study's models ({', '.join(models)})"
+        )
+    repeat = int(config.get("repeat", 0))
+    return TrialPoint(
+        replay_capacity=config["replay_capacity"],
+        model=models[label],
+        num_workers=config["num_workers"],
+        framework=config["framework"],
+        repeat=repeat,
+        seed=int(config.get("seed", study.seed + repeat)),
+    )
+
+
+def prepare_process_for(framework: Framework) -> None:
+    """Decide, before RLlib's first import in this process, whether it imports TensorFlow.
+
+    Torch: set ``RLLIB_TEST_NO_TF_IMPORT``. TensorFlow: remove it and select tf-keras
+    (``TF_USE_LEGACY_KERAS=1``; RLlib's TF models break under Keras 3). Too late once
+    ``ray.rllib`` is imported: then it only logs a warning.
+    """
+    if framework == "torch":
+        os.environ[NO_TF_IMPORT_VAR] = "1"
+        # RLlib logs "Not importing TensorFlow for test purposes" on every lookup.
+        logging.getLogger("ray.rllib.utils.framework").setLevel(logging.ERROR)
+    else:
+        os.environ.pop(NO_TF_IMPORT_VAR, None)
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    if "ray.rllib" in sys.modules and (framework == "torch") == ("tensorflow" in sys.modules):
+        log.warning(
+            "RLlib was imported in process %d before the %s trial chose its TensorFlow "
+            "import; this process's memory includes TensorFlow = %s",
+            os.getpid(),
+            framework,
+            "tensorflow" in sys.modules,
+        )
+
+
+def env_runner_class(stack: ApiStack, framework: Framework) -> type[Any]:
+    """The env-runner class whose module makes its process import TensorFlow or not."""
+    if framework == "torch":
+        from memsweep import runners_torch
+
+        return runners_torch.TorchEnvRunner if stack == "new" else runners_torch.TorchRolloutWorker
+    from memsweep import runners_tf
+
+    return runners_tf.TFRolloutWorker
+
+
+def _register_trial(trial_id: str) -> None:
+    """Tell memsweep's sampler which trial this process belongs to (no-op outside a sweep)."""
+    from memsweep.sampler import register_trial
+
+    register_trial(trial_id)
+
+
+class MemsweepTrainable(tune.Trainable):
+    """One trial: builds the RLlib algorithm for its point and trains it step by step.
+
+    Tune config: ``{"study": study.model_dump(mode="json"), "point":
+    point.model_dump(mode="json")}`` or the flat keys of :func:`point_from_config`.
+    """
+
+    study: Study
+    point: TrialPoint
+    algo: Algorithm
+    facts: BuiltFacts
+
+    @classmethod
+    def default_resource_request(cls, config: dict[str, Any]) -> PlacementGroupFactory:
+        """The algorithm's own placement group: one bundle for this process, one per
+        remote env runner. Tune creates the trial's actor in it and captures child
+        actors, so the env runners RLlib starts land in the same placement group (which
+        is how memsweep attributes processes to trials)."""
+        from memsweep.workloads import algorithm_class, build_config
+
+        study = study_from_config(config)
+        point = point_from_config(study, config)
+        algo_config = build_config(study, point)
+        request = algorithm_class(study, point).default_resource_request(algo_config)
+        if not isinstance(request, tune.PlacementGroupFactory):  # Old-style Resources.
+            raise TypeError(f"expected a PlacementGroupFactory from RLlib, got {request!r}")
+        return request
+
+    def setup(self, config: dict[str, Any]) -> None:
+        _register_trial(self.trial_id)
+        self.study = study_from_config(config)
+        self.point = point_from_config(self.study, config)
+        prepare_process_for(self.point.framework)
+
+        from memsweep.workloads import build_config, built_facts
+
+        algo_config = build_config(self.study, self.point)
+        algo_config.env_runners(
+            env_runner_cls=env_runner_class(self.point.api_stack(self.study), self.point.framework)
+        )
+        self.algo = algo_config.build_algo()
+        self.facts = built_facts(self.algo)
+
+    def step(self) -> dict[str, Any]:
+        from ray.tune.result import AUTO_RESULT_KEYS, DONE
+
+        from memsweep.workloads import RESULT_PREFIX, env_steps, replay_size
+
+        result: dict[str, Any] = self.algo.train()  # type: ignore[no-untyped-call]
+        steps = env_steps(result)
+        # The algorithm is a Trainable too; its bookkeeping keys would shadow this one's.
+        for key in (*AUTO_RESULT_KEYS, DONE, "trial_id"):
+            result.pop(key, None)
+        result[f"{RESULT_PREFIX}env_steps"] = steps
+        result[f"{RESULT_PREFIX}replay_size"] = replay_size(self.algo)
+        result.update(self.facts.as_result())
+        result.update(self.memory_summary())
+        return result
+
+    def memory_summary(self) -> dict[str, int]:
+        """``memory/rss_bytes`` and ``memory/peak_bytes`` of this trial's processes now."""
+        from memsweep.probe import read_status
+        from memsweep.workloads import env_runner_group
+
+        # The lambda ships by value; read_status by reference (memsweep.probe imports
+        # only psutil into the env runner).
+        statuses = [read_status(os.getpid())]
+        statuses += env_runner_group(self.algo).foreach_env_runner(
+            lambda runner: read_status(os.getpid()), local_env_runner=False
+        )
+        found = [status for status in statuses if status is not None]
+        return {
+            "memory/rss_bytes": sum(status.rss_bytes for status in found),
+            "memory/peak_bytes": sum(status.hwm_bytes for status in found),
+        }
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        """The algorithm's own checkpoint: ``save_to_path`` on the new stack, its pickled
+        state on the old one (where ``save_to_path`` raises); Tune stores the folder."""
+        self.algo.save_checkpoint(checkpoint_dir)
+
+    def load_checkpoint(self, checkpoint: str | dict[str, Any] | None) -> None:
+        """Restore what :meth:`save_checkpoint` wrote (Tune passes the folder back)."""
+        if not isinstance(checkpoint, str):
+            raise TypeError(f"expected a checkpoint directory, got {type(checkpoint).__name__}")
+        self.algo.load_checkpoint(checkpoint)
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """Never reuse this actor for another trial: its imports and heap would carry over."""
+        return False
+
+    def cleanup(self) -> None:
+        algo = getattr(self, "algo", None)
+        if algo is not None:
+            algo.stop()

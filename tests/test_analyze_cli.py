@@ -1,0 +1,199 @@
+"""``python -m memsweep.analyze`` as a user runs it: report files, predict, bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from synthetic import SynthTrial, factorial_sweep, leak_sweep, write_sweep
+
+from memsweep.analyze.__main__ import main
+from memsweep.store import ResultsWriter
+
+
+def run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "memsweep.analyze", *map(str, args)],
+        cwd=cwd, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *, code: int, says: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("memsweep analyze: ")
+    assert says in lines[0], lines[0]
+
+
+def test_the_report_writes_markdown_html_plots_and_models_json(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # GIVEN a sweep with leaks, a trial still filling and one that crashed
+    sweep = leak_sweep(tmp_path_factory.getbasetemp())
+    out = tmp_path / "analysis"
+    # WHEN the user runs the analysis
+    result = run(sweep.path, "--out", out, cwd=tmp_path)
+    # THEN it succeeds and prints a short summary with the buffer cost and the leaks
+    assert result.returncode == 0, result.stderr
+    assert "replay buffer: " in result.stdout and "bytes per transition" in result.stdout
+    assert "leaks: 2 trial(s) with unexplained growth" in result.stdout
+    assert "missing (1): trial crashed" in result.stdout
+    assert len(result.stdout.splitlines()) < 25
+    # AND writes the report files
+    markdown = (out / "report.md").read_text()
+    assert "## Answers" in markdown and "never reached its plateau" in markdown
+    assert "trial crashed (error: RayOutOfMemoryError: worker killed) has no memory samples" in markdown
+    assert "num_workers has a single value (2)" in markdown
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert {"memory_over_steps.png", "peak_vs_factors.png", "roles_stacked.png", "drift_rates.png"} <= set(pngs)
+    for png in pngs:
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({png})" in markdown
+    # AND the HTML page stands alone: images inlined, nothing fetched
+    page = (out / "report.html").read_text()
+    assert page.count("src='data:image/png;base64,") == len(pngs)
+    assert not re.search(r"src=['\"](?!data:)|href=|<script|<link", page)
+
+
+def test_models_json_holds_every_coefficient_with_its_interval(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    sweep = factorial_sweep(tmp_path_factory.getbasetemp())
+    assert main(["report", str(sweep.path), "--out", str(tmp_path)]) == 0
+    document = json.loads((tmp_path / "models.json").read_text())
+    plateau = document["models"]["plateau"]
+    terms = {c["term"] for c in plateau["coefficients"]}
+    assert {"const", "replay_capacity", "model_params", "num_workers", "framework[tf2]"} <= terms
+    for model in document["models"].values():
+        for coefficient in model["coefficients"] + model["effects"]:
+            assert coefficient["ci_low"] <= coefficient["estimate"] <= coefficient["ci_high"]
+        assert model["loo_rmse_bytes"] > 0 and 0 <= model["r2"] <= 1
+    assert {"plateau[trainable]", "plateau[env_runner]", "peak"} <= set(document["models"])
+    assert len(document["trials"]) == 54
+    assert document["trials"][0]["roles"]["total"]["verdict"]["verdict"] == "no_growth"
+
+
+def test_predict_prints_totals_per_role_with_intervals_and_warns_on_extrapolation(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    sweep = factorial_sweep(tmp_path_factory.getbasetemp())
+    result = run(
+        "predict", sweep.path, "--replay-capacity", "1000000", "--num-workers", "8",
+        "--model", "512,512", "--framework", "torch", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    for role in ("trainable", "env_runner", "total"):
+        assert re.search(r"GB\s+[\d.]+ GB – [\d.]+ GB", rows[role]), rows[role]
+    assert "total + ray system" in result.stdout
+    assert "warning: extrapolating: replay_capacity 1,000,000 is above the measured range" in result.stdout
+
+
+def test_predict_with_a_budget_prints_the_largest_capacity_that_fits(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    sweep = factorial_sweep(tmp_path_factory.getbasetemp())
+    result = run(
+        "predict", sweep.path, "--num-workers", "8", "--model", "512,512",
+        "--framework", "torch", "--budget", "64GB", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"largest replay_capacity = ([\d,]+)", result.stdout)
+    assert match, result.stdout
+    capacity = int(match.group(1).replace(",", ""))
+    # ~ (64 GB − 0.9 − 2.0 − 0.4 GB) / 8300 B per transition
+    assert 6_500_000 < capacity < 7_800_000
+
+
+def _empty(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def _no_trials(path: Path) -> Path:
+    ResultsWriter(path).replace("trials", [])
+    return path
+
+
+def _trials_without_samples(path: Path) -> Path:
+    write_sweep(path, [SynthTrial("a", 1000, with_samples=False)])
+    return path
+
+
+def _samples_without_trials(path: Path) -> Path:
+    write_sweep(path, [SynthTrial("a", 1000, duration_s=10)])
+    (path / "trials.parquet").unlink()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda p: p / "missing", "No such results folder"),
+        (_empty, "is not a memsweep results folder"),
+        (_no_trials, "empty dataset: trials.parquet lists no trials"),
+        (_trials_without_samples, "partial dataset: 1 trial(s) but no samples/"),
+        (_samples_without_trials, "partial dataset: no trials.parquet"),
+    ],
+    ids=["missing", "not-a-sweep", "empty", "no-samples", "no-trials"],
+)
+def test_a_folder_that_cannot_be_analysed_gets_one_line_and_exit_3(tmp_path: Path, make, says: str) -> None:  # type: ignore[no-untyped-def]
+    folder = make(tmp_path / "sweep")
+    assert_one_line_error(run(folder, cwd=tmp_path), code=3, says=says)
+
+
+@pytest.mark.parametrize(
+    ("flags", "code", "says"),
+    [
+        (["--budget", "64XB"], 2, "--budget: Invalid memory size format: '64XB'"),
+        (["--num-workers", "eight"], 2, "--num-workers: expected a whole number"),
+        (["--replay-capacity", "-5"], 2, "--replay-capacity"),
+        (["--framework", "jax"], 2, "--framework: expected torch, tf2 or tf2-eager, got 'jax'"),
+        (["--confidence", "2"], 2, "--confidence must be in [0.5, 1)"),
+        (["--no-such-flag"], 2, "unrecognized arguments: --no-such-flag"),
+        (["--num-workers", "8", "--replay-capacity", "10000"], 3, "num_workers has a single value (2)"),
+        (["--replay-capacity", "10000", "--budget", "64GB", "--solve-for", "num_workers"], 3, "cannot solve for num_workers"),
+    ],
+    ids=["budget", "workers", "negative", "framework", "confidence", "flag", "single-valued", "solve-single"],
+)
+def test_a_bad_predict_request_gets_one_line_naming_the_problem(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, flags: list[str], code: int, says: str
+) -> None:
+    sweep = leak_sweep(tmp_path_factory.getbasetemp())
+    assert_one_line_error(run("predict", sweep.path, *flags, cwd=tmp_path), code=code, says=says)
+
+
+def test_a_sweep_still_running_is_analysed_as_far_as_it_goes(tmp_path: Path) -> None:
+    # GIVEN a sweep with one finished trial, one running and one not started
+    path = tmp_path / "running"
+    write_sweep(
+        path,
+        [
+            SynthTrial("done", 10_000, plateau_s=30),
+            SynthTrial("done2", 20_000, plateau_s=30),
+            SynthTrial("going", 500_000, duration_s=20, status="running"),
+            SynthTrial("pending", 10_000, status="pending", with_samples=False),
+        ],
+    )
+    # WHEN the user asks for the report (default subcommand and location)
+    result = run(path, cwd=tmp_path)
+    # THEN it works, and says what is running and what is missing
+    assert result.returncode == 0, result.stderr
+    assert "trial going is still running" in result.stdout
+    assert "trial pending (pending) has no memory samples" in result.stdout
+    markdown = (path / "analysis" / "report.md").read_text()
+    assert "still running" in markdown and "extrapolated" in markdown
+
+
+def test_main_returns_the_exit_code_instead_of_exiting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path / "nowhere")]) == 3
+    assert capsys.readouterr().err.startswith("memsweep analyze: No such results folder")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0

@@ -1,0 +1,115 @@
+"""Predictions and budgets from the factor models, through the API."""
+
+from __future__ import annotations
+
+import pytest
+from synthetic import SynthSweep, analysis_of, factorial_sweep, leak_sweep, mlp_params
+
+from memsweep.analyze import Analysis, PredictPoint, predict, solve_budget
+from memsweep.analyze.predict import prediction_text
+from memsweep.errors import DataError
+
+BIG = PredictPoint(replay_capacity=1_000_000, num_workers=8, model="512,512", framework="torch")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> SynthSweep:
+    return factorial_sweep(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def analysis(sweep: SynthSweep) -> Analysis:
+    return analysis_of(sweep)
+
+
+def test_a_prediction_gives_plateau_and_peak_per_role_and_in_total_with_intervals(
+    analysis: Analysis, sweep: SynthSweep
+) -> None:
+    # GIVEN a measured configuration
+    point = PredictPoint(replay_capacity=20_000, num_workers=2, model="256x256", framework="tf2")
+    prediction = predict(analysis, point)
+    # THEN each role and the total have a plateau and a peak with an interval around them
+    for row in (*prediction.roles, prediction.total):
+        assert row.plateau.low < row.plateau.value < row.plateau.high
+        assert row.peak is not None and row.peak.low < row.peak.value < row.peak.high
+    truth = sweep.truth.plateau_bytes(20_000, mlp_params([256, 256]), 2, "tf2")
+    assert prediction.total.plateau.contains(truth)
+    assert prediction.model_params_source == "measured"
+    assert prediction.warnings == ()
+    # AND the node total adds Ray's own processes
+    assert prediction.total_with_system.plateau.value == pytest.approx(
+        prediction.total.plateau.value + prediction.system_bytes
+    )
+    assert 400e6 < prediction.system_bytes < 500e6  # raylet/GCS + driver, not the sampler
+
+
+def test_a_prediction_beyond_the_measured_range_warns_and_estimates_an_unseen_model(
+    analysis: Analysis, sweep: SynthSweep
+) -> None:
+    prediction = predict(analysis, BIG)
+    assert prediction.model_params_source == "estimated"
+    assert prediction.point["model_params"] == pytest.approx(mlp_params([512, 512]))
+    warnings = " ".join(prediction.warnings)
+    assert "extrapolating: replay_capacity 1,000,000 is above the measured range" in warnings
+    assert "extrapolating: num_workers 8" in warnings
+    assert "512x512 was not in the sweep" in warnings
+    truth = sweep.truth.plateau_bytes(1_000_000, mlp_params([512, 512]), 8, "torch")
+    assert prediction.total.plateau.contains(truth)
+    text = prediction_text(prediction)
+    assert "total + ray system" in text and "warning: extrapolating" in text
+
+
+def test_the_budget_answer_is_the_largest_capacity_that_fits(analysis: Analysis) -> None:
+    # GIVEN a 64 GB node
+    budget = 64 * 10**9
+    answer = solve_budget(analysis, BIG, budget)
+    # THEN the answer fits with its upper bound, and one more transition would not
+    assert answer.largest_safe is not None and answer.largest_expected is not None
+    assert answer.largest_expected >= answer.largest_safe > 1_000_000
+    model = analysis.models.get("peak")
+    assert model is not None
+    import pandas as pd
+
+    def upper(capacity: int) -> float:
+        row = {"replay_capacity": capacity, "num_workers": 8, "framework": "torch",
+               "model_params": float(mlp_params([512, 512]))}  # fmt: skip
+        return float(model.predict(pd.DataFrame([row]))["obs_ci_upper"].iloc[0]) + analysis.system_bytes_per_node
+
+    assert upper(answer.largest_safe) <= budget < upper(answer.largest_safe + 1)
+    assert answer.prediction is not None
+    assert answer.prediction.point["replay_capacity"] == answer.largest_safe
+
+
+def test_the_budget_can_be_solved_for_workers(analysis: Analysis) -> None:
+    point = PredictPoint(replay_capacity=50_000, model="256x256", framework="torch")
+    answer = solve_budget(analysis, point, 8 * 10**9, "num_workers")
+    assert answer.largest_safe is not None
+    # 0.9 GB + 0.42 GB buffer + ~0.25 GB per worker: about 24 workers in 8 GB
+    assert 15 < answer.largest_safe < 30
+
+
+def test_a_budget_too_small_for_anything_has_no_answer(analysis: Analysis) -> None:
+    answer = solve_budget(analysis, BIG, 10**9)
+    assert answer.largest_safe is None and answer.largest_expected is None
+
+
+def test_a_factor_the_sweep_did_not_vary_cannot_be_predicted_elsewhere(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    single = analysis_of(leak_sweep(tmp_path_factory.getbasetemp()))
+    with pytest.raises(DataError, match=r"--num-workers 8: num_workers has a single value \(2\)"):
+        predict(single, PredictPoint(replay_capacity=10_000, num_workers=8))
+    # AND at the measured value the default is taken and the rest predicted
+    prediction = predict(single, PredictPoint(replay_capacity=15_000))
+    assert prediction.point["num_workers"] == 2 and prediction.point["framework"] == "torch"
+    with pytest.raises(DataError, match="cannot solve for num_workers"):
+        solve_budget(single, PredictPoint(replay_capacity=10_000), 64 * 10**9, "num_workers")
+
+
+def test_an_unknown_framework_or_a_missing_flag_is_refused(analysis: Analysis) -> None:
+    with pytest.raises(DataError, match="--framework tf2-eager: the sweep measured only"):
+        predict(analysis, PredictPoint(100, 1, "256x256", "tf2-eager"))
+    with pytest.raises(DataError, match="--num-workers is required"):
+        predict(analysis, PredictPoint(replay_capacity=100, model="256x256", framework="torch"))
+    with pytest.raises(DataError, match="--model-params"):
+        predict(analysis, PredictPoint(100, 1, "c32k8s4+256", "torch"))

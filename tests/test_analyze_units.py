@@ -1,0 +1,253 @@
+"""Pure pieces of the analysis: parsing, formatting, trend fits, phase cuts, verdicts, search."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memsweep.analyze.leaks import classify
+from memsweep.analyze.load import bucket_width_s, stored_transitions
+from memsweep.analyze.models import ModelError, fit_quantity
+from memsweep.analyze.phases import PhaseOptions, segment
+from memsweep.analyze.predict import estimate_params, largest_fitting
+from memsweep.analyze.trends import fit_trend, hac_maxlags
+from memsweep.analyze.units import Estimate, format_bytes, parse_count, parse_model, parse_size
+from memsweep.errors import MemsweepError
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("64GB", 64 * 10**9), ("16GiB", 16 * 2**30), ("512MB", 512 * 10**6), ("1000", 1000)],
+)
+def test_a_budget_is_read_in_decimal_or_binary_units(text: str, expected: int) -> None:
+    assert parse_size(text, "--budget") == expected
+
+
+@pytest.mark.parametrize("text", ["64XB", "sixty", "-3GB", ""])
+def test_a_bad_budget_names_the_flag_and_the_value(text: str) -> None:
+    with pytest.raises(MemsweepError, match=r"--budget: Invalid memory size format"):
+        parse_size(text, "--budget")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1000000", 10**6), ("1_000_000", 10**6), ("1e6", 10**6), ("1M", 10**6), ("250k", 250_000), ("8", 8)],
+)
+def test_a_count_accepts_the_usual_spellings(text: str, expected: int) -> None:
+    assert parse_count(text, "--replay-capacity") == expected
+
+
+@pytest.mark.parametrize("text", ["abc", "1.5", "-1", "1e-3"])
+def test_a_bad_count_is_refused_with_the_flag_named(text: str) -> None:
+    with pytest.raises(MemsweepError, match="--num-workers"):
+        parse_count(text, "--num-workers")
+
+
+@pytest.mark.parametrize(
+    ("text", "label", "hidden"),
+    [("512,512", "512x512", (512, 512)), ("256x256", "256x256", (256, 256)),
+     ("c32k8s4-c64k4s2+512", "c32k8s4-c64k4s2+512", None)],
+)  # fmt: skip
+def test_a_model_is_layer_sizes_or_a_label(text: str, label: str, hidden: tuple[int, ...] | None) -> None:
+    assert parse_model(text) == (label, hidden)
+
+
+@given(st.floats(min_value=0, max_value=1e15, allow_nan=False))
+def test_formatted_bytes_keep_three_significant_digits(value: float) -> None:
+    text = format_bytes(value)
+    number, unit = text.split(" ")
+    scale = {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}[unit]
+    assert float(number) * scale == pytest.approx(value, rel=0.01, abs=1)
+
+
+@given(
+    intercept=st.floats(-1e10, 1e10),
+    slope=st.floats(-1e9, 1e9),
+    n=st.integers(5, 200),
+)
+def test_a_trend_fit_recovers_a_noise_free_line_exactly(intercept: float, slope: float, n: int) -> None:
+    x = np.linspace(0, 3, n)
+    fit = fit_trend(intercept + slope * x, {"x": x})
+    assert fit is not None
+    assert fit.coef("x").value == pytest.approx(slope, rel=1e-6, abs=1e-3)
+    assert fit.coef("const").value == pytest.approx(intercept, rel=1e-6, abs=1e-3)
+
+
+def test_a_trend_interval_covers_the_slope_of_noisy_data_at_about_its_level() -> None:
+    # GIVEN 400 noisy lines with a known slope
+    rng = np.random.default_rng(7)
+    x = np.arange(30.0)
+    hits = 0
+    for _ in range(400):
+        fit = fit_trend(5 + 0.3 * x + rng.normal(0, 1, len(x)), {"x": x})
+        assert fit is not None
+        hits += fit.coef("x").contains(0.3)
+    # THEN the 95 % intervals contain it about 95 % of the time (never far fewer)
+    assert hits / 400 >= 0.92
+
+
+def test_a_constant_regressor_cannot_be_fitted() -> None:
+    assert fit_trend(np.arange(10.0), {"x": np.ones(10)}) is None
+    assert fit_trend(np.arange(3.0), {"x": np.arange(3.0)}) is None
+
+
+@given(st.integers(0, 100_000))
+def test_hac_lags_grow_slowly_with_the_series(n: int) -> None:
+    assert 0 <= hac_maxlags(n) <= hac_maxlags(n + 1) <= 4 * (1 + n / 100) ** (2 / 9) + 1
+
+
+@given(
+    duration=st.floats(0, 1e6), full=st.floats(0.005, 600), buckets=st.integers(10, 5000)
+)
+def test_a_bucket_holds_two_pss_reads_and_a_trial_at_most_max_buckets(
+    duration: float, full: float, buckets: int
+) -> None:
+    width = bucket_width_s(duration, full, buckets)
+    assert width >= 2 * full
+    assert duration / width <= buckets + 1e-9
+
+
+@given(
+    steps=st.lists(st.floats(0, 1e7), min_size=1, max_size=30).map(sorted),
+    capacity=st.floats(0, 1e7),
+)
+def test_stored_transitions_grow_with_steps_and_never_exceed_capacity(steps: list[float], capacity: float) -> None:
+    stored = stored_transitions(np.array(steps), np.full(len(steps), np.nan), capacity)
+    assert np.all(stored <= capacity + 1e-9)
+    assert np.all(np.diff(stored) >= 0)
+
+
+def test_reported_replay_size_wins_over_env_steps() -> None:
+    stored = stored_transitions(np.array([100.0, 200.0]), np.array([50.0, np.nan]), 1000)
+    assert stored.tolist() == [50.0, 200.0]
+
+
+def test_the_plateau_starts_where_the_buffer_fills_between_two_results() -> None:
+    # GIVEN results every second, the buffer of 1000 filling at 100 per second from t=2
+    t = np.arange(0.5, 60, 1.0)
+    p_t = np.arange(2.0, 60.0)
+    p_stored = np.minimum((p_t - 2) * 100, 1000)
+    stored = np.interp(t, p_t, p_stored, left=np.nan)
+    # WHEN the buckets are cut
+    seg = segment(t, stored, 1.0, 1000, p_t, p_stored, PhaseOptions())
+    # THEN the plateau starts at t=12 (threshold 999 reached between 11 and 12), fill
+    # buckets end before it, plateau buckets start after the settle time
+    assert seg.plateau_start_s == pytest.approx(11.99, abs=0.01)
+    assert t[seg.fill].max() < 12 and t[seg.plateau].min() > 12
+    assert not (seg.fill & seg.plateau).any()
+
+
+def test_without_a_buffer_everything_after_the_first_result_is_plateau() -> None:
+    t = np.arange(0.5, 30, 1.0)
+    p_t = np.arange(3.0, 30.0)
+    seg = segment(t, np.zeros(len(t)), 1.0, 0, p_t, np.zeros(len(p_t)), PhaseOptions())
+    assert seg.plateau_start_s == 3.0 and not seg.fill.any() and seg.plateau.sum() > 20
+
+
+RATE = Estimate(50.0, 30.0, 70.0)
+
+
+@pytest.mark.parametrize(
+    ("plateau", "rate", "significant", "fill_growing", "expected"),
+    [
+        (True, RATE, True, True, "unexplained_growth"),
+        (True, RATE, False, True, "no_growth"),
+        (True, Estimate(0.5, 0.2, 0.8), True, True, "no_growth"),  # below the minimum rate
+        (True, Estimate(-50, -70, -30), True, False, "no_growth"),  # shrinking is no leak
+        (False, None, False, True, "buffer_fill"),
+        (False, RATE, False, True, "buffer_fill"),
+        (False, RATE, True, True, "unexplained_growth"),
+        (False, RATE, False, False, "no_growth"),
+        (False, None, False, False, "unknown"),
+        (True, None, False, True, "buffer_fill"),  # plateau too short for a drift fit
+    ],
+)  # fmt: skip
+def test_verdict_table(
+    plateau: bool, rate: Estimate | None, significant: bool, fill_growing: bool, expected: str
+) -> None:
+    verdict = classify(
+        plateau_reached=plateau, rate_mb_per_h=rate, significant=significant,
+        fill_growing=fill_growing, min_rate_mb_per_h=1.0,
+    )  # fmt: skip
+    assert verdict == expected
+
+
+@given(threshold=st.integers(-10, 10**6), high=st.integers(1, 10**6))
+def test_largest_fitting_finds_the_last_value_that_fits(threshold: int, high: int) -> None:
+    answer = largest_fitting(lambda n: n <= threshold, 0, high)
+    if threshold < 0:
+        assert answer is None
+    else:
+        assert answer == min(threshold, high)
+
+
+@settings(max_examples=50)
+@given(
+    d_in=st.integers(1, 5000),
+    d_out=st.integers(1, 50),
+    nets=st.lists(st.lists(st.integers(1, 2048), min_size=1, max_size=4), min_size=2, max_size=5, unique_by=tuple),
+    target=st.lists(st.integers(1, 2048), min_size=1, max_size=4),
+)
+def test_dense_parameters_are_scaled_exactly_from_two_measured_nets(
+    d_in: int, d_out: int, nets: list[list[int]], target: list[int]
+) -> None:
+    def params(hidden: list[int]) -> int:
+        sizes = [d_in, *hidden, d_out]
+        return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+
+    examples = [(tuple(h), float(params(h))) for h in nets]
+    rows = np.array([[h[0], h[-1] + 1] for h in nets], dtype=float)
+    if np.linalg.matrix_rank(rows) < 2:
+        return  # the measured nets do not pin down both widths
+    estimate = estimate_params(target, examples)
+    assert estimate == pytest.approx(params(target), rel=1e-6)
+
+
+def _trials(n: int, rng: np.random.Generator) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "replay_capacity": rng.choice([1e4, 3e4, 1e5, 3e5, 1e6], n),
+            "model_params": rng.choice([5e4, 3e5, 2e6], n),
+            "num_workers": rng.choice([0, 1, 2, 4, 8], n).astype(float),
+            "framework": rng.choice(["torch", "tf2"], n),
+        },
+        index=[f"t{i}" for i in range(n)],
+    )
+
+
+def test_a_power_law_in_capacity_is_chosen_over_linear_by_cross_validation() -> None:
+    # GIVEN memory that grows as capacity^0.5 (not the affine buffer law)
+    rng = np.random.default_rng(1)
+    df = _trials(40, rng)
+    df["y"] = 1e9 + 2e6 * df["replay_capacity"] ** 0.5 + 2e8 * df["num_workers"] + rng.normal(0, 1e6, 40)
+    # WHEN fitted
+    model = fit_quantity("plateau", df, "y")
+    # THEN the power form wins, with p near 0.5
+    form = model.formula.form("replay_capacity")
+    assert form is not None and form.kind == "power" and form.power == pytest.approx(0.5, abs=0.11)
+    chosen = [c for c in model.form_choices if c.factor == "replay_capacity" and c.chosen]
+    assert len(chosen) == 1 and chosen[0].loo_rmse_bytes == min(
+        c.loo_rmse_bytes for c in model.form_choices if c.factor == "replay_capacity"
+    )
+
+
+def test_too_few_trials_for_the_terms_is_a_model_error() -> None:
+    df = _trials(3, np.random.default_rng(2))
+    df["y"] = [1.0, 2.0, 3.0]
+    with pytest.raises(ModelError, match="cannot fit"):
+        fit_quantity("plateau", df, "y")
+
+
+def test_an_exactly_linear_truth_is_recovered_exactly() -> None:
+    rng = np.random.default_rng(3)
+    df = _trials(30, rng)
+    df["y"] = 5e8 + 8000 * df["replay_capacity"] + 3e8 * df["num_workers"] + 20 * df["model_params"]
+    model = fit_quantity("plateau", df, "y")
+    assert model.coefficient("replay_capacity").estimate.value == pytest.approx(8000, rel=1e-6)
+    assert model.coefficient("num_workers").estimate.value == pytest.approx(3e8, rel=1e-6)
+    assert not math.isnan(model.loo_rmse_bytes)

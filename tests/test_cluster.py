@@ -1,0 +1,207 @@
+"""Beyond one machine: nodes that come and go during a sweep, and a driver killed half-way.
+
+Real Ray throughout. The multi-node test runs ``ray.cluster_utils.Cluster`` (raylets on
+this machine, each its own node id) with ``memsweep run --address`` as the driver; the
+resume test kills a ``memsweep run`` driver with SIGKILL and resumes it with
+``memsweep run --resume``. Both read back only what memsweep wrote in Parquet.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pytest
+
+from memsweep.errors import DataError
+from memsweep.store import Results, latest_attempts, open_results
+from raycluster import (
+    TINY_SWEEP,
+    clean_env,
+    driving,
+    free_ports,
+    memsweep,
+    wait_until,
+    write_sweep,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def _results(storage: Path) -> Results | None:
+    try:
+        return open_results(storage)
+    except DataError:
+        return None
+
+
+def _nodes_sampled(storage: Path) -> set[str]:
+    results = _results(storage)
+    if results is None:
+        return set()
+    return set(pc.unique(results.table("samples", columns=["node_id"])["node_id"]).to_pylist())
+
+
+def _trial_statuses(storage: Path) -> dict[str, str]:
+    results = _results(storage)
+    if results is None:
+        return {}
+    trials = results.table("trials", columns=["trial_id", "status"]).to_pylist()
+    return {row["trial_id"]: row["status"] for row in trials}
+
+
+def _progressed(storage: Path) -> set[str]:
+    """Trials with at least one Tune result."""
+    results = _results(storage)
+    if results is None:
+        return set()
+    return set(results.table("progress", columns=["trial_id"])["trial_id"].to_pylist())
+
+
+def _start_run(*args: str, log: Path) -> subprocess.Popen[str]:
+    """``python -m memsweep run ARGS`` in the background, its output in ``log``."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "memsweep", "run", *args],
+            env=clean_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+
+def _capacities(*values: int) -> dict[str, Any]:
+    return {**TINY_SWEEP["factors"], "replay_capacity": list(values)}
+
+
+@pytest.fixture
+def cluster() -> Iterator[Any]:
+    """A head with 2 CPUs, where the trials run, dashboard on loopback."""
+    from ray.cluster_utils import Cluster
+
+    dashboard, agent = free_ports(2)
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 2,
+            "include_dashboard": True,
+            "dashboard_host": "127.0.0.1",
+            "dashboard_port": dashboard,
+            "dashboard_agent_listen_port": agent,
+        },
+    )
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+def test_a_node_that_joins_and_one_that_leaves_mid_sweep_are_both_sampled(
+    cluster: Any, tmp_path: Path
+) -> None:
+    # GIVEN a head, a second node (no CPUs: no trial runs there, so removing it fails
+    # none), and a two-trial sweep driven from the head
+    leaving = cluster.add_node(num_cpus=0)
+    head_id, leaving_id = cluster.head_node.node_id, leaving.node_id
+    sweep = write_sweep(tmp_path, name="nodes", factors=_capacities(1000, 2000))
+    storage = tmp_path / "results"
+    process = _start_run(
+        str(sweep), "--storage", str(storage), "--address", cluster.address, log=tmp_path / "log"
+    )
+    with driving(process):
+        # WHEN, once the first trial runs and the second node has been sampled, a third
+        # node joins and the second one dies (its processes killed, no goodbye)
+        wait_until(lambda: _trial_statuses(storage), 300, "no trial started")
+        wait_until(lambda: leaving_id in _nodes_sampled(storage), 120, "node 2 never sampled")
+        joined_at = time.time()
+        joining = cluster.add_node(num_cpus=0)
+        cluster.remove_node(leaving, allow_graceful=False)
+        wait_until(
+            lambda: joining.node_id in _nodes_sampled(storage), 60, "the new node never sampled"
+        )
+        sampled_after_s = time.time() - joined_at
+        rc = process.wait(timeout=600)
+    log = (tmp_path / "log").read_text()
+    # THEN the sweep completes, every trial finished
+    assert rc == 0, log[-5000:]
+    assert set(_trial_statuses(storage).values()) == {"terminated"}
+    assert len(_trial_statuses(storage)) == 2
+    # AND samples come from all three nodes; the new one within seconds of joining
+    results = open_results(storage)
+    assert {head_id, leaving_id, joining.node_id} <= _nodes_sampled(storage)
+    assert sampled_after_s < 30
+    # AND the node that left is recorded dead, its samples kept; the new one alive
+    states = {n["node_id"]: n["state"] for n in results.table("nodes").to_pylist()}
+    assert states[leaving_id] == "dead"
+    assert states[joining.node_id] == "alive"
+    events = results.table("events", columns=["kind", "node_id"]).to_pylist()
+    assert {"kind": "node_removed", "node_id": leaving_id} in events
+    assert {"kind": "node_added", "node_id": joining.node_id} in events
+
+
+def test_a_sweep_whose_driver_is_killed_resumes_without_duplicating_finished_trials(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a three-trial sweep on an embedded Ray
+    sweep = write_sweep(tmp_path, name="resume", factors=_capacities(1000, 2000, 3000))
+    storage = tmp_path / "results"
+    first = _start_run(str(sweep), "--storage", str(storage), log=tmp_path / "first.log")
+    with driving(first) as driver:
+        # WHEN the driver is killed (SIGKILL) while the second trial runs
+        finished = wait_until(
+            lambda: {t for t, s in _trial_statuses(storage).items() if s == "terminated"},
+            600,
+            "no trial finished",
+        )
+        wait_until(lambda: _progressed(storage) - finished, 300, "the second trial never ran")
+        driver.crash()
+    snapshot = open_results(storage)
+    samples_before = snapshot.table("samples")
+    rows_of_finished = {
+        trial: samples_before.filter(pc.equal(samples_before["trial_id"], trial)).num_rows
+        for trial in finished
+    }
+    # AND the user resumes it
+    resumed = memsweep("run", str(sweep), "--storage", str(storage), "--resume", timeout=900)
+    # THEN it completes
+    assert resumed.returncode == 0, resumed.stdout[-5000:] + resumed.stderr[-3000:]
+    results = open_results(storage)
+    trials = results.table("trials").to_pylist()
+    # AND the trials table holds each of the three trials exactly once, all finished
+    assert Counter(t["trial_id"] for t in trials) == Counter({t["trial_id"]: 1 for t in trials})
+    assert len(trials) == 3
+    assert {t["status"] for t in trials} == {"terminated"}
+    # AND a trial that had finished was not rerun: same attempt, same rows, no more
+    samples = results.table("samples")
+    run_of = {t["trial_id"]: t["run_id"] for t in trials}
+    for trial in finished:
+        mine = samples.filter(pc.equal(samples["trial_id"], trial))
+        assert mine.num_rows == rows_of_finished[trial]
+        assert set(mine["run_id"].to_pylist()) == {run_of[trial]}
+        iterations = (
+            results.table("progress")
+            .filter(pc.equal(results.table("progress")["trial_id"], trial))["iteration"]
+            .to_pylist()
+        )
+        assert sorted(iterations) == [1, 2]
+    # AND the interrupted and the remaining trials ran in the resumed driver
+    resumed_runs = {run_of[t] for t in run_of if t not in finished}
+    assert len(resumed_runs) == 1 and resumed_runs.isdisjoint({run_of[t] for t in finished})
+    # AND keeping each trial's latest attempt leaves no sample twice
+    latest = latest_attempts(samples, results.table("trials"))
+    keys = Counter(
+        zip(
+            latest["node_id"].to_pylist(),
+            latest["pid"].to_pylist(),
+            latest["ts"].to_pylist(),
+            strict=True,
+        )
+    )
+    assert max(keys.values()) == 1
+    assert set(pc.unique(latest["trial_id"].drop_null()).to_pylist()) == set(run_of)

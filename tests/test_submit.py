@@ -1,0 +1,206 @@
+"""A sweep submitted to a real Ray head as a Ray job, with Ray 2.60's token auth on.
+
+The head is a real ``ray start --head`` on loopback (``raycluster.ray_head``); memsweep
+runs as the user runs it, ``python -m memsweep submit …``, in a subprocess. The fast
+tests at the end check the token lookup and the refusals that need no cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from memsweep.errors import ClusterError
+from memsweep.store import open_results
+from memsweep.submit import find_token, normalize_address, plan_job
+from raycluster import Head, analyze, clean_env, memsweep, ray_head, write_sweep
+
+
+@pytest.fixture(scope="module")
+def head() -> Iterator[Head]:
+    with ray_head(num_cpus=2) as started:
+        yield started
+
+
+@pytest.mark.slow
+def test_a_sweep_submitted_as_a_ray_job_leaves_its_parquet_and_report_in_storage(
+    head: Head, tmp_path: Path
+) -> None:
+    # GIVEN a tiny sweep file and a results location outside the job's working dir
+    sweep = write_sweep(tmp_path)
+    storage = tmp_path / "results"
+    env = clean_env(RAY_AUTH_TOKEN_PATH=str(head.token_path))
+    # WHEN the user submits it with --follow
+    done = memsweep(
+        "submit", str(sweep), "--address", head.dashboard, "--storage", str(storage), "--follow",
+        env=env,
+    )  # fmt: skip
+    # THEN the job succeeded, its id was printed and its logs were streamed
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    job_id = done.stdout.splitlines()[0].strip()
+    assert job_id.startswith("memsweep-tiny-")
+    assert "memsweep: tiny: 1 trials, 0 failed" in done.stdout
+    assert f"job {job_id} SUCCEEDED" in done.stderr
+    # AND the storage holds the Parquet dataset of the sweep
+    results = open_results(storage)
+    trials = results.table("trials").to_pylist()
+    assert [t["status"] for t in trials] == ["terminated"]
+    samples = results.table("samples", columns=["trial_id", "role"])
+    assert samples.num_rows > 0
+    assert {"trainable"} <= set(samples.filter(samples["trial_id"].is_valid())["role"].to_pylist())
+    # AND the status command reports it finished
+    status = memsweep("status", job_id, "--address", head.dashboard, env=env)
+    assert status.returncode == 0 and "SUCCEEDED" in status.stdout
+    # AND the analysis reads the same storage and writes its report there
+    analysed = analyze(str(storage), env=env)
+    assert analysed.returncode == 0, analysed.stderr
+    assert (storage / "analysis" / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_a_wrong_token_is_refused_with_a_clear_message_that_does_not_show_it(
+    head: Head, tmp_path: Path
+) -> None:
+    # GIVEN a token that is not the cluster's
+    wrong = "0123456789abcdef-not-the-token"
+    sweep = write_sweep(tmp_path)
+    # WHEN the user submits with it
+    done = memsweep(
+        "submit", str(sweep), "--address", head.dashboard, "--storage", str(tmp_path / "r"),
+        env=clean_env(RAY_AUTH_TOKEN=wrong),
+    )  # fmt: skip
+    # THEN memsweep exits non-zero with one line naming where the token came from
+    assert done.returncode == ClusterError.exit_code
+    assert done.stderr.strip().splitlines() == [
+        f"memsweep: {head.dashboard} refused the Ray auth token from RAY_AUTH_TOKEN. "
+        "Use the head's token (`ray get-auth-token` on the head prints it) via "
+        "~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN."
+    ]
+    # AND the token itself appears nowhere
+    assert wrong not in done.stdout + done.stderr
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_no_token_at_all_says_where_to_put_one(head: Head, tmp_path: Path) -> None:
+    # GIVEN a user with no token anywhere (an empty home, no RAY_AUTH_TOKEN*)
+    home = tmp_path / "home"
+    home.mkdir()
+    # WHEN they ask for a job's status
+    done = memsweep(
+        "status", "some-job", "--address", head.dashboard, env=clean_env(HOME=str(home))
+    )
+    # THEN the message says the cluster needs a token and where memsweep looks for it
+    assert done.returncode == ClusterError.exit_code
+    assert "requires a Ray auth token and none was found" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_an_unknown_job_id_is_named_in_the_message(head: Head) -> None:
+    env = clean_env(RAY_AUTH_TOKEN_PATH=str(head.token_path))
+    for command in ("status", "stop"):
+        done = memsweep(command, "memsweep-nope", "--address", head.dashboard, env=env)
+        assert done.returncode == ClusterError.exit_code
+        assert done.stderr.startswith(f"memsweep: No job memsweep-nope on {head.dashboard}.")
+
+
+# -- no cluster needed ----------------------------------------------------------------------
+
+
+def test_an_unreachable_address_is_one_line_with_the_fix(tmp_path: Path) -> None:
+    from raycluster import free_port
+
+    sweep = write_sweep(tmp_path, storage=str(tmp_path / "r"))
+    address = f"http://127.0.0.1:{free_port()}"
+    done = memsweep("submit", str(sweep), "--address", address, env=clean_env())
+    assert done.returncode == ClusterError.exit_code
+    assert done.stderr.startswith(f"memsweep: Cannot reach the Ray dashboard at {address} (")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_relative_storage_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    # The job's working directory on the head is Ray's, and temporary.
+    sweep = write_sweep(tmp_path)
+    with pytest.raises(ClusterError, match="storage is the default results/<name>"):
+        plan_job(sweep, tmp_path, storage=None, resume=False)
+    with pytest.raises(ClusterError, match="storage is 'out'"):
+        plan_job(sweep, tmp_path, storage="out", resume=False)
+
+
+def test_the_job_runs_memsweep_on_the_sweep_file_it_carries(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    uri = "s3://bucket/x?endpoint_override=127.0.0.1:9000&scheme=http"
+    plan = plan_job(sweep, staging, storage=uri, resume=True)
+    assert plan.entrypoint == f"python -m memsweep run tiny.yaml --storage '{uri}' --resume"
+    assert [p.name for p in staging.iterdir()] == ["tiny.yaml"]
+    assert plan.runtime_env["working_dir"] == str(staging)
+    assert [Path(p).name for p in plan.runtime_env["py_modules"]] == ["memsweep"]
+    assert plan.runtime_env["env_vars"]["TF_USE_LEGACY_KERAS"] == "1"
+    assert plan.storage == uri
+
+
+@pytest.mark.parametrize(
+    ("variables", "files", "expected"),
+    [
+        # The same precedence as Ray 2.60's AuthenticationTokenLoader, first line, trimmed.
+        ({"RAY_AUTH_TOKEN": " env-token\n"}, {"path": "p", "home": "h"}, ("env-token", "env")),
+        (
+            {"RAY_AUTH_TOKEN_PATH": "path"},
+            {"path": "p-token\nnext", "home": "h"},
+            ("p-token", "path"),
+        ),
+        ({}, {"home": "  home-token  \n"}, ("home-token", "home")),
+        ({"RAY_AUTH_TOKEN": ""}, {}, None),
+    ],
+)
+def test_the_token_is_found_where_ray_looks_for_it(
+    tmp_path: Path,
+    variables: dict[str, str],
+    files: dict[str, str],
+    expected: tuple[str, str] | None,
+) -> None:
+    # GIVEN token files and variables ("path" stands for the token file's path)
+    paths = {"path": tmp_path / "token", "home": tmp_path / "home" / ".ray" / "auth_token"}
+    for key, text in files.items():
+        paths[key].parent.mkdir(parents=True, exist_ok=True)
+        paths[key].write_text(text)
+    environ = {k: str(paths["path"]) if v == "path" else v for k, v in variables.items()}
+    # WHEN memsweep looks for the token
+    token = find_token(environ, home=tmp_path / "home")
+    # THEN it finds the one Ray would use, and names (never shows) it
+    if expected is None:
+        assert token is None
+        return
+    value, where = expected
+    sources = {
+        "env": "RAY_AUTH_TOKEN",
+        "path": f"RAY_AUTH_TOKEN_PATH={paths['path']}",
+        "home": str(paths["home"]),
+    }
+    assert token is not None
+    assert (token.value, token.source) == (value, sources[where])
+    assert value not in repr(token)
+
+
+def test_a_token_path_to_a_missing_file_is_an_error_not_a_fallback(tmp_path: Path) -> None:
+    with pytest.raises(ClusterError, match=r"RAY_AUTH_TOKEN_PATH=.*missing or empty file"):
+        find_token({"RAY_AUTH_TOKEN_PATH": str(tmp_path / "nope")}, home=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("10.0.0.5:8265", "http://10.0.0.5:8265"), ("https://head:8265/", "https://head:8265")],
+)
+def test_an_address_without_scheme_is_http(given: str, expected: str) -> None:
+    assert normalize_address(given) == expected
+
+
+@pytest.mark.parametrize("given", [None, "", "ray://head:10001"])
+def test_a_missing_or_non_dashboard_address_is_refused(given: str | None) -> None:
+    with pytest.raises(ClusterError, match="http://HEAD:8265"):
+        normalize_address(given)

@@ -1,0 +1,504 @@
+"""A study point becomes the RLlib trial it describes: on real Ray, real RLlib, no mocks.
+
+One Ray instance (2 CPUs, as on the laptop) serves the whole module. The in-process
+tests build algorithms in the pytest process; the Tune tests run ``MemsweepTrainable``
+trials and look inside their processes while they run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+import ray
+from ray import cloudpickle, tune
+
+from memsweep.envs import SyntheticEnv
+from memsweep.errors import SpecError
+from memsweep.spec import EnvSpec, Factors, ModelSpec, Study, TrainingSpec, TrialPoint
+from memsweep.trainable import MemsweepTrainable, point_from_config
+from memsweep.workloads import (
+    algorithm_class,
+    build_config,
+    built_facts,
+    env_steps,
+    replay_size,
+)
+
+# Trainable subclasses and callbacks below run in Ray workers, which cannot import this
+# test module: ship them by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+TINY_TRAINING = TrainingSpec(learning_starts=32, train_batch_size=16, rollout_fragment_length=8)
+"""Small enough that one train() call takes a second or two on 2 cores."""
+
+TUNE_TRAINING = TrainingSpec(learning_starts=32, train_batch_size=16, rollout_fragment_length=128)
+"""For Tune trials, whose iterations sample RLlib's default 1000 steps: few, long
+fragments keep the number of (slow, on 2 shared cores) gradient updates small."""
+
+CARTPOLE_OBS_DIM = 4
+CARTPOLE_ACTIONS = 2
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    ray.init(
+        num_cpus=2,
+        runtime_env={"env_vars": {"TF_USE_LEGACY_KERAS": "1"}},
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def dense_params(sizes: list[int]) -> int:
+    """Weights and biases of a chain of dense layers with these widths."""
+    return sum(n_in * n_out + n_out for n_in, n_out in itertools.pairwise(sizes))
+
+
+def expected_dqn_params(hidden: tuple[int, ...], framework: str) -> int:
+    """RLlib's dueling DQN on CartPole with ``hidden`` dense layers and no head layers:
+    the MLP to the action values, plus a state-value layer from the last hidden layer.
+    RLlib's TF model adds one more: its dueling state value reads the action-score
+    vector (A → 1) and the FC net's own value output (last hidden → 1) stays unused."""
+    mlp = dense_params([CARTPOLE_OBS_DIM, *hidden, CARTPOLE_ACTIONS])
+    value = dense_params([hidden[-1], 1])
+    tf_state_value = dense_params([CARTPOLE_ACTIONS, 1]) if framework.startswith("tf") else 0
+    return mlp + value + tf_state_value
+
+
+def cartpole_study(api_stack: str = "auto", **factors: Any) -> Study:
+    return Study(
+        name="workloads-test",
+        api_stack=api_stack,
+        factors=Factors(**factors) if factors else Factors(),
+        training=TINY_TRAINING,
+    )
+
+
+# (framework, api_stack, capacity, hidden, num_workers): each reads back differently.
+FRAMEWORK_CASES = [
+    pytest.param("torch", "auto", 3_000, (32, 16), 2, id="torch-new-stack"),
+    pytest.param("torch", "old", 2_500, (24,), 1, id="torch-old-stack"),
+    pytest.param("tf2", "auto", 2_000, (16, 16), 1, id="tf2", marks=pytest.mark.tf),
+    pytest.param("tf2-eager", "auto", 1_500, (8,), 0, id="tf2-eager", marks=pytest.mark.tf),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("framework", "api_stack", "capacity", "hidden", "workers"), FRAMEWORK_CASES
+)
+def test_a_small_dqn_builds_exactly_what_the_point_asks_and_its_buffer_fills(  # noqa: PLR0917
+    ray_cluster: None,
+    framework: str,
+    api_stack: str,
+    capacity: int,
+    hidden: tuple[int, ...],
+    workers: int,
+) -> None:
+    # GIVEN a CartPole DQN point with its own capacity, model and number of env runners
+    study = cartpole_study(api_stack)
+    point = TrialPoint(
+        replay_capacity=capacity,
+        model=ModelSpec(hidden=hidden),
+        num_workers=workers,
+        framework=framework,
+    )
+    config = build_config(study, point).reporting(min_sample_timesteps_per_iteration=64)
+
+    # WHEN RLlib builds it
+    algo = config.build_algo()
+    try:
+        facts = built_facts(algo)
+        stored_before = replay_size(algo)
+        result = algo.train()
+
+        # THEN what RLlib built is exactly what was asked
+        assert facts.replay_capacity == capacity
+        assert facts.num_env_runners == workers
+        assert facts.model_params == expected_dqn_params(hidden, framework)
+        assert facts.obs_bytes == CARTPOLE_OBS_DIM * 4  # float32
+        assert len(facts.env_runner_pids) == workers + 1
+        assert facts.env_runner_pids[0] == os.getpid()
+        # AND one iteration stores every sampled step
+        assert stored_before == 0
+        assert env_steps(result) >= 64
+        assert replay_size(algo) == env_steps(result)
+    finally:
+        algo.stop()
+
+
+@pytest.mark.slow
+def test_old_stack_dqn_from_upstream_still_fails_so_memsweep_keeps_its_fix(
+    ray_cluster: None,
+) -> None:
+    # GIVEN an old-stack DQN config built with RLlib's own DQN class
+    study = cartpole_study("old")
+    point = TrialPoint(
+        replay_capacity=1_000, model=ModelSpec(hidden=(8,)), num_workers=0, framework="torch"
+    )
+    config = build_config(study, point)
+    assert algorithm_class(study, point).__name__ == "MemsweepDQN"
+    from ray.rllib.algorithms.dqn import DQN
+
+    config.algo_class = DQN
+
+    # WHEN it is built THEN ray-project/ray#60491 still bites. When this stops raising,
+    # upstream has fixed it: drop memsweep.rllib_fixes and this test.
+    with pytest.raises(TypeError, match="argument of type 'ABCMeta' is not iterable"):
+        config.build_algo()
+
+
+SYNTHETIC_CASES = [
+    pytest.param("auto", (1024,), "float32", 1024 * 4, id="new-stack-float32"),
+    pytest.param("old", (84, 84, 4), "uint8", 84 * 84 * 4, id="old-stack-uint8-image"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("api_stack", "shape", "dtype", "obs_bytes"), SYNTHETIC_CASES)
+def test_a_synthetic_env_stores_observations_of_the_asked_size(
+    ray_cluster: None, api_stack: str, shape: tuple[int, ...], dtype: str, obs_bytes: int
+) -> None:
+    # GIVEN a study of synthetic observations of a chosen size, sampled in the trainable
+    study = Study(
+        name="synthetic",
+        api_stack=api_stack,
+        env=EnvSpec(id="memsweep/Synthetic-v0", obs_shape=shape, obs_dtype=dtype, episode_len=50),
+        training=TINY_TRAINING,
+    )
+    point = TrialPoint(
+        replay_capacity=500, model=ModelSpec(hidden=(16,)), num_workers=0, framework="torch"
+    )
+
+    # WHEN RLlib builds and trains it once
+    algo = build_config(study, point).reporting(min_sample_timesteps_per_iteration=64).build_algo()
+    try:
+        facts = built_facts(algo)
+        result = algo.train()
+
+        # THEN one stored observation has the asked size and the buffer holds every step
+        assert facts.obs_bytes == obs_bytes
+        assert replay_size(algo) == env_steps(result) >= 64
+    finally:
+        algo.stop()
+
+
+def test_uint8_synthetic_observations_on_the_new_stack_are_refused_with_the_fix() -> None:
+    # GIVEN uint8 synthetic observations and a torch trial on the new stack
+    study = Study(
+        name="synthetic",
+        env=EnvSpec(id="memsweep/Synthetic-v0", obs_shape=(1024,), obs_dtype="uint8"),
+    )
+    point = TrialPoint(
+        replay_capacity=500, model=ModelSpec(hidden=(16,)), num_workers=0, framework="torch"
+    )
+
+    # WHEN its config is built THEN the error says what to change
+    with pytest.raises(SpecError, match="set api_stack: old or obs_dtype: float32"):
+        build_config(study, point)
+
+
+# (algorithm, capacity, capacity RLlib builds, env runners): APPO needs a remote one.
+OTHER_ALGORITHMS = [
+    pytest.param("SAC", 700, 700, 0, id="SAC"),
+    pytest.param("PPO", 0, None, 0, id="PPO"),
+    pytest.param("APPO", 0, None, 1, id="APPO"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("algorithm", "capacity", "built_capacity", "workers"), OTHER_ALGORITHMS)
+def test_every_other_algorithm_builds_and_trains_on_the_new_stack(
+    ray_cluster: None, algorithm: str, capacity: int, built_capacity: int | None, workers: int
+) -> None:
+    # GIVEN a torch point for SAC (with a replay buffer) or PPO/APPO (without)
+    study = Study(
+        name="algorithms",
+        algorithm=algorithm,
+        factors=Factors(replay_capacity=[capacity]),
+        training=TrainingSpec(learning_starts=32, train_batch_size=64, rollout_fragment_length=16),
+    )
+    point = TrialPoint(
+        replay_capacity=capacity,
+        model=ModelSpec(hidden=(32,)),
+        num_workers=workers,
+        framework="torch",
+    )
+
+    # WHEN RLlib builds it and trains once (APPO's iterations last 10 s by default)
+    config = build_config(study, point).reporting(
+        min_sample_timesteps_per_iteration=64, min_time_s_per_iteration=0
+    )
+    algo = config.build_algo()
+    try:
+        facts = built_facts(algo)
+        result = algo.train()
+
+        # THEN it has the asked buffer (or none) and runner, and counts its steps
+        assert facts.replay_capacity == built_capacity
+        assert facts.num_env_runners == workers
+        assert facts.model_params > dense_params([CARTPOLE_OBS_DIM, 32])
+        assert env_steps(result) > 0
+        assert replay_size(algo) == (None if built_capacity is None else env_steps(result))
+    finally:
+        algo.stop()
+
+
+ATARI_CASES = [
+    # The new stack's Atari wrapper scales frames to float32: 4 bytes per pixel.
+    pytest.param("auto", 84 * 84 * 4 * 4, id="new-stack-float32-frames"),
+    pytest.param("old", 84 * 84 * 4, id="old-stack-uint8-frames"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("api_stack", "obs_bytes"), ATARI_CASES)
+def test_an_atari_trial_stores_84x84x4_frames_as_its_stack_does(
+    ray_cluster: None, api_stack: str, obs_bytes: int
+) -> None:
+    # GIVEN an ALE Pong point with a conv stack that ends at 1x1 (as the old stack needs)
+    model = ModelSpec(conv=((16, 8, 4), (32, 4, 2), (64, 11, 1)), hidden=(32,))
+    study = Study(
+        name="atari",
+        api_stack=api_stack,
+        env=EnvSpec(id="ALE/Pong-v5"),
+        factors=Factors(model=[model]),
+        training=TINY_TRAINING,
+    )
+    point = TrialPoint(replay_capacity=200, model=model, num_workers=0, framework="torch")
+
+    # WHEN RLlib builds it and trains once
+    config = build_config(study, point).reporting(min_sample_timesteps_per_iteration=32)
+    algo = config.build_algo()
+    try:
+        facts = built_facts(algo)
+        result = algo.train()
+
+        # THEN observations are RLlib's preprocessed frames and the buffer fills
+        assert facts.obs_bytes == obs_bytes
+        assert replay_size(algo) == env_steps(result) >= 32
+    finally:
+        algo.stop()
+
+
+def test_the_synthetic_env_is_fast_and_ends_episodes_on_time() -> None:
+    # GIVEN a synthetic env of 1024 float32 observations and 100-step episodes
+    env = SyntheticEnv({"obs_shape": [1024], "obs_dtype": "float32", "episode_len": 100})
+    obs, _ = env.reset(seed=3)
+    assert (
+        obs.shape == (1024,) and obs.dtype.name == "float32" and env.observation_space.contains(obs)
+    )
+
+    # WHEN it runs 10 000 steps
+    start_s = time.perf_counter()
+    episodes = 0
+    for _ in range(10_000):
+        obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            episodes += 1
+            env.reset()
+    elapsed_s = time.perf_counter() - start_s
+
+    # THEN it is far faster than RLlib samples (~2k steps/s here) and episodes last 100
+    assert 10_000 / elapsed_s > 20_000
+    assert episodes == 100
+    assert reward == 1.0
+
+
+def test_a_random_search_trial_config_names_its_model_by_label() -> None:
+    # GIVEN a study with two models and a flat Tune config as random/Optuna modes make
+    study = cartpole_study(model=[ModelSpec(hidden=(64, 64)), ModelSpec(hidden=(256,))])
+    flat = {
+        "replay_capacity": 50_000,
+        "model": "256",
+        "num_workers": 2,
+        "framework": "torch",
+        "repeat": 1,
+    }
+
+    # WHEN the trainable reads it THEN it gets the study's model and the repeat's seed
+    point = point_from_config(study, {"study": study.model_dump(mode="json"), **flat})
+    assert point.model == ModelSpec(hidden=(256,))
+    assert (point.num_workers, point.repeat, point.seed) == (2, 1, study.seed + 1)
+
+    # AND a grid config round-trips the point unchanged
+    grid = {"study": study.model_dump(mode="json"), "point": point.model_dump(mode="json")}
+    assert point_from_config(study, grid) == point
+
+    # AND an unknown label names the allowed ones
+    with pytest.raises(
+        SpecError, match=r"model '128' is not one of the study's models \(64x64, 256\)"
+    ):
+        point_from_config(study, {**flat, "model": "128"})
+
+
+@pytest.mark.parametrize(
+    ("result", "steps"),
+    [
+        ({"num_env_steps_sampled_lifetime": 112.0, "env_runners": {}}, 112),
+        ({"env_runners": {"num_env_steps_sampled_lifetime": 96.0}}, 96),
+        ({"env_runners/num_env_steps_sampled_lifetime": 80}, 80),
+        ({"num_env_steps_sampled": 104, "timesteps_total": 104}, 104),
+    ],
+)
+def test_env_steps_reads_either_stacks_result(result: dict[str, Any], steps: int) -> None:
+    assert env_steps(result) == steps
+
+
+# --- Tune trials: what happens inside the trial's own processes -----------------------
+
+
+class ProbedTrainable(MemsweepTrainable):
+    """MemsweepTrainable that also reports which of its processes imported TensorFlow."""
+
+    def step(self) -> dict[str, Any]:
+        result = super().step()
+        result["probe/tf_in_trainable"] = "tensorflow" in sys.modules
+        result["probe/rllib_in_trainable"] = "ray.rllib" in sys.modules
+        result["probe/tf_in_env_runners"] = self.algo.env_runner_group.foreach_env_runner(
+            lambda runner: "tensorflow" in sys.modules, local_env_runner=False
+        )
+        return result
+
+
+class ActorSnapshot(tune.Callback):
+    """Lists the cluster's live actors while each trial is running (on its first result)."""
+
+    def __init__(self, gcs_address: str) -> None:
+        # Explicit, since other Ray instances may run on the same machine.
+        self.gcs_address = gcs_address
+        self.actors: dict[str, list[dict[str, Any]]] = {}
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        from ray.util.state import list_actors
+
+        if trial.trial_id not in self.actors:
+            alive = list_actors(
+                address=self.gcs_address,
+                detail=True,
+                filters=[("state", "=", "ALIVE")],
+                limit=1000,
+            )
+            self.actors[trial.trial_id] = [
+                {
+                    "class_name": a.class_name,
+                    "placement_group_id": a.placement_group_id,
+                    "pid": a.pid,
+                }
+                for a in alive
+            ]
+
+
+EIGHT_RUNNERS = TrialPoint(
+    replay_capacity=2_000, model=ModelSpec(hidden=(16,)), num_workers=8, framework="torch"
+)
+TF2_ONE_RUNNER = TrialPoint(
+    replay_capacity=2_000, model=ModelSpec(hidden=(16,)), num_workers=1, framework="tf2"
+)
+
+
+@pytest.fixture(scope="module")
+def two_trials(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A torch trial with 8 env runners and a tf2 trial with 1, one iteration each."""
+    study = Study(
+        name="two-trials",
+        factors=Factors(
+            num_workers=[8, 1], framework=["torch", "tf2"], replay_capacity=[2_000], model=[[16]]
+        ),
+        training=TUNE_TRAINING,
+    )
+    snapshot = ActorSnapshot(ray.get_runtime_context().gcs_address)
+    tuner = tune.Tuner(
+        ProbedTrainable,
+        param_space={
+            "study": study.model_dump(mode="json"),
+            "point": tune.grid_search(
+                [p.model_dump(mode="json") for p in (EIGHT_RUNNERS, TF2_ONE_RUNNER)]
+            ),
+        },
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path_factory.mktemp("tune")),
+            stop={"training_iteration": 1},
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+            callbacks=[snapshot],
+            verbose=0,
+        ),
+        tune_config=tune.TuneConfig(reuse_actors=False),
+    )
+    results = tuner.fit()
+    assert not results.errors, results.errors
+    by_framework = {r.config["point"]["framework"]: r for r in results}
+    return {
+        "study": study,
+        "results": {fw: r.metrics for fw, r in by_framework.items()},
+        "actors": {fw: snapshot.actors[r.metrics["trial_id"]] for fw, r in by_framework.items()},
+    }
+
+
+@pytest.mark.slow
+def test_a_torch_trial_never_imports_tensorflow_and_a_tf2_trial_does(
+    two_trials: dict[str, Any],
+) -> None:
+    # GIVEN a torch trial and a tf2 trial run by Tune
+    torch_result = two_trials["results"]["torch"]
+    tf_result = two_trials["results"]["tf2"]
+
+    # THEN no process of the torch trial imported TensorFlow, though RLlib is there
+    assert torch_result["probe/rllib_in_trainable"] is True
+    assert torch_result["probe/tf_in_trainable"] is False
+    assert torch_result["probe/tf_in_env_runners"] == [False] * 8
+    # AND every process of the tf2 trial did
+    assert tf_result["probe/tf_in_trainable"] is True
+    assert tf_result["probe/tf_in_env_runners"] == [True]
+
+
+def test_eight_env_runners_at_a_tenth_of_a_cpu_fit_a_two_cpu_machine() -> None:
+    # GIVEN a trial with 8 env runners at the default 0.1 CPU each
+    study = cartpole_study(num_workers=[8])
+    config = {
+        "study": study.model_dump(mode="json"),
+        "point": EIGHT_RUNNERS.model_dump(mode="json"),
+    }
+
+    # WHEN Tune asks the trainable for its resources
+    pgf = MemsweepTrainable.default_resource_request(config)
+
+    # THEN it is one bundle for the trainable and one per runner, 1.8 CPUs in all
+    cpus = [bundle.get("CPU", 0) for bundle in pgf.bundles]
+    assert cpus == [1.0] + [0.1] * 8
+    assert sum(cpus) <= 2
+
+
+@pytest.mark.slow
+def test_the_env_runners_share_the_trial_placement_group(two_trials: dict[str, Any]) -> None:
+    # GIVEN the live actors seen while the 8-runner torch trial ran
+    actors = two_trials["actors"]["torch"]
+    result = two_trials["results"]["torch"]
+    trainable = [a for a in actors if a["class_name"] == "ProbedTrainable"]
+    runners = [a for a in actors if a["class_name"] == "TorchEnvRunner"]
+
+    # THEN all 8 env runners are in the trainable's placement group
+    assert len(trainable) == 1 and trainable[0]["placement_group_id"]
+    assert len(runners) == 8
+    assert {r["placement_group_id"] for r in runners} == {trainable[0]["placement_group_id"]}
+    # AND they are the processes the trial reports and measures
+    assert result["memsweep/built_num_env_runners"] == 8
+    assert sorted(result["memsweep/built_env_runner_pids"][1:]) == sorted(r["pid"] for r in runners)
+    assert result["memory/rss_bytes"] > 9 * 50 * 2**20  # 9 Python processes with torch
+    assert result["memory/peak_bytes"] >= result["memory/rss_bytes"]
+    assert result["memsweep/replay_size"] == result["memsweep/env_steps"] > 0
