@@ -41,7 +41,9 @@ DESIGN = [
 
 
 def _strings(value: str, n: int) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int32), pa.array([value])).cast(pa.string())
+    return pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int32), pa.array([value])).cast(
+        pa.string()
+    )
 
 
 def _column_table(columns: dict[str, Any], schema: pa.Schema, n: int) -> pa.Table:
@@ -49,12 +51,15 @@ def _column_table(columns: dict[str, Any], schema: pa.Schema, n: int) -> pa.Tabl
 
 
 def generate(path: Path, rows: int, seed: int = 0) -> int:
-    """Write a sweep of ``len(DESIGN)`` trials with about ``rows`` sample rows; returns rows written."""
+    """Write a sweep of ``len(DESIGN)`` trials with about ``rows`` sample rows.
+
+    Returns the number of sample rows written."""
     rng = np.random.default_rng(seed)
     writer = ResultsWriter(path)
     writer.write_text(
         "study.yaml",
-        f"name: bench\nsampling:\n  interval_s: {INTERVAL_S}\n  full_interval_s: {INTERVAL_S * FULL_EVERY}\n",
+        f"name: bench\nsampling:\n  interval_s: {INTERVAL_S}\n"
+        f"  full_interval_s: {INTERVAL_S * FULL_EVERY}\n",
     )
     writer.write_text("versions.json", json.dumps({"schema_version": 1}))
     processes = [1 + w + 2 for _, _, w, _ in DESIGN]  # + 2 system processes sampled alongside
@@ -89,11 +94,15 @@ def generate(path: Path, rows: int, seed: int = 0) -> int:
                 parts.append(
                     _column_table(
                         {
-                            "ts": pa.array(EPOCH_US + np.round((start_s + t) * 1e6).astype(np.int64)).cast(SAMPLES.field("ts").type),
+                            "ts": pa.array(
+                                EPOCH_US + np.round((start_s + t) * 1e6).astype(np.int64)
+                            ).cast(SAMPLES.field("ts").type),
                             "node_id": _strings("node0", n),
                             "pid": pa.array(np.full(n, 10_000 * index + pid, dtype=np.int32)),
                             "create_time": pa.array(np.full(n, 1.75e9 + start_s)),
-                            "trial_id": _strings(trial_id, n) if in_trial else pa.nulls(n, pa.string()),
+                            "trial_id": _strings(trial_id, n)
+                            if in_trial
+                            else pa.nulls(n, pa.string()),
                             "role": _strings(role, n),
                             "rss_bytes": pa.array(rss),
                             "hwm_bytes": pa.array(np.maximum.accumulate(rss)),
@@ -113,7 +122,9 @@ def generate(path: Path, rows: int, seed: int = 0) -> int:
             "progress",
             _column_table(
                 {
-                    "ts": pa.array(EPOCH_US + np.round((start_s + p_t) * 1e6).astype(np.int64)).cast(PROGRESS.field("ts").type),
+                    "ts": pa.array(
+                        EPOCH_US + np.round((start_s + p_t) * 1e6).astype(np.int64)
+                    ).cast(PROGRESS.field("ts").type),
                     "trial_id": _strings(trial_id, len(p_t)),
                     "iteration": pa.array(np.arange(1, len(p_t) + 1)),
                     "env_steps": pa.array(p_steps.astype(np.int64)),
@@ -125,12 +136,19 @@ def generate(path: Path, rows: int, seed: int = 0) -> int:
         )
         trial_rows.append(
             {
-                "trial_id": trial_id, "study": "bench", "algorithm": "DQN", "replay_capacity": cap,
-                "model": label, "num_workers": workers, "framework": framework,
-                "model_params": params, "obs_bytes": 4096, "built_replay_capacity": cap,
+                "trial_id": trial_id,
+                "study": "bench",
+                "algorithm": "DQN",
+                "replay_capacity": cap,
+                "model": label,
+                "num_workers": workers,
+                "framework": framework,
+                "model_params": params,
+                "obs_bytes": 4096,
+                "built_replay_capacity": cap,
                 "status": "terminated",
             }
-        )  # fmt: skip
+        )
         start_s += rounds * INTERVAL_S + 5
     writer.replace("trials", trial_rows)
     return written
@@ -156,7 +174,9 @@ print(json.dumps({
 """
 
 
-def run_benchmark(rows: Sequence[int], workdir: Path | None = None, keep: bool = False) -> dict[int, dict[str, float]]:
+def run_benchmark(
+    rows: Sequence[int], workdir: Path | None = None, keep: bool = False
+) -> dict[int, dict[str, float]]:
     """Generate and analyse a sweep per row count; returns ``{rows: figures}``.
 
     Figures: ``rows_written``, ``generate_s``, ``import_s``, ``read_s`` (duckdb
@@ -174,11 +194,18 @@ def run_benchmark(rows: Sequence[int], workdir: Path | None = None, keep: bool =
             generate_s = time.perf_counter() - clock
             child = subprocess.run(
                 [sys.executable, "-c", _CHILD, str(sweep), str(root / f"analysis-{n}")],
-                check=True, capture_output=True, text=True,
-            )  # fmt: skip
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             figures = json.loads(child.stdout.strip().splitlines()[-1])
             size = sum(f.stat().st_size for f in (sweep / "samples").glob("*.parquet"))
-            out[n] = {"rows_written": written, "generate_s": generate_s, "data_bytes": size, **figures}
+            out[n] = {
+                "rows_written": written,
+                "generate_s": generate_s,
+                "data_bytes": size,
+                **figures,
+            }
             if not keep:
                 shutil.rmtree(sweep, ignore_errors=True)
     finally:
@@ -188,12 +215,15 @@ def run_benchmark(rows: Sequence[int], workdir: Path | None = None, keep: bool =
 
 
 def format_table(results: dict[int, dict[str, float]]) -> str:
-    header = f"{'rows':>12} {'parquet':>9} {'read':>7} {'analysis':>9} {'report':>7} {'peak RSS':>9}"
+    header = (
+        f"{'rows':>12} {'parquet':>9} {'read':>7} {'analysis':>9} {'report':>7} {'peak RSS':>9}"
+    )
     lines = [header]
     for figures in results.values():
         lines.append(
             f"{int(figures['rows_written']):>12,} {figures['data_bytes'] / 1e6:>7.0f}MB "
-            f"{figures['read_s']:>6.1f}s {figures['analysis_s']:>8.1f}s {figures['report_s']:>6.1f}s "
+            f"{figures['read_s']:>6.1f}s {figures['analysis_s']:>8.1f}s "
+            f"{figures['report_s']:>6.1f}s "
             f"{figures['peak_rss_bytes'] / 1e6:>7.0f}MB"
         )
     return "\n".join(lines)
@@ -202,7 +232,9 @@ def format_table(results: dict[int, dict[str, float]]) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[int, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
-    parser.add_argument("--workdir", type=Path, help="where to write the sweeps (default: a temp dir)")
+    parser.add_argument(
+        "--workdir", type=Path, help="where to write the sweeps (default: a temp dir)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the generated sweeps")
     args = parser.parse_args(argv)
     results = run_benchmark(args.rows, args.workdir, args.keep)

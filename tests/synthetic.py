@@ -15,6 +15,7 @@ Samples come every ``interval_s``; USS/PSS every ``full_every``-th round.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ OBS_BYTES = 4096
 
 def mlp_params(hidden: Sequence[int], d_in: int = 1024, d_out: int = 2) -> int:
     sizes = [d_in, *hidden, d_out]
-    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+    return sum((a + 1) * b for a, b in itertools.pairwise(sizes))
 
 
 def label_params(label: str) -> int:
@@ -114,7 +115,7 @@ class SynthTrial:
 
 @dataclass(frozen=True)
 class SynthSweep:
-    path: Path
+    path: Path | str
     trials: tuple[SynthTrial, ...]
     truth: Truth
     trial_offsets: Mapping[str, float]
@@ -124,6 +125,11 @@ class SynthSweep:
         return self.truth.plateau_bytes(
             trial.replay_capacity, trial.params, trial.num_workers, trial.framework
         ) + self.trial_offsets.get(trial.trial_id, 0.0)
+
+
+SYSTEM_PROCESSES = {"ray_system": 150e6, "driver": 300e6, "memsweep": 80e6}
+"""Processes of no trial (RSS); their PSS is 90 % of it. The sampler (``memsweep``) does
+not count as Ray's overhead: 0.9 × (150 + 300) MB = 405 MB per node."""
 
 
 def _complete(columns: dict[str, pa.Array], schema: pa.Schema, size: int) -> pa.Table:
@@ -137,8 +143,9 @@ def _ints(values: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
 
 
 def write_sweep(
-    path: Path,
+    path: Path | str,
     trials: Sequence[SynthTrial],
+    *,
     truth: Truth | None = None,
     seed: int = 0,
     interval_s: float = 0.1,
@@ -180,15 +187,19 @@ def write_sweep(
         for index in range(processes):
             role = "trainable" if index == 0 else "env_runner"
             if role == "trainable":
-                private = ramp * (
-                    truth.trainable_base_bytes
-                    + truth.framework_offset_bytes[trial.framework]
-                    + truth.trainable_bytes_per_param * trial.params
-                    + offsets[trial.trial_id]
-                ) + truth.bytes_per_transition * stored
+                private = (
+                    ramp
+                    * (
+                        truth.trainable_base_bytes
+                        + truth.framework_offset_bytes[trial.framework]
+                        + truth.trainable_bytes_per_param * trial.params
+                        + offsets[trial.trial_id]
+                    )
+                    + truth.bytes_per_transition * stored
+                )
             else:
                 private = ramp * truth.per_worker_bytes(trial.params, trial.framework)
-            first_of_role = index == 0 or index == 1
+            first_of_role = index in {0, 1}
             private = private + trial.leak_bytes_per_h.get(role, 0.0) * leak_h * first_of_role
             private = private + rng.normal(0, truth.noise_sd_bytes, n)
             rss = private + truth.shared_bytes
@@ -204,7 +215,9 @@ def write_sweep(
             pid += 1
             samples.append(
                 {
-                    "ts": pa.array(ts.astype(np.int64), type=pa.int64()).cast(SAMPLES.field("ts").type),
+                    "ts": pa.array(ts.astype(np.int64), type=pa.int64()).cast(
+                        SAMPLES.field("ts").type
+                    ),
                     "node_id": pa.array(["node1" if on_second else "node0"] * n),
                     "pid": pa.array(np.full(n, pid, dtype=np.int32)),
                     "ppid": pa.array(np.full(n, 1, dtype=np.int32)),
@@ -219,17 +232,17 @@ def write_sweep(
                     "pss_bytes": _ints(pss, ~full),
                 }
             )
-        system = {"ray_system": 150e6, "driver": 300e6, "memsweep": 80e6}
-        for role, size in system.items():
-            pid += 1
+        # Ray's own processes live for the whole sweep: same pids in every trial.
+        for system_pid, (role, size) in enumerate(SYSTEM_PROCESSES.items(), start=1):
             rss = size + rng.normal(0, 1e6, n)
             samples.append(
                 {
-                    "ts": pa.array((EPOCH_US + np.round((start_s + t) * 1e6)).astype(np.int64)).cast(
-                        SAMPLES.field("ts").type
-                    ),
+                    "ts": pa.array(
+                        (EPOCH_US + np.round((start_s + t) * 1e6)).astype(np.int64)
+                    ).cast(SAMPLES.field("ts").type),
                     "node_id": pa.array(["node0"] * n),
-                    "pid": pa.array(np.full(n, pid, dtype=np.int32)),
+                    "pid": pa.array(np.full(n, system_pid, dtype=np.int32)),
+                    "create_time": pa.array(np.full(n, 1.75e9)),
                     "trial_id": pa.nulls(n, pa.string()),
                     "role": pa.array([role] * n),
                     "rss_bytes": _ints(rss),
@@ -253,7 +266,9 @@ def write_sweep(
                 "run_id": pa.array([run_id] * len(p_t)),
                 "iteration": pa.array(np.arange(1, len(p_t) + 1, dtype=np.int64)),
                 "env_steps": _ints(p_steps),
-                "replay_size": _ints(p_stored) if trial.report_replay_size else pa.nulls(len(p_t), pa.int64()),
+                "replay_size": _ints(p_stored)
+                if trial.report_replay_size
+                else pa.nulls(len(p_t), pa.int64()),
                 "time_total_s": pa.array(p_t),
                 "trial_rss_bytes": _ints(np.interp(p_t, t, rss_total)),
                 "trial_peak_bytes": _ints(np.interp(p_t, t, np.maximum.accumulate(rss_total))),
@@ -316,7 +331,7 @@ T = TypeVar("T")
 def _once(key: Path, build: Callable[[], T]) -> T:
     if key not in _CACHE:
         _CACHE[key] = build()
-    return cast(T, _CACHE[key])
+    return cast("T", _CACHE[key])
 
 
 def factorial_sweep(root: Path) -> SynthSweep:
@@ -338,8 +353,18 @@ TRAINABLE_LEAK_BYTES_PER_H = 400e6
 RUNNER_LEAK_BYTES_PER_H = 200e6
 SPIKE_BYTES = 150e6
 LEAK_TRIALS = (
-    SynthTrial("leak_trainable", 10_000, plateau_s=300, leak_bytes_per_h={"trainable": TRAINABLE_LEAK_BYTES_PER_H}),
-    SynthTrial("leak_runner", 20_000, plateau_s=300, leak_bytes_per_h={"env_runner": RUNNER_LEAK_BYTES_PER_H}),
+    SynthTrial(
+        "leak_trainable",
+        10_000,
+        plateau_s=300,
+        leak_bytes_per_h={"trainable": TRAINABLE_LEAK_BYTES_PER_H},
+    ),
+    SynthTrial(
+        "leak_runner",
+        20_000,
+        plateau_s=300,
+        leak_bytes_per_h={"env_runner": RUNNER_LEAK_BYTES_PER_H},
+    ),
     SynthTrial("clean", 10_000, steps_per_s=500, plateau_s=300, hidden_spike_bytes=SPIKE_BYTES),
     SynthTrial("no_plateau", 1_000_000, duration_s=60),
     SynthTrial("no_plateau_no_replay_size", 1_000_000, duration_s=60, report_replay_size=False),
@@ -357,4 +382,12 @@ def leak_sweep(root: Path) -> SynthSweep:
 
 def analysis_of(sweep: SynthSweep) -> Analysis:
     """The sweep's analysis, computed once per session."""
+    assert isinstance(sweep.path, Path)
     return _once(sweep.path / "__analysis__", lambda: analyze_results(sweep.path))
+
+
+def capacity_sweep(root: Path) -> SynthSweep:
+    """Four clean trials varying only the replay capacity: small and quick to analyse."""
+    path = root / "capacity"
+    trials = [SynthTrial(f"c{cap}", cap, plateau_s=30) for cap in (5_000, 10_000, 20_000, 40_000)]
+    return _once(path, lambda: write_sweep(path, trials, seed=11))

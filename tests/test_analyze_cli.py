@@ -9,20 +9,34 @@ import sys
 from pathlib import Path
 
 import pytest
-from synthetic import SynthTrial, factorial_sweep, leak_sweep, write_sweep
 
+from memsweep.analyze import summary_text, write_report
 from memsweep.analyze.__main__ import main
 from memsweep.store import ResultsWriter
+from synthetic import (
+    SynthTrial,
+    analysis_of,
+    capacity_sweep,
+    factorial_sweep,
+    leak_sweep,
+    write_sweep,
+)
 
 
 def run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "memsweep.analyze", *map(str, args)],
-        cwd=cwd, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *, code: int, says: str) -> None:
+def assert_one_line_error(
+    result: subprocess.CompletedProcess[str], *, code: int, says: str
+) -> None:
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -48,10 +62,18 @@ def test_the_report_writes_markdown_html_plots_and_models_json(
     # AND writes the report files
     markdown = (out / "report.md").read_text()
     assert "## Answers" in markdown and "never reached its plateau" in markdown
-    assert "trial crashed (error: RayOutOfMemoryError: worker killed) has no memory samples" in markdown
+    assert (
+        "trial crashed (error: RayOutOfMemoryError: worker killed) has no memory samples"
+        in markdown
+    )
     assert "num_workers has a single value (2)" in markdown
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert {"memory_over_steps.png", "peak_vs_factors.png", "roles_stacked.png", "drift_rates.png"} <= set(pngs)
+    assert {
+        "memory_over_steps.png",
+        "peak_vs_factors.png",
+        "roles_stacked.png",
+        "drift_rates.png",
+    } <= set(pngs)
     for png in pngs:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png})" in markdown
@@ -64,9 +86,12 @@ def test_the_report_writes_markdown_html_plots_and_models_json(
 def test_models_json_holds_every_coefficient_with_its_interval(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    sweep = factorial_sweep(tmp_path_factory.getbasetemp())
-    assert main(["report", str(sweep.path), "--out", str(tmp_path)]) == 0
-    document = json.loads((tmp_path / "models.json").read_text())
+    # GIVEN the analysis of a sweep over all four factors
+    analysis = analysis_of(factorial_sweep(tmp_path_factory.getbasetemp()))
+    # WHEN its report is written
+    files = write_report(analysis, tmp_path)
+    # THEN models.json holds every coefficient and effect with its interval
+    document = json.loads(files.models_json.read_text())
     plateau = document["models"]["plateau"]
     terms = {c["term"] for c in plateau["coefficients"]}
     assert {"const", "replay_capacity", "model_params", "num_workers", "framework[tf2]"} <= terms
@@ -77,38 +102,61 @@ def test_models_json_holds_every_coefficient_with_its_interval(
     assert {"plateau[trainable]", "plateau[env_runner]", "peak"} <= set(document["models"])
     assert len(document["trials"]) == 54
     assert document["trials"][0]["roles"]["total"]["verdict"]["verdict"] == "no_growth"
+    # AND the summary gives the three costs with intervals
+    summary = summary_text(analysis, files)
+    for cost in (
+        "bytes per transition (95% CI",
+        "per env runner (95% CI",
+        "bytes per parameter (95% CI",
+    ):
+        assert cost in summary
 
 
 def test_predict_prints_totals_per_role_with_intervals_and_warns_on_extrapolation(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    sweep = factorial_sweep(tmp_path_factory.getbasetemp())
+    # GIVEN a sweep that measured capacities up to 40 000 (one model, 2 workers, torch)
+    sweep = capacity_sweep(tmp_path_factory.getbasetemp())
+    # WHEN the user asks about a million transitions
     result = run(
-        "predict", sweep.path, "--replay-capacity", "1000000", "--num-workers", "8",
-        "--model", "512,512", "--framework", "torch", cwd=tmp_path,
-    )  # fmt: skip
+        "predict",
+        sweep.path,
+        "--replay-capacity",
+        "1000000",
+        "--num-workers",
+        "2",
+        "--model",
+        "256x256",
+        "--framework",
+        "torch",
+        cwd=tmp_path,
+    )
+    # THEN plateau and peak come per role and in total, each with an interval
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
     for role in ("trainable", "env_runner", "total"):
-        assert re.search(r"GB\s+[\d.]+ GB – [\d.]+ GB", rows[role]), rows[role]
+        size = r"[\d.]+ [kMG]?B"
+        assert re.search(rf"{size}\s+{size} – {size}\s+{size}\s+{size} – {size}", rows[role])
     assert "total + ray system" in result.stdout
-    assert "warning: extrapolating: replay_capacity 1,000,000 is above the measured range" in result.stdout
+    # AND it warns that it extrapolates
+    assert (
+        "warning: extrapolating: replay_capacity 1,000,000 is above the measured range"
+        in result.stdout
+    )
 
 
 def test_predict_with_a_budget_prints_the_largest_capacity_that_fits(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    sweep = factorial_sweep(tmp_path_factory.getbasetemp())
-    result = run(
-        "predict", sweep.path, "--num-workers", "8", "--model", "512,512",
-        "--framework", "torch", "--budget", "64GB", cwd=tmp_path,
-    )  # fmt: skip
+    sweep = capacity_sweep(tmp_path_factory.getbasetemp())
+    result = run("predict", sweep.path, "--budget", "16GB", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     match = re.search(r"largest replay_capacity = ([\d,]+)", result.stdout)
     assert match, result.stdout
     capacity = int(match.group(1).replace(",", ""))
-    # ~ (64 GB − 0.9 − 2.0 − 0.4 GB) / 8300 B per transition
-    assert 6_500_000 < capacity < 7_800_000
+    # ≈ (16 GB − 1.5 GB baseline − 0.4 GB Ray) / 8300 B per transition, minus the interval
+    assert 1_000_000 < capacity < 1_800_000
+    assert f"replay_capacity={match.group(1)}" in result.stdout
 
 
 def _empty(path: Path) -> Path:
@@ -143,7 +191,9 @@ def _samples_without_trials(path: Path) -> Path:
     ],
     ids=["missing", "not-a-sweep", "empty", "no-samples", "no-trials"],
 )
-def test_a_folder_that_cannot_be_analysed_gets_one_line_and_exit_3(tmp_path: Path, make, says: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_folder_that_cannot_be_analysed_gets_one_line_and_exit_3(
+    tmp_path: Path, make, says: str
+) -> None:  # type: ignore[no-untyped-def]
     folder = make(tmp_path / "sweep")
     assert_one_line_error(run(folder, cwd=tmp_path), code=3, says=says)
 
@@ -157,10 +207,27 @@ def test_a_folder_that_cannot_be_analysed_gets_one_line_and_exit_3(tmp_path: Pat
         (["--framework", "jax"], 2, "--framework: expected torch, tf2 or tf2-eager, got 'jax'"),
         (["--confidence", "2"], 2, "--confidence must be in [0.5, 1)"),
         (["--no-such-flag"], 2, "unrecognized arguments: --no-such-flag"),
-        (["--num-workers", "8", "--replay-capacity", "10000"], 3, "num_workers has a single value (2)"),
-        (["--replay-capacity", "10000", "--budget", "64GB", "--solve-for", "num_workers"], 3, "cannot solve for num_workers"),
+        (
+            ["--num-workers", "8", "--replay-capacity", "10000"],
+            3,
+            "num_workers has a single value (2)",
+        ),
+        (
+            ["--replay-capacity", "10000", "--budget", "64GB", "--solve-for", "num_workers"],
+            3,
+            "cannot solve for num_workers",
+        ),
     ],
-    ids=["budget", "workers", "negative", "framework", "confidence", "flag", "single-valued", "solve-single"],
+    ids=[
+        "budget",
+        "workers",
+        "negative",
+        "framework",
+        "confidence",
+        "flag",
+        "single-valued",
+        "solve-single",
+    ],
 )
 def test_a_bad_predict_request_gets_one_line_naming_the_problem(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, flags: list[str], code: int, says: str
@@ -191,9 +258,64 @@ def test_a_sweep_still_running_is_analysed_as_far_as_it_goes(tmp_path: Path) -> 
     assert "still running" in markdown and "extrapolated" in markdown
 
 
-def test_main_returns_the_exit_code_instead_of_exiting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_main_returns_the_exit_code_instead_of_exiting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([str(tmp_path / "nowhere")]) == 3
     assert capsys.readouterr().err.startswith("memsweep analyze: No such results folder")
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
+
+
+def test_a_sweep_on_s3_is_analysed_through_pyarrow_fs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.server import ThreadedMotoServer
+
+    # GIVEN a sweep written to an S3 bucket (moto's server on loopback)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        import boto3
+
+        boto3.client(
+            "s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1"
+        ).create_bucket(Bucket="sweeps")
+        uri = f"s3://sweeps/leaky?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+        trials = [
+            SynthTrial(name, cap, plateau_s=30)
+            for name, cap in (("a", 5000), ("b", 10_000), ("c", 20_000))
+        ]
+        write_sweep(uri, trials)
+        # WHEN the report is asked for without a local output folder, then with one
+        assert main([uri]) == 2
+        assert main([uri, "--out", str(tmp_path / "out")]) == 0
+        # THEN it reads the bucket and writes the report locally
+        document = json.loads((tmp_path / "out" / "models.json").read_text())
+        assert [t["trial_id"] for t in document["trials"]] == ["a", "b", "c"]
+        assert document["models"]["plateau"]["n_trials"] == 3
+    finally:
+        server.stop()
+
+
+def test_a_sweep_whose_buffers_never_fill_reports_per_trial_and_refuses_to_predict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN three trials stopped long before their buffers were full
+    path = tmp_path / "short"
+    write_sweep(
+        path, [SynthTrial(f"n{c}", c, duration_s=30) for c in (500_000, 1_000_000, 2_000_000)]
+    )
+    # WHEN the report is written
+    assert main([str(path)]) == 0
+    out = capsys.readouterr().out
+    # THEN it says there is nothing to fit across trials and extrapolates each trial
+    assert "no trial reached its plateau (a full buffer), so there is nothing to fit" in out
+    assert "(extrapolated)" in (path / "analysis" / "report.md").read_text()
+    # AND predict says why it cannot answer
+    assert main(["predict", str(path), "--replay-capacity", "1e6"]) == 3
+    assert "no plateau model could be fitted for this sweep" in capsys.readouterr().err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+
+from memsweep.analyze import Analysis
 from synthetic import (
     LEAK_TRIALS,
     RUNNER_LEAK_BYTES_PER_H,
@@ -12,8 +14,6 @@ from synthetic import (
     analysis_of,
     leak_sweep,
 )
-
-from memsweep.analyze import Analysis
 
 MB = 1e6
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from memsweep.analyze import Analysis, FittedModel, PredictPoint, predict
 from synthetic import (
     HELD_BACK,
     OBS_BYTES,
@@ -16,8 +18,6 @@ from synthetic import (
     label_params,
     leak_sweep,
 )
-
-from memsweep.analyze import Analysis, FittedModel, PredictPoint, predict
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +122,12 @@ def test_within_trial_fill_slopes_agree_with_the_analytic_footprint(
 
 def test_role_predictions_add_up_to_the_total(analysis: Analysis) -> None:
     prediction = predict(
-        analysis, PredictPoint(replay_capacity=30_000, num_workers=3, model="256x256", framework="tf2")
+        analysis,
+        PredictPoint(replay_capacity=30_000, num_workers=3, model="256x256", framework="tf2"),
     )
-    assert sum(r.plateau.value for r in prediction.roles) == pytest.approx(prediction.total.plateau.value, rel=1e-9)
+    assert sum(r.plateau.value for r in prediction.roles) == pytest.approx(
+        prediction.total.plateau.value, rel=1e-9
+    )
     assert {r.role for r in prediction.roles} == {"trainable", "env_runner"}
 
 
@@ -140,10 +143,12 @@ def test_fitted_on_small_capacities_the_model_predicts_a_ten_times_larger_trial(
     prediction = predict(
         analysis,
         PredictPoint(
-            replay_capacity=HELD_BACK.replay_capacity, num_workers=HELD_BACK.num_workers,
-            model=HELD_BACK.model, framework=HELD_BACK.framework,
+            replay_capacity=HELD_BACK.replay_capacity,
+            num_workers=HELD_BACK.num_workers,
+            model=HELD_BACK.model,
+            framework=HELD_BACK.framework,
         ),
-    )  # fmt: skip
+    )
     # THEN the plateau is within 10 %, its interval contains the measurement, and the
     # prediction says it extrapolates
     assert abs(prediction.total.plateau.value - measured.value) < 0.1 * measured.value
@@ -169,7 +174,9 @@ def test_a_factor_with_one_value_is_named_and_the_rest_is_fitted(
 
 def test_trials_are_read_with_the_expected_params(analysis: Analysis) -> None:
     table: pd.DataFrame = analysis.trial_table
-    assert set(table["model_params"]) == {label_params(m) for m in ("64x64", "256x256", "1024x1024")}
+    assert set(table["model_params"]) == {
+        label_params(m) for m in ("64x64", "256x256", "1024x1024")
+    }
 
 
 def test_results_on_a_pyarrow_filesystem_are_read_through_the_dataset(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -14,7 +15,7 @@ from memsweep.analyze.leaks import classify
 from memsweep.analyze.load import bucket_width_s, stored_transitions
 from memsweep.analyze.models import ModelError, fit_quantity
 from memsweep.analyze.phases import PhaseOptions, segment
-from memsweep.analyze.predict import estimate_params, largest_fitting
+from memsweep.analyze.prediction import estimate_params, largest_fitting
 from memsweep.analyze.trends import fit_trend, hac_maxlags
 from memsweep.analyze.units import Estimate, format_bytes, parse_count, parse_model, parse_size
 from memsweep.errors import MemsweepError
@@ -36,7 +37,14 @@ def test_a_bad_budget_names_the_flag_and_the_value(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("1000000", 10**6), ("1_000_000", 10**6), ("1e6", 10**6), ("1M", 10**6), ("250k", 250_000), ("8", 8)],
+    [
+        ("1000000", 10**6),
+        ("1_000_000", 10**6),
+        ("1e6", 10**6),
+        ("1M", 10**6),
+        ("250k", 250_000),
+        ("8", 8),
+    ],
 )
 def test_a_count_accepts_the_usual_spellings(text: str, expected: int) -> None:
     assert parse_count(text, "--replay-capacity") == expected
@@ -50,10 +58,15 @@ def test_a_bad_count_is_refused_with_the_flag_named(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "label", "hidden"),
-    [("512,512", "512x512", (512, 512)), ("256x256", "256x256", (256, 256)),
-     ("c32k8s4-c64k4s2+512", "c32k8s4-c64k4s2+512", None)],
-)  # fmt: skip
-def test_a_model_is_layer_sizes_or_a_label(text: str, label: str, hidden: tuple[int, ...] | None) -> None:
+    [
+        ("512,512", "512x512", (512, 512)),
+        ("256x256", "256x256", (256, 256)),
+        ("c32k8s4-c64k4s2+512", "c32k8s4-c64k4s2+512", None),
+    ],
+)
+def test_a_model_is_layer_sizes_or_a_label(
+    text: str, label: str, hidden: tuple[int, ...] | None
+) -> None:
     assert parse_model(text) == (label, hidden)
 
 
@@ -70,7 +83,9 @@ def test_formatted_bytes_keep_three_significant_digits(value: float) -> None:
     slope=st.floats(-1e9, 1e9),
     n=st.integers(5, 200),
 )
-def test_a_trend_fit_recovers_a_noise_free_line_exactly(intercept: float, slope: float, n: int) -> None:
+def test_a_trend_fit_recovers_a_noise_free_line_exactly(
+    intercept: float, slope: float, n: int
+) -> None:
     x = np.linspace(0, 3, n)
     fit = fit_trend(intercept + slope * x, {"x": x})
     assert fit is not None
@@ -101,9 +116,7 @@ def test_hac_lags_grow_slowly_with_the_series(n: int) -> None:
     assert 0 <= hac_maxlags(n) <= hac_maxlags(n + 1) <= 4 * (1 + n / 100) ** (2 / 9) + 1
 
 
-@given(
-    duration=st.floats(0, 1e6), full=st.floats(0.005, 600), buckets=st.integers(10, 5000)
-)
+@given(duration=st.floats(0, 1e6), full=st.floats(0.005, 600), buckets=st.integers(10, 5000))
 def test_a_bucket_holds_two_pss_reads_and_a_trial_at_most_max_buckets(
     duration: float, full: float, buckets: int
 ) -> None:
@@ -116,7 +129,9 @@ def test_a_bucket_holds_two_pss_reads_and_a_trial_at_most_max_buckets(
     steps=st.lists(st.floats(0, 1e7), min_size=1, max_size=30).map(sorted),
     capacity=st.floats(0, 1e7),
 )
-def test_stored_transitions_grow_with_steps_and_never_exceed_capacity(steps: list[float], capacity: float) -> None:
+def test_stored_transitions_grow_with_steps_and_never_exceed_capacity(
+    steps: list[float], capacity: float
+) -> None:
     stored = stored_transitions(np.array(steps), np.full(len(steps), np.nan), capacity)
     assert np.all(stored <= capacity + 1e-9)
     assert np.all(np.diff(stored) >= 0)
@@ -134,7 +149,15 @@ def test_the_plateau_starts_where_the_buffer_fills_between_two_results() -> None
     p_stored = np.minimum((p_t - 2) * 100, 1000)
     stored = np.interp(t, p_t, p_stored, left=np.nan)
     # WHEN the buckets are cut
-    seg = segment(t, stored, 1.0, 1000, p_t, p_stored, PhaseOptions())
+    seg = segment(
+        t,
+        stored,
+        bucket_s=1.0,
+        capacity=1000,
+        progress_t_s=p_t,
+        progress_stored=p_stored,
+        options=PhaseOptions(),
+    )
     # THEN the plateau starts at t=12 (threshold 999 reached between 11 and 12), fill
     # buckets end before it, plateau buckets start after the settle time
     assert seg.plateau_start_s == pytest.approx(11.99, abs=0.01)
@@ -145,7 +168,15 @@ def test_the_plateau_starts_where_the_buffer_fills_between_two_results() -> None
 def test_without_a_buffer_everything_after_the_first_result_is_plateau() -> None:
     t = np.arange(0.5, 30, 1.0)
     p_t = np.arange(3.0, 30.0)
-    seg = segment(t, np.zeros(len(t)), 1.0, 0, p_t, np.zeros(len(p_t)), PhaseOptions())
+    seg = segment(
+        t,
+        np.zeros(len(t)),
+        bucket_s=1.0,
+        capacity=0,
+        progress_t_s=p_t,
+        progress_stored=np.zeros(len(p_t)),
+        options=PhaseOptions(),
+    )
     assert seg.plateau_start_s == 3.0 and not seg.fill.any() and seg.plateau.sum() > 20
 
 
@@ -166,14 +197,17 @@ RATE = Estimate(50.0, 30.0, 70.0)
         (False, None, False, False, "unknown"),
         (True, None, False, True, "buffer_fill"),  # plateau too short for a drift fit
     ],
-)  # fmt: skip
+)
 def test_verdict_table(
     plateau: bool, rate: Estimate | None, significant: bool, fill_growing: bool, expected: str
 ) -> None:
     verdict = classify(
-        plateau_reached=plateau, rate_mb_per_h=rate, significant=significant,
-        fill_growing=fill_growing, min_rate_mb_per_h=1.0,
-    )  # fmt: skip
+        plateau_reached=plateau,
+        rate_mb_per_h=rate,
+        significant=significant,
+        fill_growing=fill_growing,
+        min_rate_mb_per_h=1.0,
+    )
     assert verdict == expected
 
 
@@ -190,7 +224,12 @@ def test_largest_fitting_finds_the_last_value_that_fits(threshold: int, high: in
 @given(
     d_in=st.integers(1, 5000),
     d_out=st.integers(1, 50),
-    nets=st.lists(st.lists(st.integers(1, 2048), min_size=1, max_size=4), min_size=2, max_size=5, unique_by=tuple),
+    nets=st.lists(
+        st.lists(st.integers(1, 2048), min_size=1, max_size=4),
+        min_size=2,
+        max_size=5,
+        unique_by=tuple,
+    ),
     target=st.lists(st.integers(1, 2048), min_size=1, max_size=4),
 )
 def test_dense_parameters_are_scaled_exactly_from_two_measured_nets(
@@ -198,7 +237,7 @@ def test_dense_parameters_are_scaled_exactly_from_two_measured_nets(
 ) -> None:
     def params(hidden: list[int]) -> int:
         sizes = [d_in, *hidden, d_out]
-        return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+        return sum((a + 1) * b for a, b in itertools.pairwise(sizes))
 
     examples = [(tuple(h), float(params(h))) for h in nets]
     rows = np.array([[h[0], h[-1] + 1] for h in nets], dtype=float)
@@ -224,7 +263,9 @@ def test_a_power_law_in_capacity_is_chosen_over_linear_by_cross_validation() -> 
     # GIVEN memory that grows as capacity^0.5 (not the affine buffer law)
     rng = np.random.default_rng(1)
     df = _trials(40, rng)
-    df["y"] = 1e9 + 2e6 * df["replay_capacity"] ** 0.5 + 2e8 * df["num_workers"] + rng.normal(0, 1e6, 40)
+    df["y"] = (
+        1e9 + 2e6 * df["replay_capacity"] ** 0.5 + 2e8 * df["num_workers"] + rng.normal(0, 1e6, 40)
+    )
     # WHEN fitted
     model = fit_quantity("plateau", df, "y")
     # THEN the power form wins, with p near 0.5

@@ -23,14 +23,23 @@ from ray import cloudpickle, tune
 
 from memsweep.envs import SyntheticEnv
 from memsweep.errors import SpecError
-from memsweep.spec import EnvSpec, Factors, ModelSpec, Study, TrainingSpec, TrialPoint
-from memsweep.trainable import MemsweepTrainable, point_from_config
+from memsweep.spec import (
+    EnvSpec,
+    Factors,
+    ModelSpec,
+    Study,
+    TrainingSpec,
+    TrialPoint,
+    point_from_config,
+)
+from memsweep.trainable import MemsweepTrainable
 from memsweep.workloads import (
     algorithm_class,
     build_config,
     built_facts,
     env_steps,
     replay_size,
+    stop_algorithm,
 )
 
 # Trainable subclasses and callbacks below run in Ray workers, which cannot import this
@@ -67,15 +76,13 @@ def dense_params(sizes: list[int]) -> int:
     return sum(n_in * n_out + n_out for n_in, n_out in itertools.pairwise(sizes))
 
 
-def expected_dqn_params(hidden: tuple[int, ...], framework: str) -> int:
-    """RLlib's dueling DQN on CartPole with ``hidden`` dense layers and no head layers:
-    the MLP to the action values, plus a state-value layer from the last hidden layer.
-    RLlib's TF model adds one more: its dueling state value reads the action-score
-    vector (A → 1) and the FC net's own value output (last hidden → 1) stays unused."""
+def expected_dqn_params(hidden: tuple[int, ...], api_stack: str) -> int:
+    """memsweep's DQN on CartPole (no dueling, no head layers) is the MLP from the
+    observation through ``hidden`` to the action values. On the old stack RLlib's
+    fully-connected model (torch and TF alike) also holds its own value layer
+    (last hidden → 1), unused by DQN but built and counted."""
     mlp = dense_params([CARTPOLE_OBS_DIM, *hidden, CARTPOLE_ACTIONS])
-    value = dense_params([hidden[-1], 1])
-    tf_state_value = dense_params([CARTPOLE_ACTIONS, 1]) if framework.startswith("tf") else 0
-    return mlp + value + tf_state_value
+    return mlp + (dense_params([hidden[-1], 1]) if api_stack == "old" else 0)
 
 
 def cartpole_study(api_stack: str = "auto", **factors: Any) -> Study:
@@ -128,7 +135,8 @@ def test_a_small_dqn_builds_exactly_what_the_point_asks_and_its_buffer_fills(  #
         # THEN what RLlib built is exactly what was asked
         assert facts.replay_capacity == capacity
         assert facts.num_env_runners == workers
-        assert facts.model_params == expected_dqn_params(hidden, framework)
+        stack = point.api_stack(study)
+        assert facts.model_params == expected_dqn_params(hidden, stack)
         assert facts.obs_bytes == CARTPOLE_OBS_DIM * 4  # float32
         assert len(facts.env_runner_pids) == workers + 1
         assert facts.env_runner_pids[0] == os.getpid()
@@ -137,7 +145,7 @@ def test_a_small_dqn_builds_exactly_what_the_point_asks_and_its_buffer_fills(  #
         assert env_steps(result) >= 64
         assert replay_size(algo) == env_steps(result)
     finally:
-        algo.stop()
+        stop_algorithm(algo)
 
 
 @pytest.mark.slow
@@ -193,7 +201,7 @@ def test_a_synthetic_env_stores_observations_of_the_asked_size(
         assert facts.obs_bytes == obs_bytes
         assert replay_size(algo) == env_steps(result) >= 64
     finally:
-        algo.stop()
+        stop_algorithm(algo)
 
 
 def test_uint8_synthetic_observations_on_the_new_stack_are_refused_with_the_fix() -> None:
@@ -254,7 +262,7 @@ def test_every_other_algorithm_builds_and_trains_on_the_new_stack(
         assert env_steps(result) > 0
         assert replay_size(algo) == (None if built_capacity is None else env_steps(result))
     finally:
-        algo.stop()
+        stop_algorithm(algo)
 
 
 ATARI_CASES = [
@@ -291,7 +299,7 @@ def test_an_atari_trial_stores_84x84x4_frames_as_its_stack_does(
         assert facts.obs_bytes == obs_bytes
         assert replay_size(algo) == env_steps(result) >= 32
     finally:
-        algo.stop()
+        stop_algorithm(algo)
 
 
 def test_the_synthetic_env_is_fast_and_ends_episodes_on_time() -> None:
@@ -339,9 +347,7 @@ def test_a_random_search_trial_config_names_its_model_by_label() -> None:
     assert point_from_config(study, grid) == point
 
     # AND an unknown label names the allowed ones
-    with pytest.raises(
-        SpecError, match=r"model '128' is not one of the study's models \(64x64, 256\)"
-    ):
+    with pytest.raises(SpecError, match="model '128' is not one of the study's"):
         point_from_config(study, {**flat, "model": "128"})
 
 
@@ -407,28 +413,40 @@ class ActorSnapshot(tune.Callback):
 EIGHT_RUNNERS = TrialPoint(
     replay_capacity=2_000, model=ModelSpec(hidden=(16,)), num_workers=8, framework="torch"
 )
-TF2_ONE_RUNNER = TrialPoint(
-    replay_capacity=2_000, model=ModelSpec(hidden=(16,)), num_workers=1, framework="tf2"
-)
 
 
-@pytest.fixture(scope="module")
-def two_trials(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A torch trial with 8 env runners and a tf2 trial with 1, one iteration each."""
-    study = Study(
-        name="two-trials",
+def tune_study(api_stack: str = "auto") -> Study:
+    return Study(
+        name="tune-trials",
+        api_stack=api_stack,
         factors=Factors(
             num_workers=[8, 1], framework=["torch", "tf2"], replay_capacity=[2_000], model=[[16]]
         ),
         training=TUNE_TRAINING,
     )
+
+
+TUNE_TRIALS = {
+    "torch-new-8-runners": (tune_study(), EIGHT_RUNNERS),
+    "torch-old": (tune_study("old"), EIGHT_RUNNERS.model_copy(update={"num_workers": 1})),
+    "tf2": (tune_study(), EIGHT_RUNNERS.model_copy(update={"num_workers": 1, "framework": "tf2"})),
+}
+"""Three trials, one iteration each: labelled (study, point) pairs."""
+
+
+@pytest.fixture(scope="module")
+def tune_trials(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Runs :data:`TUNE_TRIALS` under Tune; their last results and the live actors."""
     snapshot = ActorSnapshot(ray.get_runtime_context().gcs_address)
     tuner = tune.Tuner(
         ProbedTrainable,
         param_space={
-            "study": study.model_dump(mode="json"),
-            "point": tune.grid_search(
-                [p.model_dump(mode="json") for p in (EIGHT_RUNNERS, TF2_ONE_RUNNER)]
+            "label": tune.grid_search(list(TUNE_TRIALS)),
+            "study": tune.sample_from(
+                lambda spec: TUNE_TRIALS[spec.config.label][0].model_dump(mode="json")
+            ),
+            "point": tune.sample_from(
+                lambda spec: TUNE_TRIALS[spec.config.label][1].model_dump(mode="json")
             ),
         },
         run_config=tune.RunConfig(
@@ -442,29 +460,31 @@ def two_trials(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> d
     )
     results = tuner.fit()
     assert not results.errors, results.errors
-    by_framework = {r.config["point"]["framework"]: r for r in results}
+    by_label = {r.config["label"]: r for r in results}
+    assert sorted(by_label) == sorted(TUNE_TRIALS)
     return {
-        "study": study,
-        "results": {fw: r.metrics for fw, r in by_framework.items()},
-        "actors": {fw: snapshot.actors[r.metrics["trial_id"]] for fw, r in by_framework.items()},
+        "results": {label: r.metrics for label, r in by_label.items()},
+        "actors": {label: snapshot.actors[r.metrics["trial_id"]] for label, r in by_label.items()},
     }
 
 
 @pytest.mark.slow
 def test_a_torch_trial_never_imports_tensorflow_and_a_tf2_trial_does(
-    two_trials: dict[str, Any],
+    tune_trials: dict[str, Any],
 ) -> None:
-    # GIVEN a torch trial and a tf2 trial run by Tune
-    torch_result = two_trials["results"]["torch"]
-    tf_result = two_trials["results"]["tf2"]
+    # GIVEN torch trials on either stack and a tf2 trial, run by Tune
+    results = tune_trials["results"]
 
-    # THEN no process of the torch trial imported TensorFlow, though RLlib is there
-    assert torch_result["probe/rllib_in_trainable"] is True
-    assert torch_result["probe/tf_in_trainable"] is False
-    assert torch_result["probe/tf_in_env_runners"] == [False] * 8
+    # THEN no process of a torch trial imported TensorFlow, though RLlib is there
+    for label, runners in (("torch-new-8-runners", 8), ("torch-old", 1)):
+        assert results[label]["probe/rllib_in_trainable"] is True, label
+        assert results[label]["probe/tf_in_trainable"] is False, label
+        assert results[label]["probe/tf_in_env_runners"] == [False] * runners, label
     # AND every process of the tf2 trial did
-    assert tf_result["probe/tf_in_trainable"] is True
-    assert tf_result["probe/tf_in_env_runners"] == [True]
+    assert results["tf2"]["probe/tf_in_trainable"] is True
+    assert results["tf2"]["probe/tf_in_env_runners"] == [True]
+    # AND the TF-free processes are lighter: the old-stack torch trial is the tf2 one's twin
+    assert results["torch-old"]["memory/rss_bytes"] < results["tf2"]["memory/rss_bytes"]
 
 
 def test_eight_env_runners_at_a_tenth_of_a_cpu_fit_a_two_cpu_machine() -> None:
@@ -485,10 +505,10 @@ def test_eight_env_runners_at_a_tenth_of_a_cpu_fit_a_two_cpu_machine() -> None:
 
 
 @pytest.mark.slow
-def test_the_env_runners_share_the_trial_placement_group(two_trials: dict[str, Any]) -> None:
+def test_the_env_runners_share_the_trial_placement_group(tune_trials: dict[str, Any]) -> None:
     # GIVEN the live actors seen while the 8-runner torch trial ran
-    actors = two_trials["actors"]["torch"]
-    result = two_trials["results"]["torch"]
+    actors = tune_trials["actors"]["torch-new-8-runners"]
+    result = tune_trials["results"]["torch-new-8-runners"]
     trainable = [a for a in actors if a["class_name"] == "ProbedTrainable"]
     runners = [a for a in actors if a["class_name"] == "TorchEnvRunner"]
 

@@ -40,9 +40,10 @@ class SyntheticEnv(gym.Env[npt.NDArray[Any], np.int64]):
 
     It exists to measure how observation size alone drives replay and sampling memory,
     without an emulator's own memory or CPU cost in the way. Observations are drawn
-    once, at construction, into a small pool (at most 8 MiB, at most 256 entries) and
-    served round-robin; each step returns a *copy* so that, like a real env, every
-    observation is its own array and RLlib cannot alias stored transitions.
+    once, at construction, into a small pool (up to 256 of them within 8 MiB, at least
+    2: a fixed cost per env, counted in its env runner's memory) and served round-robin;
+    each step returns a *copy* so that, like a real env, every observation is its own
+    array and RLlib cannot alias stored transitions.
 
     ``env_config`` keys: ``obs_shape`` (sequence of ints, required), ``obs_dtype``
     (``"float32"`` or ``"uint8"``, default ``float32``), ``episode_len`` (steps per

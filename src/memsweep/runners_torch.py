@@ -2,13 +2,14 @@
 
 RLlib imports TensorFlow in every process where it is installed, unless
 ``RLLIB_TEST_NO_TF_IMPORT`` is in that process's environment when ``ray.rllib`` is
-first imported; TensorFlow then costs a torch trial a few hundred MB per process that a
-torch-only install would not. Env-runner actors are processes Ray starts from its worker
-pool, not children of the trainable, so the trainable's ``os.environ`` does not reach
-them. Ray loads an actor's class before it deserialises the constructor arguments (the
-``AlgorithmConfig``, which imports RLlib), so this module, imported to unpickle the class,
-is the first code to run in the process and sets the variable before RLlib is imported.
-``tests/test_workloads.py`` checks that this holds. See :mod:`memsweep.trainable`.
+first imported; TensorFlow then costs a torch trial about 500 MB of RSS per process
+that a torch-only install would not. Env-runner actors are processes Ray starts from
+its worker pool, not children of the trainable, so the trainable's ``os.environ`` does
+not reach them. Ray loads an actor's class before it deserialises the constructor
+arguments (the ``AlgorithmConfig``, which imports RLlib), so this module, imported to
+unpickle the class, is the first code to run in the process and sets the variable
+before RLlib is imported. ``tests/test_workloads.py`` checks that this holds. See
+:mod:`memsweep.trainable`.
 """
 
 from __future__ import annotations

@@ -273,7 +273,7 @@ class TrainingSpec(_Frozen):
     """Env steps sampled before the first gradient update (replay algorithms)."""
 
     train_batch_size: Annotated[int, Field(gt=0)] = 32
-    """Transitions per gradient update."""
+    """Transitions per gradient update (DQN, SAC); PPO/APPO: the per-iteration batch."""
 
     training_intensity: Annotated[float, Field(gt=0)] | None = None
     """Replay algorithms: trained ÷ sampled steps. Low values make the buffer fill fast."""
@@ -350,8 +350,21 @@ class Study(_Frozen):
         if self.algorithm == "SAC" and self.env.id == "CartPole-v1":
             pass  # RLlib's SAC supports discrete actions.
         tf = [f for f in self.factors.framework if f.startswith("tf")]
-        if tf and self.algorithm == "APPO":
-            raise ValueError("APPO with TensorFlow is not supported by RLlib 2.60's old stack here")
+        if tf and self.algorithm in ("APPO", "SAC"):
+            raise ValueError(
+                f"{self.algorithm} with TensorFlow does not run on RLlib 2.60's old stack "
+                "here: use framework torch"
+            )
+        if (
+            self.env.is_synthetic
+            and self.env.obs_dtype == "uint8"
+            and self.api_stack != "old"
+            and "torch" in self.factors.framework
+        ):
+            raise ValueError(
+                "memsweep/Synthetic-v0 with obs_dtype uint8 needs RLlib's old API stack (the "
+                "new stack's torch models take float32): set api_stack: old or obs_dtype: float32"
+            )
         if self.training.compress_observations and self.api_stack != "old" and (
             "torch" in self.factors.framework
         ):

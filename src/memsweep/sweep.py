@@ -221,12 +221,13 @@ def run_study(
                 "memory/peak_mb": "peak MB",
             },
             parameter_columns={
-                "point/replay_capacity": "capacity",
-                "point/num_workers": "workers",
-                "point/framework": "framework",
-                "replay_capacity": "capacity",
-                "num_workers": "workers",
-                "framework": "framework",
+                f"{prefix}{name}": label
+                for name, label in (
+                    ("replay_capacity", "capacity"),
+                    ("num_workers", "workers"),
+                    ("framework", "framework"),
+                )
+                for prefix in (["point/"] if study.search.mode == "grid" else [""])
             },
             max_report_frequency=30,
         )
@@ -259,7 +260,10 @@ def run_study(
             )
             # Tune unpickles the old RunConfig; give it this run's callback and reporter
             # (Tuner has no public setter for that in Ray 2.60; its RunConfig is mutable).
-            restored = tuner._local_tuner.get_run_config()
+            internal = tuner._local_tuner
+            if internal is None:  # Only under Ray Client, i.e. a ray:// address.
+                raise ClusterError("--resume needs a Ray address, not a ray:// client address.")
+            restored = internal.get_run_config()
             restored.callbacks = [callback]
             restored.progress_reporter = reporter
         else:

@@ -16,8 +16,12 @@ spec yields slightly different networks; :attr:`BuiltFacts.model_params` has the
 
 - dense-only: new stack ``fcnet_hiddens`` with no extra head layers
   (``head_fcnet_hiddens=[]``); old stack ``model.fcnet_hiddens`` and, for DQN,
-  ``hiddens=[]`` so its dueling heads add no hidden layer either (RLlib's old default,
-  ``[256]``, would add one the new stack does not have).
+  ``hiddens=[]`` (RLlib's old default, ``[256]``, adds a layer the new stack does not
+  have). DQN runs with ``dueling=False`` on both stacks: without head layers, RLlib's
+  old-stack torch dueling head degenerates (its value stream is the identity), and a
+  plain Q-network is the same network on every stack: the spec's dense layers and a
+  linear layer to the action values (the old stack's model also holds one unused
+  ``last hidden → 1`` value layer).
 - conv: ``conv_filters`` rows ``[filters, [k, k], stride]``; the dense layers after the
   conv stack are ``head_fcnet_hiddens`` on the new stack (its CNN encoder has no dense
   part) and ``model.post_fcnet_hiddens`` on the old stack, whose vision network needs the
@@ -30,10 +34,12 @@ TensorFlow (see :mod:`memsweep.trainable`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -153,8 +159,12 @@ def _set_environment(
         # each env runner; with preprocessor_pref="deepmind" its RolloutWorker applies
         # the DeepMind wrappers (84×84 grey, max-and-skip 4 - hence frameskip=1 in the
         # emulator - and, with model.framestack, 4 stacked uint8 frames).
-        config.environment(env=f"ale_py:{env.id}", env_config={"frameskip": 1})
-        config.env_runners(preprocessor_pref="deepmind" if env.atari_preprocessing else None)
+        if env.atari_preprocessing:
+            config.environment(env=f"ale_py:{env.id}", env_config={"frameskip": 1})
+            config.env_runners(preprocessor_pref="deepmind")
+        else:
+            config.environment(env=f"ale_py:{env.id}")
+            config.env_runners(preprocessor_pref=None)
     else:
         config.environment(env=env.id)
 
@@ -217,6 +227,10 @@ def conv_filters(model: ModelSpec) -> list[tuple[int, tuple[int, int], int]] | N
 def _set_model(config: AlgorithmConfig, study: Study, model: ModelSpec, stack: ApiStack) -> None:
     hidden = list(model.hidden)
     filters = conv_filters(model)
+    if study.algorithm == "DQN":
+        # Plain Q-network on both stacks (see the module docstring); a DQN-only keyword.
+        plain_q: dict[str, Any] = {"dueling": False}
+        config.training(**plain_q)
     if stack == "new":
         if not hidden and not filters:
             raise SpecError(
@@ -274,13 +288,13 @@ class BuiltFacts:
 
     def as_result(self) -> dict[str, Any]:
         """Flat Tune-result keys ``memsweep/built_<field>``; pids as a list."""
-        return {
-            f"{RESULT_PREFIX}built_{field.name}": (
+        result: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            result[f"{RESULT_PREFIX}built_{field.name}"] = (
                 list(value) if isinstance(value, tuple) else value
             )
-            for field in dataclasses.fields(self)
-            for value in [getattr(self, field.name)]
-        }
+        return result
 
 
 def built_facts(algo: Algorithm) -> BuiltFacts:
@@ -349,6 +363,18 @@ def space_bytes(space: Any) -> int:
         return sum(space_bytes(sub) for sub in space.spaces)
     shape = space.shape or ()
     return int(np.prod(shape, dtype=np.int64)) * int(np.dtype(space.dtype).itemsize)
+
+
+def stop_algorithm(algo: Algorithm) -> None:
+    """``algo.stop()``, then remove the log folder RLlib made for it if it stayed empty.
+
+    An algorithm is a Tune ``Trainable`` too: built outside Tune's storage it makes a
+    fresh folder under ``~/ray_results`` (Tune's default storage path) and, in
+    memsweep, never writes to it, which would leave one empty folder per trial.
+    """
+    algo.stop()  # type: ignore[no-untyped-call]
+    with contextlib.suppress(OSError):  # Not empty, or already gone.
+        Path(algo.logdir).rmdir()
 
 
 def replay_size(algo: Algorithm) -> int | None:

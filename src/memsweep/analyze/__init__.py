@@ -2,7 +2,7 @@
 
 Data path: :mod:`~memsweep.analyze.load` (duckdb aggregation) →
 :mod:`~memsweep.analyze.phases` (per trial) → :mod:`~memsweep.analyze.leaks` →
-:mod:`~memsweep.analyze.models` (per factor) → :mod:`~memsweep.analyze.predict` and
+:mod:`~memsweep.analyze.models` (per factor) → :mod:`~memsweep.analyze.prediction` and
 :mod:`~memsweep.analyze.report` (with :mod:`~memsweep.analyze.plots`).
 
 Typical use::
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from memsweep.analyze.leaks import LeakVerdict
     from memsweep.analyze.models import Effect, FittedModel, ModelSet
     from memsweep.analyze.phases import RolePhases, TrialPhases
-    from memsweep.analyze.predict import (
+    from memsweep.analyze.prediction import (
         BudgetAnswer,
         Prediction,
         PredictPoint,
@@ -47,12 +47,12 @@ _HOMES = {
     "ModelSet": "models",
     "RolePhases": "phases",
     "TrialPhases": "phases",
-    "BudgetAnswer": "predict",
-    "Prediction": "predict",
-    "PredictPoint": "predict",
-    "RolePrediction": "predict",
-    "predict": "predict",
-    "solve_budget": "predict",
+    "BudgetAnswer": "prediction",
+    "Prediction": "prediction",
+    "PredictPoint": "prediction",
+    "RolePrediction": "prediction",
+    "predict": "prediction",
+    "solve_budget": "prediction",
     "ReportFiles": "report",
     "models_document": "report",
     "summary_text": "report",
@@ -60,7 +60,28 @@ _HOMES = {
     "Estimate": "units",
 }
 
-__all__ = sorted(_HOMES)
+__all__ = [
+    "Analysis",
+    "AnalysisOptions",
+    "BudgetAnswer",
+    "Effect",
+    "Estimate",
+    "FittedModel",
+    "LeakVerdict",
+    "ModelSet",
+    "PredictPoint",
+    "Prediction",
+    "ReportFiles",
+    "RolePhases",
+    "RolePrediction",
+    "TrialPhases",
+    "analyze_results",
+    "models_document",
+    "predict",
+    "solve_budget",
+    "summary_text",
+    "write_report",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,7 @@ from memsweep.analyze.leaks import LeakVerdict, leak_verdicts
 from memsweep.analyze.load import TRIAL_ROLES, SweepData, load_sweep
 from memsweep.analyze.models import ModelSet, fit_all
 from memsweep.analyze.phases import PhaseOptions, TrialPhases, all_phases
-from memsweep.errors import DataError
+from memsweep.errors import DataError, MemsweepError
 from memsweep.store import Results
 
 
@@ -35,9 +35,9 @@ class AnalysisOptions:
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.confidence < 1:
-            raise DataError(f"confidence must be in [0.5, 1), got {self.confidence}")
+            raise MemsweepError(f"confidence must be in [0.5, 1), got {self.confidence}")
         if self.max_buckets < 10:
-            raise DataError(f"max_buckets must be ≥ 10, got {self.max_buckets}")
+            raise MemsweepError(f"max_buckets must be ≥ 10, got {self.max_buckets}")
 
     @property
     def phases(self) -> PhaseOptions:
@@ -120,13 +120,17 @@ def analyze_results(
     step = time.perf_counter()
     trials = all_phases(data, options.phases)
     if not trials:
-        raise DataError(f"{data.uri}: no trial has both samples and factor values: nothing to analyse")
+        raise DataError(
+            f"{data.uri}: no trial has both samples and factor values: nothing to analyse"
+        )
     verdicts = leak_verdicts(trials, options.min_leak_mb_per_h, options.leak_fdr)
     phases_s = time.perf_counter() - step
     step = time.perf_counter()
     table = trial_table(trials)
     roles_seen = {r.role for t in trials for r in t.roles if r.role != "total"}
-    roles = tuple(r for r in TRIAL_ROLES if r in roles_seen) + tuple(sorted(roles_seen - set(TRIAL_ROLES)))
+    roles = tuple(r for r in TRIAL_ROLES if r in roles_seen) + tuple(
+        sorted(roles_seen - set(TRIAL_ROLES))
+    )
     models = fit_all(table, roles, options.confidence)
     models_s = time.perf_counter() - step
 
@@ -139,7 +143,9 @@ def analyze_results(
             f"models (their plateau is extrapolated per trial): {', '.join(no_plateau)}"
         )
     system = data.system
-    per_node = system.groupby("node_id")["mem_bytes"].sum() if len(system) else pd.Series(dtype=float)
+    per_node = (
+        system.groupby("node_id")["mem_bytes"].sum() if len(system) else pd.Series(dtype=float)
+    )
     timings = {**data.timings_s, "phases_s": phases_s, "models_s": models_s}
     timings["analysis_s"] = time.perf_counter() - clock
     return Analysis(

@@ -22,7 +22,7 @@ from memsweep.analyze.units import (
 from memsweep.errors import MemsweepError
 
 if TYPE_CHECKING:
-    from memsweep.analyze.analysis import Analysis, AnalysisOptions
+    from memsweep.analyze.analysis import Analysis
 
 # The analysis modules (pandas, statsmodels, duckdb, matplotlib) are imported inside
 # ``run``, after the flags and the folder have been checked: a typo answers at once.
@@ -42,9 +42,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--confidence", default="0.95", help="two-sided interval level (default 0.95)"
     )
     parser.add_argument(
-        "--min-leak-rate", default="1", metavar="MB_PER_H",
+        "--min-leak-rate",
+        default="1",
+        metavar="MB_PER_H",
         help="growth slower than this (MB/h) is never called a leak (default 1)",
-    )  # fmt: skip
+    )
 
 
 def _analyse(args: argparse.Namespace) -> Analysis:
@@ -55,20 +57,26 @@ def _analyse(args: argparse.Namespace) -> Analysis:
     results = open_results(args.results)
     from memsweep.analyze.analysis import AnalysisOptions, analyze_results
 
-    return analyze_results(results, AnalysisOptions(confidence=confidence, min_leak_mb_per_h=min_rate))
+    return analyze_results(
+        results, AnalysisOptions(confidence=confidence, min_leak_mb_per_h=min_rate)
+    )
 
 
 def _option_values(args: argparse.Namespace) -> tuple[float, float]:
     try:
         confidence = float(args.confidence)
     except ValueError:
-        raise MemsweepError(f"--confidence: expected a number such as 0.95, got {args.confidence!r}") from None
+        raise MemsweepError(
+            f"--confidence: expected a number such as 0.95, got {args.confidence!r}"
+        ) from None
     if not 0.5 <= confidence < 1:
         raise MemsweepError(f"--confidence must be in [0.5, 1), got {args.confidence}")
     try:
         min_rate = float(args.min_leak_rate)
     except ValueError:
-        raise MemsweepError(f"--min-leak-rate: expected MB/h such as 1, got {args.min_leak_rate!r}") from None
+        raise MemsweepError(
+            f"--min-leak-rate: expected MB/h such as 1, got {args.min_leak_rate!r}"
+        ) from None
     if min_rate < 0:
         raise MemsweepError(f"--min-leak-rate must be ≥ 0, got {args.min_leak_rate}")
     return confidence, min_rate
@@ -80,14 +88,17 @@ class ReportCommand:
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
         _add_common(parser)
         parser.add_argument(
-            "--out", type=Path,
-            help="output folder (default: <results>/analysis; required for a remote results folder)",
-        )  # fmt: skip
+            "--out",
+            type=Path,
+            help="output folder (default: <results>/analysis; required for remote results)",
+        )
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         out: Path | None = args.out
         if out is None and "://" in args.results:
-            raise MemsweepError(f"{args.results} is remote: give a local --out folder for the report")
+            raise MemsweepError(
+                f"{args.results} is remote: give a local --out folder for the report"
+            )
         analysis = _analyse(args)
         from memsweep.analyze.report import summary_text, write_report
 
@@ -101,16 +112,32 @@ class PredictCommand:
 
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
         _add_common(parser)
-        parser.add_argument("--replay-capacity", metavar="N", help="replay-buffer capacity, transitions (1000000, 1e6, 1M)")
-        parser.add_argument("--num-workers", metavar="N", help="remote env runners")
-        parser.add_argument("--model", help="dense layer sizes (512,512) or a model label of the sweep")
-        parser.add_argument("--model-params", metavar="N", help="parameters of one model copy (default: measured or estimated)")
-        parser.add_argument("--framework", help="torch, tf2 or tf2-eager")
-        parser.add_argument("--budget", metavar="SIZE", help="memory of the node, e.g. 64GB: print the largest value that fits")
         parser.add_argument(
-            "--solve-for", choices=("replay_capacity", "num_workers"), default="replay_capacity",
+            "--replay-capacity",
+            metavar="N",
+            help="replay-buffer capacity, transitions (1000000, 1e6, 1M)",
+        )
+        parser.add_argument("--num-workers", metavar="N", help="remote env runners")
+        parser.add_argument(
+            "--model", help="dense layer sizes (512,512) or a model label of the sweep"
+        )
+        parser.add_argument(
+            "--model-params",
+            metavar="N",
+            help="parameters of one model copy (default: measured or estimated)",
+        )
+        parser.add_argument("--framework", help="torch, tf2 or tf2-eager")
+        parser.add_argument(
+            "--budget",
+            metavar="SIZE",
+            help="memory of the node, e.g. 64GB: print the largest value that fits",
+        )
+        parser.add_argument(
+            "--solve-for",
+            choices=("replay_capacity", "num_workers"),
+            default="replay_capacity",
             help="with --budget: the factor to maximise (default replay_capacity)",
-        )  # fmt: skip
+        )
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         _option_values(args)
@@ -121,13 +148,18 @@ class PredictCommand:
         if args.model is not None:
             parse_model(args.model)
         if args.framework is not None and args.framework not in ("torch", "tf2", "tf2-eager"):
-            raise MemsweepError(f"--framework: expected torch, tf2 or tf2-eager, got {args.framework!r}")
-        from memsweep.analyze.predict import PredictPoint, predict, prediction_text, solve_budget
+            raise MemsweepError(
+                f"--framework: expected torch, tf2 or tf2-eager, got {args.framework!r}"
+            )
+        from memsweep.analyze.prediction import PredictPoint, predict, prediction_text, solve_budget
 
         point = PredictPoint(
-            replay_capacity=capacity, num_workers=workers, model=args.model,
-            framework=args.framework, model_params=params,
-        )  # fmt: skip
+            replay_capacity=capacity,
+            num_workers=workers,
+            model=args.model,
+            framework=args.framework,
+            model_params=params,
+        )
         analysis = _analyse(args)
         if budget is None:
             print(prediction_text(predict(analysis, point)))
@@ -140,11 +172,14 @@ class PredictCommand:
                 "(peak + Ray system processes)."
             )
             return 1
-        capped = " (the search limit: more fits)" if answer.largest_safe == answer.searched_up_to else ""
+        capped = (
+            " (the search limit: more fits)" if answer.largest_safe == answer.searched_up_to else ""
+        )
         safe = format_number(answer.largest_safe) if answer.largest_safe is not None else "none"
         print(
             f"Budget {format_bytes(budget)}: largest {factor} = {safe}{capped} with the upper "
-            f"{analysis.options.confidence:.0%} prediction bound of the peak (+ Ray system) inside it; "
+            f"{analysis.options.confidence:.0%} prediction bound of the peak (+ Ray system) "
+            "inside it; "
             f"{format_number(answer.largest_expected)} on the point estimate."
         )
         if answer.prediction is not None:

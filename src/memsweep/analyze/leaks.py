@@ -127,26 +127,38 @@ def leak_verdicts(
 
 
 def _ci(rate: Estimate) -> str:
-    return f"{format_number(rate.value)} MB/h (CI {format_number(rate.low)} to {format_number(rate.high)})"
+    low, high = format_number(rate.low), format_number(rate.high)
+    return f"{format_number(rate.value)} MB/h (CI {low} to {high})"
 
 
 def _text(verdict: Verdict, trial: TrialPhases, role: RolePhases, rate: Estimate | None) -> str:
-    bpt = role.fill_bytes_per_transition
     if verdict == "unexplained_growth" and rate is not None:
         when = "after the plateau" if trial.plateau_reached else "beyond the buffer fill"
         per_k = role.drift_bytes_per_1k_steps
-        steps = f", {format_bytes(per_k.value)} per 1k env steps" if per_k and trial.plateau_reached else ""
+        steps = ""
+        if per_k and trial.plateau_reached:
+            steps = f", {format_bytes(per_k.value)} per 1k env steps"
         return f"unexplained growth of {_ci(rate)} {when}{steps}"
     if verdict == "no_growth" and rate is not None:
         if trial.plateau_reached:
             return f"no growth after plateau: drift {_ci(rate)}, not significant over the sweep"
         return f"no growth (buffer not full yet, this role does not hold it): drift {_ci(rate)}"
     if verdict == "buffer_fill":
-        per = f" ({format_bytes(bpt.value)} per transition)" if bpt else ""
-        if trial.plateau_reached:
-            return f"growth explained by buffer fill{per}; plateau too short to test for drift"
-        spread = f"; a leak up to {format_number(rate.high)} MB/h cannot be ruled out until the buffer is full" if rate else ""
-        return f"growth explained by buffer fill{per}{spread}"
-    if not trial.plateau_reached and trial.capacity > 0 and bpt is not None:
+        return _fill_text(trial, role, rate)
+    if not trial.plateau_reached and trial.capacity > 0 and role.fill_bytes_per_transition:
         return "unknown: the buffer is not full and its fill cannot be told from a leak yet"
     return "unknown: too few samples after set-up to tell growth from noise"
+
+
+def _fill_text(trial: TrialPhases, role: RolePhases, rate: Estimate | None) -> str:
+    bpt = role.fill_bytes_per_transition
+    per = f" ({format_bytes(bpt.value)} per transition)" if bpt else ""
+    if trial.plateau_reached:
+        return f"growth explained by buffer fill{per}; plateau too short to test for drift"
+    spread = ""
+    if rate is not None:
+        spread = (
+            f"; a leak up to {format_number(rate.high)} MB/h cannot be ruled out until the "
+            "buffer is full"
+        )
+    return f"growth explained by buffer fill{per}{spread}"

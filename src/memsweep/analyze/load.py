@@ -26,23 +26,40 @@ from typing import Any, Literal
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import yaml
 
 from memsweep.errors import DataError
 from memsweep.store import Results, open_results
 
-TRIAL_ROLES = ("trainable", "learner", "replay", "aggregator", "env_runner", "child")
+TRIAL_ROLES = ("trainable", "learner", "replay", "aggregator", "env_runner", "actor", "child")
 """Roles whose processes belong to a trial, in display order."""
 
 SYSTEM_ROLES = ("ray_system", "ray_worker", "driver")
-"""Processes of no trial that a real run also has (the sampler, role ``memsweep``, is not counted)."""
+"""Processes of no trial that a real run also has (not the sampler, role ``memsweep``)."""
 
 TRIAL_COLUMNS = [
-    "trial_id", "algorithm", "env", "api_stack", "replay_capacity", "model", "num_workers",
-    "framework", "repeat", "model_params", "obs_bytes", "built_replay_capacity", "run_id",
-    "status", "error", "started_at", "ended_at", "env_steps",
-]  # fmt: skip
+    "trial_id",
+    "algorithm",
+    "env",
+    "api_stack",
+    "replay_capacity",
+    "model",
+    "num_workers",
+    "framework",
+    "repeat",
+    "model_params",
+    "obs_bytes",
+    "built_replay_capacity",
+    "run_id",
+    "status",
+    "error",
+    "started_at",
+    "ended_at",
+    "env_steps",
+]
 """Columns of ``trials.parquet`` the analysis uses (absent ones read as null)."""
 
 
@@ -131,12 +148,11 @@ def _sample_files(results: Results) -> list[str]:
     )
 
 
-def _connect(
-    results: Results, files: list[str], trials: pd.DataFrame
-) -> duckdb.DuckDBPyConnection:
+def _connect(results: Results, files: list[str], trials: pd.DataFrame) -> duckdb.DuckDBPyConnection:
     """A duckdb connection with views ``samples`` (all rows) and ``trial_samples`` (rows of
     trials, from each trial's latest driver run only)."""
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     if isinstance(results.fs, pafs.LocalFileSystem):
         listed = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
         con.execute(
@@ -151,7 +167,9 @@ def _connect(
     if "run_id" in columns and len(runs):
         # A resumed trial restarts its processes; samples of the attempts before the
         # resume describe other processes and an earlier buffer: keep the latest attempt.
-        con.register("trial_runs", pd.DataFrame({"trial_id": runs.index, "run_id": runs.to_numpy()}))
+        con.register(
+            "trial_runs", pd.DataFrame({"trial_id": runs.index, "run_id": runs.to_numpy()})
+        )
         con.execute(
             "CREATE VIEW trial_samples AS SELECT s.* FROM samples s "
             "LEFT JOIN trial_runs r ON s.trial_id = r.trial_id "
@@ -199,26 +217,28 @@ FROM (
 """
 
 _SYSTEM_SQL = """
-WITH system_rows AS (
-    SELECT role, node_id, ts, epoch_us(ts) // 60000000 AS minute, pss_bytes, rss_bytes
+WITH per_process AS (
+    SELECT role, node_id, pid, create_time, epoch_us(ts) // 60000000 AS minute,
+           sum(pss_bytes)::DOUBLE AS pss, count(pss_bytes) AS full_rounds,
+           sum(rss_bytes)::DOUBLE AS rss, count(*) AS rounds
     FROM samples WHERE trial_id IS NULL AND role IN ('ray_system', 'ray_worker', 'driver')
-), sums AS (
-    SELECT role, node_id, minute, sum(pss_bytes)::DOUBLE AS pss, sum(rss_bytes)::DOUBLE AS rss
-    FROM system_rows GROUP BY role, node_id, minute
-), rounds AS (
-    SELECT node_id, minute, count(DISTINCT ts) AS rounds,
-           count(DISTINCT ts) FILTER (WHERE pss_bytes IS NOT NULL) AS full_rounds
-    FROM system_rows GROUP BY node_id, minute
+    GROUP BY role, node_id, pid, create_time, minute
+), per_minute AS (
+    SELECT node_id, minute, max(full_rounds) AS full_rounds, max(rounds) AS rounds
+    FROM per_process GROUP BY node_id, minute
+), per_role AS (
+    SELECT p.role, p.node_id, p.minute,
+           sum(p.pss) / NULLIF(max(m.full_rounds), 0) AS pss, sum(p.rss) / max(m.rounds) AS rss
+    FROM per_process p JOIN per_minute m ON p.node_id = m.node_id AND p.minute = m.minute
+    GROUP BY p.role, p.node_id, p.minute
 )
-SELECT s.role, s.node_id,
-       median(s.pss / NULLIF(r.full_rounds, 0)) AS pss_bytes,
-       median(s.rss / r.rounds) AS rss_bytes
-FROM sums s JOIN rounds r ON s.node_id = r.node_id AND s.minute = r.minute
-GROUP BY s.role, s.node_id
+SELECT role, node_id, median(pss) AS pss_bytes, median(rss) AS rss_bytes
+FROM per_role GROUP BY role, node_id
 """
 """Ray's own processes per node and role: the time average within each minute (a process
-counts for the rounds it was alive in, so churning idle workers are not summed), then the
-median over minutes."""
+counts for the rounds it was alive in, so churning idle workers are not summed; the
+minute's round count is the largest per-process count, the raylet's), then the median
+over minutes."""
 
 
 def bucket_width_s(duration_s: float, full_interval_s: float, max_buckets: int) -> float:
@@ -311,23 +331,33 @@ def load_sweep(source: str | Results, max_buckets: int = 600) -> SweepData:
     progress_columns = ["trial_id", "ts", "env_steps", "replay_size"]
     if "run_id" in results.dataset("progress").schema.names:
         progress_columns.append("run_id")
-    progress = results.table("progress", columns=progress_columns).to_pandas()
+    progress_table = results.table("progress", columns=progress_columns)
+    # Microseconds since the epoch, converted in Arrow (whatever unit pandas would pick).
+    ts_us = pc.cast(pc.cast(progress_table["ts"], pa.timestamp("us", tz="UTC")), pa.int64())
+    progress = progress_table.drop_columns(["ts"]).to_pandas()
+    progress["ts_s"] = ts_us.to_numpy(zero_copy_only=False) / 1e6
     if "run_id" in progress:
         latest = progress["trial_id"].map(trials["run_id"])
         keep = latest.isna() | progress["run_id"].isna() | (progress["run_id"] == latest)
         progress = progress[keep]
-    progress = progress.assign(ts_s=progress["ts"].astype("int64") / 1e6)
 
     starts = widths.set_index("trial_id")["t0_us"] / 1e6
     bucket_s = pd.Series(width_s, index=ranges["trial_id"].to_numpy())
-    series, progress_rel = _attach_steps(raw, progress, trials, starts, bucket_s, metric)
+    series, progress_rel = _attach_steps(
+        raw,
+        progress=progress,
+        trial_table=trials,
+        starts_s=starts,
+        bucket_s=bucket_s,
+        metric=metric,
+    )
 
     sampled = set(ranges["trial_id"])
     with_progress = set(progress["trial_id"])
     for trial_id, row in trials.iterrows():
-        status = str(row["status"]) if row["status"] is not None else "unknown"
+        status = cell_text(row["status"], "unknown")
         if trial_id not in sampled:
-            error = f": {row['error']}" if isinstance(row["error"], str) and row["error"] else ""
+            error = f": {cell_text(row['error'], '')}" if cell_text(row["error"], "") else ""
             missing.append(f"trial {trial_id} ({status}{error}) has no memory samples")
         elif trial_id not in with_progress:
             missing.append(
@@ -336,6 +366,17 @@ def load_sweep(source: str | Results, max_buckets: int = 600) -> SweepData:
             )
         if status == "running":
             notes.append(f"trial {trial_id} is still running: its data ends at the last flush")
+    for column, what in (
+        ("env", "environments"),
+        ("algorithm", "algorithms"),
+        ("obs_bytes", "observation sizes"),
+    ):
+        values = trials[column].dropna().unique()
+        if len(values) > 1:
+            notes.append(
+                f"the trials span {len(values)} {what} ({', '.join(map(str, values))}): the factor "
+                "models pool them; analyse each in its own sweep for separate coefficients"
+            )
     for trial_id in sorted(sampled - set(trials.index)):
         missing.append(
             f"trial {trial_id} has samples but no row in trials.parquet (factors unknown): skipped"
@@ -360,6 +401,7 @@ def load_sweep(source: str | Results, max_buckets: int = 600) -> SweepData:
 
 def _attach_steps(
     raw: pd.DataFrame,
+    *,
     progress: pd.DataFrame,
     trial_table: pd.DataFrame,
     starts_s: pd.Series,
@@ -390,14 +432,16 @@ def _attach_steps(
     t_all = series["t_s"].to_numpy(dtype=np.float64)
     positions = series.groupby("trial_id", sort=False).indices
     progress_parts = []
-    for trial_id, rows in progress.groupby("trial_id", sort=False):
+    for trial_id, unsorted in progress.groupby("trial_id", sort=False):
         if trial_id not in positions or trial_id not in starts_s.index:
             continue
-        rows = rows.sort_values("ts_s")
+        rows = unsorted.sort_values("ts_s")
         t_rel = rows["ts_s"].to_numpy() - float(starts_s[trial_id])
         steps = rows["env_steps"].astype("float64").to_numpy()
         capacity = trial_capacity(trial_table.loc[trial_id])
-        stored = stored_transitions(steps, rows["replay_size"].astype("float64").to_numpy(), capacity)
+        stored = stored_transitions(
+            steps, rows["replay_size"].astype("float64").to_numpy(), capacity
+        )
         progress_parts.append(
             pd.DataFrame({"trial_id": trial_id, "t_s": t_rel, "env_steps": steps, "stored": stored})
         )
@@ -414,6 +458,11 @@ def _attach_steps(
         else pd.DataFrame(columns=["trial_id", "t_s", "env_steps", "stored"])
     )
     return series, progress_rel
+
+
+def cell_text(value: Any, default: str) -> str:
+    """A string cell, or ``default`` when it is null (None, NaN or NA)."""
+    return default if value is None or bool(pd.isna(value)) else str(value)
 
 
 def trial_capacity(trial: pd.Series) -> float:

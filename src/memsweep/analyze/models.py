@@ -159,7 +159,9 @@ class Formula:
         column = values[factor]
         return {f"{factor}[{level}]": (column == level).astype(np.float64) for level in levels[1:]}
 
-    def columns(self, values: Mapping[str, np.ndarray[Any, Any]], n: int) -> dict[str, np.ndarray[Any, Any]]:
+    def columns(
+        self, values: Mapping[str, np.ndarray[Any, Any]], n: int
+    ) -> dict[str, np.ndarray[Any, Any]]:
         """Design columns (with ``const``) from factor arrays (numeric: float, categorical: str)."""
         columns: dict[str, np.ndarray[Any, Any]] = {"const": np.ones(n)}
         for factor in self.factors:
@@ -247,7 +249,8 @@ class FittedModel:
     adj_r2: float
     aic: float
     loo_rmse_bytes: float
-    """Leave-one-out prediction error (root mean square), bytes."""
+    """Leave-one-out prediction error (root mean square), bytes; NaN when a trial is alone
+    at its factor level (leaving it out leaves a term unfitted)."""
 
     loo_rel_error: float
     """LOO RMSE ÷ mean of the quantity."""
@@ -293,8 +296,12 @@ def _ols(formula: Formula, df: pd.DataFrame, y: np.ndarray[Any, Any]) -> Any:
 
 
 def _lstsq_predict(
-    formula: Formula, values: Mapping[str, np.ndarray[Any, Any]], y: np.ndarray[Any, Any],
-    train: np.ndarray[Any, Any], test: np.ndarray[Any, Any],
+    formula: Formula,
+    *,
+    values: Mapping[str, np.ndarray[Any, Any]],
+    y: np.ndarray[Any, Any],
+    train: np.ndarray[Any, Any],
+    test: np.ndarray[Any, Any],
 ) -> tuple[float, np.ndarray[Any, Any]]:
     """(residual sum of squares on ``train``, predictions on ``test``) by LAPACK least squares."""
     exog = np.column_stack(list(formula.columns(values, len(y)).values()))
@@ -307,15 +314,18 @@ def _loo_rmse(formula: Formula, df: pd.DataFrame, y: np.ndarray[Any, Any]) -> fl
     """Leave-one-out RMSE; exact PRESS residuals, or refits when a power is profiled."""
     power = [f for f in formula.forms if f.kind == "power"]
     if not power:
-        press = OLSInfluence(_ols(formula, df, y)).resid_press
-        return float(np.sqrt(np.mean(np.square(press))))
+        influence = OLSInfluence(_ols(formula, df, y))
+        if np.max(influence.hat_matrix_diag) > 1 - 1e-8:
+            # A trial alone at its factor level: leaving it out leaves that term unfitted.
+            return math.nan
+        return float(np.sqrt(np.mean(np.square(influence.resid_press))))
     values = factor_arrays(df)
     everyone = np.arange(len(y))
     errors = []
     for i in everyone:
         train = everyone != i
         fitted = _profile_power(formula, power[0].factor, values, y, train)
-        _, predicted = _lstsq_predict(fitted, values, y, train, everyone == i)
+        _, predicted = _lstsq_predict(fitted, values=values, y=y, train=train, test=everyone == i)
         errors.append(float(predicted[0] - y[i]))
     return float(np.sqrt(np.mean(np.square(errors))))
 
@@ -340,7 +350,7 @@ def _profile_power(
     best, best_ssr = formula, math.inf
     for p in POWER_GRID:
         candidate = _with_form(formula, Form(factor, "power", float(p)))
-        ssr, _ = _lstsq_predict(candidate, values, y, rows, rows[:0])
+        ssr, _ = _lstsq_predict(candidate, values=values, y=y, train=rows, test=rows[:0])
         if ssr < best_ssr:
             best, best_ssr = candidate, ssr
     return best
@@ -378,7 +388,7 @@ def choose_forms(
         if not rows:
             continue
         linear = rows[0]
-        best = min(rows, key=lambda r: r[1])
+        best = min(rows, key=lambda r: r[1] if math.isfinite(r[1]) else math.inf)
         # A power of 1 is the linear form; an error at rounding level cannot be beaten.
         negligible = linear[1] <= 1e-9 * float(np.mean(np.abs(y)))
         better = best[1] < linear[1] * (1 - LINEAR_PREFERENCE)
@@ -390,9 +400,7 @@ def choose_forms(
     return chosen, tuple(choices)
 
 
-def choose_interactions(
-    formula: Formula, df: pd.DataFrame, y: np.ndarray[Any, Any]
-) -> Formula:
+def choose_interactions(formula: Formula, df: pd.DataFrame, y: np.ndarray[Any, Any]) -> Formula:
     """Forward selection of candidate interactions by AIC (ΔAIC < −2), where identifiable."""
     current = formula
     current_aic = float(_ols(current, df, y).aic)
@@ -435,16 +443,22 @@ def base_formula(df: pd.DataFrame) -> tuple[Formula, tuple[FactorInfo, ...]]:
         values = df[factor].dropna().unique()
         shown = tuple(sorted(values.tolist(), key=str))
         if len(values) == 0:
-            infos.append(FactorInfo(factor, (), False, f"{factor} was not recorded for these trials: not fitted"))
+            infos.append(
+                FactorInfo(
+                    factor, (), False, f"{factor} was not recorded for these trials: not fitted"
+                )
+            )
             continue
         if len(values) < 2:
             value = _show(shown[0])
             infos.append(
                 FactorInfo(
-                    factor, shown, False,
+                    factor,
+                    shown,
+                    False,
                     f"{factor} has a single value ({value}) in the trials fitted: nothing to fit; "
                     "its effect is part of the intercept",
-                )  # fmt: skip
+                )
             )
             continue
         if factor in NUMERIC_FACTORS:
@@ -461,10 +475,12 @@ def base_formula(df: pd.DataFrame) -> tuple[Formula, tuple[FactorInfo, ...]]:
         else:
             infos.append(
                 FactorInfo(
-                    factor, shown, False,
+                    factor,
+                    shown,
+                    False,
                     f"{factor} is confounded with {', '.join(formula.factors) or 'the intercept'} "
                     "in this design (it never varies alone): not fitted",
-                )  # fmt: skip
+                )
             )
     return formula, tuple(infos)
 
@@ -503,23 +519,55 @@ def _contrast_effects(
         for form in formula.forms:
             x = float(at[form.factor])
             h = max(abs(x) * 1e-4, 1e-3)
-            lo = pd.DataFrame([{**at, form.factor: max(x - h, 0.0) if form.kind != "linear" else x - h}])
+            lo = pd.DataFrame(
+                [{**at, form.factor: max(x - h, 0.0) if form.kind != "linear" else x - h}]
+            )
             hi = pd.DataFrame([{**at, form.factor: x + h}])
             step = float(hi[form.factor].iloc[0] - lo[form.factor].iloc[0])
             contrast = (formula.design(hi).to_numpy() - formula.design(lo).to_numpy()) / step
-            effects.append(_effect(EFFECT_NAMES[form.factor], EFFECT_UNITS[form.factor], result, contrast, at, alpha))
+            effects.append(
+                _effect(
+                    EFFECT_NAMES[form.factor],
+                    EFFECT_UNITS[form.factor],
+                    result,
+                    contrast,
+                    at=at,
+                    alpha=alpha,
+                )
+            )
         if level != levels[0]:
             base = pd.DataFrame([{**at, "framework": levels[0]}])
-            contrast = formula.design(pd.DataFrame([at])).to_numpy() - formula.design(base).to_numpy()
-            effects.append(_effect(f"framework_offset[{level}]", f"bytes vs {levels[0]}", result, contrast, at, alpha))
+            contrast = (
+                formula.design(pd.DataFrame([at])).to_numpy() - formula.design(base).to_numpy()
+            )
+            effects.append(
+                _effect(
+                    f"framework_offset[{level}]",
+                    f"bytes vs {levels[0]}",
+                    result,
+                    contrast,
+                    at=at,
+                    alpha=alpha,
+                )
+            )
     return tuple(effects)
 
 
-def _effect(name: str, unit: str, result: Any, contrast: np.ndarray[Any, Any], at: dict[str, Any], alpha: float) -> Effect:
+def _effect(
+    name: str,
+    unit: str,
+    result: Any,
+    contrast: np.ndarray[Any, Any],
+    *,
+    at: dict[str, Any],
+    alpha: float,
+) -> Effect:
     test = result.t_test(contrast)
     value = float(np.asarray(test.effect).ravel()[0])
     low, high = (float(v) for v in np.asarray(test.conf_int(alpha=alpha)).ravel()[:2])
-    return Effect(name, unit, Estimate(value, low, high), {k: v for k, v in at.items() if v is not None})
+    return Effect(
+        name, unit, Estimate(value, low, high), {k: v for k, v in at.items() if v is not None}
+    )
 
 
 def fit_quantity(
@@ -537,7 +585,8 @@ def fit_quantity(
         formula, _ = base_formula(data)
         if not _identifiable(formula, data, min_df=1):
             raise ModelError(
-                f"{name}: {len(data)} trial(s) with a measured {response.split('__')[0]} cannot fit "
+                f"{name}: {len(data)} trial(s) with a measured "
+                f"{response.split('__', maxsplit=1)[0]} cannot fit "
                 f"{formula.design(data).shape[1]} terms ({formula.describe()}) with an interval"
             )
         formula, choices = choose_forms(formula, data, y)
@@ -561,9 +610,7 @@ def fit_quantity(
     )
     loo = _loo_rmse(formula, data, y)
     mean_y = float(np.mean(y))
-    ranges = {
-        f: (float(data[f].min()), float(data[f].max())) for f in NUMERIC_FACTORS if f in data
-    }
+    ranges = {f: (float(data[f].min()), float(data[f].max())) for f in NUMERIC_FACTORS if f in data}
     return FittedModel(
         name=name,
         formula=formula,
@@ -609,14 +656,24 @@ class ModelSet:
         return self.models.get(name)
 
 
-def fit_all(
-    table: pd.DataFrame, roles: Sequence[str], confidence: float = 0.95
-) -> ModelSet:
+def fit_all(table: pd.DataFrame, roles: Sequence[str], confidence: float = 0.95) -> ModelSet:
     """Fit plateau and peak for the total, then per role with the total's formula."""
     models: dict[str, FittedModel] = {}
     errors: list[str] = []
-    _, factors = base_formula(table.dropna(subset=["plateau__total"]))
-    for quantity in ("plateau", "peak"):
+    measured = table.dropna(subset=["plateau__total"])
+    _, factors = base_formula(measured if len(measured) else table)
+    if measured.empty:
+        factors = tuple(
+            replace(
+                f, in_model=False, note=f"{f.name}: no trial reached its plateau: nothing to fit"
+            )
+            for f in factors
+        )
+        errors.append(
+            "no trial reached its plateau (a full buffer), so there is nothing to fit across "
+            "trials; each trial's plateau is extrapolated from its fill (see Trials)"
+        )
+    for quantity in ("plateau", "peak") if len(measured) else ():
         try:
             total = fit_quantity(quantity, table, f"{quantity}__total", confidence)
         except ModelError as exc:
@@ -636,7 +693,9 @@ def fit_all(
             except ModelError as exc:
                 errors.append(str(exc))
     within = None
-    slopes = table["fill_bpt__total"].dropna() if "fill_bpt__total" in table else pd.Series(dtype=float)
+    slopes = (
+        table["fill_bpt__total"].dropna() if "fill_bpt__total" in table else pd.Series(dtype=float)
+    )
     if len(slopes) >= 2:
         result = sm.OLS(slopes.to_numpy(), np.ones(len(slopes))).fit()
         low, high = np.asarray(result.conf_int(alpha=1 - confidence))[0]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from memsweep.analyze.load import SweepData, trial_capacity
+from memsweep.analyze.load import SweepData, cell_text, trial_capacity
 from memsweep.analyze.trends import TrendFit, fit_trend, mean_estimate
 from memsweep.analyze.units import Estimate
 
@@ -158,6 +158,7 @@ class _Segments:
 def segment(
     t_s: np.ndarray[Any, Any],
     stored: np.ndarray[Any, Any],
+    *,
     bucket_s: float,
     capacity: float,
     progress_t_s: np.ndarray[Any, Any],
@@ -202,6 +203,7 @@ def segment(
 def _role_phases(
     role: str,
     rows: pd.DataFrame,
+    *,
     seg: _Segments,
     capacity: float,
     hwm_sum: float | None,
@@ -274,7 +276,9 @@ def _role_phases(
     )
 
 
-def _true_peak(rows: pd.DataFrame, hwm_sum: float | None, peak_sampled: float | None) -> float | None:
+def _true_peak(
+    rows: pd.DataFrame, hwm_sum: float | None, peak_sampled: float | None
+) -> float | None:
     """Σ VmHWM catches spikes between samples but counts shared pages in every sharer;
     subtract the recent RSS − PSS gap (the double-counted part) to put it on PSS's scale."""
     if hwm_sum is None or not math.isfinite(hwm_sum):
@@ -288,6 +292,7 @@ def _true_peak(rows: pd.DataFrame, hwm_sum: float | None, peak_sampled: float | 
 def trial_phases(
     trial_id: str,
     trial: pd.Series,
+    *,
     rows: pd.DataFrame,
     progress: pd.DataFrame,
     peaks_frame: pd.DataFrame,
@@ -303,45 +308,57 @@ def trial_phases(
     p_steps = progress["env_steps"].to_numpy(dtype=np.float64)
     total_rows = rows[rows["role"] == "total"]
     bucket_s = float(total_rows["bucket_s"].iloc[0])
-    seg_total = segment(
-        total_rows["t_s"].to_numpy(), total_rows["stored"].to_numpy(), bucket_s, capacity,
-        p_t, p_stored, options,
-    )  # fmt: skip
+    cut = {
+        "bucket_s": bucket_s,
+        "capacity": capacity,
+        "progress_t_s": p_t,
+        "progress_stored": p_stored,
+        "options": options,
+    }
+    seg_total = segment(total_rows["t_s"].to_numpy(), total_rows["stored"].to_numpy(), **cut)
     peaks = peaks_frame.set_index("role")["hwm_sum_bytes"]
     by_role = dict(tuple(rows.groupby("role", sort=False)))
     role_names = [r for r in _ordered_roles(by_role) if r != "total"] + ["total"]
     roles = []
     for role in role_names:
         role_rows = by_role[role]
-        seg = segment(
-            role_rows["t_s"].to_numpy(), role_rows["stored"].to_numpy(), bucket_s, capacity,
-            p_t, p_stored, options,
-        )  # fmt: skip
+        seg = segment(role_rows["t_s"].to_numpy(), role_rows["stored"].to_numpy(), **cut)
         hwm = float(peaks.sum()) if role == "total" else _get(peaks, role)
-        roles.append(_role_phases(role, role_rows, seg, capacity, hwm, options))
+        roles.append(
+            _role_phases(role, role_rows, seg=seg, capacity=capacity, hwm_sum=hwm, options=options)
+        )
 
     reached = roles[-1].plateau is not None
     notes = []
     fill_fraction = None
     if capacity > 0 and len(p_stored):
         fill_fraction = float(p_stored[-1] / capacity)
-    status = trial.get("status")
+    status = cell_text(trial.get("status"), "unknown")
+    steps_rate = None
+    if len(p_t) >= 2 and p_t[-1] > p_t[0]:
+        steps_rate = float((p_steps[-1] - p_steps[0]) / (p_t[-1] - p_t[0]))
     if len(p_t) == 0:
         notes.append("no Tune results: phases unknown")
     elif not reached and capacity > 0:
         filled = f"{fill_fraction:.0%}" if fill_fraction is not None else "?"
+        how = (
+            "the plateau is extrapolated from the fill"
+            if roles[-1].plateau_extrapolated is not None
+            else "too few fill samples to extrapolate the plateau"
+        )
+        eta = ""
+        if steps_rate and fill_fraction is not None and fill_fraction < 1:
+            minutes = capacity * (1 - fill_fraction) / steps_rate / 60
+            eta = f"; at {steps_rate:,.0f} env steps/s it would fill in {minutes:,.0f} min"
         notes.append(
             f"never reached its plateau (buffer {filled} full after {p_steps[-1]:,.0f} env "
-            "steps): the plateau is extrapolated from the fill"
+            f"steps): {how}{eta}"
         )
     elif not reached:
         notes.append("too few samples after set-up to measure a plateau")
-    if status not in (None, "terminated"):
+    if status != "terminated":
         notes.append(f"status {status}")
     duration = float(total_rows["t_s"].max() + bucket_s / 2)
-    steps_rate = None
-    if len(p_t) >= 2 and p_t[-1] > p_t[0]:
-        steps_rate = float((p_steps[-1] - p_steps[0]) / (p_t[-1] - p_t[0]))
     return TrialPhases(
         trial_id=trial_id,
         factors={
@@ -367,7 +384,11 @@ def trial_phases(
 
 
 def _ordered_roles(roles: Any) -> list[str]:
-    known = [r for r in ("trainable", "learner", "replay", "aggregator", "env_runner", "child") if r in set(roles)]
+    known = [
+        r
+        for r in ("trainable", "learner", "replay", "aggregator", "env_runner", "child")
+        if r in set(roles)
+    ]
     return known + sorted(set(roles) - set(known))
 
 
@@ -397,9 +418,13 @@ def all_phases(data: SweepData, options: PhaseOptions) -> tuple[TrialPhases, ...
         if trial_id not in series:
             continue
         phases = trial_phases(
-            str(trial_id), trial, series[trial_id], progress.get(trial_id, empty_progress),
-            peaks.get(trial_id, empty_peaks), options,
-        )  # fmt: skip
+            str(trial_id),
+            trial,
+            rows=series[trial_id],
+            progress=progress.get(trial_id, empty_progress),
+            peaks_frame=peaks.get(trial_id, empty_peaks),
+            options=options,
+        )
         if phases is not None:
             out.append(phases)
     return tuple(out)

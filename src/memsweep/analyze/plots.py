@@ -20,9 +20,13 @@ if TYPE_CHECKING:
 
 GB = 1e9
 ROLE_COLOURS = {
-    "trainable": "#1f77b4", "learner": "#9467bd", "replay": "#8c564b",
-    "aggregator": "#e377c2", "env_runner": "#ff7f0e", "child": "#7f7f7f",
-}  # fmt: skip
+    "trainable": "#1f77b4",
+    "learner": "#9467bd",
+    "replay": "#8c564b",
+    "aggregator": "#e377c2",
+    "env_runner": "#ff7f0e",
+    "child": "#7f7f7f",
+}
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,11 @@ def _colour_map(values: pd.Series) -> tuple[Any, Any]:
         numbers = values.astype(float)
         positive = numbers[numbers > 0]
         wide = len(positive) == len(numbers) and positive.max() / positive.min() > 20
-        norm: Normalize = LogNorm(positive.min(), positive.max()) if wide else Normalize(numbers.min(), numbers.max())
+        norm: Normalize = (
+            LogNorm(positive.min(), positive.max())
+            if wide
+            else Normalize(numbers.min(), numbers.max())
+        )
         cmap = colormaps["viridis"]
         return (lambda v: cmap(norm(float(v)))), norm
     levels = sorted(values.astype(str).unique())
@@ -66,7 +74,9 @@ def _colour_map(values: pd.Series) -> tuple[Any, Any]:
 def memory_over_steps(analysis: Analysis, out: Path) -> Plot | None:
     """Total memory against env steps, one line per trial, one panel per varying factor."""
     series = analysis.data.series
-    total = series[(series["role"] == "total") & series["env_steps"].notna() & series["mem_bytes"].notna()]
+    total = series[
+        (series["role"] == "total") & series["env_steps"].notna() & series["mem_bytes"].notna()
+    ]
     if total.empty:
         return None
     factors = _varying(analysis) or ["framework"]
@@ -77,8 +87,13 @@ def memory_over_steps(analysis: Analysis, out: Path) -> Plot | None:
         colour, norm = _colour_map(table[factor].dropna())
         for trial_id, rows in total.groupby("trial_id"):
             value = table.loc[trial_id, factor] if trial_id in table.index else None
-            ax.plot(rows["env_steps"], rows["mem_bytes"] / GB, lw=0.9, alpha=0.8,
-                    color=colour(value) if value is not None and pd.notna(value) else "grey")  # fmt: skip
+            ax.plot(
+                rows["env_steps"],
+                rows["mem_bytes"] / GB,
+                lw=0.9,
+                alpha=0.8,
+                color=colour(value) if value is not None and pd.notna(value) else "grey",
+            )
         ax.set_xlabel("env steps")
         ax.set_ylabel(f"trial memory ({_metric(analysis)}), GB")
         ax.set_title(f"coloured by {factor}")
@@ -129,10 +144,26 @@ def peak_vs_factors(analysis: Analysis, out: Path) -> Plot | None:
             grid = np.linspace(table[factor].min(), table[factor].max(), 60)
             points = pd.DataFrame([{**ref, factor: x} for x in grid])
             band = model.predict(points)
-            ax.fill_between(grid, band["obs_ci_lower"] / GB, band["obs_ci_upper"] / GB, alpha=0.15, color="C0", label="prediction interval")
-            ax.fill_between(grid, band["mean_ci_lower"] / GB, band["mean_ci_upper"] / GB, alpha=0.35, color="C0", label="fit interval")
+            ax.fill_between(
+                grid,
+                band["obs_ci_lower"] / GB,
+                band["obs_ci_upper"] / GB,
+                alpha=0.15,
+                color="C0",
+                label="prediction interval",
+            )
+            ax.fill_between(
+                grid,
+                band["mean_ci_lower"] / GB,
+                band["mean_ci_upper"] / GB,
+                alpha=0.35,
+                color="C0",
+                label="fit interval",
+            )
             ax.plot(grid, band["mean"] / GB, color="C0", label="fit")
-            ax.scatter(table[factor], adjusted / GB, s=14, color="k", zorder=3, label="trials (adjusted)")
+            ax.scatter(
+                table[factor], adjusted / GB, s=14, color="k", zorder=3, label="trials (adjusted)"
+            )
             if factor == "replay_capacity" and grid.max() / max(grid.min(), 1) > 20:
                 ax.set_xscale("symlog", linthresh=max(grid.min(), 1))
         else:
@@ -140,7 +171,17 @@ def peak_vs_factors(analysis: Analysis, out: Path) -> Plot | None:
             points = pd.DataFrame([{**ref, factor: level} for level in levels])
             band = model.predict(points)
             x = np.arange(len(levels))
-            ax.errorbar(x, band["mean"] / GB, yerr=[(band["mean"] - band["obs_ci_lower"]) / GB, (band["obs_ci_upper"] - band["mean"]) / GB], fmt="o", capsize=6, label="fit, prediction interval")
+            ax.errorbar(
+                x,
+                band["mean"] / GB,
+                yerr=[
+                    (band["mean"] - band["obs_ci_lower"]) / GB,
+                    (band["obs_ci_upper"] - band["mean"]) / GB,
+                ],
+                fmt="o",
+                capsize=6,
+                label="fit, prediction interval",
+            )
             codes = table[factor].astype(str).map({lv: i for i, lv in enumerate(levels)})
             ax.scatter(codes + 0.1, adjusted / GB, s=14, color="k", label="trials (adjusted)")
             ax.set_xticks(x, levels)
@@ -172,15 +213,28 @@ def roles_stacked(analysis: Analysis, out: Path, max_trials: int = 4) -> Plot | 
     fig = Figure(figsize=(6 * min(len(chosen), 2), 3.6 * ((len(chosen) + 1) // 2)))
     for index, trial_id in enumerate(chosen):
         ax = fig.add_subplot((len(chosen) + 1) // 2, min(len(chosen), 2), index + 1)
-        wide = roles[roles["trial_id"] == trial_id].pivot_table(index="t_s", columns="role", values="mem_bytes").fillna(0.0)
-        order = [r for r in ROLE_COLOURS if r in wide.columns] + [r for r in wide.columns if r not in ROLE_COLOURS]
-        ax.stackplot(wide.index, *(wide[r] / GB for r in order), labels=order,
-                     colors=[ROLE_COLOURS.get(r, "#bbbbbb") for r in order])  # fmt: skip
+        rows = roles[roles["trial_id"] == trial_id]
+        wide = rows.pivot_table(index="bucket", columns="role", values="mem_bytes").fillna(0.0)
+        t_s = rows.groupby("bucket")["t_s"].mean().reindex(wide.index)
+        order = [r for r in ROLE_COLOURS if r in wide.columns] + [
+            r for r in wide.columns if r not in ROLE_COLOURS
+        ]
+        ax.stackplot(
+            t_s.to_numpy(),
+            *(wide[r] / GB for r in order),
+            labels=order,
+            colors=[ROLE_COLOURS.get(r, "#bbbbbb") for r in order],
+            linewidth=0,
+        )
         trial = analysis.trial(trial_id)
         if trial.plateau_start_s is not None:
             ax.axvline(trial.plateau_start_s, color="k", ls="--", lw=0.8, label="buffer full")
         f = trial.factors
-        ax.set_title(f"{trial_id}: cap {f['replay_capacity']:g}, {f['model']}, {f['num_workers']:g} workers, {f['framework']}", fontsize="small")
+        ax.set_title(
+            f"{trial_id}: cap {f['replay_capacity']:g}, {f['model']}, "
+            f"{f['num_workers']:g} workers, {f['framework']}",
+            fontsize="small",
+        )
         ax.set_xlabel("seconds since the trial's first sample")
         ax.set_ylabel("GB")
         ax.legend(fontsize="x-small", loc="upper left")

@@ -88,13 +88,21 @@ def term_unit(term: str) -> str:
 
 def _estimate_text(estimate: Estimate, unit: str) -> tuple[str, str]:
     if unit in ("bytes", "bytes per env runner"):
-        return format_bytes(estimate.value), f"{format_bytes(estimate.low)} – {format_bytes(estimate.high)}"
-    return format_number(estimate.value), f"{format_number(estimate.low)} – {format_number(estimate.high)}"
+        return format_bytes(
+            estimate.value
+        ), f"{format_bytes(estimate.low)} – {format_bytes(estimate.high)}"
+    return format_number(
+        estimate.value
+    ), f"{format_number(estimate.low)} – {format_number(estimate.high)}"
 
 
 def _effect_line(model: FittedModel, name: str, framework: str | None = None) -> str | None:
     effect = next(
-        (e for e in model.effects if e.name == name and (framework is None or e.at.get("framework") == framework)),
+        (
+            e
+            for e in model.effects
+            if e.name == name and (framework is None or e.at.get("framework") == framework)
+        ),
         None,
     )
     if effect is None:
@@ -126,11 +134,17 @@ def headline(analysis: Analysis) -> list[str]:
                 lines.append(f"{label}: {text}")
         for effect in model.effects:
             if effect.name.startswith("framework_offset"):
-                lines.append(f"{effect.name.split('[')[1][:-1]} vs {base}: {_effect_line(model, effect.name)}")
-        where = ", ".join(f"{k}={format_number(v) if isinstance(v, float) else v}" for k, v in ref.items())
+                lines.append(
+                    f"{effect.name.split('[')[1][:-1]} vs {base}: "
+                    f"{_effect_line(model, effect.name)}"
+                )
+        where = ", ".join(
+            f"{k}={format_number(v) if isinstance(v, float) else v}" for k, v in ref.items()
+        )
         lines.append(
             f"(plateau model on {model.n_trials} trials: R² {model.r2:.3f}, leave-one-out error "
-            f"{format_bytes(model.loo_rmse_bytes)} = {model.loo_rel_error:.1%}; marginal costs at {where})"
+            f"{format_bytes(model.loo_rmse_bytes)} = {model.loo_rel_error:.1%}; "
+            f"marginal costs at {where})"
         )
     analytic = analysis.models.analytic_bytes_per_transition
     within = analysis.models.within_trial_bytes_per_transition
@@ -138,12 +152,25 @@ def headline(analysis: Analysis) -> list[str]:
         lines.append(
             "fill slope within trials: "
             f"{format_interval(within, 'bytes per transition')}"
-            + (f"; analytic footprint of obs + next obs: {format_number(analytic)} bytes" if analytic else "")
+            + (
+                f"; analytic footprint of obs + next obs: {format_number(analytic)} bytes"
+                if analytic
+                else ""
+            )
         )
     flagged = [v for v in analysis.flagged if v.role == "total"]
     lines.append(
         f"leaks: {len(flagged)} trial(s) with unexplained growth"
-        + (": " + "; ".join(f"{v.trial_id} {v.rate_mb_per_h.value:,.0f} MB/h" for v in flagged if v.rate_mb_per_h) if flagged else "")
+        + (
+            ": "
+            + "; ".join(
+                f"{v.trial_id} {v.rate_mb_per_h.value:,.0f} MB/h"
+                for v in flagged
+                if v.rate_mb_per_h
+            )
+            if flagged
+            else ""
+        )
     )
     return lines
 
@@ -155,7 +182,8 @@ def _model_blocks(model: FittedModel) -> list[Block]:
         Para(
             f"`{model.name} = {model.formula.describe()}` on {model.n_trials} trials. "
             f"R² {model.r2:.4f} (adjusted {model.adj_r2:.4f}), AIC {model.aic:.1f}, residual SD "
-            f"{format_bytes(model.resid_sd_bytes)}, leave-one-out RMSE {format_bytes(model.loo_rmse_bytes)} "
+            f"{format_bytes(model.resid_sd_bytes)}, "
+            f"leave-one-out RMSE {format_bytes(model.loo_rmse_bytes)} "
             f"({model.loo_rel_error:.1%} of the mean)."
         ),
     ]
@@ -169,15 +197,28 @@ def _model_blocks(model: FittedModel) -> list[Block]:
         rows = []
         for e in model.effects:
             value, span = _estimate_text(e.estimate, "bytes" if "offset" in e.name else e.unit)
-            at = ", ".join(f"{k}={format_number(v) if isinstance(v, float) else v}" for k, v in e.at.items())
+            at = ", ".join(
+                f"{k}={format_number(v) if isinstance(v, float) else v}" for k, v in e.at.items()
+            )
             rows.append((e.name, value, span, e.unit, at))
         blocks.append(Table(("effect", "estimate", f"{level} CI", "unit", "at"), tuple(rows)))
     if model.form_choices:
         rows = [
-            (c.factor, c.form, format_bytes(c.loo_rmse_bytes), f"{c.aic:.1f}", "✔" if c.chosen else "")
+            (
+                c.factor,
+                c.form,
+                format_bytes(c.loo_rmse_bytes),
+                f"{c.aic:.1f}",
+                "✔" if c.chosen else "",
+            )
             for c in model.form_choices
         ]
-        blocks.append(Para("Form of each factor, by leave-one-out RMSE (linear kept unless another form is >5 % better):"))
+        blocks.append(
+            Para(
+                "Form of each factor, by leave-one-out RMSE "
+                "(linear kept unless another form is >5 % better):"
+            )
+        )
         blocks.append(Table(("factor", "form", "LOO RMSE", "AIC", "chosen"), tuple(rows)))
     return blocks
 
@@ -215,26 +256,41 @@ def _trial_rows(analysis: Analysis) -> tuple[tuple[str, ...], ...]:
 
 def report_blocks(analysis: Analysis, plots: tuple[Plot, ...]) -> list[Block]:
     data = analysis.data
+    metric = (
+        "PSS (shared pages split between sharers, so nothing is counted twice)"
+        if data.metric == "pss_bytes"
+        else "RSS"
+    )
     blocks: list[Block] = [
         Heading(f"Memory analysis: {analysis.name}", 1),
         Para(
-            f"Results `{analysis.uri}`: {len(analysis.trials)} of {len(data.trials)} trials analysed, "
+            f"Results `{analysis.uri}`: {len(analysis.trials)} of {len(data.trials)} trials "
+            "analysed, "
             f"{data.sample_rows:,} sample rows. Memory is the sum over a trial's processes of "
-            f"{'PSS (shared pages split between sharers, so nothing is counted twice)' if data.metric == 'pss_bytes' else 'RSS'}; "
-            f"the true peak comes from each process's VmHWM. Intervals are {analysis.options.confidence:.0%}."
+            f"{metric}; the true peak comes from each process's VmHWM. "
+            f"Intervals are {analysis.options.confidence:.0%}."
         ),
         Heading("Answers"),
         Bullets(tuple(headline(analysis))),
     ]
     if analysis.missing or analysis.notes or analysis.models.errors:
         blocks.append(Heading("What is missing, and caveats"))
-        blocks.append(Bullets(tuple(analysis.missing) + tuple(analysis.notes) + analysis.models.errors))
+        blocks.append(
+            Bullets(tuple(analysis.missing) + tuple(analysis.notes) + analysis.models.errors)
+        )
     blocks.append(Heading("Factors"))
     blocks.append(
         Table(
             ("factor", "values", "in model", "note"),
             tuple(
-                (f.name, ", ".join(format_number(v) if isinstance(v, float) else str(v) for v in f.values), "yes" if f.in_model else "no", f.note)
+                (
+                    f.name,
+                    ", ".join(
+                        format_number(v) if isinstance(v, float) else str(v) for v in f.values
+                    ),
+                    "yes" if f.in_model else "no",
+                    f.note,
+                )
                 for f in analysis.models.factors
             ),
         )
@@ -259,18 +315,39 @@ def report_blocks(analysis: Analysis, plots: tuple[Plot, ...]) -> list[Block]:
             continue
         cells = [role, f"{model.r2:.3f}", format_bytes(model.loo_rmse_bytes)]
         for effect in ("bytes_per_transition", "bytes_per_worker", "bytes_per_param"):
-            cells.append(_effect_line(model, effect, model.effects[0].at.get("framework") if model.effects else None) or "—")
+            cells.append(
+                _effect_line(
+                    model, effect, model.effects[0].at.get("framework") if model.effects else None
+                )
+                or "—"
+            )
         role_rows.append(tuple(cells))
     if role_rows:
         blocks.append(Heading("Per role (plateau)", 3))
-        blocks.append(Table(("role", "R²", "LOO RMSE", "per transition", "per env runner", "per parameter"), tuple(role_rows)))
+        blocks.append(
+            Table(
+                ("role", "R²", "LOO RMSE", "per transition", "per env runner", "per parameter"),
+                tuple(role_rows),
+            )
+        )
     blocks.append(Heading("Trials"))
     blocks.append(
         Table(
-            ("trial", "capacity", "model", "workers", "framework", "status", "baseline",
-             "B/transition", "plateau", "peak", "growth verdict"),
+            (
+                "trial",
+                "capacity",
+                "model",
+                "workers",
+                "framework",
+                "status",
+                "baseline",
+                "B/transition",
+                "plateau",
+                "peak",
+                "growth verdict",
+            ),
             _trial_rows(analysis),
-        )  # fmt: skip
+        )
     )
     trial_notes = tuple(f"{t.trial_id}: {note}" for t in analysis.trials for note in t.notes)
     if trial_notes:
@@ -338,7 +415,8 @@ def _inline_code(text: str) -> str:
 def to_html(blocks: list[Block], folder: Path, title: str) -> str:
     out = [
         "<!DOCTYPE html>",
-        f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body>",
     ]
     for block in blocks:
         if isinstance(block, Heading):
@@ -346,16 +424,21 @@ def to_html(blocks: list[Block], folder: Path, title: str) -> str:
         elif isinstance(block, Para):
             out.append(f"<p>{_inline_code(block.text)}</p>")
         elif isinstance(block, Bullets):
-            out.append("<ul>" + "".join(f"<li>{_inline_code(i)}</li>" for i in block.items) + "</ul>")
+            out.append(
+                "<ul>" + "".join(f"<li>{_inline_code(i)}</li>" for i in block.items) + "</ul>"
+            )
         elif isinstance(block, Table):
             head = "".join(f"<th>{html.escape(h)}</th>" for h in block.header)
             body = "".join(
-                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block.rows
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                for row in block.rows
             )
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         else:
             data = base64.b64encode((folder / block.plot.name).read_bytes()).decode("ascii")
-            out.append(f"<img alt='{html.escape(block.plot.title)}' src='data:image/png;base64,{data}'>")
+            out.append(
+                f"<img alt='{html.escape(block.plot.title)}' src='data:image/png;base64,{data}'>"
+            )
     out.append("</body></html>")
     return "\n".join(out)
 
@@ -363,7 +446,10 @@ def to_html(blocks: list[Block], folder: Path, title: str) -> str:
 def _model_json(model: FittedModel) -> dict[str, Any]:
     return {
         "formula": model.formula.describe(),
-        "forms": {f.factor: {"form": f.kind, "power": f.power, "scale": f.scale, "column": f.column} for f in model.formula.forms},
+        "forms": {
+            f.factor: {"form": f.kind, "power": f.power, "scale": f.scale, "column": f.column}
+            for f in model.formula.forms
+        },
         "levels": {name: list(levels) for name, levels in model.formula.levels},
         "interactions": [list(pair) for pair in model.formula.interactions],
         "n_trials": model.n_trials,
@@ -376,12 +462,27 @@ def _model_json(model: FittedModel) -> dict[str, Any]:
         "loo_rel_error": model.loo_rel_error,
         "confidence": model.confidence,
         "coefficients": [
-            {"term": c.term, "unit": term_unit(c.term), **c.estimate.to_json(), "std_err": c.std_err, "p_value": c.p_value}
+            {
+                "term": c.term,
+                "unit": term_unit(c.term),
+                **c.estimate.to_json(),
+                "std_err": c.std_err,
+                "p_value": c.p_value,
+            }
             for c in model.coefficients
         ],
-        "effects": [{"name": e.name, "unit": e.unit, **e.estimate.to_json(), "at": e.at} for e in model.effects],
+        "effects": [
+            {"name": e.name, "unit": e.unit, **e.estimate.to_json(), "at": e.at}
+            for e in model.effects
+        ],
         "form_choices": [
-            {"factor": c.factor, "form": c.form, "loo_rmse_bytes": c.loo_rmse_bytes, "aic": c.aic, "chosen": c.chosen}
+            {
+                "factor": c.factor,
+                "form": c.form,
+                "loo_rmse_bytes": c.loo_rmse_bytes,
+                "aic": c.aic,
+                "chosen": c.chosen,
+            }
             for c in model.form_choices
         ],
         "ranges": {k: list(v) for k, v in model.ranges.items()},
@@ -419,16 +520,23 @@ def models_document(analysis: Analysis) -> dict[str, Any]:
                         "peak_bytes": r.peak_bytes,
                         "peak_sampled_bytes": r.peak_sampled_bytes,
                         "verdict": next(
-                            ({"verdict": v.verdict, "text": v.text, "rate_mb_per_h": _opt(v.rate_mb_per_h)}
-                             for v in analysis.verdicts if v.trial_id == t.trial_id and v.role == r.role),
+                            (
+                                {
+                                    "verdict": v.verdict,
+                                    "text": v.text,
+                                    "rate_mb_per_h": _opt(v.rate_mb_per_h),
+                                }
+                                for v in analysis.verdicts
+                                if v.trial_id == t.trial_id and v.role == r.role
+                            ),
                             None,
-                        ),  # fmt: skip
+                        ),
                     }
                     for r in t.roles
                 },
             }
         )
-    return json_ready(
+    document: dict[str, Any] = json_ready(
         {
             "version": MODELS_JSON_VERSION,
             "sweep": analysis.name,
@@ -442,7 +550,9 @@ def models_document(analysis: Analysis) -> dict[str, Any]:
             ],
             "models": {name: _model_json(m) for name, m in analysis.models.models.items()},
             "model_errors": list(analysis.models.errors),
-            "within_trial_bytes_per_transition": _opt(analysis.models.within_trial_bytes_per_transition),
+            "within_trial_bytes_per_transition": _opt(
+                analysis.models.within_trial_bytes_per_transition
+            ),
             "analytic_bytes_per_transition": analysis.models.analytic_bytes_per_transition,
             "system_bytes_per_node": analysis.system_bytes_per_node,
             "trials": trials,
@@ -451,6 +561,7 @@ def models_document(analysis: Analysis) -> dict[str, Any]:
             "timings_s": analysis.timings_s,
         }
     )
+    return document
 
 
 def write_report(analysis: Analysis, folder: Path | None = None) -> ReportFiles:
@@ -467,7 +578,9 @@ def write_report(analysis: Analysis, folder: Path | None = None) -> ReportFiles:
     page = folder / "report.html"
     page.write_text(to_html(blocks, folder, f"memsweep: {analysis.name}"), encoding="utf-8")
     models = folder / "models.json"
-    models.write_text(json.dumps(models_document(analysis), indent=1, allow_nan=False), encoding="utf-8")
+    models.write_text(
+        json.dumps(models_document(analysis), indent=1, allow_nan=False), encoding="utf-8"
+    )
     return ReportFiles(folder, markdown, page, models, tuple(folder / p.name for p in plots))
 
 
@@ -475,16 +588,23 @@ def summary_text(analysis: Analysis, files: ReportFiles | None = None) -> str:
     """The short plain-text summary the CLI prints."""
     reached = sum(t.plateau_reached for t in analysis.trials)
     lines = [
-        f"{analysis.name}: {len(analysis.trials)} trials analysed ({reached} reached their plateau), "
-        f"{analysis.data.sample_rows:,} sample rows in {analysis.timings_s.get('analysis_s', math.nan):.1f} s",
+        f"{analysis.name}: {len(analysis.trials)} trials analysed ({reached} reached their "
+        f"plateau), {analysis.data.sample_rows:,} sample rows in "
+        f"{analysis.timings_s.get('analysis_s', math.nan):.1f} s",
     ]
     lines += [f"  {line}" for line in headline(analysis)]
     if analysis.missing:
-        lines.append(f"  missing ({len(analysis.missing)}): " + "; ".join(analysis.missing[:3]) + (" …" if len(analysis.missing) > 3 else ""))
+        lines.append(
+            f"  missing ({len(analysis.missing)}): "
+            + "; ".join(analysis.missing[:3])
+            + (" …" if len(analysis.missing) > 3 else "")
+        )
     for note in analysis.notes:
         lines.append(f"  note: {note}")
     for error in analysis.models.errors:
         lines.append(f"  not fitted: {error}")
     if files is not None:
-        lines.append(f"report: {files.markdown} (also report.html, models.json, {len(files.plots)} plots)")
+        lines.append(
+            f"report: {files.markdown} (also report.html, models.json, {len(files.plots)} plots)"
+        )
     return "\n".join(lines)

@@ -26,7 +26,7 @@ FloatArray = npt.NDArray[np.float64]
 
 def hac_maxlags(n: int) -> int:
     """Newey–West's rule of thumb for the HAC lag window: ⌊4 (n/100)^(2/9)⌋."""
-    return max(0, math.floor(4 * (max(n, 0) / 100) ** (2 / 9)))
+    return max(0, int(4 * (max(n, 0) / 100) ** (2 / 9)))
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,11 @@ class Estimate:
         return Estimate(self.value + offset, self.low + offset, self.high + offset)
 
     def to_json(self) -> dict[str, float | None]:
-        return {"estimate": _finite(self.value), "ci_low": _finite(self.low), "ci_high": _finite(self.high)}
+        return {
+            "estimate": _finite(self.value),
+            "ci_low": _finite(self.low),
+            "ci_high": _finite(self.high),
+        }
 
 
 def _finite(value: float) -> float | None:
@@ -82,7 +86,8 @@ def format_interval(estimate: Estimate | None, unit: str = "bytes") -> str:
             f"{format_bytes(estimate.value)} "
             f"[{format_bytes(estimate.low)} – {format_bytes(estimate.high)}]"
         )
-    return f"{format_number(estimate.value)} [{format_number(estimate.low)} – {format_number(estimate.high)}] {unit}"
+    low, high = format_number(estimate.low), format_number(estimate.high)
+    return f"{format_number(estimate.value)} [{low} – {high}] {unit}"
 
 
 def format_number(value: float) -> str:

@@ -7,6 +7,7 @@ runs (measured, constant). It warns when a factor lies outside the measured rang
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -82,7 +83,9 @@ def _measured_values(analysis: Analysis, factor: str) -> list[float | str]:
     return list(info.values) if info else []
 
 
-def _resolve_params(analysis: Analysis, point: PredictPoint, framework: str) -> tuple[float, str, str]:
+def _resolve_params(
+    analysis: Analysis, point: PredictPoint, framework: str
+) -> tuple[float, str, str]:
     """(model_params, source, label) for the point's model."""
     trials = analysis.trial_table
     label = point.model
@@ -132,7 +135,7 @@ def _obs_inputs(trials: pd.DataFrame) -> float | None:
 
 def _inner_params(hidden: Sequence[int]) -> float:
     """Parameters between the first and last dense layer (weights + biases), plus the first bias."""
-    return float(hidden[0] + sum((a + 1) * b for a, b in zip(hidden[:-1], hidden[1:], strict=False)))
+    return float(hidden[0] + sum((a + 1) * b for a, b in itertools.pairwise(hidden)))
 
 
 def estimate_params(
@@ -155,14 +158,16 @@ def estimate_params(
         b = np.array([p - _inner_params(h) for h, p in distinct.items()], dtype=np.float64)
         (d_in, d_out) = scipy.linalg.lstsq(a, b)[0]
     else:
-        (h, p), = distinct.items()
+        ((h, p),) = distinct.items()
         d_in = inputs_guess if inputs_guess is not None else 0.0
         d_out = (p - _inner_params(h) - d_in * h[0]) / (h[-1] + 1)
     d_in, d_out = max(float(d_in), 0.0), max(float(d_out), 1.0)
     return d_in * hidden[0] + _inner_params(hidden) + d_out * (hidden[-1] + 1)
 
 
-def resolve_point(analysis: Analysis, point: PredictPoint) -> tuple[dict[str, float | str], str, list[str]]:
+def resolve_point(
+    analysis: Analysis, point: PredictPoint
+) -> tuple[dict[str, float | str], str, list[str]]:
     """Fill defaults from single-valued factors; check values the models cannot use."""
     warnings: list[str] = []
     resolved: dict[str, float | str] = {}
@@ -197,7 +202,9 @@ def resolve_point(analysis: Analysis, point: PredictPoint) -> tuple[dict[str, fl
     params_info = next((f for f in analysis.models.factors if f.name == "model_params"), None)
     if params_info is not None and not params_info.in_model:
         measured_params = [float(v) for v in params_info.values]
-        if measured_params and not any(math.isclose(params, v, rel_tol=1e-6) for v in measured_params):
+        if measured_params and not any(
+            math.isclose(params, v, rel_tol=1e-6) for v in measured_params
+        ):
             raise DataError(
                 f"--model {label} ({format_number(params)} parameters): {params_info.note}; "
                 "cannot predict another model. Sweep more than one model."
@@ -239,7 +246,9 @@ def _row(frame: pd.DataFrame, i: int, interval: Literal["obs", "mean"] = "obs") 
     )
 
 
-def _predict_many(analysis: Analysis, points: pd.DataFrame, role: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def _predict_many(
+    analysis: Analysis, points: pd.DataFrame, role: str
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     suffix = "" if role == "total" else f"[{role}]"
     plateau = analysis.models.get(f"plateau{suffix}")
     if plateau is None:
@@ -251,15 +260,20 @@ def _predict_many(analysis: Analysis, points: pd.DataFrame, role: str) -> tuple[
     return plateau.predict(points), (peak.predict(points) if peak else None)
 
 
-def predict(analysis: Analysis, point: PredictPoint) -> Prediction:
-    """Plateau and peak per role and in total, with prediction intervals."""
-    resolved, source, warnings = resolve_point(analysis, point)
+def _require_models(analysis: Analysis) -> FittedModel:
     plateau_model = analysis.models.get("plateau")
     if plateau_model is None:
         raise DataError(
             "no plateau model could be fitted for this sweep: "
             + ("; ".join(analysis.models.errors) or "no trial reached its plateau")
         )
+    return plateau_model
+
+
+def predict(analysis: Analysis, point: PredictPoint) -> Prediction:
+    """Plateau and peak per role and in total, with prediction intervals."""
+    plateau_model = _require_models(analysis)
+    resolved, source, warnings = resolve_point(analysis, point)
     warnings += _extrapolation_warnings(plateau_model, resolved)
     frame = pd.DataFrame([resolved])
     roles = []
@@ -267,7 +281,9 @@ def predict(analysis: Analysis, point: PredictPoint) -> Prediction:
         if analysis.models.get(f"plateau[{role}]") is None:
             continue
         plateau, peak = _predict_many(analysis, frame, role)
-        roles.append(RolePrediction(role, _row(plateau, 0), _row(peak, 0) if peak is not None else None))
+        roles.append(
+            RolePrediction(role, _row(plateau, 0), _row(peak, 0) if peak is not None else None)
+        )
     plateau, peak = _predict_many(analysis, frame, "total")
     total = RolePrediction("total", _row(plateau, 0), _row(peak, 0) if peak is not None else None)
     system = analysis.system_bytes_per_node
@@ -322,6 +338,14 @@ def largest_fitting(fits: Callable[[int], bool], low: int, high: int) -> int | N
     return low
 
 
+def _with_value(
+    point: PredictPoint, factor: Literal["replay_capacity", "num_workers"], value: int
+) -> PredictPoint:
+    if factor == "replay_capacity":
+        return replace(point, replay_capacity=value)
+    return replace(point, num_workers=value)
+
+
 def solve_budget(
     analysis: Analysis,
     point: PredictPoint,
@@ -329,14 +353,14 @@ def solve_budget(
     factor: Literal["replay_capacity", "num_workers"] = "replay_capacity",
 ) -> BudgetAnswer:
     """The largest ``factor`` whose peak (+ Ray system) fits ``budget_bytes``."""
+    plateau_model = _require_models(analysis)
     info = next((f for f in analysis.models.factors if f.name == factor), None)
     if info is None or not info.in_model:
         note = info.note if info else f"{factor} was not measured"
         raise DataError(f"--budget: cannot solve for {factor}: {note}")
-    fixed = replace(point, **{factor: 0})
+    fixed = _with_value(point, factor, 0)
     resolved, _, _ = resolve_point(analysis, fixed)
-    model = analysis.models.get("peak") or analysis.models.get("plateau")
-    assert model is not None
+    model = analysis.models.get("peak") or plateau_model
     system = analysis.system_bytes_per_node
     high = 10**12 if factor == "replay_capacity" else 1024
 
@@ -352,7 +376,9 @@ def solve_budget(
     largest_safe = largest_fitting(safe, 0, high)
     largest_expected = largest_fitting(expected, 0, high)
     chosen = largest_safe if largest_safe is not None else largest_expected
-    prediction = predict(analysis, replace(point, **{factor: chosen})) if chosen is not None else None
+    prediction = (
+        predict(analysis, _with_value(point, factor, chosen)) if chosen is not None else None
+    )
     return BudgetAnswer(factor, budget_bytes, largest_safe, largest_expected, prediction, high)
 
 
@@ -365,7 +391,8 @@ def prediction_text(prediction: Prediction) -> str:
         f"num_workers={format_number(float(p['num_workers']))}, model={p['model']} "
         f"({format_number(float(p['model_params']))} params, {prediction.model_params_source}), "
         f"framework={p['framework']}",
-        f"{'role':<20} {'plateau':>10}  {level + ' interval':<25} {'peak':>10}  {level + ' interval':<25}",
+        f"{'role':<20} {'plateau':>10}  {level + ' interval':<25} "
+        f"{'peak':>10}  {level + ' interval':<25}",
     ]
     for row in (*prediction.roles, prediction.total, prediction.total_with_system):
         peak = row.peak
@@ -374,11 +401,12 @@ def prediction_text(prediction: Prediction) -> str:
             f"{_span(row.plateau):<25} "
             f"{format_bytes(peak.value) if peak else 'n/a':>10}  {_span(peak) if peak else '':<25}"
         )
-    lines.append(f"(ray system processes on the node, measured: {format_bytes(prediction.system_bytes)})")
+    lines.append(
+        f"(ray system processes on the node, measured: {format_bytes(prediction.system_bytes)})"
+    )
     lines += [f"warning: {w}" for w in prediction.warnings]
     return "\n".join(lines)
 
 
 def _span(estimate: Estimate) -> str:
     return f"{format_bytes(max(estimate.low, 0.0))} – {format_bytes(estimate.high)}"
-
