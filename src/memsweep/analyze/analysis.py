@@ -101,6 +101,12 @@ def trial_table(trials: Sequence[TrialPhases]) -> pd.DataFrame:
             table[column] = pd.to_numeric(table[column], errors="coerce")
     for column in ("replay_capacity", "model_params", "num_workers", "obs_bytes"):
         table[column] = pd.to_numeric(table[column], errors="coerce")
+    if "model" in table.columns and table["model"].notna().any():
+        # The old API stack's model carries a value layer DQN never uses (tens of
+        # parameters), so the same model label counts a few parameters more under tf2
+        # than under torch. Model size is a property of the label: use one count per
+        # label, or framework and model size look confounded when they are not.
+        table["model_params"] = table.groupby("model")["model_params"].transform("median")
     return table
 
 

@@ -141,10 +141,14 @@ def headline(analysis: Analysis) -> list[str]:
         where = ", ".join(
             f"{k}={format_number(v) if isinstance(v, float) else v}" for k, v in ref.items()
         )
+        loo = (
+            f"{format_bytes(model.loo_rmse_bytes)} = {model.loo_rel_error:.1%}"
+            if math.isfinite(model.loo_rel_error)
+            else "n/a (as many terms as trials: add trials to estimate it)"
+        )
         lines.append(
             f"(plateau model on {model.n_trials} trials: R² {model.r2:.3f}, leave-one-out error "
-            f"{format_bytes(model.loo_rmse_bytes)} = {model.loo_rel_error:.1%}; "
-            f"marginal costs at {where})"
+            f"{loo}; marginal costs at {where})"
         )
     analytic = analysis.models.analytic_bytes_per_transition
     within = analysis.models.within_trial_bytes_per_transition
