@@ -24,7 +24,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
+import pyarrow.compute as pc
 import yaml
+
+from memsweep.errors import DataError
+from memsweep.store import Results, open_results
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -52,6 +56,39 @@ def write_sweep(folder: Path, **changes: Any) -> Path:
     path = folder / f"{data['name']}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+# -- reading a sweep's results while it runs --------------------------------------------
+
+
+def results_or_none(storage: Path) -> Results | None:
+    try:
+        return open_results(storage)
+    except DataError:
+        return None
+
+
+def nodes_sampled(storage: Path) -> set[str]:
+    results = results_or_none(storage)
+    if results is None:
+        return set()
+    return set(pc.unique(results.table("samples", columns=["node_id"])["node_id"]).to_pylist())
+
+
+def trial_statuses(storage: Path) -> dict[str, str]:
+    results = results_or_none(storage)
+    if results is None:
+        return {}
+    trials = results.table("trials", columns=["trial_id", "status"]).to_pylist()
+    return {row["trial_id"]: row["status"] for row in trials}
+
+
+def trials_with_progress(storage: Path) -> set[str]:
+    """Trials with at least one Tune result."""
+    results = results_or_none(storage)
+    if results is None:
+        return set()
+    return set(results.table("progress", columns=["trial_id"])["trial_id"].to_pylist())
 
 
 def free_ports(count: int) -> list[int]:
@@ -174,7 +211,7 @@ class Head:
 
 
 @contextmanager
-def ray_head(num_cpus: int = 2) -> Iterator[Head]:
+def ray_head(num_cpus: int = 2, env: Mapping[str, str] | None = None) -> Iterator[Head]:
     """Start a real head with ``ray start --head`` and stop exactly its processes after.
 
     The temp dir is short (``/tmp/msh…``): Ray's socket paths under it must stay below
@@ -184,7 +221,14 @@ def ray_head(num_cpus: int = 2) -> Iterator[Head]:
     token_path = temp_dir / "token"
     token_path.write_text(uuid.uuid4().hex + "\n")
     gcs, dashboard, client, agent, agent_grpc, env_agent, metrics = free_ports(7)
-    env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path))
+    head_env = clean_env(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(token_path),
+        # A one-machine Ray: node IP 127.0.0.1, so its gRPC servers listen on loopback
+        # only (otherwise Ray 2.60 takes the machine's outward IP, --node-ip-address or not).
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        **(env or {}),
+    )
     command = [
         str(BIN / "ray"), "start", "--head",
         "--node-ip-address", "127.0.0.1",
@@ -202,7 +246,7 @@ def ray_head(num_cpus: int = 2) -> Iterator[Head]:
     ]  # fmt: skip
     try:
         started = subprocess.run(
-            command, env=env, capture_output=True, text=True, timeout=180, check=False
+            command, env=head_env, capture_output=True, text=True, timeout=180, check=False
         )
         assert started.returncode == 0, f"ray start failed:\n{started.stdout}\n{started.stderr}"
         yield Head(f"http://127.0.0.1:{dashboard}", token_path, temp_dir)

@@ -19,49 +19,21 @@ from typing import Any
 import pyarrow.compute as pc
 import pytest
 
-from memsweep.errors import DataError
-from memsweep.store import Results, latest_attempts, open_results
+from memsweep.store import latest_attempts, open_results
 from raycluster import (
     TINY_SWEEP,
     clean_env,
     driving,
     free_ports,
     memsweep,
+    nodes_sampled,
+    trial_statuses,
+    trials_with_progress,
     wait_until,
     write_sweep,
 )
 
 pytestmark = pytest.mark.slow
-
-
-def _results(storage: Path) -> Results | None:
-    try:
-        return open_results(storage)
-    except DataError:
-        return None
-
-
-def _nodes_sampled(storage: Path) -> set[str]:
-    results = _results(storage)
-    if results is None:
-        return set()
-    return set(pc.unique(results.table("samples", columns=["node_id"])["node_id"]).to_pylist())
-
-
-def _trial_statuses(storage: Path) -> dict[str, str]:
-    results = _results(storage)
-    if results is None:
-        return {}
-    trials = results.table("trials", columns=["trial_id", "status"]).to_pylist()
-    return {row["trial_id"]: row["status"] for row in trials}
-
-
-def _progressed(storage: Path) -> set[str]:
-    """Trials with at least one Tune result."""
-    results = _results(storage)
-    if results is None:
-        return set()
-    return set(results.table("progress", columns=["trial_id"])["trial_id"].to_pylist())
 
 
 def _start_run(*args: str, log: Path) -> subprocess.Popen[str]:
@@ -81,10 +53,15 @@ def _capacities(*values: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-def cluster() -> Iterator[Any]:
-    """A head with 2 CPUs, where the trials run, dashboard on loopback."""
+def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A head with 2 CPUs, where the trials run; every node listens on loopback only."""
+    from ray._private import ray_constants
     from ray.cluster_utils import Cluster
 
+    # Node IP 127.0.0.1 (Ray's one-machine mode) for the nodes started here and for the
+    # driver, which inherits the variable.
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
     dashboard, agent = free_ports(2)
     cluster = Cluster(
         initialize_head=True,
@@ -117,24 +94,24 @@ def test_a_node_that_joins_and_one_that_leaves_mid_sweep_are_both_sampled(
     with driving(process):
         # WHEN, once the first trial runs and the second node has been sampled, a third
         # node joins and the second one dies (its processes killed, no goodbye)
-        wait_until(lambda: _trial_statuses(storage), 300, "no trial started")
-        wait_until(lambda: leaving_id in _nodes_sampled(storage), 120, "node 2 never sampled")
+        wait_until(lambda: trial_statuses(storage), 300, "no trial started")
+        wait_until(lambda: leaving_id in nodes_sampled(storage), 120, "node 2 never sampled")
         joined_at = time.time()
         joining = cluster.add_node(num_cpus=0)
         cluster.remove_node(leaving, allow_graceful=False)
         wait_until(
-            lambda: joining.node_id in _nodes_sampled(storage), 60, "the new node never sampled"
+            lambda: joining.node_id in nodes_sampled(storage), 60, "the new node never sampled"
         )
         sampled_after_s = time.time() - joined_at
         rc = process.wait(timeout=600)
     log = (tmp_path / "log").read_text()
     # THEN the sweep completes, every trial finished
     assert rc == 0, log[-5000:]
-    assert set(_trial_statuses(storage).values()) == {"terminated"}
-    assert len(_trial_statuses(storage)) == 2
+    assert set(trial_statuses(storage).values()) == {"terminated"}
+    assert len(trial_statuses(storage)) == 2
     # AND samples come from all three nodes; the new one within seconds of joining
     results = open_results(storage)
-    assert {head_id, leaving_id, joining.node_id} <= _nodes_sampled(storage)
+    assert {head_id, leaving_id, joining.node_id} <= nodes_sampled(storage)
     assert sampled_after_s < 30
     # AND the node that left is recorded dead, its samples kept; the new one alive
     states = {n["node_id"]: n["state"] for n in results.table("nodes").to_pylist()}
@@ -149,17 +126,21 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_duplicating_finished_tri
     tmp_path: Path,
 ) -> None:
     # GIVEN a three-trial sweep on an embedded Ray
-    sweep = write_sweep(tmp_path, name="resume", factors=_capacities(1000, 2000, 3000))
+    sweep = write_sweep(
+        tmp_path, name="resume", factors=_capacities(1000, 2000, 3000), stop={"iterations": 4}
+    )
     storage = tmp_path / "results"
     first = _start_run(str(sweep), "--storage", str(storage), log=tmp_path / "first.log")
     with driving(first) as driver:
         # WHEN the driver is killed (SIGKILL) while the second trial runs
         finished = wait_until(
-            lambda: {t for t, s in _trial_statuses(storage).items() if s == "terminated"},
+            lambda: {t for t, s in trial_statuses(storage).items() if s == "terminated"},
             600,
             "no trial finished",
         )
-        wait_until(lambda: _progressed(storage) - finished, 300, "the second trial never ran")
+        wait_until(
+            lambda: trials_with_progress(storage) - finished, 300, "the second trial never ran"
+        )
         driver.crash()
     snapshot = open_results(storage)
     samples_before = snapshot.table("samples")
@@ -189,7 +170,7 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_duplicating_finished_tri
             .filter(pc.equal(results.table("progress")["trial_id"], trial))["iteration"]
             .to_pylist()
         )
-        assert sorted(iterations) == [1, 2]
+        assert sorted(iterations) == [1, 2, 3, 4]
     # AND the interrupted and the remaining trials ran in the resumed driver
     resumed_runs = {run_of[t] for t in run_of if t not in finished}
     assert len(resumed_runs) == 1 and resumed_runs.isdisjoint({run_of[t] for t in finished})

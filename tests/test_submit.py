@@ -7,6 +7,7 @@ tests at the end check the token lookup and the refusals that need no cluster.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,12 +16,55 @@ import pytest
 from memsweep.errors import ClusterError
 from memsweep.store import open_results
 from memsweep.submit import find_token, normalize_address, plan_job
-from raycluster import Head, analyze, clean_env, memsweep, ray_head, write_sweep
+from raycluster import (
+    TINY_SWEEP,
+    Head,
+    analyze,
+    clean_env,
+    memsweep,
+    ray_head,
+    trial_statuses,
+    trials_with_progress,
+    wait_until,
+    write_sweep,
+)
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+"""Credentials of the local S3 server, set on the head (so its job and trials have them)."""
 
 
 @pytest.fixture(scope="module")
-def head() -> Iterator[Head]:
-    with ray_head(num_cpus=2) as started:
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API (moto's server) on 127.0.0.1 with a bucket ``sweeps``; ``HOST:PORT``."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        boto3.client(
+            "s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1", **_boto_keys()
+        ).create_bucket(Bucket="sweeps")
+        yield f"{host}:{port}"
+    finally:
+        server.stop()
+
+
+def _boto_keys() -> dict[str, str]:
+    return {
+        "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
+    }
+
+
+@pytest.fixture(scope="module")
+def head(s3_endpoint: str) -> Iterator[Head]:
+    with ray_head(num_cpus=2, env=S3_ENV) as started:
         yield started
 
 
@@ -57,6 +101,81 @@ def test_a_sweep_submitted_as_a_ray_job_leaves_its_parquet_and_report_in_storage
     analysed = analyze(str(storage), env=env)
     assert analysed.returncode == 0, analysed.stderr
     assert (storage / "analysis" / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_a_sweep_submitted_with_s3_storage_is_analysed_from_s3(
+    head: Head, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN shared storage that the head, its trials and this machine all reach
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    uri = f"s3://sweeps/tiny?endpoint_override={s3_endpoint}&scheme=http&region=us-east-1"
+    sweep = write_sweep(tmp_path, storage=uri)
+    env = clean_env(RAY_AUTH_TOKEN_PATH=str(head.token_path), **S3_ENV)
+    # WHEN the sweep is submitted with the storage set in its file
+    done = memsweep("submit", str(sweep), "--address", head.dashboard, "--follow", env=env)
+    # THEN memsweep's Parquet and Tune's experiment are both in the bucket
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    results = open_results(uri)
+    assert [t["status"] for t in results.table("trials").to_pylist()] == ["terminated"]
+    assert results.table("samples", columns=["pid"]).num_rows > 0
+    assert results.exists("tune")
+    # AND the analysis reads it from there (its report goes to a local folder)
+    report = tmp_path / "report"
+    analysed = analyze(uri, "--out", str(report), env=env)
+    assert analysed.returncode == 0, analysed.stderr
+    assert (report / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_a_stopped_job_resumes_with_submit_resume_without_rerunning_finished_trials(
+    head: Head, tmp_path: Path
+) -> None:
+    # GIVEN a two-trial sweep submitted without --follow
+    sweep = write_sweep(
+        tmp_path,
+        name="stopped",
+        factors={**TINY_SWEEP["factors"], "replay_capacity": [1000, 2000]},
+        stop={"iterations": 4},
+    )
+    storage = tmp_path / "results"
+    env = clean_env(RAY_AUTH_TOKEN_PATH=str(head.token_path))
+    where = ("--address", head.dashboard)
+    submitted = memsweep("submit", str(sweep), *where, "--storage", str(storage), env=env)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    # WHEN the user stops the job while the second trial runs
+    finished = wait_until(
+        lambda: {t for t, s in trial_statuses(storage).items() if s == "terminated"},
+        600,
+        "no trial finished",
+    )
+    wait_until(lambda: trials_with_progress(storage) - finished, 300, "trial 2 never ran")
+    stopped = memsweep("stop", job_id, *where, env=env)
+    assert stopped.returncode == 0 and f"stopping job {job_id}" in stopped.stdout
+    wait_until(
+        lambda: "STOPPED" in memsweep("status", job_id, *where, env=env).stdout, 60, "not stopped"
+    )
+    rows_before = _samples_of(storage, finished)
+    # AND resumes it with submit --resume
+    resumed = memsweep(
+        "submit", str(sweep), *where, "--storage", str(storage), "--resume", "--follow", env=env
+    )
+    # THEN the resumed job succeeds; the finished trial kept its attempt and its rows
+    assert resumed.returncode == 0, resumed.stderr[-3000:] + resumed.stdout[-3000:]
+    trials = open_results(storage).table("trials").to_pylist()
+    assert sorted(t["status"] for t in trials) == ["terminated", "terminated"]
+    assert _samples_of(storage, finished) == rows_before
+    runs = {t["trial_id"]: t["run_id"] for t in trials}
+    (other,) = set(runs) - finished
+    assert runs[other] not in {runs[t] for t in finished}
+
+
+def _samples_of(storage: Path, trials: set[str]) -> dict[str, int]:
+    samples = open_results(storage).table("samples", columns=["trial_id"])
+    counts = Counter(samples["trial_id"].to_pylist())
+    return {trial: counts[trial] for trial in trials}
 
 
 @pytest.mark.slow
