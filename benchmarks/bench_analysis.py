@@ -169,7 +169,12 @@ print(json.dumps({
     "read_s": analysis.timings_s["read_s"],
     "analysis_s": analysed - imported,
     "report_s": done - analysed,
-    "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
+    "peak_rss_bytes": next(
+        int(line.split()[1]) * 1024
+        for line in open("/proc/self/status")
+        if line.startswith("VmHWM:")
+    ),
 }))
 """
 

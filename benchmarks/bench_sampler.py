@@ -1,0 +1,209 @@
+"""What the sampler itself costs, and how that scales with the processes it reads.
+
+:class:`memsweep.sampler.SamplerCore` (the sampling logic without Ray) runs in a fresh
+process of its own, on ``N`` real idle processes: a stand-in for a raylet (a Python
+process) with ``N`` sleeping Python children. The core is told that stand-in is its
+node's raylet, so discovery walks the real process table exactly as on a Ray node.
+Timed separately, as process CPU time:
+
+- *fast* rounds: ``/proc/PID/status`` of every process (what runs at ``interval_s``);
+- *full* rounds: discovery, status, USS/PSS via ``smaps_rollup`` and CPU times (what runs
+  every ``full_interval_s``);
+
+each including a drain (Arrow conversion) every 20 rounds, as the collector does every
+2 s at 10 Hz. The default mix (10 Hz, USS/PSS at 1 Hz) is 9 fast rounds and 1 full.
+The children are small Python processes: a Ray worker with torch loaded has many more
+mappings, so its ``smaps_rollup`` read costs more; the real-node figures in the
+overhead section show that cost.
+
+Run alone: ``python benchmarks/bench_sampler.py 10 50 200``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchlib import Profile, Row, Stat, Timer, log
+
+_FAKE_RAYLET = r"""
+import subprocess, sys
+n = int(sys.argv[1])
+# Each child waits for EOF on its stdin: it ends when this process ends, however it ends.
+kids = [subprocess.Popen([sys.executable, "-S", "-c", "import sys; sys.stdin.read()"],
+                         stdin=subprocess.PIPE) for _ in range(n)]
+print("ready", flush=True)
+sys.stdin.read()
+for kid in kids:
+    kid.stdin.close()
+for kid in kids:
+    kid.wait()
+"""
+
+_BATCHES = 3
+_DRAIN_EVERY = 20
+
+
+def _status_bytes(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def measure(n: int, rounds: int) -> dict[str, Any]:
+    """In this process: CPU µs per process per round, fast and full, on ``n`` children."""
+    from memsweep.sampler import SamplerConfig, SamplerCore
+
+    raylet = subprocess.Popen(
+        [sys.executable, "-c", _FAKE_RAYLET, str(n)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert raylet.stdout is not None
+        if raylet.stdout.readline().strip() != "ready":
+            raise RuntimeError("the stand-in raylet did not start its children")
+
+        class Core(SamplerCore):
+            def _find_raylet(self) -> int | None:
+                return raylet.pid
+
+        out: dict[str, Any] = {"n": n}
+        for kind, full_interval_s in (("fast", math.inf), ("full", 0.0)):
+            core = Core(SamplerConfig(full_interval_s=full_interval_s), "bench", is_head=False)
+            sampled = core.run_round()  # The first round always discovers.
+            core.drain()
+            per_batch = []
+            for _ in range(_BATCHES):
+                count = 0
+                cpu = time.process_time()
+                for index in range(rounds):
+                    count += core.run_round()
+                    if (index + 1) % _DRAIN_EVERY == 0:
+                        core.drain()
+                core.drain()
+                cpu = time.process_time() - cpu
+                per_batch.append(cpu / max(count, 1) * 1e6)
+            core.close()
+            out[f"{kind}_us"] = per_batch
+            out["sampled"] = sampled
+        out["rss_bytes"] = _status_bytes("VmRSS:")
+        out["hwm_bytes"] = _status_bytes("VmHWM:")
+        return out
+    finally:
+        if raylet.stdin is not None:
+            raylet.stdin.close()
+        raylet.wait(timeout=120)
+
+
+def _in_child(n: int, rounds: int) -> dict[str, Any]:
+    """:func:`measure` in a fresh interpreter, so that its RSS is the sampler's alone."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", str(n), str(rounds)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"sampler cost at {n} processes failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def run(profile: Profile) -> tuple[list[Row], dict[str, Any]]:
+    timer = Timer()
+    measured = []
+    for n in profile.sampler_process_counts:
+        log(f"sampler: SamplerCore on {n} idle processes, {profile.sampler_rounds} rounds × 3")
+        measured.append(_in_child(n, profile.sampler_rounds))
+    rows: list[Row] = []
+    blended: dict[int, float] = {}
+    for figures in measured:
+        n = figures["n"]
+        fast = Stat.of(figures["fast_us"])
+        full = Stat.of(figures["full_us"])
+        assert fast is not None and full is not None
+        mixed = Stat.of(
+            (9 * a + b) / 10 for a, b in zip(figures["fast_us"], figures["full_us"], strict=True)
+        )
+        assert mixed is not None
+        blended[n] = mixed.median
+        # CPU share of one core at 10 Hz: 10 rounds a second over `sampled` processes.
+        cpu_percent = mixed.median * 1e-6 * figures["sampled"] * 10 * 100
+        rows.append(
+            Row(
+                key=f"sampler.cost.n{n}",
+                section="sampler",
+                figure=f"SamplerCore CPU per process per sample, {n} idle processes",
+                tool="memsweep 10 Hz (+USS/PSS 1 Hz)",
+                unit="us",
+                stat=mixed,
+                note=(
+                    f"fast round {fast.median:.0f} µs, full round {full.median:.0f} µs per "
+                    f"process; {cpu_percent:.2f}% of a core at 10 Hz"
+                ),
+            )
+        )
+        rows.append(
+            Row(
+                key=f"sampler.rss.n{n}",
+                section="sampler",
+                figure=f"SamplerCore process RSS, {n} idle processes (no Ray runtime)",
+                tool="memsweep",
+                unit="bytes",
+                stat=Stat.one(figures["rss_bytes"]),
+                note=f"peak {figures['hwm_bytes'] / 1e6:.0f} MB",
+            )
+        )
+    low, high = min(blended), max(blended)
+    scaling = blended[high] / blended[low]
+    # Round cost = fixed part (node memory, cgroup, discovery of the whole process table)
+    # + a part per process: a least-squares line through (processes, µs per round).
+    fits = {}
+    for kind in ("fast", "full"):
+        xs = [float(m["sampled"]) for m in measured]
+        ys = [statistics.median(m[f"{kind}_us"]) * m["sampled"] for m in measured]
+        if len(set(xs)) > 1:
+            fits[kind] = statistics.linear_regression(xs, ys)
+    rows.append(
+        Row(
+            key="sampler.scaling",
+            section="sampler",
+            figure=f"CPU per process per sample at {high} vs {low} processes",
+            tool="memsweep",
+            unit="x",
+            stat=Stat.one(scaling),
+            note="1.0× = total cost linear in the number of processes; per round: "
+            + ", ".join(
+                f"{kind} {fit.intercept:.0f} µs + {fit.slope:.0f} µs/process"
+                for kind, fit in fits.items()
+            ),
+        )
+    )
+    lines = {k: {"fixed_us": f.intercept, "per_process_us": f.slope} for k, f in fits.items()}
+    return rows, {"measured": measured, "round_cost": lines, **timer.done()}
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--child"]:
+        print(json.dumps(measure(int(argv[1]), int(argv[2]))))
+        return 0
+    from benchlib import DEFAULT, Profile, render_text
+
+    counts = tuple(int(a) for a in argv) or DEFAULT.sampler_process_counts
+    profile = Profile(**{**DEFAULT.__dict__, "sampler_process_counts": counts})
+    rows, _ = run(profile)
+    print(render_text(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
