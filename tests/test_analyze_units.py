@@ -158,10 +158,10 @@ def test_the_plateau_starts_where_the_buffer_fills_between_two_results() -> None
         progress_stored=p_stored,
         options=PhaseOptions(),
     )
-    # THEN the plateau starts at t=12 (threshold 999 reached between 11 and 12), fill
-    # buckets end before it, plateau buckets start after the settle time
-    assert seg.plateau_start_s == pytest.approx(11.99, abs=0.01)
-    assert t[seg.fill].max() < 12 and t[seg.plateau].min() > 12
+    # THEN the plateau starts at t=11.8 (the 98% threshold, 980, is reached between 11
+    # and 12), fill buckets end before it, plateau buckets start after the settle time
+    assert seg.plateau_start_s == pytest.approx(11.8, abs=0.01)
+    assert t[seg.fill].max() < 11.8 and t[seg.plateau].min() > 11.8
     assert not (seg.fill & seg.plateau).any()
 
 

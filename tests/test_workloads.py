@@ -30,6 +30,7 @@ from memsweep.spec import (
     Study,
     TrainingSpec,
     TrialPoint,
+    parse_study,
     point_from_config,
 )
 from memsweep.trainable import MemsweepTrainable
@@ -107,7 +108,7 @@ FRAMEWORK_CASES = [
 @pytest.mark.parametrize(
     ("framework", "api_stack", "capacity", "hidden", "workers"), FRAMEWORK_CASES
 )
-def test_a_small_dqn_builds_exactly_what_the_point_asks_and_its_buffer_fills(  # noqa: PLR0917
+def test_a_small_dqn_builds_exactly_what_the_point_asks_and_its_buffer_fills(
     ray_cluster: None,
     framework: str,
     api_stack: str,
@@ -205,18 +206,14 @@ def test_a_synthetic_env_stores_observations_of_the_asked_size(
 
 
 def test_uint8_synthetic_observations_on_the_new_stack_are_refused_with_the_fix() -> None:
-    # GIVEN uint8 synthetic observations and a torch trial on the new stack
-    study = Study(
-        name="synthetic",
-        env=EnvSpec(id="memsweep/Synthetic-v0", obs_shape=(1024,), obs_dtype="uint8"),
-    )
-    point = TrialPoint(
-        replay_capacity=500, model=ModelSpec(hidden=(16,)), num_workers=0, framework="torch"
-    )
-
-    # WHEN its config is built THEN the error says what to change
+    # GIVEN a sweep with uint8 synthetic observations and a torch trial on the new stack
+    data = {
+        "name": "synthetic",
+        "env": {"id": "memsweep/Synthetic-v0", "obs_shape": [1024], "obs_dtype": "uint8"},
+    }
+    # WHEN it is validated THEN the error says what to change, before any config is built
     with pytest.raises(SpecError, match="set api_stack: old or obs_dtype: float32"):
-        build_config(study, point)
+        parse_study(data)
 
 
 # (algorithm, capacity, capacity RLlib builds, env runners): APPO needs a remote one.

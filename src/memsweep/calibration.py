@@ -37,3 +37,28 @@ def allocate_and_spike(config: dict[str, Any]) -> None:
     marks["t_spiked"] = time.time()
     time.sleep(rest_s)
     tune.report({"pid": os.getpid(), "held_first": int(held[0]), **marks})
+
+
+def grow_steadily(config: dict[str, Any]) -> None:
+    """Tune function trainable: rest ``rest_s``, then allocate and touch ``step_bytes``
+    every ``step_s`` up to ``max_bytes``, hold ``hold_s``, report once. Memory that grows
+    at a known rate until something (a budget, an OOM killer) stops it.
+
+    ``cgroup_procs``: a cgroup's ``cgroup.procs`` file to move this process into first,
+    so that the kernel OOM-kills it at that cgroup's memory limit (fault-injection tests).
+    """
+    import numpy as np
+    from ray import tune
+
+    if config.get("cgroup_procs"):
+        with open(config["cgroup_procs"], "w", encoding="ascii") as handle:  # noqa: PTH123
+            handle.write(str(os.getpid()))
+    time.sleep(float(config.get("rest_s", 1.0)))
+    held = []
+    total = 0
+    while total < int(config["max_bytes"]):
+        held.append(np.ones(int(config["step_bytes"]), dtype=np.uint8))
+        total += int(config["step_bytes"])
+        time.sleep(float(config.get("step_s", 0.1)))
+    time.sleep(float(config.get("hold_s", 0.5)))
+    tune.report({"pid": os.getpid(), "held_bytes": total, "chunks": len(held)})

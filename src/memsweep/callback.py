@@ -16,6 +16,7 @@ from ray.tune import Callback
 
 from memsweep.collector import Collector, driver_identity
 from memsweep.errors import MemsweepError
+from memsweep.faults import OVER_BUDGET, MemoryBudget, TrialKill, kill_facts, read_trial_error
 from memsweep.sampler import SamplerConfig
 from memsweep.spec import Study, point_from_config
 from memsweep.store import ResultsWriter
@@ -54,6 +55,16 @@ def _error_text(trial: Any) -> str | None:
     return "trial failed (no error file)"
 
 
+def _full_error_text(trial: Any, limit: int = 200_000) -> str:
+    """The end of the trial's error file, whole enough for Ray's OOM report."""
+    metadata = getattr(trial, "run_metadata", None)
+    path = getattr(trial, "error_file", None) or getattr(metadata, "error_filename", None)
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")[-limit:] if path else ""
+    except OSError:
+        return ""
+
+
 class MemoryCallback(Callback):  # type: ignore[misc]
     """Samples every process of every trial on every node into the sweep's Parquet.
 
@@ -69,6 +80,10 @@ class MemoryCallback(Callback):  # type: ignore[misc]
         self._dirty = False
         self._collector: Collector | None = None
         self._cpu_share = cpu_share or {}
+        self._actor_of_trial: dict[str, Any] = {}
+        self._budget_stops: dict[str, tuple[int, str]] = {}
+        self._pending_kills: dict[str, tuple[TrialKill, float]] = {}
+        self._collector_error: BaseException | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its RunConfig (callbacks included) into the experiment folder; a
@@ -89,29 +104,25 @@ class MemoryCallback(Callback):  # type: ignore[misc]
             driver_pid=driver_pid,
             driver_node_id=driver_node,
         )
+        resources = self.study.resources
+        budget = (
+            MemoryBudget(resources.memory_budget, resources.budget_scope)
+            if resources.memory_budget is not None
+            else None
+        )
         self._collector = Collector(
-            self.writer, config, sampling.flush_interval_s, on_trials_changed=self._write_trials
+            self.writer,
+            config,
+            sampling.flush_interval_s,
+            on_trials_changed=self._write_trials,
+            budget=budget,
+            on_over_budget=self._stop_over_budget,
         )
         self._collector.start()
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         row = self._trials.get(trial.trial_id) or {}
-        row.update({"trial_id": trial.trial_id, "study": self.study.name})
-        try:
-            point = point_from_config(self.study, trial.config)
-        except (KeyError, TypeError, ValueError, MemsweepError):
-            point = None  # Not a memsweep trainable: sampled and attributed all the same.
-        if point is not None:
-            row.update(
-                {
-                    "algorithm": self.study.algorithm,
-                    "env": self.study.env.id,
-                    "api_stack": point.api_stack(self.study),
-                    **point.as_row(),
-                    "cpus_per_trainable": self.study.resources.cpus_per_trainable,
-                    "cpus_per_env_runner": self.study.resources.cpus_per_env_runner,
-                }
-            )
+        self._describe(trial, row)
         row["status"] = "running"
         row["run_id"] = self.writer.run_id
         # A resumed trial starts over: its latest attempt is the one that counts.
@@ -123,6 +134,8 @@ class MemoryCallback(Callback):  # type: ignore[misc]
             if actor_id is not None:
                 # Any trainable, memsweep's or not: its actor's placement group is the trial's.
                 self._collector.map_actor(actor_id.hex(), trial.trial_id)
+                with self._lock:
+                    self._actor_of_trial[trial.trial_id] = actor
             self._collector.add_event("trial_started", trial_id=trial.trial_id)
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
@@ -159,7 +172,30 @@ class MemoryCallback(Callback):  # type: ignore[misc]
         self._end(trial, "terminated", None)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._end(trial, "error", _error_text(trial))
+        with self._lock:
+            budget_stop = self._budget_stops.pop(trial.trial_id, None)
+        if budget_stop is not None:
+            measured, detail = budget_stop
+            self._end(trial, OVER_BUDGET, detail, {"budget_measured_bytes": measured})
+            return
+        kill = read_trial_error(_full_error_text(trial))
+        used, limit = kill.node_used_bytes, kill.node_limit_bytes
+        self._end(
+            trial,
+            kill.status,
+            kill.summary or _error_text(trial),
+            {
+                "killed_pid": kill.killed_pids[0] if kill.killed_pids else None,
+                "killed_node_id": kill.node_id,
+                "kill_node_used_bytes": used,
+                "kill_node_available_bytes": None if used is None or limit is None else limit - used,
+            },
+        )
+        if kill.killed_pids:
+            with self._lock:
+                # Which process (role, node) and, for a vanished one, whether the kernel
+                # killed it, is settled on the collector thread (it talks to the nodes).
+                self._pending_kills[trial.trial_id] = (kill, time.monotonic())
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         self.close()
@@ -191,17 +227,87 @@ class MemoryCallback(Callback):  # type: ignore[misc]
             self._trials[trial_id] = row
             self._dirty = True
 
-    def _end(self, trial: Any, status: str, error: str | None) -> None:
+    def _describe(self, trial: Any, row: dict[str, Any]) -> None:
+        """The trial's study and factor values into its row."""
+        row.update({"trial_id": trial.trial_id, "study": self.study.name})
+        try:
+            point = point_from_config(self.study, trial.config)
+        except (KeyError, TypeError, ValueError, MemsweepError):
+            point = None  # Not a memsweep trainable: sampled and attributed all the same.
+        if point is not None:
+            row.update(
+                {
+                    "algorithm": self.study.algorithm,
+                    "env": self.study.env.id,
+                    "api_stack": point.api_stack(self.study),
+                    **point.as_row(),
+                    "cpus_per_trainable": self.study.resources.cpus_per_trainable,
+                    "cpus_per_env_runner": self.study.resources.cpus_per_env_runner,
+                }
+            )
+
+    def _end(
+        self, trial: Any, status: str, error: str | None, facts: dict[str, Any] | None = None
+    ) -> None:
         with self._lock:
             row = self._trials.setdefault(trial.trial_id, {"trial_id": trial.trial_id})
+            if "study" not in row:
+                # Killed before Tune reported its start (e.g. in set-up): still name it.
+                self._describe(trial, row)
+                row["run_id"] = self.writer.run_id
             row["status"] = status
             row["error"] = error
             row["ended_at"] = _us()
+            row.update(facts or {})
+            self._actor_of_trial.pop(trial.trial_id, None)
             self._dirty = True
         if self._collector is not None:
             self._collector.add_event("trial_ended", trial_id=trial.trial_id, detail=status)
 
+    def _stop_over_budget(self, trial_id: str, measured_bytes: int, detail: str) -> None:
+        """Kill the trial's trainable actor (its env runners go with it); Tune then
+        reports the trial's error, recorded as ``over_budget``. Collector thread."""
+        import ray
+
+        with self._lock:
+            actor = self._actor_of_trial.get(trial_id)
+            if actor is None:
+                return  # Already ended.
+            self._budget_stops[trial_id] = (measured_bytes, detail)
+            row = self._trials.setdefault(trial_id, {"trial_id": trial_id})
+            row["memory_budget_bytes"] = self.study.resources.memory_budget
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception as exc:
+            with self._lock:
+                self._budget_stops.pop(trial_id, None)
+            raise MemsweepError(f"could not stop trial {trial_id} over budget: {exc}") from exc
+
+    def _resolve_kills(self) -> None:
+        """Fill in the killed process's role and node, the node's memory, and the kernel's
+        verdict, once the collector has the killed process's last samples."""
+        collector = self._collector
+        if collector is None:
+            return
+        with self._lock:
+            pending = dict(self._pending_kills)
+        patience_s = 3 * collector.flush_interval_s + 5
+        for trial_id, (kill, since) in pending.items():
+            found = collector.process_of(trial_id, kill.killed_pids)
+            if found is None and not collector.stopping and time.monotonic() - since < patience_s:
+                continue
+            kernel = None
+            if found is not None and kill.vanished:
+                kernel = collector.kernel_oom_killed(found[1], found[0], found[3])
+            memory = collector.node_memory(found[1]) if found is not None else (None, None)
+            facts = kill_facts(kill, found, memory, kernel)
+            with self._lock:
+                self._pending_kills.pop(trial_id, None)
+                self._trials.setdefault(trial_id, {"trial_id": trial_id}).update(facts)
+                self._dirty = True
+
     def _write_trials(self) -> None:
+        self._resolve_kills()
         with self._lock:
             if not self._dirty:
                 return
@@ -225,9 +331,14 @@ class MemoryCallback(Callback):  # type: ignore[misc]
             self._collector.stop()
             with self._lock:
                 self._dirty = True
-            self._write_trials()
-            self._collector = None
+            try:
+                self._write_trials()
+            finally:
+                self._collector_error = self._collector.error
+                self._collector = None
 
     @property
     def collector_error(self) -> BaseException | None:
-        return self._collector.error if self._collector else None
+        """Why samples stopped being written (a full or vanished results folder), if so;
+        kept after :meth:`close`."""
+        return self._collector.error if self._collector else self._collector_error

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from memsweep.errors import MemsweepError
 from memsweep.spec import describe_fields, load_study
@@ -104,13 +104,22 @@ def _extra_commands() -> None:
     COMMANDS.update(submit_commands())
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises a one-line error instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise MemsweepError(f"{message} (see {self.prog} --help)")
+
+
 def get_parser() -> argparse.ArgumentParser:
     _extra_commands()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="memsweep",
         description="Measure how RLlib training memory grows with replay capacity, model size, env runners and framework.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
     for name, command in COMMANDS.items():
         child = sub.add_parser(name, help=command.help, description=command.help)
         command.prepare_parser(child)
@@ -119,13 +128,15 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = get_parser()
-    args = parser.parse_args(argv)
-    command: Command = args.entry
     try:
+        parser = get_parser()
+        args = parser.parse_args(argv)
+        command: Command = args.entry
         return command.run(args, parser)
     except MemsweepError as exc:
-        print(f"memsweep: {exc}", file=sys.stderr)
+        # One line, however many problems (a sweep file can have several).
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        print(f"memsweep: {'; '.join(lines)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("memsweep: interrupted; resume with `memsweep run --resume SWEEP`", file=sys.stderr)

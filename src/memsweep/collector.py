@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ import pyarrow.compute as pc
 
 from memsweep.attribution import ActorInfo, Attribution, attribute
 from memsweep.errors import DataError
+from memsweep.faults import MemoryBudget, over_budget
 from memsweep.sampler import SAMPLER_NAME_PREFIX, NodeSampler, SamplerConfig
 from memsweep.store import SAMPLES, ResultsWriter
 
@@ -77,6 +79,8 @@ class Collector:
         config: SamplerConfig,
         flush_interval_s: float,
         on_trials_changed: Any = None,
+        budget: MemoryBudget | None = None,
+        on_over_budget: Callable[[str, int, str], None] | None = None,
     ) -> None:
         self.writer = writer
         self.config = config
@@ -95,6 +99,11 @@ class Collector:
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.rows_written = 0
+        self.budget = budget
+        self._on_over_budget = on_over_budget
+        self._over_budget: set[str] = set()
+        self._seen: dict[tuple[str, int], tuple[str, str, float | None]] = {}
+        self._node_memory: dict[str, tuple[int | None, int | None]] = {}
 
     # -- called from Tune's thread ------------------------------------------------------
 
@@ -265,12 +274,13 @@ class Collector:
                     n["NodeID"] == node.node_id and n.get("Alive") for n in ray.nodes()
                 )
                 node.sampler = None
-                if still_alive and not final:
+                if still_alive:
                     self.add_event(
                         "sampler_lost",
                         node_id=node.node_id,
                         detail=f"{type(exc).__name__}: samples since the last drain are lost",
                     )
+                if still_alive and not final:
                     node.sampler = self._start_sampler(node)
                     self.add_event("sampler_restarted", node_id=node.node_id)
                 elif not still_alive:
@@ -294,6 +304,12 @@ class Collector:
             node = self._nodes.get(batch["node_id"])
             if node is not None and batch["node_samples"].num_rows:
                 node.total_bytes = int(batch["node_samples"]["total_bytes"][0].as_py() or 0)
+            if batch["node_samples"].num_rows:
+                last = batch["node_samples"].slice(batch["node_samples"].num_rows - 1)
+                self._node_memory[batch["node_id"]] = (
+                    last["used_bytes"][0].as_py(),
+                    last["available_bytes"][0].as_py(),
+                )
         if drained:
             try:
                 self._refresh_actors()
@@ -306,11 +322,15 @@ class Collector:
         pending = self._held + pending
         self._held = []
         try:
-            self._write_samples(pending, trial_of_group, final)
+            written = self._write_samples(pending, trial_of_group, final)
         except Exception:
             # Nothing drained is dropped on a failed write: it is retried next flush.
             self._held = pending
             raise
+        if written is not None:
+            self._remember(written)
+            if self.budget is not None and not final:
+                self._check_budget(written)
         node_tables = [b["node_samples"] for b in drained if b["node_samples"].num_rows]
         if node_tables:
             self.writer.append("node_samples", pa.concat_tables(node_tables))
@@ -327,7 +347,7 @@ class Collector:
 
     def _write_samples(
         self, pending: list[tuple[str, pa.Table, float]], trial_of_group: dict[str, str], final: bool
-    ) -> None:
+    ) -> pa.Table | None:
         tables: list[pa.Table] = []
         for node_id, raw, since in pending:
             table, unresolved = self._attribute(node_id, raw, trial_of_group)
@@ -341,6 +361,61 @@ class Collector:
             samples = pa.concat_tables(tables).sort_by([("ts", "ascending"), ("node_id", "ascending")])
             self.writer.append("samples", samples)
             self.rows_written += samples.num_rows
+            return samples
+        return None
+
+    # -- trial processes, budgets, kills ------------------------------------------------
+
+    def _remember(self, samples: pa.Table) -> None:
+        """Where each trial process ran, in which role: asked about when it is killed."""
+        rows = samples.filter(pc.is_valid(samples["trial_id"])).select(
+            ["trial_id", "pid", "node_id", "role", "create_time"]
+        )
+        for row in rows.group_by(["trial_id", "pid", "node_id", "role", "create_time"]).aggregate([]).to_pylist():
+            self._seen[(row["trial_id"], row["pid"])] = (row["node_id"], row["role"], row["create_time"])
+
+    def _check_budget(self, samples: pa.Table) -> None:
+        assert self.budget is not None
+        used = {node: memory[0] for node, memory in self._node_memory.items() if memory[0] is not None}
+        for breach in over_budget(samples, used, self.budget):
+            if breach.trial_id in self._over_budget:
+                continue
+            self._over_budget.add(breach.trial_id)
+            self.add_event("over_budget", node_id=breach.node_id, trial_id=breach.trial_id, detail=breach.detail)
+            log.warning("memsweep: stopping trial %s: %s", breach.trial_id, breach.detail)
+            if self._on_over_budget is not None:
+                self._on_over_budget(breach.trial_id, breach.measured_bytes, breach.detail)
+
+    def process_of(self, trial_id: str, pids: Iterable[int]) -> tuple[int, str, str, float | None] | None:
+        """The first of ``pids`` seen in ``trial_id``: (pid, node id, role, create time)."""
+        for pid in pids:
+            seen = self._seen.get((trial_id, pid))
+            if seen is not None:
+                return (pid, *seen)
+        return None
+
+    def node_memory(self, node_id: str) -> tuple[int | None, int | None]:
+        """(used, available) bytes of ``node_id`` in its latest drained sample."""
+        return self._node_memory.get(node_id, (None, None))
+
+    def kernel_oom_killed(self, node_id: str, pid: int, create_time: float | None) -> bool | None:
+        """Ask ``node_id``'s sampler whether its kernel OOM-killed ``pid``; None if unknown."""
+        import ray
+
+        node = self._nodes.get(node_id)
+        if node is None or node.sampler is None:
+            return None
+        try:
+            answer = ray.get(node.sampler.kernel_oom_killed.remote(pid, create_time), timeout=10)
+        except Exception as exc:
+            log.warning("memsweep: kernel log of node %s not read: %s", node_id, exc)
+            return None
+        return None if answer is None else bool(answer)
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` began: what is unknown now stays unknown."""
+        return self._stop.is_set()
 
     def _attribute(
         self, node_id: str, raw: pa.Table, trial_of_group: dict[str, str], force: bool = False

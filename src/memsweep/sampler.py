@@ -392,6 +392,14 @@ class NodeSampler:
     def register(self, trial_id: str, placement_group_id: str | None, pid: int) -> None:
         self._core.register(trial_id, placement_group_id, pid)
 
+    def kernel_oom_killed(self, pid: int, create_time: float | None) -> bool | None:
+        """Did this node's kernel OOM-kill ``pid`` (started at ``create_time``, epoch s)?
+        None when the kernel log cannot be read here."""
+        from memsweep.faults import kernel_killed, read_kmsg
+
+        started = None if create_time is None else create_time - psutil.boot_time()
+        return kernel_killed(pid, started, read_kmsg())
+
     def stop(self) -> dict[str, Any]:
         """Stop sampling and hand over what is left."""
         self._stop.set()

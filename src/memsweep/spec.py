@@ -41,6 +41,7 @@ FRAMEWORKS: tuple[Framework, ...] = ("torch", "tf2", "tf2-eager")
 ALGORITHMS = ("DQN", "SAC", "APPO", "PPO")
 REPLAY_ALGORITHMS = frozenset({"DQN", "SAC"})
 
+_ENV_ID_RE = re.compile(r"^(?:[A-Za-z0-9_.-]+/)?[A-Za-z0-9_.-]{1,100}$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
     "": 1,
@@ -81,7 +82,11 @@ def parse_bytes(value: str | int | float) -> int:
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", frozen=True, use_attribute_docstrings=True, strict=False
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+        strict=False,
+        allow_inf_nan=False,
     )
 
 
@@ -129,7 +134,7 @@ def _model_from_yaml(value: Any) -> Any:
 class Factors(_Frozen):
     """The four knobs that cost memory; each lists the values the study tries."""
 
-    replay_capacity: tuple[Annotated[int, Field(ge=0)], ...] = (50_000,)
+    replay_capacity: tuple[Annotated[int, Field(ge=0, le=10**12)], ...] = (50_000,)
     """Replay-buffer capacity in transitions (DQN, SAC). 0 means the algorithm has none."""
 
     model: tuple[ModelSpec, ...] = (ModelSpec(),)
@@ -188,6 +193,18 @@ class EnvSpec(_Frozen):
 
     atari_preprocessing: bool = True
     """``ALE/*`` only: 84×84 grey frames stacked 4 deep (RLlib's standard Atari wrapping)."""
+
+    @field_validator("id")
+    @classmethod
+    def _plain_id(cls, value: str) -> str:
+        # gymnasium imports the module named before a ':' in an id ("pkg.mod:Env-v0"):
+        # a sweep file must not make memsweep import code.
+        if not _ENV_ID_RE.match(value):
+            raise ValueError(
+                "an env id looks like CartPole-v1 or ALE/Pong-v5 (letters, digits, '_.-', one "
+                "'/'; no 'module:' prefix)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _synthetic_needs_shape(self) -> EnvSpec:
@@ -262,6 +279,21 @@ class ResourceSpec(_Frozen):
     """Trials running at once (0 = as many as fit). One at a time keeps them from
     competing for CPU, which would slow sampling, not change memory."""
 
+    memory_budget: Annotated[int, Field(gt=0, le=2**60)] | None = None
+    """Optional: ``16GB``, ``512MiB`` or bytes. memsweep stops a trial (status
+    ``over_budget``) once it holds more (``budget_scope: trial``) or its node uses more
+    (``node``), checked at every flush, so a sweep on a shared machine stops short of
+    taking it down. Unset: only Ray's and the kernel's OOM killers stop a trial."""
+
+    budget_scope: Literal["trial", "node"] = "trial"
+    """``trial``: RSS summed over the trial's processes; ``node``: the node's used memory
+    (then the trial with the most memory on that node is stopped)."""
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _budget_size(cls, value: Any) -> Any:
+        return None if value is None else parse_bytes(value)
+
 
 class TrainingSpec(_Frozen):
     """Algorithm settings that change speed or memory but are not studied factors."""
@@ -325,7 +357,7 @@ class Study(_Frozen):
     repeats: Annotated[int, Field(gt=0, le=100)] = 1
     """Trials per design point, each with its own seed."""
 
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, le=2**31 - 101)] = 0
     """Seed of the first repeat; repeat ``r`` uses ``seed + r``."""
 
     storage: str | None = None
@@ -495,8 +527,14 @@ def _format_error(source: str, error: Mapping[str, Any]) -> str:
     message = message.removeprefix("Value error, ")
     if kind == "missing":
         return f"{source}: {where} is required."
-    shown = "" if isinstance(value, dict) else f", got {value!r}"
+    shown = "" if isinstance(value, dict) or "got " in message else f", got {_short(value)}"
     return f"{source}: {where}: {message}{shown}."
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a message stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}…({len(text)} chars)"
 
 
 def parse_study(data: Any, source: str = "<sweep>") -> Study:
@@ -513,23 +551,96 @@ def parse_study(data: Any, source: str = "<sweep>") -> Study:
         raise SpecError("\n".join(dict.fromkeys(lines))) from None
 
 
+MAX_SWEEP_FILE_BYTES = 1_000_000
+"""A sweep file is a page of YAML; anything bigger is a wrong path."""
+
+MAX_YAML_ALIASES = 100
+"""``*alias`` uses allowed in a sweep file: enough to reuse a model list, far too few
+for a billion-laughs bomb (each alias can double what validation has to walk)."""
+
+MAX_YAML_NODES = 100_000
+"""Values in the sweep file once aliases are expanded."""
+
+
+class _SweepLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (plain data only, no tag constructs an object) that refuses
+    alias bombs: PyYAML shares an aliased node instead of copying it, so a bomb costs
+    nothing to load, but everything that walks the result (validation) expands it."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_YAML_ALIASES} aliases (*name)", event.start_mark
+                )
+        return super().compose_node(parent, index)
+
+
+def _expanded_size(data: Any, limit: int) -> int:
+    """Values in ``data`` with shared (aliased) parts counted every time; stops at ``limit``."""
+    count = 0
+    stack = [data]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
 def load_study(path: str | Path) -> Study:
     """Read and validate a sweep file; :class:`SpecError` on any problem."""
     file = Path(path)
+    if file.is_dir():
+        raise SpecError(f"{file} is a folder: give a sweep file, e.g. sweeps/default.yaml")
+    if file.exists() and not file.is_file():
+        raise SpecError(f"{file} is not a regular file: give a sweep file (sweeps/*.yaml)")
     if not file.is_file():
         raise SpecError(f"No such sweep file: {file} (sweeps live in sweeps/*.yaml)")
     try:
+        size = file.stat().st_size
+        if size > MAX_SWEEP_FILE_BYTES:
+            raise SpecError(
+                f"{file}: {size} bytes is not a sweep file (at most {MAX_SWEEP_FILE_BYTES}); "
+                "check the path"
+            )
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{file}: cannot read it as UTF-8 text ({exc})") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SpecError(f"{file}: cannot read it as UTF-8 text ({reason})") from None
+    if "\x00" in text:
+        raise SpecError(f"{file}: contains NUL bytes, not a YAML text file")
+    loader = _SweepLoader(text)
     try:
-        data = yaml.safe_load(text)
+        data = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{file}:{where}: not valid YAML: {problem}") from None
-    return parse_study(data, str(file))
+    except RecursionError:
+        raise SpecError(f"{file}: nested too deeply to be a sweep file") from None
+    finally:
+        loader.dispose()
+    if data is None:
+        raise SpecError(f"{file} is empty: a sweep file needs at least 'name: <study>'")
+    if _expanded_size(data, MAX_YAML_NODES) > MAX_YAML_NODES:
+        raise SpecError(
+            f"{file}: expands to more than {MAX_YAML_NODES} values (aliases?): not a sweep file"
+        )
+    try:
+        return parse_study(data, str(file))
+    except RecursionError:
+        raise SpecError(f"{file}: nested too deeply to be a sweep file") from None
 
 
 def describe_fields(model: type[BaseModel] = Study, prefix: str = "") -> list[str]:

@@ -21,6 +21,7 @@ is already atomic. Appending never rewrites a file; ``trials.parquet`` and
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -103,7 +104,7 @@ PROGRESS = pa.schema(
 EVENTS = pa.schema(
     [
         pa.field("ts", TS, nullable=False),
-        pa.field("kind", pa.string(), nullable=False, metadata={"doc": "sampler_started, sampler_restarted, sampler_lost, gap, node_added, node_removed, trial_started, trial_registered, trial_ended"}),
+        pa.field("kind", pa.string(), nullable=False, metadata={"doc": "sampler_started, sampler_restarted, sampler_lost, gap, node_added, node_removed, trial_started, trial_registered, trial_ended, over_budget (memsweep stopped the trial)"}),
         pa.field("node_id", pa.string()),
         pa.field("trial_id", pa.string()),
         pa.field("detail", pa.string()),
@@ -131,13 +132,20 @@ TRIALS = pa.schema(
         pa.field("built_num_env_runners", pa.int64(), metadata={"doc": "remote env runners RLlib built"}),
         pa.field("placement_group_id", pa.string()),
         pa.field("run_id", pa.string(), metadata={"doc": "the driver run of the trial's latest attempt: samples of earlier attempts (before a resume) have another run_id"}),
-        pa.field("status", pa.string(), metadata={"doc": "running, terminated, error, interrupted"}),
+        pa.field("status", pa.string(), metadata={"doc": "running, terminated, error, interrupted, oom_killed (Ray's memory monitor, or the kernel's OOM killer per the node's kernel log), over_budget (memsweep's resources.memory_budget)"}),
         pa.field("error", pa.string()),
         pa.field("started_at", TS),
         pa.field("ended_at", TS),
         pa.field("iterations", pa.int64()),
         pa.field("env_steps", pa.int64()),
         pa.field("peak_bytes", pa.int64(), metadata={"doc": "peak trial memory seen in results (sum of VmHWM)"}),
+        pa.field("killed_pid", pa.int64(), metadata={"doc": "the trial's process that was killed (oom_killed) or died (error); null otherwise"}),
+        pa.field("killed_role", pa.string(), metadata={"doc": "that process's role in samples (trainable, env_runner, …)"}),
+        pa.field("killed_node_id", pa.string(), metadata={"doc": "that process's node"}),
+        pa.field("kill_node_used_bytes", pa.int64(), metadata={"doc": "used memory of that node at the kill: Ray's own reading when Ray's memory monitor killed it, else memsweep's last node sample before the kill; null for over_budget (see budget_measured_bytes)"}),
+        pa.field("kill_node_available_bytes", pa.int64(), metadata={"doc": "the node's memory left at the kill (Ray's limit − used, or MemAvailable)"}),
+        pa.field("memory_budget_bytes", pa.int64(), metadata={"doc": "resources.memory_budget when memsweep stopped the trial (over_budget)"}),
+        pa.field("budget_measured_bytes", pa.int64(), metadata={"doc": "what exceeded it: the trial's summed RSS (budget_scope trial) or its node's used memory (node)"}),
     ]
 )
 
@@ -209,19 +217,26 @@ class ResultsWriter:
             ) from None
 
     def _atomic_write(self, final: str, write: Any) -> None:
-        if not _is_local(self.fs):
-            write(final)
-            return
-        directory, base = final.rsplit("/", 1)
-        tmp = f"{directory}/.{base}.{self._token}.tmp"
         try:
-            write(tmp)
-            os.replace(tmp, final)
-        except BaseException:
+            if not _is_local(self.fs):
+                write(final)
+                return
+            directory, base = final.rsplit("/", 1)
+            tmp = f"{directory}/.{base}.{self._token}.tmp"
             try:
-                Path(tmp).unlink(missing_ok=True)
-            finally:
+                write(tmp)
+                os.replace(tmp, final)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    Path(tmp).unlink(missing_ok=True)
                 raise
+        except OSError as exc:
+            # A full disk, a folder made read-only or removed: say so in one line.
+            reason = _reason(exc)
+            raise DataError(
+                f"Cannot write {final}: {reason}. Free space there or choose another "
+                "'storage' (--storage)."
+            ) from None
 
     def append(self, table_name: str, table: pa.Table) -> str | None:
         """Add ``table`` as a new part file of ``table_name``; returns its path."""
@@ -290,8 +305,16 @@ class Results:
             if not self.exists(f"{table_name}.parquet"):
                 empty = pa.Table.from_batches([], schema=schema)
                 return empty.select(columns) if columns else empty
-            return pq.read_table(path, filesystem=self.fs, columns=columns)
-        return self.dataset(table_name).to_table(columns=columns)
+            try:
+                return pq.read_table(path, filesystem=self.fs, columns=columns)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise DataError(f"{path} is not a readable Parquet file: {_first_line(exc)}") from None
+        try:
+            return self.dataset(table_name).to_table(columns=columns)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(
+                f"{self.root}/{table_name}/ has a part file that cannot be read: {_first_line(exc)}"
+            ) from None
 
     def text(self, name: str) -> str | None:
         if not self.exists(name):
@@ -300,8 +323,25 @@ class Results:
             return bytes(stream.read()).decode("utf-8")
 
     def versions(self) -> dict[str, Any]:
-        raw = self.text("versions.json")
-        return json.loads(raw) if raw else {}
+        try:
+            raw = self.text("versions.json")
+            data = json.loads(raw) if raw else {}
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DataError(f"{self.uri}/versions.json cannot be read: {_first_line(exc)}") from None
+        if not isinstance(data, dict):
+            raise DataError(f"{self.uri}/versions.json is not a JSON object")
+        return data
+
+
+def _reason(exc: OSError) -> str:
+    """``No space left on device`` rather than pyarrow's wrapping of it."""
+    if exc.errno:
+        return os.strerror(exc.errno)
+    return exc.strerror or _first_line(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def open_results(uri: str | os.PathLike[str]) -> Results:

@@ -13,6 +13,7 @@ import platform
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -167,16 +168,49 @@ def _init_ray(study: Study, address: str | None) -> bool:
         "namespace": f"memsweep-{study.name}",
         "log_to_driver": True,
     }
+    embedded = not address and not os.environ.get("RAY_ADDRESS")
     if address:
         kwargs["address"] = address
     else:
         # Embedded Ray: everything on loopback, dashboard included.
         kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1")
+    if embedded:
+        # A Ray of its own: without "local", ray.init joins any cluster that `ray start`
+        # left on this machine (a Ray job, `memsweep submit`, sets RAY_ADDRESS instead).
+        kwargs["address"] = "local"
     try:
-        ray.init(**kwargs)
+        with _loopback_only() if embedded else contextlib.nullcontext():
+            ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ClusterError(f"Cannot start or reach Ray ({address or 'embedded'}): {exc}") from None
     return True
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """While Ray starts inside, its servers listen on 127.0.0.1 only.
+
+    Ray 2.60 binds its gRPC servers (GCS, raylet, every worker's) and agents to all
+    interfaces unless the node's IP is 127.0.0.1, and turns a 127.0.0.1 given as
+    ``_node_ip_address`` into the machine's outward IP; except on a one-machine setup
+    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, its macOS/Windows default), where the node
+    IP is 127.0.0.1. That is asked for here; Ray reads it when ``ray.init`` starts the
+    node (the processes it starts inherit it).
+    """
+    from ray._private import ray_constants
+
+    key = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    saved_env, saved_flag = os.environ.get(key), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[key] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved_env
 
 
 def run_study(
@@ -202,6 +236,12 @@ def run_study(
     from memsweep.callback import MemoryCallback
     from memsweep.summary import format_summaries, trial_summaries
     from memsweep.trainable import MemsweepTrainable
+    from memsweep.tune_faults import (
+        SweepStopper,
+        credentials_kept_from_trials,
+        storage_errors_in_one_line,
+        tune_survives_oom_kills,
+    )
 
     uri = storage or study.storage_uri
     writer = ResultsWriter(uri)
@@ -236,7 +276,7 @@ def run_study(
             name="tune",
             storage_path=writer.root,
             storage_filesystem=fs,
-            stop=_stop(study),
+            stop=SweepStopper(_stop(study), lambda: callback.collector_error is not None),
             callbacks=[callback],
             progress_reporter=reporter,
             verbose=1,
@@ -249,15 +289,23 @@ def run_study(
         if resume:
             if not Tuner.can_restore(tune_dir, storage_filesystem=fs):
                 raise MemsweepError(f"Nothing to resume in {uri}: no Tune experiment at {tune_dir}.")
-            tuner = Tuner.restore(
-                tune_dir,
-                trainable=MemsweepTrainable,
-                resume_unfinished=True,
-                resume_errored=False,
-                restart_errored=False,
-                storage_filesystem=fs,
-                param_space=param_space(study),
-            )
+            # No param_space: Tune resumes the trials and the grid it saved, as they were
+            # when the sweep started (a re-given one must have the very same keys, which
+            # a newer memsweep's defaults can change).
+            try:
+                tuner = Tuner.restore(
+                    tune_dir,
+                    trainable=MemsweepTrainable,
+                    resume_unfinished=True,
+                    resume_errored=False,
+                    restart_errored=False,
+                    storage_filesystem=fs,
+                )
+            except (ValueError, TypeError, OSError) as exc:
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise MemsweepError(
+                    f"Cannot resume the sweep in {uri}: {reason} Start it again in a new storage."
+                ) from None
             # Tune unpickles the old RunConfig; give it this run's callback and reporter
             # (Tuner has no public setter for that in Ray 2.60; its RunConfig is mutable).
             internal = tuner._local_tuner
@@ -266,6 +314,7 @@ def run_study(
             restored = internal.get_run_config()
             restored.callbacks = [callback]
             restored.progress_reporter = reporter
+            restored.stop = run_config.stop
         else:
             tuner = Tuner(
                 MemsweepTrainable,
@@ -279,7 +328,12 @@ def run_study(
                 run_config=run_config,
             )
         try:
-            grid = tuner.fit()
+            with (
+                tune_survives_oom_kills(),
+                storage_errors_in_one_line(),
+                credentials_kept_from_trials(results_are_local=fs is None),
+            ):
+                grid = tuner.fit()
         finally:
             callback.close()
         if callback.collector_error is not None:

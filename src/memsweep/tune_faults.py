@@ -1,0 +1,145 @@
+"""How a Tune sweep survives its trials' faults.
+
+- One OOM-killed trial fails alone; the sweep goes on (:func:`tune_survives_oom_kills`).
+- When memsweep can no longer keep what it measures (the results folder is full or
+  gone), the whole sweep stops at once rather than running trials nobody records
+  (:class:`SweepStopper`), and Tune's own complaints about that folder are one line
+  each, not tracebacks (:func:`storage_errors_in_one_line`): memsweep ends with the
+  message that says what to do.
+- The driver's cloud credentials stay in the driver when the results are on a local
+  disk (:func:`credentials_kept_from_trials`).
+
+**A Ray 2.60 bug worked around here.** Tune's actor manager
+(``RayActorManager._actor_task_failed``) handles ``RayActorError`` and ``RayTaskError``
+and raises ``RuntimeError("Caught unexpected exception: …")`` for anything else. When
+Ray's memory monitor kills a trial's actor, the pending ``train`` call fails with
+:class:`ray.exceptions.OutOfMemoryError`, which is neither: one OOM-killed trial ends
+``Tuner.fit()``, and the sweep with it. Tune offers no hook to handle it (the controller
+builds its actor manager itself), so :func:`tune_survives_oom_kills` wraps that one
+method, for the duration of a sweep only, to hand Tune the error as the
+``RayActorError`` it is (the trial's actor is dead). ``tests/test_faults.py`` keeps a
+test that shows the upstream method still failing, so the wrapper can go once it passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from ray.exceptions import RayActorError
+from ray.tune.stopper import Stopper
+
+
+class TrialOutOfMemoryError(RayActorError):
+    """Ray's ``OutOfMemoryError`` for a trial's actor, as the ``RayActorError`` that Tune
+    handles; the message is Ray's, unchanged."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(error_msg=message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TrialOutOfMemoryError, (self.error_msg,))
+
+
+@contextlib.contextmanager
+def tune_survives_oom_kills() -> Iterator[None]:
+    """While inside, an OOM-killed trial fails alone instead of ending ``Tuner.fit()``."""
+    from ray.air.execution._internal.actor_manager import RayActorManager
+    from ray.exceptions import OutOfMemoryError
+
+    original = RayActorManager._actor_task_failed
+
+    def _actor_task_failed(self: Any, tracked_actor_task: Any, exception: Exception) -> None:
+        if isinstance(exception, OutOfMemoryError) and not isinstance(exception, RayActorError):
+            exception = TrialOutOfMemoryError(str(exception))
+        original(self, tracked_actor_task, exception)
+
+    RayActorManager._actor_task_failed = _actor_task_failed  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        RayActorManager._actor_task_failed = original  # type: ignore[method-assign]
+
+
+class SweepStopper(Stopper):
+    """Tune's ``stop={key: limit}`` (a trial stops once ``result[key] >= limit``), plus
+    "stop every trial" once ``stop_all_when()`` says so."""
+
+    def __init__(self, limits: Mapping[str, float], stop_all_when: Callable[[], bool]) -> None:
+        self.limits = dict(limits)
+        self._stop_all_when = stop_all_when
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        from ray.tune.utils import flatten_dict
+
+        # Tune's own dict criteria look at the flattened result ("a/b" for {"a": {"b"}}).
+        flat = flatten_dict(result)
+        return any(
+            flat.get(key) is not None and flat[key] >= limit for key, limit in self.limits.items()
+        )
+
+    def stop_all(self) -> bool:
+        return bool(self._stop_all_when())
+
+
+TUNE_STORAGE_LOGGERS = ("ray.tune.execution.experiment_state", "ray.train._internal.syncer")
+"""Where Tune logs (with a traceback) that it could not save to the results folder."""
+
+
+class _OneLine(logging.Filter):
+    """An OSError's traceback in a log record → its reason, on the record's one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, OSError):
+            reason = os.strerror(error.errno) if error.errno else str(error).splitlines()[0]
+            record.msg = f"{record.getMessage().rstrip(': ')}: {reason}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+@contextlib.contextmanager
+def storage_errors_in_one_line() -> Iterator[None]:
+    """While inside, Tune's failures to write the results folder log one line each."""
+    one_line = _OneLine()
+    loggers = [logging.getLogger(name) for name in TUNE_STORAGE_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(one_line)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(one_line)
+
+
+CLOUD_CREDENTIALS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SECURITY_TOKEN",
+    "AWS_SESSION_TOKEN",
+)
+"""What Ray Tune 2.60 copies from the driver's environment into every trial's runtime
+env (``ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE``), so that trials can
+write to S3. Ray's runtime-env agent then logs that runtime env verbatim, credentials
+included, in ``runtime_env_agent.log`` on every node, and the actor table shows it."""
+
+
+@contextlib.contextmanager
+def credentials_kept_from_trials(results_are_local: bool) -> Iterator[None]:
+    """While inside, and only when the results go to a local disk (no trial then needs
+    them), the driver's AWS credentials are out of its environment, so Tune does not hand
+    them to the trials (nor Ray log them). Restored on exit."""
+    saved = {
+        key: os.environ.pop(key)
+        for key in CLOUD_CREDENTIALS
+        if results_are_local and key in os.environ
+    }
+    try:
+        yield
+    finally:
+        os.environ.update(saved)

@@ -1,0 +1,1075 @@
+"""Fault injection: what the user sees and exactly what stays on disk when things break.
+
+Memory runs out (Ray's OOM killer, the kernel's, memsweep's own budget), the driver is
+SIGKILLed mid-write, a sampler actor dies, the results disk fills or is read-only, and
+the user feeds malformed sweep files and flags. Each test asserts the one-line message
+(never a traceback), the exit code, the trial statuses and the data kept. The outcomes
+are tabulated in ``docs/faults.md``.
+
+The Ray tests (``slow``) run against real Ray, one at a time; the others in seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import psutil
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from memsweep.faults import (
+    ERROR,
+    OOM_KILLED,
+    MemoryBudget,
+    kernel_killed,
+    kernel_oom_kills,
+    kill_facts,
+    over_budget,
+    read_trial_error,
+)
+from memsweep.spec import parse_study
+from memsweep.store import SAMPLES, ResultsWriter, open_results
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO / "tests" / "corpus"
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def memsweep(
+    *args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "memsweep", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
+    )
+
+
+def assert_one_line(result: subprocess.CompletedProcess[str], *, prefix: str = "memsweep: ") -> str:
+    """Non-zero exit, no traceback, exactly one line on stderr that starts with prefix."""
+    assert result.returncode != 0, result.stdout[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith(prefix), lines[0]
+    return lines[0]
+
+
+def every_parquet_file_reads(root: Path) -> int:
+    """Read every visible Parquet file under root whole; return how many there were."""
+    files = [
+        p
+        for p in root.rglob("*.parquet")
+        if not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
+    for path in files:
+        pq.read_table(path)
+    return len(files)
+
+
+# -- OOM kills: reading what Ray and the kernel say (pure) -----------------------------
+
+
+def test_rays_memory_monitor_report_names_the_killed_pid_and_the_nodes_memory() -> None:
+    # GIVEN the error text Tune wrote for a trial Ray's memory monitor killed (Ray 2.60)
+    text = (CORPUS / "errors" / "ray_2.60_memory_monitor.txt").read_text()
+    # WHEN it is read
+    kill = read_trial_error(text)
+    # THEN the trial is oom_killed, the selected (not merely considered) pid is the one
+    # named, and the node's memory is Ray's exact reading
+    assert kill.status == OOM_KILLED
+    assert kill.killed_pids == (18887,)
+    assert kill.node_id == "e4a236eeec8a38f089732dd3f50f2f6a08e67cf035e5ea990ba414f6"
+    assert (kill.node_used_bytes, kill.node_limit_bytes) == (4772548608, 25276510208)
+    assert kill.summary is not None and "pid 18887" in kill.summary and "\n" not in kill.summary
+
+
+def test_the_older_ray_oom_message_is_read_too() -> None:
+    text = (
+        "ray.exceptions.OutOfMemoryError: Task was killed due to the node running low on memory.\n"
+        "Memory on the node (IP: 10.0.0.5, ID: ab12) where the task (actor ID: ff, name=X, "
+        "pid=4242, memory used=2.1GB) was running was 30.10GB / 31.00GB (0.97), which exceeds "
+        "the memory usage threshold of 0.95."
+    )
+    kill = read_trial_error(text)
+    assert (kill.status, kill.killed_pids, kill.node_ip) == (OOM_KILLED, (4242,), "10.0.0.5")
+    assert kill.node_used_bytes == 30_100_000_000 and kill.node_limit_bytes == 31_000_000_000
+
+
+def test_a_vanished_worker_is_an_error_unless_the_kernel_log_names_its_pid() -> None:
+    # GIVEN Ray's report of a worker that died of SIGKILL (it lists OOM as one of three causes)
+    kill = read_trial_error((CORPUS / "errors" / "kernel_sigkill_2.60.txt").read_text())
+    # THEN by itself it is no verdict
+    assert (kill.status, kill.killed_pids, kill.vanished) == (ERROR, (5747,), True)
+    # AND the kernel log decides: a memcg OOM kill of that pid after the process started
+    records = [
+        "6,1,3286645960,-;oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,"
+        "mems_allowed=0,oom_memcg=/x,task_memcg=/x,task=ray::ImplicitFu,pid=5747,uid=0",
+        "3,2,3286646035,-;Memory cgroup out of memory: Killed process 5747 (ray::ImplicitFu) "
+        "total-vm:9415532kB, anon-rss:502872kB",
+        "6,3,3300000000,-;Out of memory: Killed process 777 (python) total-vm:1kB",
+        "garbage without a header",
+    ]
+    assert kernel_oom_kills(records) == {5747: 3286.646035, 777: 3300.0}
+    assert kernel_killed(5747, started_since_boot_s=3280.0, records=records) is True
+    # (a kill of an earlier process that had the same pid does not count)
+    assert kernel_killed(5747, started_since_boot_s=3290.0, records=records) is False
+    assert kernel_killed(1234, started_since_boot_s=None, records=records) is False
+    assert kernel_killed(5747, started_since_boot_s=None, records=None) is None
+
+
+def test_the_killed_process_is_settled_from_its_samples_and_the_kernels_word() -> None:
+    vanished = read_trial_error((CORPUS / "errors" / "kernel_sigkill_2.60.txt").read_text())
+    seen = (5747, "node-a", "trainable", 1_700_000_000.0)
+    # a vanished worker the kernel log names: oom_killed, with memsweep's node reading
+    facts = kill_facts(vanished, seen, (7_000, 1_000), kernel_killed_it=True)
+    assert facts["status"] == OOM_KILLED and "kernel's OOM killer killed pid 5747" in facts["error"]
+    assert (
+        facts["killed_role"],
+        facts["kill_node_used_bytes"],
+        facts["kill_node_available_bytes"],
+    ) == ("trainable", 7_000, 1_000)
+    # one it does not name (or a kernel log that cannot be read) stays an error
+    assert "status" not in kill_facts(vanished, seen, (7_000, 1_000), kernel_killed_it=False)
+    assert "status" not in kill_facts(vanished, seen, (7_000, 1_000), kernel_killed_it=None)
+    # Ray's own reading of the node wins over memsweep's
+    ray_kill = read_trial_error((CORPUS / "errors" / "ray_2.60_memory_monitor.txt").read_text())
+    facts = kill_facts(
+        ray_kill, (18887, "node-b", "trainable", None), (1, 2), kernel_killed_it=None
+    )
+    assert facts == {"killed_pid": 18887, "killed_role": "trainable", "killed_node_id": "node-b"}
+    # a process never sampled: nothing to add
+    assert kill_facts(vanished, None, (None, None), kernel_killed_it=None) == {}
+
+
+def test_a_python_exception_in_a_trial_is_an_error_not_a_kill() -> None:
+    kill = read_trial_error("ray::ImplicitFunc.train() (pid=12, ip=1.2.3.4)\nValueError: boom")
+    assert (kill.status, kill.killed_pids, kill.vanished) == (ERROR, (), False)
+
+
+def _samples(rows: list[tuple[str, int, str | None, int]]) -> pa.Table:
+    """(node, ts µs, trial, rss) rows → a samples table."""
+    n = len(rows)
+    columns: dict[str, Any] = {name: [None] * n for name in SAMPLES.names}
+    columns.update(
+        ts=[r[1] for r in rows],
+        node_id=[r[0] for r in rows],
+        pid=list(range(n)),
+        trial_id=[r[2] for r in rows],
+        role=["trainable"] * n,
+        rss_bytes=[r[3] for r in rows],
+    )
+    return pa.Table.from_pydict(columns, schema=SAMPLES)
+
+
+def test_a_trial_over_its_budget_is_found_in_the_latest_round_of_every_node() -> None:
+    # GIVEN a trial spread over two nodes (700 MB + 400 MB now, 2 GB a round earlier),
+    # another trial at 300 MB, and Ray's own processes
+    table = _samples(
+        [
+            ("n1", 1, "big", 2_000_000_000),
+            ("n1", 2, "big", 700_000_000),
+            ("n2", 5, "big", 400_000_000),
+            ("n1", 2, "small", 300_000_000),
+            ("n1", 2, None, 5_000_000_000),
+        ]
+    )
+    budget = MemoryBudget(1_000_000_000, "trial")
+    # THEN only the big trial is over 1 GB, by the sum of its latest rounds
+    [breach] = over_budget(table, {}, budget)
+    assert (breach.trial_id, breach.measured_bytes) == ("big", 1_100_000_000)
+    assert "1.10 GB" in breach.detail and "1.00 GB per trial" in breach.detail
+    # AND with a node budget, the node over it loses its biggest trial
+    [by_node] = over_budget(
+        table, {"n1": 9_000_000_000, "n2": 100}, MemoryBudget(8_000_000_000, "node")
+    )
+    assert (by_node.trial_id, by_node.node_id, by_node.measured_bytes) == (
+        "big",
+        "n1",
+        9_000_000_000,
+    )
+    assert over_budget(table, {"n1": 1}, MemoryBudget(8_000_000_000, "node")) == []
+
+
+def test_memory_budget_is_a_size_with_a_scope() -> None:
+    study = parse_study(
+        {"name": "b", "resources": {"memory_budget": "1.5GiB", "budget_scope": "node"}}
+    )
+    assert (study.resources.memory_budget, study.resources.budget_scope) == (
+        int(1.5 * 2**30),
+        "node",
+    )
+    assert parse_study({"name": "b"}).resources.memory_budget is None
+
+
+# -- the Ray 2.60 Tune bug that would end the whole sweep ------------------------------
+
+
+def _tracked_task() -> Any:
+    task = mock.MagicMock()
+    task._tracked_actor = mock.MagicMock()
+    return task
+
+
+def test_upstream_tune_still_ends_the_sweep_on_an_oom_killed_trial() -> None:
+    """Remove :func:`memsweep.tune_faults.tune_survives_oom_kills` once this fails."""
+    from ray.air.execution._internal.actor_manager import RayActorManager
+    from ray.exceptions import OutOfMemoryError
+
+    manager = mock.MagicMock()
+    with pytest.raises(RuntimeError, match="Caught unexpected exception"):
+        RayActorManager._actor_task_failed(manager, _tracked_task(), OutOfMemoryError("killed"))
+
+
+def test_with_memsweeps_guard_an_oom_killed_trial_fails_alone_as_an_actor_error() -> None:
+    from ray.air.execution._internal.actor_manager import RayActorManager
+    from ray.exceptions import OutOfMemoryError, RayActorError
+
+    from memsweep.tune_faults import TrialOutOfMemoryError, tune_survives_oom_kills
+
+    manager, task = mock.MagicMock(), _tracked_task()
+    original = RayActorManager._actor_task_failed
+    with tune_survives_oom_kills():
+        RayActorManager._actor_task_failed(
+            manager, task, OutOfMemoryError("1 worker(s) were killed")
+        )
+    assert RayActorManager._actor_task_failed is original
+    # Tune's actor-died path ran: the actor is marked failed and the trial told
+    manager._failed_actor_ids.add.assert_called_once()
+    (_, error), _ = task._on_error.call_args
+    assert isinstance(error, TrialOutOfMemoryError) and isinstance(error, RayActorError)
+    assert str(error) == "1 worker(s) were killed"
+
+
+def test_the_sweep_stopper_keeps_tunes_limits_and_stops_all_on_demand() -> None:
+    from memsweep.tune_faults import SweepStopper
+
+    broken = threading.Event()
+    stopper = SweepStopper({"training_iteration": 3, "memsweep/env_steps": 100}, broken.is_set)
+    assert not stopper("t", {"training_iteration": 2, "memsweep/env_steps": 99})
+    assert stopper("t", {"training_iteration": 3})
+    assert stopper("t", {"memsweep": {"env_steps": 100}})
+    assert not stopper("t", {"memsweep/env_steps": None})
+    assert not stopper.stop_all()
+    broken.set()
+    assert stopper.stop_all()
+
+
+# -- bad input: sweep files and flags --------------------------------------------------
+
+
+def _generated_corpus(root: Path) -> dict[str, Path]:
+    """Malformed inputs too big or too odd to keep in the repository."""
+    root.mkdir(parents=True, exist_ok=True)
+    files = {
+        "deep_nesting": ("name: x\nfactors: " + "[" * 20_000 + "]" * 20_000 + "\n"),
+        "two_megabytes": ("name: x\ndescription: " + "a" * 2_000_000 + "\n"),
+        "long_value": ("name: x\nalgorithm: " + "Z" * 100_000 + "\n"),
+    }
+    out = {}
+    for name, text in files.items():
+        path = root / f"{name}.yaml"
+        path.write_text(text)
+        out[name] = path
+    (root / "a_folder.yaml").mkdir(exist_ok=True)
+    out["a_folder"] = root / "a_folder.yaml"
+    out["missing"] = root / "missing.yaml"
+    fifo = root / "fifo.yaml"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    out["fifo"] = fifo
+    return out
+
+
+CORPUS_FILES = sorted((CORPUS / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CORPUS_FILES, ids=[p.stem for p in CORPUS_FILES])
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_malformed_sweep_file_gets_one_line_and_exit_2_and_runs_nothing(
+    path: Path, command: str, tmp_path: Path
+) -> None:
+    # WHEN the user validates or runs a malformed sweep file
+    result = memsweep(command, path, cwd=tmp_path)
+    # THEN one line names the file, the exit code is 2, and nothing ran or was written
+    line = assert_one_line(result)
+    assert result.returncode == 2
+    assert str(path) in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_generated_malformed_inputs_get_one_line_too(tmp_path: Path) -> None:
+    expected = {
+        "deep_nesting": "nested too deeply",
+        "two_megabytes": "is not a sweep file",
+        "long_value": "chars)",
+        "a_folder": "is a folder",
+        "missing": "No such sweep file",
+        "fifo": "is not a regular file",
+    }
+    for name, path in _generated_corpus(tmp_path / "corpus").items():
+        result = memsweep("validate", path, cwd=tmp_path)
+        line = assert_one_line(result)
+        assert expected[name] in line, (name, line)
+        assert len(line) < 1000, (name, len(line))
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ((), "the following arguments are required: COMMAND"),
+        (("frobnicate",), "invalid choice: 'frobnicate'"),
+        (("run",), "the following arguments are required: sweep"),
+        (("run", "a.yaml", "b.yaml"), "unrecognized arguments: b.yaml"),
+        (("run", "--resume"), "the following arguments are required: sweep"),
+        (("run", "--storage"), "expected one argument"),
+        (("validate", "--explain"), "the following arguments are required: sweep"),
+        (("validate", "x.yaml", "--bogus"), "unrecognized arguments: --bogus"),
+        (("analyze",), "the following arguments are required: COMMAND"),
+        (("analyze", "/nonexistent/results"), "No such results folder"),
+        (("analyze", "report", "{tmp}", "--confidence", "2"), "--confidence must be in"),
+        (("analyze", "predict", "{tmp}", "--budget", "lots"), "--budget"),
+        (("analyze", "predict", "{tmp}", "--num-workers", "-3"), "--num-workers"),
+        (("analyze", "predict", "{tmp}", "--framework", "jax"), "--framework"),
+        (("analyze", "predict", "{tmp}", "--solve-for", "model"), "invalid choice"),
+    ],
+)
+def test_wrong_flags_get_one_line_and_a_non_zero_exit(
+    args: tuple[str, ...], says: str, tmp_path: Path
+) -> None:
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = memsweep(*argv, cwd=tmp_path)
+    prefix = "memsweep analyze: " if args[:1] == ("analyze",) and len(args) > 1 else "memsweep"
+    line = assert_one_line(result, prefix=prefix)
+    assert says in line, line
+
+
+def _copy_of_a_results_folder(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from synthetic import factorial_sweep
+
+    source = factorial_sweep(tmp_path_factory.getbasetemp()).path
+    target = tmp_path / "results"
+    shutil.copytree(source, target)
+    return target
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        ("newer_schema", "was written by a newer memsweep"),
+        ("versions_not_json", "versions.json cannot be read"),
+        ("versions_a_list", "versions.json is not a JSON object"),
+        ("trials_truncated", "trials.parquet is not a readable Parquet file"),
+        ("not_a_results_folder", "is not a memsweep results folder"),
+        ("a_file", "is not a memsweep results folder"),
+    ],
+)
+def test_a_damaged_or_foreign_results_folder_gets_one_line_from_analyze(
+    damage: str, says: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    results = _copy_of_a_results_folder(tmp_path, tmp_path_factory)
+    if damage == "newer_schema":
+        (results / "versions.json").write_text(json.dumps({"schema_version": 99}))
+    elif damage == "versions_not_json":
+        (results / "versions.json").write_bytes(b"\x00{not json")
+    elif damage == "versions_a_list":
+        (results / "versions.json").write_text("[1, 2]")
+    elif damage == "trials_truncated":
+        data = (results / "trials.parquet").read_bytes()
+        (results / "trials.parquet").write_bytes(data[: len(data) // 2])
+    elif damage == "not_a_results_folder":
+        results = tmp_path / "empty"
+        results.mkdir()
+    elif damage == "a_file":
+        results = tmp_path / "file.txt"
+        results.write_text("hello")
+    result = memsweep("analyze", results, "--out", tmp_path / "out", cwd=tmp_path, timeout=300)
+    line = assert_one_line(result, prefix="memsweep analyze: ")
+    assert says in line, line
+
+
+# -- crash safety of the store (no Ray) ------------------------------------------------
+
+_WRITER_LOOP = """
+import sys, time
+import pyarrow as pa
+from memsweep.store import ResultsWriter, PROGRESS
+writer = ResultsWriter(sys.argv[1])
+rows = [{"ts": 0, "trial_id": "t", "iteration": i, "env_steps": i} for i in range(20000)]
+print("ready", flush=True)
+while True:
+    writer.append_rows("progress", rows)
+    writer.replace("trials", [{"trial_id": "t", "status": "running"}] * 2000)
+"""
+
+
+def test_a_writer_sigkilled_at_random_moments_leaves_only_complete_files(tmp_path: Path) -> None:
+    # GIVEN a process writing part files and replacing trials.parquet as fast as it can
+    results = tmp_path / "results"
+    leftovers = 0
+    for attempt in range(8):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER_LOOP, str(results)], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        # WHEN it is SIGKILLed at an arbitrary moment (some land mid-write)
+        time.sleep(0.15 + 0.07 * attempt)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        leftovers += len(list(results.rglob(".*.tmp")))
+    # THEN every Parquet file with a final name is complete and readable, and the
+    # dataset reads whole; interrupted writes left only hidden temporaries, which
+    # readers skip
+    assert every_parquet_file_reads(results) > 8
+    table = open_results(results).table("progress")
+    assert table.num_rows % 20000 == 0 and table.num_rows > 0
+    assert open_results(results).table("trials").num_rows == 2000
+    print(f"hidden temporaries left by killed writes: {leftovers}")
+
+
+def test_an_unwritable_results_folder_stops_the_run_before_ray_with_one_line(
+    tmp_path: Path,
+) -> None:
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\nstop: {iterations: 1}\n")
+    # GIVEN a storage location under a regular file (no folder can be made there)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    result = memsweep("run", sweep, "--storage", blocker / "results", cwd=tmp_path)
+    line = assert_one_line(result)
+    assert result.returncode == 3
+    assert "Cannot create the results folder" in line and "storage" in line
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str, read_only: bool = False) -> Iterator[Path]:
+    """A small tmpfs at path (root only), unmounted afterwards."""
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="mounting a tmpfs needs root")
+def test_a_read_only_results_disk_stops_the_run_before_ray_with_one_line(tmp_path: Path) -> None:
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\nstop: {iterations: 1}\n")
+    with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
+        result = memsweep("run", sweep, "--storage", ro / "results", cwd=tmp_path)
+    line = assert_one_line(result)
+    assert result.returncode == 3
+    assert "Read-only file system" in line
+
+
+# -- against real Ray: trials killed for memory ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def own_ray() -> Iterator[object]:
+    """A real Ray of this module's own (``address="local"``: never a cluster another
+    process started with ``ray start`` on this machine), 2 CPUs, state API on loopback."""
+    import ray
+
+    from conftest import WORKER_ENV
+
+    ray.shutdown()
+    context = ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        runtime_env=WORKER_ENV,
+        log_to_driver=False,
+    )
+    yield context
+    ray.shutdown()
+
+
+def run_tune(
+    study_data: dict[str, Any], root: Path, param_space: dict[str, Any], cpus: float = 1
+) -> tuple[Any, Any]:
+    """A Tune run of ``grow_steadily`` with memsweep's callback (and its OOM guard), as in a sweep."""
+    from ray import tune
+
+    from memsweep.calibration import grow_steadily
+    from memsweep.callback import MemoryCallback
+    from memsweep.tune_faults import tune_survives_oom_kills
+
+    study = parse_study(study_data)
+    callback = MemoryCallback(study, ResultsWriter(root / "results"))
+    tuner = tune.Tuner(
+        tune.with_resources(grow_steadily, {"cpu": cpus}),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=1),
+        run_config=tune.RunConfig(storage_path=str(root / "tune"), callbacks=[callback], verbose=0),
+    )
+    try:
+        with tune_survives_oom_kills():
+            grid = tuner.fit()
+    finally:
+        callback.close()
+    return grid, open_results(root / "results")
+
+
+def trials_by_mode(grid: Any, results: Any) -> dict[str, dict[str, Any]]:
+    """The trials table's rows, by the ``mode`` each trial's config had."""
+    rows = {row["trial_id"]: row for row in results.table("trials").to_pylist()}
+    out = {}
+    for result in grid:
+        # A trial's folder is named <trainable>_<trial id>_<index>_<config>_<time>.
+        match = re.search(r"_([0-9a-f]{5}_\d{5})_", Path(result.path).name)
+        assert match, result.path
+        out[result.config["mode"]] = rows[match.group(1)]
+    return out
+
+
+def trace_of(results: Any, pid: int) -> list[dict[str, Any]]:
+    samples = results.table("samples")
+    return sorted(samples.filter(pc.equal(samples["pid"], pid)).to_pylist(), key=lambda r: r["ts"])
+
+
+def assert_trace_ends_at_the_kill(
+    results: Any, trial: dict[str, Any], trace: list[dict[str, Any]]
+) -> None:
+    """The trace runs to the kill: the process is in every sampling round of its node from
+    its first sample to its last (so the last is the last round that began before it was
+    killed: at most one period before), and it was dead by the node's next round without
+    it, or by Tune's report of the trial's end, within a second."""
+    first, last = trace[0]["ts"], trace[-1]["ts"]
+    node_rounds = results.table("node_samples")
+    node_rounds = node_rounds.filter(pc.equal(node_rounds["node_id"], trace[-1]["node_id"]))
+    times = sorted(node_rounds["ts"].to_pylist())
+    during = [t for t in times if first <= t <= last]
+    assert during == [r["ts"] for r in trace], "the process missed sampling rounds while alive"
+    dead_by = min([t for t in times if t > last] + [trial["ended_at"]])
+    assert (dead_by - last).total_seconds() <= 1.0, (last, dead_by)
+
+
+@contextlib.contextmanager
+def memory_cgroup(limit_bytes: int) -> Iterator[Path]:
+    """A cgroup-v1 memory cgroup below this process's own (root only), removed afterwards."""
+    own = next(
+        (
+            line.split(":", 2)[2]
+            for line in Path("/proc/self/cgroup").read_text().splitlines()
+            if line.split(":")[1] == "memory"
+        ),
+        None,
+    )
+    base = Path("/sys/fs/cgroup/memory")
+    if not IS_ROOT or own is None or not (base / own.lstrip("/") / "cgroup.procs").exists():
+        pytest.skip("needs root and a cgroup-v1 memory controller")
+    group = base / own.lstrip("/") / f"memsweep-test-{os.getpid()}"
+    group.mkdir()
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(limit_bytes))
+        yield group
+    finally:
+        for _ in range(50):
+            with contextlib.suppress(OSError):
+                group.rmdir()
+                break
+            time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_a_trial_the_kernel_oom_kills_is_recorded_oom_killed_and_the_sweep_goes_on(
+    own_ray: object, tmp_path: Path
+) -> None:
+    # GIVEN two trials; one runs in a memory cgroup limited to 300 MB and grows past it
+    with memory_cgroup(300_000_000) as memcg:
+        grid, results = run_tune(
+            {"name": "kernel-oom", "sampling": {"interval_s": 0.1, "flush_interval_s": 0.5}},
+            tmp_path,
+            {
+                "mode": tune_grid(["oom", "ok"]),
+                "cgroup_procs": tune_choose({"oom": str(memcg / "cgroup.procs"), "ok": ""}),
+                "step_bytes": 20_000_000,
+                "max_bytes": tune_choose({"oom": 2_000_000_000, "ok": 60_000_000}),
+            },
+        )
+    trials = trials_by_mode(grid, results)
+    oom, ok = trials["oom"], trials["ok"]
+    # THEN the killed trial is oom_killed on the kernel log's word, naming its trainable
+    assert oom["status"] == "oom_killed", oom
+    assert "kernel's OOM killer" in oom["error"]
+    assert oom["killed_role"] == "trainable" and oom["killed_node_id"]
+    assert oom["kill_node_used_bytes"] > 0 and oom["kill_node_available_bytes"] > 0
+    # AND the other trial ran to its end
+    assert ok["status"] == "terminated"
+    # AND the killed process's trace shows the growth, up to one period before the kill
+    trace = trace_of(results, oom["killed_pid"])
+    assert {r["trial_id"] for r in trace} == {oom["trial_id"]}
+    grown = max(r["rss_bytes"] for r in trace) - trace[0]["rss_bytes"]
+    assert 200_000_000 < grown < 400_000_000, grown
+    print(f"kernel OOM: trace of {len(trace)} samples, grew {grown / 1e6:.0f} MB")
+    assert_trace_ends_at_the_kill(results, oom, trace)
+
+
+def tune_grid(values: list[Any]) -> Any:
+    from ray import tune
+
+    return tune.grid_search(values)
+
+
+def tune_choose(by_mode: dict[str, Any]) -> Any:
+    from ray import tune
+
+    return tune.sample_from(lambda spec: by_mode[spec.config["mode"]])
+
+
+@pytest.mark.slow
+def test_a_trial_over_its_memory_budget_is_stopped_by_memsweep_and_recorded(
+    own_ray: object, tmp_path: Path
+) -> None:
+    # GIVEN a 600 MB per-trial budget, checked every 0.5 s, and a trial that grows by
+    # 25 MB every 0.1 s towards 3 GB, next to a small one
+    budget = 600_000_000
+    grid, results = run_tune(
+        {
+            "name": "budget",
+            "resources": {"memory_budget": budget, "budget_scope": "trial"},
+            "sampling": {"interval_s": 0.1, "flush_interval_s": 0.5},
+        },
+        tmp_path,
+        {
+            "mode": tune_grid(["big", "ok"]),
+            "step_bytes": 25_000_000,
+            "max_bytes": tune_choose({"big": 3_000_000_000, "ok": 50_000_000}),
+        },
+    )
+    trials = trials_by_mode(grid, results)
+    big, ok = trials["big"], trials["ok"]
+    # THEN memsweep stopped the big trial, with the budget and what exceeded it
+    assert big["status"] == "over_budget", big
+    assert big["memory_budget_bytes"] == budget
+    assert big["budget_measured_bytes"] > budget
+    assert "over memory_budget" in big["error"]
+    # AND it stopped it soon: the trial never held more than a second's growth over
+    samples = results.table("samples")
+    mine = samples.filter(pc.equal(samples["trial_id"], big["trial_id"])).to_pylist()
+    per_round: dict[Any, int] = {}
+    for row in mine:
+        per_round[row["ts"]] = per_round.get(row["ts"], 0) + row["rss_bytes"]
+    assert budget < max(per_round.values()) < budget + 600_000_000
+    print(
+        f"over_budget: measured {big['budget_measured_bytes'] / 1e6:.0f} MB, most held {max(per_round.values()) / 1e6:.0f} MB"
+    )
+    # AND the sweep went on: the small trial finished
+    assert ok["status"] == "terminated"
+    events = results.table("events").to_pylist()
+    assert [e["trial_id"] for e in events if e["kind"] == "over_budget"] == [big["trial_id"]]
+
+
+@pytest.mark.slow
+def test_a_killed_sampler_is_restarted_and_the_gap_is_recorded(
+    own_ray: object, tmp_path: Path
+) -> None:
+    import ray
+
+    from memsweep.sampler import SAMPLER_NAME_PREFIX
+
+    node_id = ray.get_runtime_context().get_node_id()
+    killed_at: list[float] = []
+
+    def kill_sampler_soon() -> None:
+        time.sleep(4.0)
+        killed_at.append(time.time())
+        ray.kill(ray.get_actor(f"{SAMPLER_NAME_PREFIX}{node_id}"))
+
+    # GIVEN a trial that holds memory for ~8 s, and its node's sampler killed after 4 s
+    killer = threading.Thread(target=kill_sampler_soon, daemon=True)
+    killer.start()
+    grid, results = run_tune(
+        {"name": "sampler", "sampling": {"interval_s": 0.1, "flush_interval_s": 1.0}},
+        tmp_path,
+        {
+            "mode": "hold",
+            "step_bytes": 50_000_000,
+            "max_bytes": 100_000_000,
+            "rest_s": 2.0,
+            "hold_s": 6.0,
+        },
+    )
+    killer.join()
+    # THEN the events say the sampler was lost, then restarted
+    events = sorted(results.table("events").to_pylist(), key=lambda e: e["ts"])
+    kinds = [e["kind"] for e in events if e["kind"].startswith("sampler")]
+    assert kinds[:3] == ["sampler_started", "sampler_lost", "sampler_restarted"], kinds
+    lost = next(e for e in events if e["kind"] == "sampler_lost")
+    assert "samples since the last drain are lost" in lost["detail"]
+    # AND the node's sampling rounds show one hole, around the kill, no longer than two
+    # flush intervals plus a restart, with rounds on both sides
+    rounds = sorted(t.timestamp() for t in results.table("node_samples")["ts"].to_pylist())
+    gaps = [(b - a, a, b) for a, b in itertools.pairwise(rounds)]
+    hole, before, after = max(gaps)
+    assert 0.5 < hole < 2 * 1.0 + 5.0
+    print(f"sampler killed: {hole:.2f} s without samples")
+    assert before <= killed_at[0] + 0.2 <= after + 0.2
+    assert sum(1 for g, _, _ in gaps if g > 0.5) == 1
+    # AND the trial's process was sampled again after the restart, and the trial finished
+    [result] = list(grid)
+    trace = trace_of(results, result.metrics["pid"])
+    assert any(r["ts"].timestamp() > after for r in trace)
+    assert results.table("trials")["status"].to_pylist() == ["terminated"]
+
+
+# -- against real Ray: `memsweep run` as the user runs it ------------------------------
+
+OOM_SWEEP = {
+    "name": "oom",
+    "algorithm": "DQN",
+    # 4 MB observations: the buffer of 5000 grows by ~0.3 GB/s here, up to 8 GB; that of
+    # 50 stays small. The big one runs first: memory is back to normal for the small one.
+    "env": {
+        "id": "memsweep/Synthetic-v0",
+        "obs_shape": [1_000_000],
+        "obs_dtype": "float32",
+        "episode_len": 10,
+    },
+    "factors": {
+        "replay_capacity": [5000, 50],
+        "model": ["16"],
+        "num_workers": [0],
+        "framework": ["torch"],
+    },
+    "stop": {"env_steps": 2000, "seconds": 60},
+    "training": {"learning_starts": 10**9},
+    "sampling": {"interval_s": 0.1, "flush_interval_s": 1.0},
+}
+
+FAKE_SECRETS = {
+    "AWS_ACCESS_KEY_ID": "AKIAMEMSWEEPFAKE0001",
+    "AWS_SECRET_ACCESS_KEY": "memsweep-fake-aws-secret-6f1c2e",
+    "MEMSWEEP_TEST_PASSWORD": "memsweep-fake-password-93ab",
+}
+FAKE_TOKEN_FILE = "memsweep-fake-ray-token-file-5d0e7a"
+
+
+def secrets_found(root: Path, *texts: str) -> list[str]:
+    """Which fake secrets appear in any file under root or in the given texts."""
+    needles = [*FAKE_SECRETS.values(), FAKE_TOKEN_FILE]
+    blobs = [t.encode() for t in texts]
+    blobs += [p.read_bytes() for p in root.rglob("*") if p.is_file()]
+    return [n for n in needles if any(n.encode() in blob for blob in blobs)]
+
+
+def ray_session_dir(pid: int) -> Path | None:
+    """The session folder (logs, sockets) of the Ray that pid started, from its raylet's argv."""
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(pid).children(recursive=True):
+            for arg in child.cmdline() if child.name() == "raylet" else []:
+                if arg.startswith("--raylet_socket_name=") and "/session_" in arg:
+                    return Path(arg.split("=", 1)[1]).parents[1]
+    return None
+
+
+def listening_addresses(pid: int) -> set[tuple[str, str]]:
+    """(process name, address) of every listening TCP socket of pid and its descendants."""
+    try:
+        root = psutil.Process(pid)
+        pids = {pid} | {p.pid for p in root.children(recursive=True)}
+    except psutil.Error:
+        return set()
+    found = set()
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
+            with contextlib.suppress(psutil.Error):
+                found.add((psutil.Process(conn.pid).name(), conn.laddr.ip))
+    return found
+
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+@pytest.mark.slow
+def test_an_oom_killed_trial_is_data_and_the_sweep_finishes_on_a_loopback_only_ray(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a sweep over replay capacity where the big buffer outgrows the node: Ray's
+    # memory monitor kills at 5 GB above what this machine uses now (checked every
+    # 100 ms), and an environment holding credentials that must go nowhere
+    vm = psutil.virtual_memory()
+    threshold = (vm.total - vm.available + 5e9) / vm.total
+    storage = tmp_path / "results"
+    sweep = tmp_path / "oom.yaml"
+    sweep.write_text(yaml.safe_dump({**OOM_SWEEP, "storage": str(storage)}))
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(FAKE_TOKEN_FILE + "\n")
+    env = {
+        **os.environ,
+        **FAKE_SECRETS,
+        "HOME": str(home),
+        "RAY_memory_usage_threshold": f"{threshold:.4f}",
+        "RAY_memory_monitor_refresh_ms": "100",
+    }
+    env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_TOKEN", None)
+    # WHEN the user runs it (and we watch what its processes listen on)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memsweep", "run", str(sweep)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    listening: set[tuple[str, str]] = set()
+    sessions: set[Path] = set()
+    watcher_done = threading.Event()
+
+    def watch() -> None:
+        while not watcher_done.wait(1.0):
+            listening.update(listening_addresses(proc.pid))
+            session = ray_session_dir(proc.pid)
+            if session is not None:
+                sessions.add(session)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        stdout, stderr = proc.communicate(timeout=400)
+    finally:
+        watcher_done.set()
+        watcher.join()
+        if proc.poll() is None:
+            proc.kill()
+    # THEN it exits 1 (a trial failed) after running both trials, and the summary says
+    # which one the OOM killer took
+    assert proc.returncode == 1, stderr[-4000:]
+    assert "Caught unexpected exception" not in stderr
+    assert "oom: 2 trials, 1 failed" in stdout, stdout[-3000:]
+    trials = {
+        row["replay_capacity"]: row for row in open_results(storage).table("trials").to_pylist()
+    }
+    small, big = trials[50], trials[5000]
+    assert small["status"] == "terminated", small
+    assert big["status"] == "oom_killed", big
+    summary = {
+        line.split()[1]: line
+        for line in stdout.splitlines()
+        if line.startswith(big["trial_id"][:5])
+    }
+    assert "oom_killed" in summary["5000"] and "terminated" in summary["50"]
+    # AND the trials table names the killed process, its role and node, and Ray's
+    # reading of the node's memory at the kill
+    assert big["killed_role"] == "trainable"
+    assert big["kill_node_used_bytes"] >= threshold * vm.total * 0.99
+    assert big["kill_node_available_bytes"] > 0
+    assert "Ray's memory monitor killed pid" in big["error"]
+    results = open_results(storage)
+    trace = trace_of(results, big["killed_pid"])
+    assert {(r["trial_id"], r["role"]) for r in trace if r["trial_id"]} == {
+        (big["trial_id"], "trainable")
+    }
+    # AND its trace shows the buffer's growth up to one sampling period before the kill
+    assert max(r["rss_bytes"] for r in trace) - min(r["rss_bytes"] for r in trace) > 1.0e9
+    assert_trace_ends_at_the_kill(results, big, trace)
+    grown = max(r["rss_bytes"] for r in trace) - min(r["rss_bytes"] for r in trace)
+    print(
+        f"Ray OOM: trace of {len(trace)} samples, grew {grown / 1e9:.2f} GB, node at {big['kill_node_used_bytes'] / 1e9:.2f} GB"
+    )
+    # AND every process of the embedded Ray listened on loopback only
+    assert listening, "no listening socket seen"
+    exposed = {(name, ip) for name, ip in listening if ip not in LOOPBACK}
+    assert exposed == set(), exposed
+    # AND no credential reached the results folder (Parquet, Tune's files), stdout,
+    # stderr, or the logs of the Ray that memsweep started
+    assert secrets_found(storage, stdout, stderr) == []
+    [session] = sessions
+    assert secrets_found(session / "logs") == []
+    versions = json.loads((storage / "versions.json").read_text())
+    assert set(versions) == {
+        "schema_version",
+        "created",
+        "python",
+        "platform",
+        "machine",
+        "hostname",
+        "cpus",
+        "memory_bytes",
+        "packages",
+    }
+
+
+def sweep_file(tmp_path: Path, name: str, storage: Path, **overrides: Any) -> Path:
+    """A small CartPole DQN sweep of two trials (~15 s each on 2 cores)."""
+    data = {
+        "name": name,
+        "algorithm": "DQN",
+        "env": "CartPole-v1",
+        "factors": {
+            "replay_capacity": [1000, 2000],
+            "model": ["16"],
+            "num_workers": [0],
+            "framework": ["torch"],
+        },
+        "stop": {"iterations": 3},
+        "training": {"learning_starts": 200},
+        "sampling": {"interval_s": 0.1, "flush_interval_s": 1.0},
+        "storage": str(storage),
+        **overrides,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def wait_for(condition: Any, timeout_s: float, what: str) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        with contextlib.suppress(Exception):
+            if condition():
+                return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def statuses(storage: Path) -> list[str]:
+    return pq.read_table(storage / "trials.parquet").column("status").to_pylist()
+
+
+def sigkill_tree(proc: subprocess.Popen[str]) -> float:
+    """SIGKILL the driver; then, by pid, whatever it started that outlives it (Ray's
+    agents do). Returns the time of the kill."""
+    children = psutil.Process(proc.pid).children(recursive=True)
+    killed_at = time.time()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(alive, timeout=10)
+    return killed_at
+
+
+@pytest.mark.slow
+def test_a_sigkilled_driver_loses_at_most_one_flush_and_resume_and_analyze_work(
+    tmp_path: Path,
+) -> None:
+    storage = tmp_path / "results"
+    sweep = sweep_file(
+        tmp_path,
+        "killed",
+        storage,
+        factors={
+            "replay_capacity": [1000],
+            "model": ["16"],
+            "num_workers": [0],
+            "framework": ["torch"],
+        },
+        stop={"iterations": 2},
+    )
+    env = {**os.environ, **FAKE_SECRETS}
+    env.pop("RAY_ADDRESS", None)
+    # GIVEN a sweep whose first trial is running and being sampled
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memsweep", "run", str(sweep)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: "running" in statuses(storage), 180, "the first trial to run")
+        time.sleep(3.0)
+    finally:
+        # WHEN the driver is SIGKILLed (flushes land every second: some kills hit a write)
+        killed_at = sigkill_tree(proc)
+    # THEN every Parquet file left is readable, and the samples reach to within one
+    # flush interval (1 s) of the kill, plus the time a flush takes
+    assert every_parquet_file_reads(storage) > 3
+    results = open_results(storage)
+    samples = results.table("samples", columns=["ts", "trial_id", "run_id"])
+    lost_s = killed_at - max(samples["ts"].to_pylist()).timestamp()
+    assert lost_s < 1.0 + 1.0, lost_s
+    assert statuses(storage).count("running") == 1
+    first_run = set(samples["run_id"].to_pylist())
+    # AND `memsweep run --resume` finishes the sweep in the same folder
+    resumed = memsweep("run", sweep, "--resume", cwd=tmp_path, env=env, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert statuses(storage) == ["terminated"]
+    # (nothing of the killed run was rewritten: its samples are still there)
+    samples = open_results(storage).table("samples", columns=["run_id"])
+    assert first_run < set(samples["run_id"].to_pylist())
+    # AND the analysis reads it all
+    started = time.time()
+    analysis = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "memsweep.analyze",
+            str(storage),
+            "--out",
+            str(tmp_path / "analysis"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert analysis.returncode == 0, analysis.stderr[-3000:]
+    assert "Traceback" not in analysis.stderr
+    print(f"lost {lost_s:.2f} s of samples; analysis took {time.time() - started:.0f} s")
+    assert secrets_found(storage, resumed.stdout, resumed.stderr) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not IS_ROOT, reason="mounting a tmpfs needs root")
+def test_a_results_disk_that_fills_up_stops_the_sweep_with_one_line(tmp_path: Path) -> None:
+    # GIVEN a sweep whose results go to a 512 KiB disk (it fills within a trial)
+    with tmpfs(tmp_path / "small", "512k") as disk:
+        storage = disk / "results"
+        sweep = sweep_file(tmp_path, "full", storage, stop={"iterations": 20, "seconds": 60})
+        # WHEN the user runs it
+        result = memsweep("run", sweep, cwd=tmp_path, timeout=400)
+        # THEN it stops early, with no traceback, and says why and what to do, last
+        assert result.returncode == 3, result.stderr[-3000:]
+        assert "Traceback" not in result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("memsweep: Cannot write ") and "No space left on device" in last
+        assert "--storage" in last
+        # AND the second trial never started; what is on the disk is readable: the
+        # samples up to the moment the disk filled, the trials table as last written
+        assert every_parquet_file_reads(storage) > 3
+        results = open_results(storage)
+        assert results.table("samples").num_rows > 0
+        assert statuses(storage) == ["running"]
+        print(f"full disk: {results.table('samples').num_rows} sample rows kept")
