@@ -79,7 +79,7 @@ def attribute(
     result: dict[int, Attribution] = {}
 
     def own(pid: int) -> Attribution | None:
-        ppid, title, system = rows[pid]
+        system = rows[pid][2]
         if system is not None:
             return Attribution(None, SYSTEM_ROLES.get(system, "ray_system"), None, None)
         actor = actors.get((node_id, pid))

@@ -65,7 +65,7 @@ def _full_error_text(trial: Any, limit: int = 200_000) -> str:
         return ""
 
 
-class MemoryCallback(Callback):  # type: ignore[misc]
+class MemoryCallback(Callback):
     """Samples every process of every trial on every node into the sweep's Parquet.
 
     ``get_state``/``set_state`` carry the trials table and the placement-group map, so
@@ -95,7 +95,7 @@ class MemoryCallback(Callback):  # type: ignore[misc]
 
     # -- Tune hooks ---------------------------------------------------------------------
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None, **info: Any) -> None:
         driver_pid, driver_node = driver_identity()
         sampling = self.study.sampling
         config = SamplerConfig(

@@ -179,7 +179,7 @@ class Collector:
         with contextlib.suppress(ValueError):
             ray.kill(ray.get_actor(name))
         actor_cls = ray.remote(NodeSampler)
-        return actor_cls.options(  # type: ignore[attr-defined]
+        return actor_cls.options(
             name=name,
             num_cpus=0,
             max_restarts=0,
@@ -188,11 +188,10 @@ class Collector:
         ).remote(self.config, node.node_id, node.is_head)
 
     def _follow_membership(self) -> None:
-        import ray
 
         now = _now_us()
         alive_ids = set()
-        for info in ray.nodes():
+        for info in cluster_nodes():
             node_id = info["NodeID"]
             if not info.get("Alive", info.get("alive")):
                 continue
@@ -271,7 +270,7 @@ class Collector:
                 drained.append(ray.get(ref, timeout=0))
             except (RayActorError, GetTimeoutError, ray.exceptions.RayError) as exc:
                 still_alive = any(
-                    n["NodeID"] == node.node_id and n.get("Alive") for n in ray.nodes()
+                    n["NodeID"] == node.node_id and n.get("Alive") for n in cluster_nodes()
                 )
                 node.sampler = None
                 if still_alive:
@@ -480,6 +479,13 @@ class Collector:
         ]
         if rows:
             self.writer.replace("nodes", rows)
+
+
+def cluster_nodes() -> list[dict[str, Any]]:
+    """``ray.nodes()``, typed: every node the GCS knows, alive or dead."""
+    import ray
+
+    return list(ray.nodes())  # type: ignore[no-untyped-call]
 
 
 def driver_identity() -> tuple[int, str]:

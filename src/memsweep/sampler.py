@@ -20,6 +20,7 @@ and their children are attributed to it from the first sample on.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -117,7 +118,7 @@ def _name_of(process: psutil.Process) -> str:
     try:
         cmdline = process.cmdline()
         if cmdline and cmdline[0].startswith("ray::"):
-            return cmdline[0].strip()
+            return str(cmdline[0]).strip()
         return str(process.name())
     except (psutil.Error, OSError):
         return "?"
@@ -164,7 +165,7 @@ class SamplerCore:
             for arg in psutil.Process(self._raylet_pid).cmdline():
                 if "session_" in arg:
                     start = arg.index("session_")
-                    return arg[start:].split("/", 1)[0]
+                    return str(arg[start:].split("/", 1)[0])
         except psutil.Error:
             pass
         return None
@@ -214,9 +215,9 @@ class SamplerCore:
                 label = "gcs" if name == "gcs_server" else "ray_system"
                 for sub in subtree(pid):
                     found.setdefault(sub, label)
-        if self.config.driver_pid and self.config.driver_node_id == self.node_id:
-            if self.config.driver_pid in parents:
-                found[self.config.driver_pid] = "driver"
+        driver = self.config.driver_pid
+        if driver and self.config.driver_node_id == self.node_id and driver in parents:
+            found[driver] = "driver"
         found[self._own_pid] = "memsweep"
         return found
 
@@ -369,12 +370,10 @@ class NodeSampler:
         interval = self._core.config.interval_s
         next_at = time.monotonic()
         while not self._stop.is_set():
-            try:
+            # A process vanishing mid-read must never stop the sampler; the round is
+            # lost and the next one goes on.
+            with contextlib.suppress(Exception):
                 self._core.run_round()
-            except Exception:
-                # A process vanishing mid-read must never stop the sampler; the round
-                # is lost and the next one goes on.
-                pass
             next_at += interval
             delay = next_at - time.monotonic()
             if delay < 0:

@@ -371,12 +371,11 @@ class Study(_Frozen):
 
     @model_validator(mode="after")
     def _consistent(self) -> Study:
-        if self.algorithm not in REPLAY_ALGORITHMS and any(self.factors.replay_capacity):
-            if self.factors.replay_capacity != (0,):
-                raise ValueError(
-                    f"algorithm {self.algorithm} has no replay buffer: set "
-                    "factors.replay_capacity to [0] or use DQN or SAC"
-                )
+        if self.algorithm not in REPLAY_ALGORITHMS and self.factors.replay_capacity != (0,):
+            raise ValueError(
+                f"algorithm {self.algorithm} has no replay buffer: set "
+                "factors.replay_capacity to [0] or use DQN or SAC"
+            )
         if self.algorithm in REPLAY_ALGORITHMS and 0 in self.factors.replay_capacity:
             raise ValueError(f"{self.algorithm} needs a replay_capacity > 0")
         if self.algorithm == "SAC" and self.env.id == "CartPole-v1":

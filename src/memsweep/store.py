@@ -225,7 +225,7 @@ class ResultsWriter:
             tmp = f"{directory}/.{base}.{self._token}.tmp"
             try:
                 write(tmp)
-                os.replace(tmp, final)
+                Path(tmp).replace(final)
             except BaseException:
                 with contextlib.suppress(OSError):
                     Path(tmp).unlink(missing_ok=True)

@@ -50,7 +50,7 @@ def versions() -> dict[str, Any]:
     """Package versions and machine facts, stored next to the data they produced."""
     import psutil
 
-    packages = {}
+    packages: dict[str, str | None] = {}
     for name in _PACKAGES:
         try:
             packages[name] = metadata.version(name)
@@ -122,11 +122,11 @@ def _bundle_cpus(factory: Any) -> list[float]:
 
 def check_placeable(study: Study, source: str = "") -> None:
     """Refuse, before any trial starts, a point the cluster can never place."""
-    import ray
 
+    from memsweep.collector import cluster_nodes
     from memsweep.trainable import MemsweepTrainable
 
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    nodes = [n for n in cluster_nodes() if n.get("Alive")]
     node_cpus = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes]
     total = sum(node_cpus)
     biggest = max(node_cpus, default=0.0)
@@ -338,7 +338,7 @@ def run_study(
             callback.close()
         if callback.collector_error is not None:
             raise MemsweepError(f"Samples could not be written: {callback.collector_error}")
-        errors = sum(1 for result in grid if result.error is not None)
+        errors = sum(1 for index in range(len(grid)) if grid[index].error is not None)
         summaries = trial_summaries(open_results(uri))
         echo("")
         echo(f"memsweep: {study.name}: {len(summaries)} trials, {errors} failed, {time.time() - started:.0f} s")
