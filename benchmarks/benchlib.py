@@ -20,7 +20,6 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -287,19 +286,6 @@ def render_markdown(rows: Sequence[Row]) -> str:
 
 # -- the machine -------------------------------------------------------------------------
 
-_PACKAGES = (
-    "memsweep",
-    "ray",
-    "torch",
-    "tensorflow",
-    "gymnasium",
-    "numpy",
-    "pyarrow",
-    "duckdb",
-    "pandas",
-    "psutil",
-)
-
 
 def cpu_model() -> str:
     with contextlib.suppress(OSError):
@@ -310,26 +296,19 @@ def cpu_model() -> str:
 
 
 def machine_specs() -> dict[str, Any]:
-    """Cores, RAM, CPU model, date, load and package versions of this run."""
+    """Cores, RAM, CPU model, date, load and package versions of this run: what a sweep's
+    ``versions.json`` records, plus the CPU and the load the figures were taken under."""
     import psutil
 
-    packages = {}
-    for name in _PACKAGES:
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            packages[name] = None
+    from memsweep.sweep import versions
+
     return {
+        **versions(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "hostname": platform.node(),
         "cpu_model": cpu_model(),
         "logical_cores": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
-        "memory_bytes": psutil.virtual_memory().total,
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
         "load_average_start": os.getloadavg(),
-        "packages": packages,
     }
 
 

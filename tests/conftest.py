@@ -25,6 +25,8 @@ def local_ray() -> Iterator[object]:
 
     ray.shutdown()
     context = ray.init(
+        # A Ray of our own: never join a cluster another program started with `ray start`.
+        address="local",
         num_cpus=2,
         include_dashboard=True,
         dashboard_host="127.0.0.1",

@@ -42,7 +42,9 @@ def test_a_trials_actors_and_their_children_are_attributed_to_it() -> None:
 
 
 def test_a_registered_trainable_is_attributed_before_the_actor_table_knows_it() -> None:
-    out = attribute(NODE, [(300, 1, "ray::MemsweepTrainable.__init__", None)], {}, {}, {(NODE, 300): "trial-c"})
+    out = attribute(
+        NODE, [(300, 1, "ray::MemsweepTrainable.__init__", None)], {}, {}, {(NODE, 300): "trial-c"}
+    )
     assert (out[300].trial_id, out[300].role) == ("trial-c", "trainable")
 
 

@@ -384,6 +384,7 @@ def _copy_of_a_results_folder(tmp_path: Path, tmp_path_factory: pytest.TempPathF
         ("versions_not_json", "versions.json cannot be read"),
         ("versions_a_list", "versions.json is not a JSON object"),
         ("trials_truncated", "trials.parquet is not a readable Parquet file"),
+        ("samples_part_truncated", "a Parquet file in the results folder is damaged"),
         ("not_a_results_folder", "is not a memsweep results folder"),
         ("a_file", "is not a memsweep results folder"),
     ],
@@ -401,6 +402,9 @@ def test_a_damaged_or_foreign_results_folder_gets_one_line_from_analyze(
     elif damage == "trials_truncated":
         data = (results / "trials.parquet").read_bytes()
         (results / "trials.parquet").write_bytes(data[: len(data) // 2])
+    elif damage == "samples_part_truncated":
+        part = sorted((results / "samples").glob("part-*.parquet"))[0]
+        part.write_bytes(part.read_bytes()[:100])
     elif damage == "not_a_results_folder":
         results = tmp_path / "empty"
         results.mkdir()
@@ -497,27 +501,6 @@ def test_a_read_only_results_disk_stops_the_run_before_ray_with_one_line(tmp_pat
 # -- against real Ray: trials killed for memory ----------------------------------------
 
 
-@pytest.fixture(scope="module")
-def own_ray() -> Iterator[object]:
-    """A real Ray of this module's own (``address="local"``: never a cluster another
-    process started with ``ray start`` on this machine), 2 CPUs, state API on loopback."""
-    import ray
-
-    from conftest import WORKER_ENV
-
-    ray.shutdown()
-    context = ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        runtime_env=WORKER_ENV,
-        log_to_driver=False,
-    )
-    yield context
-    ray.shutdown()
-
-
 def run_tune(
     study_data: dict[str, Any], root: Path, param_space: dict[str, Any], cpus: float = 1
 ) -> tuple[Any, Any]:
@@ -607,7 +590,7 @@ def memory_cgroup(limit_bytes: int) -> Iterator[Path]:
 
 @pytest.mark.slow
 def test_a_trial_the_kernel_oom_kills_is_recorded_oom_killed_and_the_sweep_goes_on(
-    own_ray: object, tmp_path: Path
+    local_ray: object, tmp_path: Path
 ) -> None:
     # GIVEN two trials; one runs in a memory cgroup limited to 300 MB and grows past it
     with memory_cgroup(300_000_000) as memcg:
@@ -653,7 +636,7 @@ def tune_choose(by_mode: dict[str, Any]) -> Any:
 
 @pytest.mark.slow
 def test_a_trial_over_its_memory_budget_is_stopped_by_memsweep_and_recorded(
-    own_ray: object, tmp_path: Path
+    local_ray: object, tmp_path: Path
 ) -> None:
     # GIVEN a 600 MB per-trial budget, checked every 0.5 s, and a trial that grows by
     # 25 MB every 0.1 s towards 3 GB, next to a small one
@@ -696,7 +679,7 @@ def test_a_trial_over_its_memory_budget_is_stopped_by_memsweep_and_recorded(
 
 @pytest.mark.slow
 def test_a_killed_sampler_is_restarted_and_the_gap_is_recorded(
-    own_ray: object, tmp_path: Path
+    local_ray: object, tmp_path: Path
 ) -> None:
     import ray
 

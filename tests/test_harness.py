@@ -37,7 +37,9 @@ FOUR_FACTORS = {
 }
 
 
-def test_memsweep_run_writes_parquet_for_trials_that_differ_in_all_four_factors(tmp_path: Path) -> None:
+def test_memsweep_run_writes_parquet_for_trials_that_differ_in_all_four_factors(
+    tmp_path: Path,
+) -> None:
     # GIVEN a sweep file that varies every factor, with both frameworks
     sweep = tmp_path / "four.yaml"
     storage = tmp_path / "results" / "four"
@@ -45,7 +47,10 @@ def test_memsweep_run_writes_parquet_for_trials_that_differ_in_all_four_factors(
     # WHEN the user runs it
     run = subprocess.run(
         [sys.executable, "-m", "memsweep", "run", str(sweep)],
-        capture_output=True, text=True, timeout=1500, check=False,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     # THEN the summary names each trial with its peak memory and where the Parquet is
@@ -72,7 +77,12 @@ def test_memsweep_run_writes_parquet_for_trials_that_differ_in_all_four_factors(
             "FROM samples WHERE trial_id IS NOT NULL GROUP BY trial_id"
         ).fetchall()
     )
-    roles = {r[0] for r in con.execute("SELECT DISTINCT role FROM samples WHERE trial_id IS NOT NULL").fetchall()}
+    roles = {
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT role FROM samples WHERE trial_id IS NOT NULL"
+        ).fetchall()
+    }
     assert "trainable" in roles
     for trial in trials.itertuples():
         assert per_trial.get(trial.trial_id, 0) == trial.num_workers, trial
@@ -110,10 +120,19 @@ def test_on_two_nodes_both_are_sampled_and_env_runners_go_to_their_trial(tmp_pat
             {
                 "name": "two-nodes",
                 "env": "CartPole-v1",
-                "factors": {"replay_capacity": [1000], "model": ["16"], "num_workers": [1, 2], "framework": ["torch"]},
+                "factors": {
+                    "replay_capacity": [1000],
+                    "model": ["16"],
+                    "num_workers": [1, 2],
+                    "framework": ["torch"],
+                },
                 "stop": {"iterations": 3},
                 "training": {"learning_starts": 100},
-                "resources": {"cpus_per_trainable": 0.7, "cpus_per_env_runner": 0.1, "max_concurrent_trials": 2},
+                "resources": {
+                    "cpus_per_trainable": 0.7,
+                    "cpus_per_env_runner": 0.1,
+                    "max_concurrent_trials": 2,
+                },
                 "sampling": {"flush_interval_s": 1.0},
                 "storage": str(tmp_path / "two"),
             }

@@ -25,7 +25,9 @@ N = 400_000_000
 M = 300_000_000
 
 
-def test_a_known_allocation_and_a_50ms_spike_are_measured_within_2_percent(local_ray: object, tmp_path: Path) -> None:
+def test_a_known_allocation_and_a_50ms_spike_are_measured_within_2_percent(
+    local_ray: object, tmp_path: Path
+) -> None:
     from ray import tune
 
     # GIVEN a Tune run with memsweep's callback sampling at 10 Hz
@@ -35,7 +37,9 @@ def test_a_known_allocation_and_a_50ms_spike_are_measured_within_2_percent(local
     tuner = tune.Tuner(
         tune.with_resources(allocate_and_spike, {"cpu": 1}),
         param_space={"hold_bytes": N, "spike_bytes": M, "spike_s": 0.05},
-        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), callbacks=[callback], verbose=0),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path / "tune"), callbacks=[callback], verbose=0
+        ),
     )
     # WHEN the trial allocates N bytes, then spikes by M for 50 ms
     result = tuner.fit()[0]
@@ -52,7 +56,9 @@ def test_a_known_allocation_and_a_50ms_spike_are_measured_within_2_percent(local
     mine.sort(key=lambda r: r["ts"])
     first = next(i for i, r in enumerate(mine) if r["trial_id"] is not None)
     assert {r["role"] for r in mine[:first]} <= {"ray_worker"}
-    assert {(r["trial_id"], r["role"]) for r in mine[first:]} == {(metrics["trial_id"], "trainable")}
+    assert {(r["trial_id"], r["role"]) for r in mine[first:]} == {
+        (metrics["trial_id"], "trainable")
+    }
 
     def last_before(t: float) -> dict[str, Any]:
         return max((r for r in mine if r["ts"].timestamp() <= t), key=lambda r: r["ts"])
@@ -66,4 +72,6 @@ def test_a_known_allocation_and_a_50ms_spike_are_measured_within_2_percent(local
     assert after_spike["hwm_bytes"] - allocated["rss_bytes"] == pytest.approx(M, rel=0.02)
     # AND the trials table has the trial, finished
     trials = open_results(tmp_path / "known").table("trials").to_pylist()
-    assert [(t["trial_id"], t["status"]) for t in trials] == [(result.metrics["trial_id"], "terminated")]
+    assert [(t["trial_id"], t["status"]) for t in trials] == [
+        (result.metrics["trial_id"], "terminated")
+    ]

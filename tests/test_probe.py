@@ -32,7 +32,9 @@ def allocating_process() -> subprocess.Popen[str]:
     n, m = 300_000_000, 200_000_000
     proc = subprocess.Popen(
         [sys.executable, "-c", ALLOCATE.format(n=n, m=m)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     proc.n, proc.m = n, m  # type: ignore[attr-defined]
     yield proc
@@ -40,7 +42,9 @@ def allocating_process() -> subprocess.Popen[str]:
     proc.wait()
 
 
-def test_a_known_allocation_and_a_short_spike_are_measured_within_2_percent(allocating_process: subprocess.Popen[str]) -> None:
+def test_a_known_allocation_and_a_short_spike_are_measured_within_2_percent(
+    allocating_process: subprocess.Popen[str],
+) -> None:
     proc = allocating_process
     assert proc.stdin is not None
     n, m = proc.n, proc.m  # type: ignore[attr-defined]

@@ -95,9 +95,18 @@ def test_tensorflow_runs_on_the_old_stack_and_torch_on_the_new_unless_asked() ->
     ("text", "expected"),
     [
         ("name: x\nfactor: {}\n", "unknown key 'factor'. Did you mean 'factors'?"),
-        ("name: x\nfactors: {num_workers: [-1]}\n", "factors.num_workers[0]: Input should be greater than or equal to 0, got -1"),
-        ("name: x\nfactors: {framework: [pytorch]}\n", "factors.framework[0]: Input should be 'torch', 'tf2' or 'tf2-eager', got 'pytorch'"),
-        ("name: x\nfactors: {replay_capacity: [100, 100]}\n", "replay_capacity lists a value twice"),
+        (
+            "name: x\nfactors: {num_workers: [-1]}\n",
+            "factors.num_workers[0]: Input should be greater than or equal to 0, got -1",
+        ),
+        (
+            "name: x\nfactors: {framework: [pytorch]}\n",
+            "factors.framework[0]: Input should be 'torch', 'tf2' or 'tf2-eager', got 'pytorch'",
+        ),
+        (
+            "name: x\nfactors: {replay_capacity: [100, 100]}\n",
+            "replay_capacity lists a value twice",
+        ),
         ("name: x\nstop: {}\n", "stop: set at least one of iterations, env_steps, seconds"),
         ("name: x\nalgorithm: PPO\n", "algorithm PPO has no replay buffer"),
         ("name: x\nenv: {id: memsweep/Synthetic-v0}\n", "needs obs_shape"),
@@ -107,7 +116,10 @@ def test_tensorflow_runs_on_the_old_stack_and_torch_on_the_new_unless_asked() ->
         ("- just\n- a list\n", "a sweep file is a YAML mapping"),
         ("name: x\n  bad: indent\n", "not valid YAML"),
         ("name: !!python/object/apply:os.system [echo hi]\n", "not valid YAML"),
-        ("name: x\nsampling: {interval_s: 0}\n", "sampling.interval_s: Input should be greater than or equal to 0.005, got 0"),
+        (
+            "name: x\nsampling: {interval_s: 0}\n",
+            "sampling.interval_s: Input should be greater than or equal to 0.005, got 0",
+        ),
         ("name: x\nfactors: {model: ['64,abc']}\n", "a model string lists layer sizes"),
     ],
 )
@@ -125,23 +137,37 @@ def test_a_bad_sweep_file_is_refused_with_the_key_the_value_and_the_fix(
     assert expected in message
 
 
-def test_validate_prints_the_expanded_trial_list_and_bad_files_exit_non_zero(tmp_path: Path) -> None:
+def test_validate_prints_the_expanded_trial_list_and_bad_files_exit_non_zero(
+    tmp_path: Path,
+) -> None:
     ok = subprocess.run(
         [sys.executable, "-m", "memsweep", "validate", str(REPO / "sweeps" / "default.yaml")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert ok.returncode == 0, ok.stderr
     assert "trials:" in ok.stdout and "torch" in ok.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "memsweep", "validate", str(write(tmp_path, "name: x\nfactors: {num_workers: [-1]}\n"))],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "memsweep",
+            "validate",
+            str(write(tmp_path, "name: x\nfactors: {num_workers: [-1]}\n")),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr
     assert "num_workers" in bad.stderr
     missing = subprocess.run(
         [sys.executable, "-m", "memsweep", "validate", str(tmp_path / "nope.yaml")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert missing.returncode == 2 and "No such sweep file" in missing.stderr
 
@@ -149,14 +175,27 @@ def test_validate_prints_the_expanded_trial_list_and_bad_files_exit_non_zero(tmp
 def test_a_searchers_flat_config_maps_back_to_the_same_point() -> None:
     study = parse_study({"name": "s", "factors": {"model": [[64, 64], "256,256"]}})
     point = point_from_config(
-        study, {"replay_capacity": 50000, "model": "256x256", "num_workers": 1, "framework": "torch"}
+        study,
+        {"replay_capacity": 50000, "model": "256x256", "num_workers": 1, "framework": "torch"},
     )
     assert point.model == ModelSpec(hidden=(256, 256))
 
 
-@given(st.integers(min_value=0, max_value=10**6), st.sampled_from(["", "B", "KB", "MB", "GB", "KiB", "MiB", "GiB"]))
+@given(
+    st.integers(min_value=0, max_value=10**6),
+    st.sampled_from(["", "B", "KB", "MB", "GB", "KiB", "MiB", "GiB"]),
+)
 def test_sizes_parse_with_decimal_and_binary_units(number: int, unit: str) -> None:
-    factor = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}[unit]
+    factor = {
+        "": 1,
+        "B": 1,
+        "KB": 10**3,
+        "MB": 10**6,
+        "GB": 10**9,
+        "KiB": 2**10,
+        "MiB": 2**20,
+        "GiB": 2**30,
+    }[unit]
     assert parse_bytes(f"{number}{unit}") == number * factor
 
 

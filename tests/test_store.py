@@ -16,8 +16,15 @@ from memsweep.store import SAMPLES, ResultsWriter, open_results
 
 def sample_rows(n: int, trial: str = "t1") -> list[dict[str, object]]:
     return [
-        {"ts": 1_700_000_000_000_000 + i * 100_000, "node_id": "n1", "pid": 10, "role": "trainable",
-         "trial_id": trial, "rss_bytes": 1000 + i, "hwm_bytes": 2000 + i}
+        {
+            "ts": 1_700_000_000_000_000 + i * 100_000,
+            "node_id": "n1",
+            "pid": 10,
+            "role": "trainable",
+            "trial_id": trial,
+            "rss_bytes": 1000 + i,
+            "hwm_bytes": 2000 + i,
+        }
         for i in range(n)
     ]
 
@@ -87,8 +94,11 @@ def test_results_on_s3_are_written_and_read_through_pyarrow_fs() -> None:
         import boto3
 
         boto3.client(
-            "s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
-            aws_access_key_id="test", aws_secret_access_key="test",
+            "s3",
+            endpoint_url=f"http://{host}:{port}",
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
         ).create_bucket(Bucket="sweeps")
         import os
 

@@ -87,7 +87,11 @@ def attribute(
             trial = trial_of_pid.get((node_id, pid))
             if trial is None and actor.placement_group_id:
                 trial = trial_of_group.get(actor.placement_group_id)
-            role = "trainable" if actor.actor_id in trainable_actor_ids else role_of_class(actor.class_name)
+            role = (
+                "trainable"
+                if actor.actor_id in trainable_actor_ids
+                else role_of_class(actor.class_name)
+            )
             return Attribution(trial, role, actor.actor_id, actor.class_name)
         trial = trial_of_pid.get((node_id, pid))
         if trial is not None:
@@ -108,7 +112,9 @@ def attribute(
             parent = own(ancestor)
             if parent is not None:
                 if parent.role not in {"ray_system", "driver", "memsweep"}:
-                    inherited = Attribution(parent.trial_id, "child", parent.actor_id, parent.actor_class)
+                    inherited = Attribution(
+                        parent.trial_id, "child", parent.actor_id, parent.actor_class
+                    )
                 break
             ancestor = rows[ancestor][0]
         if inherited is not None:

@@ -43,7 +43,9 @@ def _us(seconds: float | None = None) -> int:
 
 
 def _error_text(trial: Any) -> str | None:
-    path = getattr(trial, "error_file", None) or getattr(getattr(trial, "run_metadata", None), "error_filename", None)
+    path = getattr(trial, "error_file", None) or getattr(
+        getattr(trial, "run_metadata", None), "error_filename", None
+    )
     if path:
         try:
             text = Path(path).read_text(encoding="utf-8", errors="replace").strip()
@@ -72,7 +74,9 @@ class MemoryCallback(Callback):
     that a sweep resumed with ``Tuner.restore`` keeps appending to the same dataset.
     """
 
-    def __init__(self, study: Study, writer: ResultsWriter, cpu_share: dict[str, float] | None = None) -> None:
+    def __init__(
+        self, study: Study, writer: ResultsWriter, cpu_share: dict[str, float] | None = None
+    ) -> None:
         self.study = study
         self.writer = writer
         self._trials: dict[str, dict[str, Any]] = {}
@@ -95,7 +99,13 @@ class MemoryCallback(Callback):
 
     # -- Tune hooks ---------------------------------------------------------------------
 
-    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None, **info: Any) -> None:
+    def setup(
+        self,
+        stop: Any = None,
+        num_samples: int | None = None,
+        total_num_samples: int | None = None,
+        **info: Any,
+    ) -> None:
         driver_pid, driver_node = driver_identity()
         sampling = self.study.sampling
         config = SamplerConfig(
@@ -138,7 +148,9 @@ class MemoryCallback(Callback):
                     self._actor_of_trial[trial.trial_id] = actor
             self._collector.add_event("trial_started", trial_id=trial.trial_id)
 
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
         def get(key: str) -> Any:
             return result.get(key)
 
@@ -188,7 +200,9 @@ class MemoryCallback(Callback):
                 "killed_pid": kill.killed_pids[0] if kill.killed_pids else None,
                 "killed_node_id": kill.node_id,
                 "kill_node_used_bytes": used,
-                "kill_node_available_bytes": None if used is None or limit is None else limit - used,
+                "kill_node_available_bytes": None
+                if used is None or limit is None
+                else limit - used,
             },
         )
         if kill.killed_pids:

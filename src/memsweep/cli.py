@@ -30,7 +30,9 @@ class ValidateCommand:
 
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("sweep", help="a sweep file, e.g. sweeps/default.yaml")
-        parser.add_argument("--explain", action="store_true", help="also print every key with its meaning")
+        parser.add_argument(
+            "--explain", action="store_true", help="also print every key with its meaning"
+        )
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         study = load_study(args.sweep)
@@ -39,7 +41,11 @@ class ValidateCommand:
             print()
         print(f"{args.sweep}: study '{study.name}', {study.algorithm} on {study.env.id}")
         print(f"  results: {study.storage_uri}   search: {study.search.mode}", end="")
-        print(f" ({study.search.design})" if study.search.mode == "grid" else f" ({study.search.num_samples} samples)")
+        print(
+            f" ({study.search.design})"
+            if study.search.mode == "grid"
+            else f" ({study.search.num_samples} samples)"
+        )
         stop = {k: v for k, v in study.stop.model_dump().items() if v is not None}
         print(f"  stop: {stop}   sampling: every {study.sampling.interval_s:g} s")
         if study.search.mode != "grid":
@@ -64,15 +70,25 @@ class RunCommand:
 
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("sweep", help="a sweep file, e.g. sweeps/default.yaml")
-        parser.add_argument("--storage", help="results location (path or s3://…); default from the sweep file")
-        parser.add_argument("--address", default=os.environ.get("MEMSWEEP_RAY_ADDRESS"), help="join this Ray cluster instead of starting one")
-        parser.add_argument("--resume", action="store_true", help="resume an interrupted sweep from its Tune state")
+        parser.add_argument(
+            "--storage", help="results location (path or s3://…); default from the sweep file"
+        )
+        parser.add_argument(
+            "--address",
+            default=os.environ.get("MEMSWEEP_RAY_ADDRESS"),
+            help="join this Ray cluster instead of starting one",
+        )
+        parser.add_argument(
+            "--resume", action="store_true", help="resume an interrupted sweep from its Tune state"
+        )
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         study = load_study(args.sweep)
         from memsweep.sweep import run_study
 
-        outcome = run_study(study, storage=args.storage, resume=args.resume, address=args.address, source=args.sweep)
+        outcome = run_study(
+            study, storage=args.storage, resume=args.resume, address=args.address, source=args.sweep
+        )
         return 1 if outcome.num_errors else 0
 
 

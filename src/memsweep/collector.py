@@ -111,10 +111,22 @@ class Collector:
         with self._lock:
             self._progress.append(row)
 
-    def add_event(self, kind: str, node_id: str | None = None, trial_id: str | None = None, detail: str | None = None) -> None:
+    def add_event(
+        self,
+        kind: str,
+        node_id: str | None = None,
+        trial_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
         with self._lock:
             self._events.append(
-                {"ts": _now_us(), "kind": kind, "node_id": node_id, "trial_id": trial_id, "detail": detail}
+                {
+                    "ts": _now_us(),
+                    "kind": kind,
+                    "node_id": node_id,
+                    "trial_id": trial_id,
+                    "detail": detail,
+                }
             )
 
     def map_actor(self, actor_id: str, trial_id: str) -> None:
@@ -231,7 +243,9 @@ class Collector:
         # Name our cluster: with several Ray instances on one machine, "auto" is ambiguous.
         address = ray.get_runtime_context().gcs_address
         table: dict[tuple[str, int], ActorInfo] = {}
-        for actor in list_actors(address=address, detail=True, limit=10_000, raise_on_missing_output=False):
+        for actor in list_actors(
+            address=address, detail=True, limit=10_000, raise_on_missing_output=False
+        ):
             pid = getattr(actor, "pid", None)
             node_id = getattr(actor, "node_id", None)
             if not pid or not node_id:
@@ -297,9 +311,18 @@ class Collector:
                 if reg.get("placement_group_id"):
                     self.map_group(reg["placement_group_id"], reg["trial_id"])
                 self._trial_of_pid[(reg["node_id"], int(reg["pid"]))] = reg["trial_id"]
-                self.add_event("trial_registered", node_id=reg["node_id"], trial_id=reg["trial_id"], detail=f"pid {reg['pid']}")
+                self.add_event(
+                    "trial_registered",
+                    node_id=reg["node_id"],
+                    trial_id=reg["trial_id"],
+                    detail=f"pid {reg['pid']}",
+                )
             if batch["dropped_rounds"]:
-                self.add_event("gap", node_id=batch["node_id"], detail=f"{batch['dropped_rounds']} rounds dropped: sampler buffer full")
+                self.add_event(
+                    "gap",
+                    node_id=batch["node_id"],
+                    detail=f"{batch['dropped_rounds']} rounds dropped: sampler buffer full",
+                )
             node = self._nodes.get(batch["node_id"])
             if node is not None and batch["node_samples"].num_rows:
                 node.total_bytes = int(batch["node_samples"]["total_bytes"][0].as_py() or 0)
@@ -317,7 +340,9 @@ class Collector:
                 # the last actor table; rows of new processes are held back below.
                 log.warning("memsweep: actor table not refreshed: %s", exc)
         trial_of_group = self.trial_of_group
-        pending = [(b["node_id"], b["samples"], time.time()) for b in drained if b["samples"].num_rows]
+        pending = [
+            (b["node_id"], b["samples"], time.time()) for b in drained if b["samples"].num_rows
+        ]
         pending = self._held + pending
         self._held = []
         try:
@@ -345,19 +370,31 @@ class Collector:
             self._on_trials_changed()
 
     def _write_samples(
-        self, pending: list[tuple[str, pa.Table, float]], trial_of_group: dict[str, str], final: bool
+        self,
+        pending: list[tuple[str, pa.Table, float]],
+        trial_of_group: dict[str, str],
+        final: bool,
     ) -> pa.Table | None:
         tables: list[pa.Table] = []
         for node_id, raw, since in pending:
             table, unresolved = self._attribute(node_id, raw, trial_of_group)
-            if unresolved is not None and unresolved.num_rows and time.time() - since < _HOLD_S and not final:
+            if (
+                unresolved is not None
+                and unresolved.num_rows
+                and time.time() - since < _HOLD_S
+                and not final
+            ):
                 self._held.append((node_id, unresolved, since))
             elif unresolved is not None and unresolved.num_rows:
-                table = pa.concat_tables([table, self._attribute(node_id, unresolved, trial_of_group, force=True)[0]])
+                table = pa.concat_tables(
+                    [table, self._attribute(node_id, unresolved, trial_of_group, force=True)[0]]
+                )
             if table.num_rows:
                 tables.append(table)
         if tables:
-            samples = pa.concat_tables(tables).sort_by([("ts", "ascending"), ("node_id", "ascending")])
+            samples = pa.concat_tables(tables).sort_by(
+                [("ts", "ascending"), ("node_id", "ascending")]
+            )
             self.writer.append("samples", samples)
             self.rows_written += samples.num_rows
             return samples
@@ -370,22 +407,39 @@ class Collector:
         rows = samples.filter(pc.is_valid(samples["trial_id"])).select(
             ["trial_id", "pid", "node_id", "role", "create_time"]
         )
-        for row in rows.group_by(["trial_id", "pid", "node_id", "role", "create_time"]).aggregate([]).to_pylist():
-            self._seen[(row["trial_id"], row["pid"])] = (row["node_id"], row["role"], row["create_time"])
+        for row in (
+            rows.group_by(["trial_id", "pid", "node_id", "role", "create_time"])
+            .aggregate([])
+            .to_pylist()
+        ):
+            self._seen[(row["trial_id"], row["pid"])] = (
+                row["node_id"],
+                row["role"],
+                row["create_time"],
+            )
 
     def _check_budget(self, samples: pa.Table) -> None:
         assert self.budget is not None
-        used = {node: memory[0] for node, memory in self._node_memory.items() if memory[0] is not None}
+        used = {
+            node: memory[0] for node, memory in self._node_memory.items() if memory[0] is not None
+        }
         for breach in over_budget(samples, used, self.budget):
             if breach.trial_id in self._over_budget:
                 continue
             self._over_budget.add(breach.trial_id)
-            self.add_event("over_budget", node_id=breach.node_id, trial_id=breach.trial_id, detail=breach.detail)
+            self.add_event(
+                "over_budget",
+                node_id=breach.node_id,
+                trial_id=breach.trial_id,
+                detail=breach.detail,
+            )
             log.warning("memsweep: stopping trial %s: %s", breach.trial_id, breach.detail)
             if self._on_over_budget is not None:
                 self._on_over_budget(breach.trial_id, breach.measured_bytes, breach.detail)
 
-    def process_of(self, trial_id: str, pids: Iterable[int]) -> tuple[int, str, str, float | None] | None:
+    def process_of(
+        self, trial_id: str, pids: Iterable[int]
+    ) -> tuple[int, str, str, float | None] | None:
         """The first of ``pids`` seen in ``trial_id``: (pid, node id, role, create time)."""
         for pid in pids:
             seen = self._seen.get((trial_id, pid))
@@ -423,11 +477,19 @@ class Collector:
         ppids = raw["ppid"].to_pylist()
         names = raw["name"].to_pylist()
         systems = raw["system"].to_pylist()
-        processes = {pid: (pid, ppid or 0, name or "", system) for pid, ppid, name, system in zip(pids, ppids, names, systems, strict=True)}
+        processes = {
+            pid: (pid, ppid or 0, name or "", system)
+            for pid, ppid, name, system in zip(pids, ppids, names, systems, strict=True)
+        }
         with self._lock:
             trainables = set(self._trial_of_actor)
         found: dict[int, Attribution] = attribute(
-            node_id, processes.values(), self._actors, trial_of_group, self._trial_of_pid, trainables
+            node_id,
+            processes.values(),
+            self._actors,
+            trial_of_group,
+            self._trial_of_pid,
+            trainables,
         )
         waiting = set()
         if not force:
@@ -436,7 +498,11 @@ class Collector:
                     continue
                 actor = self._actors.get((node_id, pid))
                 title = processes[pid][2]
-                unknown_actor = actor is None and title.startswith("ray::") and not title.startswith("ray::IDLE")
+                unknown_actor = (
+                    actor is None
+                    and title.startswith("ray::")
+                    and not title.startswith("ray::IDLE")
+                )
                 unmapped_group = actor is not None and bool(actor.placement_group_id)
                 if unknown_actor or unmapped_group:
                     waiting.add(pid)

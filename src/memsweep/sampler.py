@@ -383,7 +383,11 @@ class NodeSampler:
             self._stop.wait(delay)
 
     def ping(self) -> dict[str, Any]:
-        return {"node_id": self._core.node_id, "pid": os.getpid(), "raylet_pid": self._core._raylet_pid}
+        return {
+            "node_id": self._core.node_id,
+            "pid": os.getpid(),
+            "raylet_pid": self._core._raylet_pid,
+        }
 
     def drain(self) -> dict[str, Any]:
         return self._core.drain()

@@ -106,7 +106,9 @@ class ModelSpec(_Frozen):
     ) -> tuple[tuple[int, int, int], ...] | None:
         for row in value or ():
             if min(row) <= 0:
-                raise ValueError(f"every conv row [filters, kernel, stride] must be > 0, got {list(row)}")
+                raise ValueError(
+                    f"every conv row [filters, kernel, stride] must be > 0, got {list(row)}"
+                )
         return value
 
     @property
@@ -125,7 +127,9 @@ def _model_from_yaml(value: Any) -> Any:
         try:
             return {"hidden": [int(part) for part in value.split(",") if part.strip()]}
         except ValueError as exc:
-            raise ValueError(f"a model string lists layer sizes like '256,256', got {value!r}") from exc
+            raise ValueError(
+                f"a model string lists layer sizes like '256,256', got {value!r}"
+            ) from exc
     if isinstance(value, list):
         return {"hidden": value}
     return value
@@ -396,8 +400,10 @@ class Study(_Frozen):
                 "memsweep/Synthetic-v0 with obs_dtype uint8 needs RLlib's old API stack (the "
                 "new stack's torch models take float32): set api_stack: old or obs_dtype: float32"
             )
-        if self.training.compress_observations and self.api_stack != "old" and (
-            "torch" in self.factors.framework
+        if (
+            self.training.compress_observations
+            and self.api_stack != "old"
+            and ("torch" in self.factors.framework)
         ):
             raise ValueError(
                 "training.compress_observations exists on RLlib's old API stack only: "
@@ -647,7 +653,11 @@ def describe_fields(model: type[BaseModel] = Study, prefix: str = "") -> list[st
     lines: list[str] = []
     for name, info in model.model_fields.items():
         annotation = info.annotation
-        nested = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        nested = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
         default = "" if info.is_required() else f" = {info.default!r}" if nested is None else ""
         doc = f"  — {info.description}" if info.description else ""
         lines.append(f"{prefix}{name}{default}{doc}")

@@ -47,26 +47,93 @@ TS = pa.timestamp("us", tz="UTC")
 SAMPLES = pa.schema(
     [
         pa.field("ts", TS, nullable=False, metadata={"doc": "sample time, UTC"}),
-        pa.field("run_id", pa.string(), metadata={"doc": "the driver run that wrote the row; a resumed sweep has a new one"}),
+        pa.field(
+            "run_id",
+            pa.string(),
+            metadata={"doc": "the driver run that wrote the row; a resumed sweep has a new one"},
+        ),
         pa.field("node_id", pa.string(), nullable=False, metadata={"doc": "Ray node id (hex)"}),
         pa.field("pid", pa.int32(), nullable=False, metadata={"doc": "process id on its node"}),
         pa.field("ppid", pa.int32(), metadata={"doc": "parent process id"}),
-        pa.field("create_time", pa.float64(), metadata={"doc": "process start, epoch s; with pid, a process's identity"}),
-        pa.field("name", pa.string(), metadata={"doc": "process title (ray::ClassName.method for Ray workers)"}),
-        pa.field("trial_id", pa.string(), metadata={"doc": "Tune trial id; null for processes of no trial"}),
-        pa.field("role", pa.string(), nullable=False, metadata={"doc": "trainable, env_runner, learner, aggregator, replay, actor, child (of a trial's actor), ray_worker (idle or task worker), ray_system, driver, memsweep"}),
-        pa.field("actor_id", pa.string(), metadata={"doc": "Ray actor in this process (or its nearest actor ancestor for role child)"}),
-        pa.field("actor_class", pa.string(), metadata={"doc": "that actor's class, e.g. SingleAgentEnvRunner"}),
+        pa.field(
+            "create_time",
+            pa.float64(),
+            metadata={"doc": "process start, epoch s; with pid, a process's identity"},
+        ),
+        pa.field(
+            "name",
+            pa.string(),
+            metadata={"doc": "process title (ray::ClassName.method for Ray workers)"},
+        ),
+        pa.field(
+            "trial_id",
+            pa.string(),
+            metadata={"doc": "Tune trial id; null for processes of no trial"},
+        ),
+        pa.field(
+            "role",
+            pa.string(),
+            nullable=False,
+            metadata={
+                "doc": "trainable, env_runner, learner, aggregator, replay, actor, child (of a trial's actor), ray_worker (idle or task worker), ray_system, driver, memsweep"
+            },
+        ),
+        pa.field(
+            "actor_id",
+            pa.string(),
+            metadata={
+                "doc": "Ray actor in this process (or its nearest actor ancestor for role child)"
+            },
+        ),
+        pa.field(
+            "actor_class",
+            pa.string(),
+            metadata={"doc": "that actor's class, e.g. SingleAgentEnvRunner"},
+        ),
         pa.field("rss_bytes", pa.int64(), metadata={"doc": "resident set size (VmRSS)"}),
-        pa.field("hwm_bytes", pa.int64(), metadata={"doc": "peak RSS since process start (VmHWM): catches spikes between samples"}),
+        pa.field(
+            "hwm_bytes",
+            pa.int64(),
+            metadata={
+                "doc": "peak RSS since process start (VmHWM): catches spikes between samples"
+            },
+        ),
         pa.field("swap_bytes", pa.int64(), metadata={"doc": "VmSwap"}),
-        pa.field("rss_anon_bytes", pa.int64(), metadata={"doc": "RssAnon: private heap/stack pages"}),
-        pa.field("rss_file_bytes", pa.int64(), metadata={"doc": "RssFile: mapped files, shared libraries"}),
-        pa.field("rss_shmem_bytes", pa.int64(), metadata={"doc": "RssShmem: shared memory, incl. Ray's object store"}),
-        pa.field("uss_bytes", pa.int64(), metadata={"doc": "unique set size; sampled every full_interval_s, else null"}),
-        pa.field("pss_bytes", pa.int64(), metadata={"doc": "proportional set size; shared pages split between sharers"}),
-        pa.field("gpu_bytes", pa.int64(), metadata={"doc": "GPU memory used by the process (NVML); null without NVML"}),
-        pa.field("cpu_time_s", pa.float64(), metadata={"doc": "user + system CPU seconds since start; every full_interval_s, else null"}),
+        pa.field(
+            "rss_anon_bytes", pa.int64(), metadata={"doc": "RssAnon: private heap/stack pages"}
+        ),
+        pa.field(
+            "rss_file_bytes",
+            pa.int64(),
+            metadata={"doc": "RssFile: mapped files, shared libraries"},
+        ),
+        pa.field(
+            "rss_shmem_bytes",
+            pa.int64(),
+            metadata={"doc": "RssShmem: shared memory, incl. Ray's object store"},
+        ),
+        pa.field(
+            "uss_bytes",
+            pa.int64(),
+            metadata={"doc": "unique set size; sampled every full_interval_s, else null"},
+        ),
+        pa.field(
+            "pss_bytes",
+            pa.int64(),
+            metadata={"doc": "proportional set size; shared pages split between sharers"},
+        ),
+        pa.field(
+            "gpu_bytes",
+            pa.int64(),
+            metadata={"doc": "GPU memory used by the process (NVML); null without NVML"},
+        ),
+        pa.field(
+            "cpu_time_s",
+            pa.float64(),
+            metadata={
+                "doc": "user + system CPU seconds since start; every full_interval_s, else null"
+            },
+        ),
     ]
 )
 
@@ -77,13 +144,31 @@ NODE_SAMPLES = pa.schema(
         pa.field("total_bytes", pa.int64(), metadata={"doc": "MemTotal"}),
         pa.field("available_bytes", pa.int64(), metadata={"doc": "MemAvailable"}),
         pa.field("used_bytes", pa.int64(), metadata={"doc": "total − available"}),
-        pa.field("shmem_bytes", pa.int64(), metadata={"doc": "Shmem: tmpfs and shared memory, incl. Ray's object store in /dev/shm"}),
+        pa.field(
+            "shmem_bytes",
+            pa.int64(),
+            metadata={
+                "doc": "Shmem: tmpfs and shared memory, incl. Ray's object store in /dev/shm"
+            },
+        ),
         pa.field("swap_used_bytes", pa.int64()),
-        pa.field("cgroup_limit_bytes", pa.int64(), metadata={"doc": "memory.max of Ray's cgroup; null when unlimited or no cgroup"}),
-        pa.field("cgroup_usage_bytes", pa.int64(), metadata={"doc": "memory.current of Ray's cgroup"}),
-        pa.field("gpu_used_bytes", pa.int64(), metadata={"doc": "sum over GPUs (NVML); null without NVML"}),
+        pa.field(
+            "cgroup_limit_bytes",
+            pa.int64(),
+            metadata={"doc": "memory.max of Ray's cgroup; null when unlimited or no cgroup"},
+        ),
+        pa.field(
+            "cgroup_usage_bytes", pa.int64(), metadata={"doc": "memory.current of Ray's cgroup"}
+        ),
+        pa.field(
+            "gpu_used_bytes",
+            pa.int64(),
+            metadata={"doc": "sum over GPUs (NVML); null without NVML"},
+        ),
         pa.field("num_processes", pa.int32(), metadata={"doc": "processes sampled in this round"}),
-        pa.field("sample_cost_s", pa.float64(), metadata={"doc": "wall time this sampling round took"}),
+        pa.field(
+            "sample_cost_s", pa.float64(), metadata={"doc": "wall time this sampling round took"}
+        ),
     ]
 )
 
@@ -91,20 +176,45 @@ PROGRESS = pa.schema(
     [
         pa.field("ts", TS, nullable=False),
         pa.field("trial_id", pa.string(), nullable=False),
-        pa.field("run_id", pa.string(), metadata={"doc": "the driver run that wrote the row; a resumed sweep has a new one"}),
+        pa.field(
+            "run_id",
+            pa.string(),
+            metadata={"doc": "the driver run that wrote the row; a resumed sweep has a new one"},
+        ),
         pa.field("iteration", pa.int64()),
-        pa.field("env_steps", pa.int64(), metadata={"doc": "env steps sampled over the trial's lifetime"}),
-        pa.field("replay_size", pa.int64(), metadata={"doc": "transitions stored in the replay buffer; null if unknown"}),
+        pa.field(
+            "env_steps", pa.int64(), metadata={"doc": "env steps sampled over the trial's lifetime"}
+        ),
+        pa.field(
+            "replay_size",
+            pa.int64(),
+            metadata={"doc": "transitions stored in the replay buffer; null if unknown"},
+        ),
         pa.field("time_total_s", pa.float64()),
-        pa.field("trial_rss_bytes", pa.int64(), metadata={"doc": "RSS summed over the trial's processes at this result"}),
-        pa.field("trial_peak_bytes", pa.int64(), metadata={"doc": "VmHWM summed over the trial's processes"}),
+        pa.field(
+            "trial_rss_bytes",
+            pa.int64(),
+            metadata={"doc": "RSS summed over the trial's processes at this result"},
+        ),
+        pa.field(
+            "trial_peak_bytes",
+            pa.int64(),
+            metadata={"doc": "VmHWM summed over the trial's processes"},
+        ),
     ]
 )
 
 EVENTS = pa.schema(
     [
         pa.field("ts", TS, nullable=False),
-        pa.field("kind", pa.string(), nullable=False, metadata={"doc": "sampler_started, sampler_restarted, sampler_lost, gap, node_added, node_removed, trial_started, trial_registered, trial_ended, over_budget (memsweep stopped the trial)"}),
+        pa.field(
+            "kind",
+            pa.string(),
+            nullable=False,
+            metadata={
+                "doc": "sampler_started, sampler_restarted, sampler_lost, gap, node_added, node_removed, trial_started, trial_registered, trial_ended, over_budget (memsweep stopped the trial)"
+            },
+        ),
         pa.field("node_id", pa.string()),
         pa.field("trial_id", pa.string()),
         pa.field("detail", pa.string()),
@@ -125,27 +235,89 @@ TRIALS = pa.schema(
         pa.field("repeat", pa.int64()),
         pa.field("seed", pa.int64()),
         pa.field("cpus_per_trainable", pa.float64()),
-        pa.field("cpus_per_env_runner", pa.float64(), metadata={"doc": "fractional CPU share given to each env runner"}),
-        pa.field("model_params", pa.int64(), metadata={"doc": "parameters of the built model (one copy)"}),
+        pa.field(
+            "cpus_per_env_runner",
+            pa.float64(),
+            metadata={"doc": "fractional CPU share given to each env runner"},
+        ),
+        pa.field(
+            "model_params", pa.int64(), metadata={"doc": "parameters of the built model (one copy)"}
+        ),
         pa.field("obs_bytes", pa.int64(), metadata={"doc": "bytes of one observation as stored"}),
-        pa.field("built_replay_capacity", pa.int64(), metadata={"doc": "capacity of the replay buffer RLlib built"}),
-        pa.field("built_num_env_runners", pa.int64(), metadata={"doc": "remote env runners RLlib built"}),
+        pa.field(
+            "built_replay_capacity",
+            pa.int64(),
+            metadata={"doc": "capacity of the replay buffer RLlib built"},
+        ),
+        pa.field(
+            "built_num_env_runners", pa.int64(), metadata={"doc": "remote env runners RLlib built"}
+        ),
         pa.field("placement_group_id", pa.string()),
-        pa.field("run_id", pa.string(), metadata={"doc": "the driver run of the trial's latest attempt: samples of earlier attempts (before a resume) have another run_id"}),
-        pa.field("status", pa.string(), metadata={"doc": "running, terminated, error, interrupted, oom_killed (Ray's memory monitor, or the kernel's OOM killer per the node's kernel log), over_budget (memsweep's resources.memory_budget)"}),
+        pa.field(
+            "run_id",
+            pa.string(),
+            metadata={
+                "doc": "the driver run of the trial's latest attempt: samples of earlier attempts (before a resume) have another run_id"
+            },
+        ),
+        pa.field(
+            "status",
+            pa.string(),
+            metadata={
+                "doc": "running, terminated, error, interrupted, oom_killed (Ray's memory monitor, or the kernel's OOM killer per the node's kernel log), over_budget (memsweep's resources.memory_budget)"
+            },
+        ),
         pa.field("error", pa.string()),
         pa.field("started_at", TS),
         pa.field("ended_at", TS),
         pa.field("iterations", pa.int64()),
         pa.field("env_steps", pa.int64()),
-        pa.field("peak_bytes", pa.int64(), metadata={"doc": "peak trial memory seen in results (sum of VmHWM)"}),
-        pa.field("killed_pid", pa.int64(), metadata={"doc": "the trial's process that was killed (oom_killed) or died (error); null otherwise"}),
-        pa.field("killed_role", pa.string(), metadata={"doc": "that process's role in samples (trainable, env_runner, …)"}),
+        pa.field(
+            "peak_bytes",
+            pa.int64(),
+            metadata={"doc": "peak trial memory seen in results (sum of VmHWM)"},
+        ),
+        pa.field(
+            "killed_pid",
+            pa.int64(),
+            metadata={
+                "doc": "the trial's process that was killed (oom_killed) or died (error); null otherwise"
+            },
+        ),
+        pa.field(
+            "killed_role",
+            pa.string(),
+            metadata={"doc": "that process's role in samples (trainable, env_runner, …)"},
+        ),
         pa.field("killed_node_id", pa.string(), metadata={"doc": "that process's node"}),
-        pa.field("kill_node_used_bytes", pa.int64(), metadata={"doc": "used memory of that node at the kill: Ray's own reading when Ray's memory monitor killed it, else memsweep's last node sample before the kill; null for over_budget (see budget_measured_bytes)"}),
-        pa.field("kill_node_available_bytes", pa.int64(), metadata={"doc": "the node's memory left at the kill (Ray's limit − used, or MemAvailable)"}),
-        pa.field("memory_budget_bytes", pa.int64(), metadata={"doc": "resources.memory_budget when memsweep stopped the trial (over_budget)"}),
-        pa.field("budget_measured_bytes", pa.int64(), metadata={"doc": "what exceeded it: the trial's summed RSS (budget_scope trial) or its node's used memory (node)"}),
+        pa.field(
+            "kill_node_used_bytes",
+            pa.int64(),
+            metadata={
+                "doc": "used memory of that node at the kill: Ray's own reading when Ray's memory monitor killed it, else memsweep's last node sample before the kill; null for over_budget (see budget_measured_bytes)"
+            },
+        ),
+        pa.field(
+            "kill_node_available_bytes",
+            pa.int64(),
+            metadata={
+                "doc": "the node's memory left at the kill (Ray's limit − used, or MemAvailable)"
+            },
+        ),
+        pa.field(
+            "memory_budget_bytes",
+            pa.int64(),
+            metadata={
+                "doc": "resources.memory_budget when memsweep stopped the trial (over_budget)"
+            },
+        ),
+        pa.field(
+            "budget_measured_bytes",
+            pa.int64(),
+            metadata={
+                "doc": "what exceeded it: the trial's summed RSS (budget_scope trial) or its node's used memory (node)"
+            },
+        ),
     ]
 )
 
@@ -308,7 +480,9 @@ class Results:
             try:
                 return pq.read_table(path, filesystem=self.fs, columns=columns)
             except (pa.ArrowInvalid, OSError) as exc:
-                raise DataError(f"{path} is not a readable Parquet file: {_first_line(exc)}") from None
+                raise DataError(
+                    f"{path} is not a readable Parquet file: {_first_line(exc)}"
+                ) from None
         try:
             return self.dataset(table_name).to_table(columns=columns)
         except (pa.ArrowInvalid, OSError) as exc:
@@ -327,7 +501,9 @@ class Results:
             raw = self.text("versions.json")
             data = json.loads(raw) if raw else {}
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise DataError(f"{self.uri}/versions.json cannot be read: {_first_line(exc)}") from None
+            raise DataError(
+                f"{self.uri}/versions.json cannot be read: {_first_line(exc)}"
+            ) from None
         if not isinstance(data, dict):
             raise DataError(f"{self.uri}/versions.json is not a JSON object")
         return data
@@ -365,7 +541,6 @@ def open_results(uri: str | os.PathLike[str]) -> Results:
     return results
 
 
-
 def latest_attempts(table: pa.Table, trials: pa.Table) -> pa.Table:
     """The rows of ``table`` (samples or progress) from each trial's latest attempt.
 
@@ -389,6 +564,7 @@ def latest_attempts(table: pa.Table, trials: pa.Table) -> pa.Table:
     )
     return table.filter(keep)
 
+
 def _unit(name: str) -> str:
     if name.endswith("_bytes"):
         return "bytes"
@@ -411,7 +587,12 @@ def schema_markdown() -> str:
     ]
     for name, schema in {**APPEND_TABLES, **WHOLE_TABLES}.items():
         where = f"`{name}/part-*.parquet`" if name in APPEND_TABLES else f"`{name}.parquet`"
-        lines += [f"## {name} — {where}", "", "| column | type | unit | meaning |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"## {name} — {where}",
+            "",
+            "| column | type | unit | meaning |",
+            "| --- | --- | --- | --- |",
+        ]
         for field in schema:
             doc = (field.metadata or {}).get(b"doc", b"").decode()
             lines.append(f"| `{field.name}` | {field.type} | {_unit(field.name)} | {doc} |")

@@ -90,7 +90,18 @@ def trial_summaries(results: Results) -> list[TrialSummary]:
 
 
 def format_summaries(summaries: list[TrialSummary]) -> str:
-    header = ("trial", "capacity", "model", "workers", "framework", "status", "procs", "peak PSS", "peak RSS", "Σ VmHWM")
+    header = (
+        "trial",
+        "capacity",
+        "model",
+        "workers",
+        "framework",
+        "status",
+        "procs",
+        "peak PSS",
+        "peak RSS",
+        "Σ VmHWM",
+    )
     rows = [
         (
             s.trial_id,
@@ -107,5 +118,8 @@ def format_summaries(summaries: list[TrialSummary]) -> str:
         for s in summaries
     ]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)) for row in [header, *rows]]
+    lines = [
+        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    ]
     return "\n".join(lines)

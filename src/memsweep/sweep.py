@@ -33,7 +33,20 @@ WORKER_ENV = {
 }
 """Environment of every Ray worker of a sweep (through the job's runtime env)."""
 
-_PACKAGES = ("memsweep", "ray", "torch", "tensorflow", "tf-keras", "gymnasium", "ale-py", "numpy", "pyarrow", "psutil")
+_PACKAGES = (
+    "memsweep",
+    "ray",
+    "torch",
+    "tensorflow",
+    "tf-keras",
+    "gymnasium",
+    "ale-py",
+    "numpy",
+    "pyarrow",
+    "duckdb",
+    "pandas",
+    "psutil",
+)
 
 
 @dataclass(frozen=True)
@@ -288,7 +301,9 @@ def run_study(
         tune_dir = f"{writer.root}/tune"
         if resume:
             if not Tuner.can_restore(tune_dir, storage_filesystem=fs):
-                raise MemsweepError(f"Nothing to resume in {uri}: no Tune experiment at {tune_dir}.")
+                raise MemsweepError(
+                    f"Nothing to resume in {uri}: no Tune experiment at {tune_dir}."
+                )
             # No param_space: Tune resumes the trials and the grid it saved, as they were
             # when the sweep started (a re-given one must have the very same keys, which
             # a newer memsweep's defaults can change).
@@ -341,11 +356,15 @@ def run_study(
         errors = sum(1 for index in range(len(grid)) if grid[index].error is not None)
         summaries = trial_summaries(open_results(uri))
         echo("")
-        echo(f"memsweep: {study.name}: {len(summaries)} trials, {errors} failed, {time.time() - started:.0f} s")
+        echo(
+            f"memsweep: {study.name}: {len(summaries)} trials, {errors} failed, {time.time() - started:.0f} s"
+        )
         echo(format_summaries(summaries))
         echo(f"Parquet: {uri}/samples (per process), node_samples, progress, trials.parquet")
         echo(f"Next: python -m memsweep.analyze {uri}")
-        return SweepOutcome(storage=uri, num_trials=len(summaries), num_errors=errors, seconds=time.time() - started)
+        return SweepOutcome(
+            storage=uri, num_trials=len(summaries), num_errors=errors, seconds=time.time() - started
+        )
     except SpecError:
         raise
     finally:

@@ -12,8 +12,10 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+import duckdb
+
 from memsweep.analyze.commands import COMMANDS
-from memsweep.errors import MemsweepError
+from memsweep.errors import DataError, MemsweepError
 
 PROG = "python -m memsweep.analyze"
 
@@ -53,6 +55,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split())
         print(f"memsweep analyze: {message}", file=sys.stderr)
         return exc.exit_code
+    except duckdb.Error as exc:
+        # A damaged Parquet part (a truncated copy, a disk error) surfaces in duckdb.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(
+            f"memsweep analyze: cannot read the sample data ({first}); a Parquet file in "
+            "the results folder is damaged: move it aside and run again",
+            file=sys.stderr,
+        )
+        return DataError.exit_code
     except KeyboardInterrupt:
         print("memsweep analyze: interrupted", file=sys.stderr)
         return 130
