@@ -37,7 +37,9 @@ def test_fitted_on_capacities_a_tenth_of_a_held_back_trial_the_model_predicts_it
     full = analyze_results(REFERENCE)
     table = full.trial_table
     held_back = table[table["replay_capacity"] == HELD_BACK]
-    assert bool(held_back["plateau_reached"].iloc[0]), "the held-back trial must have filled its buffer"
+    assert bool(held_back["plateau_reached"].iloc[0]), (
+        "the held-back trial must have filled its buffer"
+    )
     truth = float(held_back["plateau__total"].iloc[0])
     predicted = prediction.total.plateau
     assert predicted.value == pytest.approx(truth, rel=0.10)
