@@ -86,10 +86,12 @@ def test_memsweep_run_writes_parquet_for_trials_that_differ_in_all_four_factors(
     assert "trainable" in roles
     for trial in trials.itertuples():
         assert per_trial.get(trial.trial_id, 0) == trial.num_workers, trial
-    # AND memory figures are plausible: every trial process holds at least 50 MB
+    # AND memory figures are plausible: every trial process holds at least 50 MB at its
+    # peak (single samples can be lower while a process starts or exits)
     low = con.execute(
-        "SELECT COUNT(*) FROM samples WHERE trial_id IS NOT NULL AND role IN ('trainable', 'env_runner') "
-        "AND name NOT LIKE 'ray::IDLE%' AND rss_bytes < 50e6"
+        "SELECT COUNT(*) FROM (SELECT trial_id, pid, MAX(rss_bytes) AS rss FROM samples "
+        "WHERE trial_id IS NOT NULL AND role IN ('trainable', 'env_runner') "
+        "GROUP BY trial_id, pid) WHERE rss < 50e6"
     ).fetchall()
     assert low == [(0,)]
     # AND progress rows give env steps per trial
