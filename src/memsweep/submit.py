@@ -15,6 +15,7 @@ never printed or logged, and is scrubbed from any error text shown.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import contextlib
@@ -394,8 +395,10 @@ class SubmitCommand:
         return follow(endpoint, client, job_id)
 
 
-class StatusCommand:
-    help = "show a submitted sweep's job status"
+class _JobCommand(abc.ABC):
+    """A command about one submitted job: its id and the cluster's address."""
+
+    help = ""
 
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("job", help="the job id that `memsweep submit` printed")
@@ -403,29 +406,33 @@ class StatusCommand:
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         endpoint = endpoint_from(args.address)
-        client = connect(endpoint)
-        info = _call(endpoint, args.job, lambda: client.get_job_info(args.job))
+        return self.act(endpoint, connect(endpoint), args.job)
+
+    @abc.abstractmethod
+    def act(self, endpoint: Any, client: Any, job: str) -> int:
+        """Do the command's work on ``job``; returns the exit code."""
+
+
+class StatusCommand(_JobCommand):
+    help = "show a submitted sweep's job status"
+
+    def act(self, endpoint: Any, client: Any, job: str) -> int:
+        info = _call(endpoint, job, lambda: client.get_job_info(job))
         message = f"  {endpoint.scrub(info.message)}" if info.message else ""
-        print(f"{args.job}  {info.status}{message}")
+        print(f"{job}  {info.status}{message}")
         return 0
 
 
-class StopCommand:
+class StopCommand(_JobCommand):
     help = "stop a submitted sweep's job (resume it later with submit --resume)"
 
-    def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("job", help="the job id that `memsweep submit` printed")
-        _add_address(parser)
-
-    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        endpoint = endpoint_from(args.address)
-        client = connect(endpoint)
-        stopped = _call(endpoint, args.job, lambda: client.stop_job(args.job))
+    def act(self, endpoint: Any, client: Any, job: str) -> int:
+        stopped = _call(endpoint, job, lambda: client.stop_job(job))
         if stopped:
-            print(f"memsweep: stopping job {args.job}")
+            print(f"memsweep: stopping job {job}")
         else:
-            info = _call(endpoint, args.job, lambda: client.get_job_info(args.job))
-            print(f"memsweep: job {args.job} had already ended ({info.status})")
+            info = _call(endpoint, job, lambda: client.get_job_info(job))
+            print(f"memsweep: job {job} had already ended ({info.status})")
         return 0
 
 
