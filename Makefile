@@ -42,6 +42,9 @@ format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format src tests benchmarks
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
+claims: $(STAMP) ## the claims study: run sweeps/claims/ and write results/claims-<machine>/claims.md (~40 min)
+	$(VENV)/bin/memsweep claims run $(CLAIMS_ARGS)
+
 bench: $(STAMP) ## benchmarks: overhead, peak capture, attribution, analysis speed (results/bench/)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
@@ -49,7 +52,7 @@ submit: $(STAMP) ## submit SWEEP to a Ray cluster at ADDRESS (http://HEAD:8265) 
 	$(VENV)/bin/memsweep submit $(SWEEP) --address $(ADDRESS) --follow
 
 clean: ## remove generated results (keeps results/README.md) and caches
-	find results -mindepth 1 -maxdepth 1 ! -name README.md ! -name 'claims-*' -exec rm -rf {} +
+	find results -mindepth 1 -maxdepth 1 ! -name README.md ! -name 'claims-*' ! -name 'reference-*' -exec rm -rf {} +
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help setup sweep analyze test test-fast lint format bench submit clean
+.PHONY: help setup sweep analyze test test-fast lint format claims bench submit clean

@@ -41,14 +41,26 @@ class ValidateCommand:
             print()
         print(f"{args.sweep}: study '{study.name}', {study.algorithm} on {study.env.id}")
         print(f"  results: {study.storage_uri}   search: {study.search.mode}", end="")
-        print(
-            f" ({study.search.design})"
-            if study.search.mode == "grid"
-            else f" ({study.search.num_samples} samples)"
-        )
+        search = study.search
+        if search.mode == "budget":
+            print(
+                f" (budget {(search.budget or 0) / 1e9:.2f} GB, maximise "
+                f"{', '.join(search.weights)}, "
+                f"at most {search.max_trials} trials, one at a time)"
+            )
+        else:
+            print(
+                f" ({search.design})"
+                if search.mode == "grid"
+                else f" ({search.num_samples} samples)"
+            )
         stop = {k: v for k, v in study.stop.model_dump().items() if v is not None}
         print(f"  stop: {stop}   sampling: every {study.sampling.interval_s:g} s")
-        if study.search.mode != "grid":
+        if search.mode == "budget":
+            print(
+                "  the search picks among these candidates (the plain grid, --as-grid, runs all):"
+            )
+        elif study.search.mode != "grid":
             print("  trials are drawn by the searcher from these values:")
             for name, values in study.factors:
                 print(f"    {name}: {[getattr(v, 'label', v) for v in values]}")
@@ -81,13 +93,24 @@ class RunCommand:
         parser.add_argument(
             "--resume", action="store_true", help="resume an interrupted sweep from its Tune state"
         )
+        parser.add_argument(
+            "--as-grid",
+            action="store_true",
+            help="budget search only: run the plain grid over the same candidates instead "
+            "(results in <storage>-grid, grid.md), to compare trials and minutes",
+        )
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         study = load_study(args.sweep)
         from memsweep.sweep import run_study
 
         outcome = run_study(
-            study, storage=args.storage, resume=args.resume, address=args.address, source=args.sweep
+            study,
+            storage=args.storage,
+            resume=args.resume,
+            address=args.address,
+            source=args.sweep,
+            as_grid=args.as_grid,
         )
         return 1 if outcome.num_errors else 0
 
@@ -112,7 +135,10 @@ COMMANDS: dict[str, Command] = {
 
 
 def _extra_commands() -> None:
-    """Commands that live in their own modules (cluster submission)."""
+    """Commands that live in their own modules (claims, cluster submission)."""
+    from memsweep.claims_cli import commands as claims_commands
+
+    COMMANDS.update(claims_commands())
     try:
         from memsweep.submit import commands as submit_commands
     except ImportError:
@@ -160,4 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `memsweep validate … | head`: the reader left; say nothing more, like `cat`.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)

@@ -42,6 +42,7 @@ ALGORITHMS = ("DQN", "SAC", "APPO", "PPO")
 REPLAY_ALGORITHMS = frozenset({"DQN", "SAC"})
 
 _ENV_ID_RE = re.compile(r"^(?:[A-Za-z0-9_.-]+/)?[A-Za-z0-9_.-]{1,100}$")
+_KEYED_MESSAGE_RE = re.compile(r"^[a-z_]+(?:\.[a-z_]+)+: ")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
     "": 1,
@@ -229,16 +230,27 @@ class EnvSpec(_Frozen):
         return self.id.startswith("ALE/")
 
 
+MAXIMIZABLE = ("replay_capacity", "num_workers")
+"""Factors a budget search can maximise: the numeric ones whose memory grows with them."""
+
+FACTOR_NAMES = ("replay_capacity", "model", "num_workers", "framework")
+
+_BUDGET_KEYS = ("budget", "maximize", "subject_to", "max_trials")
+
+
 class SearchSpec(_Frozen):
     """How Tune picks trials from the factor values."""
 
-    mode: Literal["grid", "random", "optuna", "qmc"] = "grid"
+    mode: Literal["grid", "random", "optuna", "qmc", "budget"] = "grid"
     """``grid`` runs the design below; ``random``/``optuna``/``qmc`` draw ``num_samples``
-    points (``qmc`` is Optuna's quasi-Monte-Carlo space-filling sampler)."""
+    points (``qmc`` is Optuna's quasi-Monte-Carlo space-filling sampler); ``budget`` finds
+    the largest ``maximize`` whose peak stays under ``budget`` (docs/budget.md)."""
 
-    design: Literal["full", "one_at_a_time"] = "full"
-    """Grid only: every combination, or a base point (first value of each factor) plus
-    each factor varied alone: 1 + Σ(levels − 1) trials instead of Π levels."""
+    design: Literal["full", "one_at_a_time", "half_fraction"] = "full"
+    """Grid only: every combination; or a base point (first value of each factor) plus
+    each factor varied alone: 1 + Σ(levels − 1) trials instead of Π levels; or half of a
+    two-level factorial (3+ factors of 2 values each; the trials whose ±1 codes
+    multiply to +1: main effects stay unconfounded). See docs/designs.md."""
 
     num_samples: Annotated[int, Field(gt=0, le=10_000)] = 8
     """``random``/``optuna``/``qmc``: how many trials to draw."""
@@ -248,6 +260,81 @@ class SearchSpec(_Frozen):
 
     metric_mode: Literal["max", "min"] = "max"
     """``optuna``/``qmc``: maximise or minimise ``metric``."""
+
+    budget: Annotated[int, Field(gt=0, le=2**60)] | None = None
+    """``budget`` only, required: ``16GB``, ``512MiB`` or bytes. A candidate fits when its
+    trial's peak (Σ VmHWM of its processes, buffer full) stays at or under it."""
+
+    maximize: str | dict[str, float] | None = None
+    """``budget`` only, required: ``replay_capacity``, ``num_workers``, or weights for a
+    combination, e.g. ``{replay_capacity: 1, num_workers: 10000}`` (score = Σ weight·value).
+    The candidates are the values listed in ``factors`` (their product for several)."""
+
+    subject_to: dict[str, Any] | None = None
+    """``budget`` only: one fixed value for each factor that is not maximised and lists
+    several in ``factors``, e.g. ``{model: "256,256", num_workers: 2, framework: torch}``."""
+
+    max_trials: Annotated[int, Field(gt=0, le=100)] = 8
+    """``budget`` only: at most this many trials, one at a time."""
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget_size(cls, value: Any) -> Any:
+        return None if value is None else parse_bytes(value)
+
+    @field_validator("maximize", mode="before")
+    @classmethod
+    def _maximize_factors(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        weights = value if isinstance(value, dict) else {value: 1.0}
+        for name, weight in weights.items():
+            if name not in MAXIMIZABLE:
+                raise ValueError(
+                    f"cannot maximise {name!r}: use {' or '.join(MAXIMIZABLE)}, or a mapping "
+                    "of them to weights"
+                )
+            if isinstance(weight, bool) or not isinstance(weight, int | float):
+                raise ValueError(f"the weight of {name} must be a number > 0, got {weight!r}")
+            if not (weight > 0 and math.isfinite(weight)):
+                raise ValueError(f"the weight of {name} must be a finite number > 0, got {weight}")
+        if not weights:
+            raise ValueError(f"name a factor to maximise: {' or '.join(MAXIMIZABLE)}")
+        return value
+
+    @model_validator(mode="after")
+    def _budget_keys(self) -> SearchSpec:
+        if self.mode != "budget":
+            # Values, not keys: a study comes back from its JSON form with every key set.
+            given = [
+                key
+                for key in _BUDGET_KEYS
+                if getattr(self, key) != type(self).model_fields[key].default
+            ]
+            if given:
+                verb = "applies" if len(given) == 1 else "apply"
+                raise ValueError(
+                    f"{', '.join(given)} {verb} to mode: budget only (mode is {self.mode}): "
+                    "set mode: budget or remove them"
+                )
+            return self
+        if self.budget is None:
+            raise ValueError("mode budget needs budget: the most a trial may use, e.g. 16GB")
+        if self.maximize is None:
+            raise ValueError(
+                f"mode budget needs maximize: {' or '.join(MAXIMIZABLE)} "
+                "(or weights, e.g. {replay_capacity: 1, num_workers: 10000})"
+            )
+        return self
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Budget mode: weight per maximised factor (1 for a single factor name)."""
+        if self.maximize is None:
+            return {}
+        if isinstance(self.maximize, str):
+            return {self.maximize: 1.0}
+        return {name: float(weight) for name, weight in self.maximize.items()}
 
 
 class StopSpec(_Frozen):
@@ -375,16 +462,52 @@ class Study(_Frozen):
 
     @model_validator(mode="after")
     def _consistent(self) -> Study:
-        if self.algorithm not in REPLAY_ALGORITHMS and self.factors.replay_capacity != (0,):
+        if self.search.mode != "budget":
+            self._check_factors(self.factors)
+            if self.search.design == "half_fraction":
+                self._check_half_fraction()
+            return self
+        if self.repeats != 1:
+            raise ValueError(
+                f"search.mode budget runs one trial per candidate: set repeats: 1, "
+                f"got {self.repeats}"
+            )
+        # Only the values the search can run must be runnable.
+        self._check_factors(self.budget_factors())
+        return self
+
+    def _check_half_fraction(self) -> None:
+        f = self.factors
+        varied = [
+            (name, len(values))
+            for name, values in (
+                ("replay_capacity", f.replay_capacity),
+                ("model", f.model),
+                ("num_workers", f.num_workers),
+                ("framework", f.framework),
+            )
+            if len(values) > 1
+        ]
+        if len(varied) < 3 or any(count != 2 for _, count in varied):
+            shown = ", ".join(f"{name} ({count})" for name, count in varied) or "none"
+            raise ValueError(
+                "search.design half_fraction needs 3 or 4 factors with exactly 2 values "
+                f"each (varied here: {shown}); use design full or one_at_a_time, or mode "
+                "qmc for factors with many values"
+            )
+
+    def _check_factors(self, factors: Factors) -> None:
+        """Refuse factor values this algorithm, env and API stack cannot run."""
+        if self.algorithm not in REPLAY_ALGORITHMS and factors.replay_capacity != (0,):
             raise ValueError(
                 f"algorithm {self.algorithm} has no replay buffer: set "
                 "factors.replay_capacity to [0] or use DQN or SAC"
             )
-        if self.algorithm in REPLAY_ALGORITHMS and 0 in self.factors.replay_capacity:
+        if self.algorithm in REPLAY_ALGORITHMS and 0 in factors.replay_capacity:
             raise ValueError(f"{self.algorithm} needs a replay_capacity > 0")
         if self.algorithm == "SAC" and self.env.id == "CartPole-v1":
             pass  # RLlib's SAC supports discrete actions.
-        tf = [f for f in self.factors.framework if f.startswith("tf")]
+        tf = [f for f in factors.framework if f.startswith("tf")]
         if tf and self.algorithm in ("APPO", "SAC"):
             raise ValueError(
                 f"{self.algorithm} with TensorFlow does not run on RLlib 2.60's old stack "
@@ -394,7 +517,7 @@ class Study(_Frozen):
             self.env.is_synthetic
             and self.env.obs_dtype == "uint8"
             and self.api_stack != "old"
-            and "torch" in self.factors.framework
+            and "torch" in factors.framework
         ):
             raise ValueError(
                 "memsweep/Synthetic-v0 with obs_dtype uint8 needs RLlib's old API stack (the "
@@ -403,26 +526,37 @@ class Study(_Frozen):
         if (
             self.training.compress_observations
             and self.api_stack != "old"
-            and ("torch" in self.factors.framework)
+            and ("torch" in factors.framework)
         ):
             raise ValueError(
                 "training.compress_observations exists on RLlib's old API stack only: "
                 "set api_stack: old, or drop torch from factors.framework"
             )
-        if self.env.is_atari and not any(m.conv for m in self.factors.model):
+        if self.env.is_atari and not any(m.conv for m in factors.model):
             raise ValueError(
                 f"{self.env.id} has image observations: give factors.model a conv stack, "
                 "e.g. {conv: [[32, 8, 4], [64, 4, 2], [64, 3, 1]], hidden: [512]}"
             )
-        return self
 
     def points(self) -> list[TrialPoint]:
-        """The trials the grid design runs, in order. Random/Optuna modes draw instead."""
-        f = self.factors
+        """The trials the grid design runs, in order. Random/Optuna modes draw instead;
+        budget mode: its candidates, i.e. what a plain grid over the same range runs."""
+        f = self.budget_factors() if self.search.mode == "budget" else self.factors
         levels: list[tuple[Any, ...]] = [f.replay_capacity, f.model, f.num_workers, f.framework]
         combos: Iterable[tuple[Any, ...]]
-        if self.search.design == "full":
+        if self.search.design == "full" or self.search.mode == "budget":
             combos = itertools.product(*levels)
+        elif self.search.design == "half_fraction":
+            combos = [
+                combo
+                for combo in itertools.product(*levels)
+                if math.prod(
+                    -1 if values.index(value) == 0 else 1
+                    for value, values in zip(combo, levels, strict=True)
+                    if len(values) > 1
+                )
+                == 1
+            ]
         else:
             base = tuple(values[0] for values in levels)
             combo_list = [base]
@@ -444,6 +578,63 @@ class Study(_Frozen):
             for cap, model, workers, framework in combos
             for repeat in range(self.repeats)
         ]
+
+    def budget_factors(self) -> Factors:
+        """Budget mode: the maximised factors with their listed values, every other factor
+        with its one value (from ``search.subject_to`` or its one value in ``factors``).
+        Raises ``ValueError`` naming the key when a factor is left open."""
+        weights = self.search.weights
+        fixed = dict(self.search.subject_to or {})
+        for name in fixed:
+            if name not in FACTOR_NAMES:
+                close = difflib.get_close_matches(name, FACTOR_NAMES, n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ValueError(
+                    f"search.subject_to: unknown factor {name!r}.{hint} Factors: "
+                    f"{', '.join(FACTOR_NAMES)}"
+                )
+            if name in weights:
+                raise ValueError(
+                    f"search.subject_to.{name}: {name} is maximised, it cannot also be fixed"
+                )
+        values: dict[str, list[Any]] = {}
+        for name in FACTOR_NAMES:
+            listed = list(getattr(self.factors, name))
+            shown = [_show(v) for v in listed]
+            if name in weights:
+                if len(listed) < 2:
+                    raise ValueError(
+                        f"search.maximize: {name} needs at least 2 values in factors.{name} "
+                        f"to search among, got {shown}"
+                    )
+                values[name] = listed
+            elif name in fixed:
+                values[name] = [fixed[name]]
+            elif len(listed) > 1:
+                raise ValueError(
+                    f"search.subject_to: factors.{name} lists {len(listed)} values {shown}; a "
+                    f"budget search fixes every factor it does not maximise, e.g. "
+                    f"subject_to: {{{name}: {shown[0]}}}"
+                )
+            else:
+                values[name] = listed
+        try:
+            return Factors.model_validate(values)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            key = next((str(part) for part in error.get("loc", ()) if part in FACTOR_NAMES), "")
+            message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+            raise ValueError(
+                f"search.subject_to.{key}: {message}, got {_short(fixed.get(key))}"
+            ) from None
+
+    def budget_score(self, point: TrialPoint) -> float:
+        """Budget mode: Σ weight·value of the maximised factors at ``point``."""
+        return sum(w * float(getattr(point, name)) for name, w in self.search.weights.items())
+
+    def budget_candidates(self) -> list[TrialPoint]:
+        """Budget mode: the candidate points, smallest score first."""
+        return sorted(self.points(), key=self.budget_score)
 
     @property
     def storage_uri(self) -> str:
@@ -532,6 +723,9 @@ def _format_error(source: str, error: Mapping[str, Any]) -> str:
     message = message.removeprefix("Value error, ")
     if kind == "missing":
         return f"{source}: {where} is required."
+    if not loc and _KEYED_MESSAGE_RE.match(message):
+        # A study-wide check that names its own key ("search.subject_to: …").
+        return f"{source}: {message}."
     shown = "" if isinstance(value, dict) or "got " in message else f", got {_short(value)}"
     return f"{source}: {where}: {message}{shown}."
 
@@ -675,7 +869,8 @@ def point_from_config(study: Study, config: Mapping[str, Any]) -> TrialPoint:
     """
     if "point" in config:
         return TrialPoint.model_validate(config["point"])
-    models = {model.label: model for model in study.factors.model}
+    factors = study.budget_factors() if study.search.mode == "budget" else study.factors
+    models = {model.label: model for model in factors.model}
     label = config["model"]
     if label not in models:
         raise SpecError(f"model {label!r} is not one of the study's: {sorted(models)}")

@@ -57,6 +57,8 @@ class SweepOutcome:
     num_trials: int
     num_errors: int
     seconds: float
+    report: str | None = None
+    """Budget search or its grid comparison: the report's text (also in the storage)."""
 
 
 def versions() -> dict[str, Any]:
@@ -90,6 +92,19 @@ def param_space(study: Study) -> dict[str, Any]:
     if study.search.mode == "grid":
         base["point"] = tune.grid_search([p.model_dump(mode="json") for p in study.points()])
         return base
+    if study.search.mode == "budget":
+        # The maximised factors are the searcher's; the others are fixed values.
+        f = study.budget_factors()
+        fixed = {
+            "replay_capacity": f.replay_capacity[0],
+            "model": f.model[0].label,
+            "num_workers": f.num_workers[0],
+            "framework": f.framework[0],
+        }
+        for name in study.search.weights:
+            fixed[name] = tune.choice(sorted(getattr(f, name)))
+        base.update({**fixed, "repeat": 0, "seed": study.seed})
+        return base
     f = study.factors
     base.update(
         {
@@ -105,7 +120,7 @@ def param_space(study: Study) -> dict[str, Any]:
 
 
 def _search_alg(study: Study) -> Any:
-    if study.search.mode in {"grid", "random"}:
+    if study.search.mode in {"grid", "random", "budget"}:
         return None
     import optuna
     from ray.tune.search.optuna import OptunaSearch
@@ -127,6 +142,15 @@ def _stop(study: Study) -> dict[str, float]:
     if study.stop.seconds is not None:
         stop["time_total_s"] = study.stop.seconds
     return stop
+
+
+def _num_samples(study: Study) -> int:
+    """Tune's ``num_samples``: once for a grid, the draws or the budget search's cap."""
+    if study.search.mode == "grid":
+        return 1
+    if study.search.mode == "budget":
+        return study.search.max_trials
+    return study.search.num_samples
 
 
 def _bundle_cpus(factory: Any) -> list[float]:
@@ -234,8 +258,14 @@ def run_study(
     address: str | None = None,
     source: str = "",
     echo: Any = print,
+    as_grid: bool = False,
 ) -> SweepOutcome:
-    """Run ``study`` to the end and print the summary; raises MemsweepError on refusal."""
+    """Run ``study`` to the end and print the summary; raises MemsweepError on refusal.
+
+    A budget study runs its search and writes ``budget.json``/``budget.md``; with
+    ``as_grid`` it runs the plain grid over the same candidates instead (in
+    ``<storage>-grid``), writing ``grid.json``/``grid.md`` to compare with.
+    """
     # Tune's newer console output ignores a CLIReporter's columns; memsweep's table shows
     # env steps, buffer fill and memory per trial, so ask for the classic reporter.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -245,8 +275,18 @@ def run_study(
     import ray
     from ray import tune
     from ray.tune import CheckpointConfig, CLIReporter, RunConfig, TuneConfig, Tuner
+    from ray.tune.stopper import CombinedStopper
 
+    from memsweep.budget import (
+        BudgetSearch,
+        BudgetStopper,
+        budget_report,
+        grid_comparison_study,
+        grid_report,
+        make_search,
+    )
     from memsweep.callback import MemoryCallback
+    from memsweep.faults import OVER_BUDGET
     from memsweep.summary import format_summaries, trial_summaries
     from memsweep.trainable import MemsweepTrainable
     from memsweep.tune_faults import (
@@ -256,6 +296,22 @@ def run_study(
         tune_survives_oom_kills,
     )
 
+    budget_study = study if study.search.mode == "budget" else None
+    if as_grid:
+        if budget_study is None:
+            raise SpecError(
+                f"{source or study.name}: --as-grid runs the plain grid of a budget search, "
+                f"but search.mode is {study.search.mode}: set search.mode: budget"
+            )
+        study = grid_comparison_study(budget_study)
+        if storage:
+            # Beside the search's own results, never over them.
+            storage = f"{storage.rstrip('/')}-grid"
+    if budget_study is not None and resume:
+        raise MemsweepError(
+            f"{source or study.name}: a budget search cannot resume (its searcher's state is "
+            "not saved); run it again"
+        )
     uri = storage or study.storage_uri
     writer = ResultsWriter(uri)
     writer.write_text("study.yaml", yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
@@ -285,11 +341,21 @@ def run_study(
             max_report_frequency=30,
         )
         fs = writer.fs if "://" in writer.uri else None
+        search_alg = _search_alg(study)
+        stopper: Any = SweepStopper(_stop(study), lambda: callback.collector_error is not None)
+        budget_search: BudgetSearch | None = None
+        if budget_study is not None:
+            budget_search, budget_stopper, _ = make_search(budget_study)
+            if as_grid:
+                budget_stopper = BudgetStopper(budget_stopper.state, projection=False)
+            else:
+                search_alg = budget_search
+            stopper = CombinedStopper(stopper, budget_stopper)
         run_config = RunConfig(
             name="tune",
             storage_path=writer.root,
             storage_filesystem=fs,
-            stop=SweepStopper(_stop(study), lambda: callback.collector_error is not None),
+            stop=stopper,
             callbacks=[callback],
             progress_reporter=reporter,
             verbose=1,
@@ -335,9 +401,12 @@ def run_study(
                 MemsweepTrainable,
                 param_space=param_space(study),
                 tune_config=TuneConfig(
-                    num_samples=1 if study.search.mode == "grid" else study.search.num_samples,
-                    search_alg=_search_alg(study),
-                    max_concurrent_trials=study.resources.max_concurrent_trials or None,
+                    num_samples=_num_samples(study),
+                    search_alg=search_alg,
+                    # A budget search proposes each trial from every earlier result.
+                    max_concurrent_trials=1
+                    if study.search.mode == "budget"
+                    else study.resources.max_concurrent_trials or None,
                     reuse_actors=False,
                 ),
                 run_config=run_config,
@@ -354,7 +423,8 @@ def run_study(
         if callback.collector_error is not None:
             raise MemsweepError(f"Samples could not be written: {callback.collector_error}")
         errors = sum(1 for index in range(len(grid)) if grid[index].error is not None)
-        summaries = trial_summaries(open_results(uri))
+        results = open_results(uri)
+        summaries = trial_summaries(results)
         echo("")
         echo(
             f"memsweep: {study.name}: {len(summaries)} trials, {errors} failed, {time.time() - started:.0f} s"
@@ -362,8 +432,30 @@ def run_study(
         echo(format_summaries(summaries))
         echo(f"Parquet: {uri}/samples (per process), node_samples, progress, trials.parquet")
         echo(f"Next: python -m memsweep.analyze {uri}")
+        report: str | None = None
+        minutes = (time.time() - started) / 60
+        if budget_study is not None and as_grid:
+            rows = results.table("trials").to_pylist()
+            # Trials the budget stopped are the grid's data, not failures.
+            errors = sum(1 for row in rows if row.get("status") not in ("terminated", OVER_BUDGET))
+            grid_summary = grid_report(budget_study, rows, minutes)
+            report = grid_summary.text()
+            writer.write_text("grid.json", grid_summary.as_json())
+            writer.write_text("grid.md", f"# Plain grid: {study.name}\n\n```\n{report}\n```\n")
+        elif budget_search is not None and budget_study is not None:
+            budget_summary = budget_report(budget_study, budget_search, minutes)
+            report = budget_summary.text()
+            writer.write_text("budget.json", budget_summary.as_json())
+            writer.write_text("budget.md", budget_summary.markdown())
+        if report is not None:
+            echo("")
+            echo(report)
         return SweepOutcome(
-            storage=uri, num_trials=len(summaries), num_errors=errors, seconds=time.time() - started
+            storage=uri,
+            num_trials=len(summaries),
+            num_errors=errors,
+            seconds=time.time() - started,
+            report=report,
         )
     except SpecError:
         raise

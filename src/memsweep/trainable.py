@@ -32,7 +32,8 @@ since TensorFlow, once imported, stays.
 ``memsweep/env_steps``, ``memsweep/replay_size``, the :class:`~memsweep.workloads.BuiltFacts`
 as ``memsweep/built_*``, and ``memory/rss_bytes`` and ``memory/peak_bytes``: VmRSS and
 VmHWM summed over the trainable and its remote env runners, each read in its own process
-so that it works across nodes. The peak is a sum of per-process peaks, an upper bound
+so that it works across nodes; ``memory/projected_peak_bytes`` extends the peak's
+trajectory to a full buffer (:mod:`memsweep.projection`), for the budget search. The peak is a sum of per-process peaks, an upper bound
 on the trial's simultaneous peak; memsweep's sampler has the time series.
 """
 
@@ -53,9 +54,14 @@ if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm import Algorithm
     from ray.tune import PlacementGroupFactory
 
+    from memsweep.projection import TrajectoryPoint
     from memsweep.workloads import ApiStack, BuiltFacts
 
 log = logging.getLogger(__name__)
+
+PROJECTED_PEAK_KEY = "memory/projected_peak_bytes"
+"""Result key: the trial's peak once its buffer is full, projected from its trajectory
+(the peak itself for a trial without a buffer, or once it is full)."""
 
 NO_TF_IMPORT_VAR = "RLLIB_TEST_NO_TF_IMPORT"
 """Environment variable that stops RLlib from importing TensorFlow in a process."""
@@ -123,6 +129,8 @@ class MemsweepTrainable(tune.Trainable):
     point: TrialPoint
     algo: Algorithm
     facts: BuiltFacts
+    trajectory: list[TrajectoryPoint]
+    """(transitions stored, peak) at every result so far: the projection's input."""
 
     @classmethod
     def default_resource_request(cls, config: dict[str, Any]) -> PlacementGroupFactory:
@@ -154,6 +162,7 @@ class MemsweepTrainable(tune.Trainable):
         )
         self.algo = algo_config.build_algo()
         self.facts = built_facts(self.algo)
+        self.trajectory = []
 
     def step(self) -> dict[str, Any]:
         from ray.tune.result import AUTO_RESULT_KEYS, DONE
@@ -169,7 +178,21 @@ class MemsweepTrainable(tune.Trainable):
         result[f"{RESULT_PREFIX}replay_size"] = replay_size(self.algo)
         result.update(self.facts.as_result())
         result.update(self.memory_summary())
+        result[PROJECTED_PEAK_KEY] = self.project_peak(
+            result[f"{RESULT_PREFIX}replay_size"], result["memory/peak_bytes"]
+        )
         return result
+
+    def project_peak(self, replay_size: int | None, peak_bytes: int) -> int:
+        """The peak once the buffer is full, from this trial's trajectory so far
+        (:func:`memsweep.projection.projected_peak`); the peak itself without a buffer."""
+        from memsweep.projection import TrajectoryPoint, projected_peak
+
+        capacity = self.facts.replay_capacity
+        if not capacity:
+            return peak_bytes
+        self.trajectory.append(TrajectoryPoint(int(replay_size or 0), peak_bytes))
+        return projected_peak(self.trajectory, capacity)
 
     def memory_summary(self) -> dict[str, int]:
         """``memory/rss_bytes`` and ``memory/peak_bytes`` of this trial's processes now."""

@@ -187,8 +187,61 @@ class PredictCommand:
         return 0
 
 
+class ClaimsCommand:
+    help = "the claims table from the claim sweeps' results (see memsweep claims run)"
+
+    def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "folder", type=Path, help="the claims results folder, e.g. results/claims-2cpu-24gb"
+        )
+        parser.add_argument(
+            "--confidence", default="0.95", help="two-sided interval level (default 0.95)"
+        )
+        parser.add_argument(
+            "--reports", action="store_true", help="also write each sweep's analysis/ report"
+        )
+
+    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+        args.min_leak_rate = "1"
+        confidence, _ = _option_values(args)
+        from memsweep.analyze.analysis import AnalysisOptions
+        from memsweep.analyze.claims import print_and_write
+
+        return print_and_write(
+            args.folder, AnalysisOptions(confidence=confidence), reports=args.reports
+        )
+
+
+class DesignsCommand:
+    help = "compare designs (one at a time, half fraction, QMC, random) on a full-grid sweep"
+
+    def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
+        _add_common(parser)
+        parser.add_argument(
+            "--sizes", help="design sizes to try, e.g. 4,5,6 (default: terms … trials − 1)"
+        )
+
+    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+        sizes = None
+        if args.sizes:
+            sizes = [parse_count(part, "--sizes", minimum=2) for part in args.sizes.split(",")]
+        analysis = _analyse(args)
+        from memsweep.analyze.designs import designs_report
+
+        try:
+            print(designs_report(analysis.name, analysis.trial_table, sizes))
+        except ValueError as exc:
+            raise MemsweepError(f"{args.results}: {exc}") from None
+        return 0
+
+
 def _count(text: str | None, flag: str, minimum: int = 0) -> int | None:
     return None if text is None else parse_count(text, flag, minimum)
 
 
-COMMANDS: dict[str, Command] = {"report": ReportCommand(), "predict": PredictCommand()}
+COMMANDS: dict[str, Command] = {
+    "report": ReportCommand(),
+    "predict": PredictCommand(),
+    "claims": ClaimsCommand(),
+    "designs": DesignsCommand(),
+}

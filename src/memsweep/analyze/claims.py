@@ -1,0 +1,910 @@
+"""The claims table: common beliefs about RL training memory, each turned into a number.
+
+Each claim is tested by one (or two) of the sweeps in ``sweeps/claims/``; the sweeps'
+results sit side by side under one folder (``results/claims-<machine>/<sweep>/``). For
+each claim this module fits a small model chosen *for that claim* (not the automatic
+form and interaction choice of :func:`~memsweep.analyze.models.fit_all`: a claim asks a
+fixed question, so the question decides the terms), takes the quantity the claim is
+about as a linear contrast of the fit, with its interval, and extrapolates it to the
+scale the claim speaks of. Extrapolation is said as such, with how far it reaches.
+
+Verdicts are rules, stated here so that a reader can disagree with them:
+
+- a claim with a figure ("about 8 GB") is **supported** when the figure lies within
+  ±25 % of the extrapolated interval ("about"), **not supported** otherwise (the table
+  says by how many times it is off), and **depends on X** when variants of X disagree;
+- a claim of direction ("eager uses more") is **supported** when the whole interval of
+  the difference lies on the claimed side and the difference is more than 1 % of the
+  process's memory (a real effect, not a rounding), **not supported** when the interval
+  lies on the other side or inside that ±1 % band, and **inconclusive** otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from memsweep.analyze.analysis import Analysis, AnalysisOptions, analyze_results
+from memsweep.analyze.models import FittedModel, Form, Formula, ModelError, fit_quantity
+from memsweep.analyze.units import Estimate, format_bytes, format_number, json_ready
+from memsweep.errors import DataError, MemsweepError
+from memsweep.store import open_results
+
+ABOUT = 0.25
+"""How far "about X" reaches: a figure within ±25 % of the interval is "about" right."""
+
+NEGLIGIBLE = 0.01
+"""A difference within ±1 % of the process's memory is no difference."""
+
+PLATEAU = "plateau__total"
+"""What every claim is about: a trial's memory once its buffer is full (sum of PSS)."""
+
+
+@dataclass(frozen=True)
+class ClaimRow:
+    """One line of the table: a claim, what was measured here, and the verdict."""
+
+    claim: str
+    """The belief, in the words it is usually said in."""
+
+    sweep: str
+    """The sweep (``sweeps/claims/<sweep>.yaml``) that measured it."""
+
+    measured: str
+    """What the estimate is, e.g. "bytes per stored transition"."""
+
+    estimate: Estimate | None
+    unit: str
+    """``bytes``, ``bytes per transition``, …: the unit of ``estimate``."""
+
+    scale: str
+    """The scale the claim speaks of, e.g. "100k → 1M transitions"."""
+
+    at_scale: Estimate | None
+    """The measured quantity carried to that scale by the fitted model (bytes)."""
+
+    extrapolation: str
+    """How far beyond the measured range ``at_scale`` reaches ("" when it does not)."""
+
+    verdict: str
+    """``supported``, ``not supported``, ``inconclusive``, ``depends on …``, ``not measured``."""
+
+    why: str
+    """One sentence: the rule applied to these numbers."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "claim": self.claim,
+            "sweep": self.sweep,
+            "measured": self.measured,
+            "estimate": self.estimate.to_json() if self.estimate else None,
+            "unit": self.unit,
+            "scale": self.scale,
+            "at_scale": self.at_scale.to_json() if self.at_scale else None,
+            "extrapolation": self.extrapolation,
+            "verdict": self.verdict,
+            "why": self.why,
+        }
+
+
+@dataclass(frozen=True)
+class SweepFacts:
+    """One claim sweep as analysed: its trial table and where its report is."""
+
+    name: str
+    analysis: Analysis = field(repr=False)
+    minutes: float
+    """Wall time from the first to the last sample."""
+
+
+# --- Fitting and contrasts ---------------------------------------------------------------
+
+
+def fit(sweep: SweepFacts, formula: Formula) -> FittedModel:
+    """OLS of the trials' plateau on ``formula`` (the claim's own terms)."""
+    table = sweep.analysis.trial_table
+    try:
+        return fit_quantity("plateau", table, PLATEAU, sweep.analysis.options.confidence, formula)
+    except ModelError as exc:
+        raise DataError(f"{sweep.name}: {exc}") from None
+
+
+def contrast(
+    model: FittedModel,
+    plus: Sequence[Mapping[str, Any]],
+    minus: Sequence[Mapping[str, Any]] = (),
+    per: float = 1.0,
+) -> Estimate:
+    """(Σ predictions at ``plus`` − Σ at ``minus``) ÷ ``per``, with its confidence interval.
+
+    A difference of fitted means is a linear combination of the coefficients, so its
+    interval is exact under the OLS model (statsmodels' ``t_test``).
+    """
+
+    def design(points: Sequence[Mapping[str, Any]]) -> Any:
+        if not points:
+            return 0.0
+        return model.formula.design(pd.DataFrame(list(points))).to_numpy().sum(axis=0)
+
+    vector = (design(plus) - design(minus)) / per
+    test = model.result.t_test(np.atleast_2d(vector))
+    value = float(np.asarray(test.effect).ravel()[0])
+    alpha = 1 - model.confidence
+    low, high = (float(v) for v in np.asarray(test.conf_int(alpha=alpha)).ravel()[:2])
+    return Estimate(value, low, high)
+
+
+def linear(factor: str, table: pd.DataFrame) -> Form:
+    """``factor`` as a linear term, scaled by its largest value (well-conditioned)."""
+    return Form(factor, scale=float(table[factor].abs().max()) or 1.0)
+
+
+def _span(estimate: Estimate) -> str:
+    """``low – high`` in bytes."""
+    return f"{format_bytes(estimate.low)} – {format_bytes(estimate.high)}"
+
+
+def reach(value: float, measured_max: float, what: str) -> str:
+    """ "N× beyond the largest X measured (M)" or "" inside the range."""
+    if measured_max <= 0 or value <= measured_max:
+        return ""
+    return (
+        f"{value / measured_max:.3g}× beyond the largest {what} measured "
+        f"({format_number(measured_max)})"
+    )
+
+
+def _typical(sweep: SweepFacts) -> float:
+    """The median plateau of the sweep's trials: the "1 %" of the direction rule."""
+    return float(sweep.analysis.trial_table[PLATEAU].median())
+
+
+# --- Verdict rules -----------------------------------------------------------------------
+
+
+def figure_verdict(at_scale: Estimate, figure: float, what: str) -> tuple[str, str]:
+    """Rule for a claim with a figure: is ``figure`` "about" inside ``at_scale``?"""
+    low, high = at_scale.low * (1 - ABOUT), at_scale.high * (1 + ABOUT)
+    if low <= figure <= high:
+        return "supported", (
+            f"{format_bytes(figure)} lies within ±{ABOUT:.0%} of the measured "
+            f"{_span(at_scale)} {what}"
+        )
+    ratio = at_scale.value / figure if figure else math.inf
+    return "not supported", (
+        f"measured {format_bytes(at_scale.value)} {what} is {ratio:.2g}× the claimed "
+        f"{format_bytes(figure)} (interval {_span(at_scale)})"
+    )
+
+
+def difference_side(difference: Estimate, band: float) -> str:
+    """``above`` / ``below`` (the whole interval beyond ±``band``), ``none`` (inside it),
+    or ``unclear`` (the interval reaches both no difference and a real one)."""
+    if difference.low > band:
+        return "above"
+    if difference.high < -band:
+        return "below"
+    if -band <= difference.low and difference.high <= band:
+        return "none"
+    return "unclear"
+
+
+def direction_verdict(
+    difference: Estimate, sign: int, typical: float, what: str
+) -> tuple[str, str]:
+    """Rule for a claim of direction: ``sign`` +1 says "more", −1 says "less"."""
+    side = difference_side(difference, NEGLIGIBLE * typical)
+    shown = f"{format_bytes(difference.value, signed=True)} ({_span(difference)})"
+    claimed = "above" if sign > 0 else "below"
+    if side == claimed:
+        return "supported", f"{what}: {shown}, the whole interval on the claimed side"
+    if side == "none":
+        return "not supported", (
+            f"{what}: {shown}, within ±{NEGLIGIBLE:.0%} of a process's "
+            f"{format_bytes(typical)}: no real difference"
+        )
+    if side == "unclear":
+        return "inconclusive", f"{what}: {shown}, the interval includes no real difference"
+    return "not supported", f"{what}: {shown}, the whole interval on the other side"
+
+
+# --- The claims ---------------------------------------------------------------------------
+
+REPLAY_CLAIM = "Going from a 100k to a 1M replay buffer cost about 8 GB (Atari DQN)"
+REPLAY_FIGURE = 8e9
+MODEL_CLAIM = "A deep conv net added ~15 GB"
+MODEL_FIGURE = 15e9
+EAGER_CLAIM = "TF eager uses more RAM than graph mode"
+TORCH_CLAIM = "PyTorch may use less memory than TensorFlow"
+WORKERS_CLAIM = "Each parallel environment (env runner) adds its own state"
+ADDITIVE_CLAIM = "Replay capacity, env runners and framework add up (no interactions)"
+SCALE_RUNNERS = 8
+"""Env runners the per-process claims are carried to (a typical single-node run)."""
+
+SCALE_WORKERS = 32
+"""Env runners the per-runner cost is carried to (a typical cluster run)."""
+
+
+def replay_rows(sweep: SweepFacts, variant: str) -> list[ClaimRow]:
+    """Bytes per stored transition; the 100k → 1M step predicted by the straight line."""
+    table = sweep.analysis.trial_table
+    model = fit(sweep, Formula(forms=(linear("replay_capacity", table),)))
+    per = contrast(model, [{"replay_capacity": 1.0}], [{"replay_capacity": 0.0}])
+    step = contrast(model, [{"replay_capacity": 1e6}], [{"replay_capacity": 1e5}])
+    verdict, why = figure_verdict(step, REPLAY_FIGURE, "for 100k → 1M")
+    return [
+        ClaimRow(
+            claim=f"{REPLAY_CLAIM}: {variant}",
+            sweep=sweep.name,
+            measured="bytes per stored transition (slope of plateau on capacity)",
+            estimate=per,
+            unit="bytes per transition",
+            scale="100k → 1M transitions",
+            at_scale=step,
+            extrapolation=reach(1e6, float(table["replay_capacity"].max()), "capacity"),
+            verdict=verdict,
+            why=why,
+        )
+    ]
+
+
+def replay_summary(rows: Sequence[ClaimRow]) -> ClaimRow | None:
+    """The two variants together: "depends on compression" when they disagree."""
+    if len(rows) != 2 or any(r.at_scale is None for r in rows):
+        return None
+    verdicts = {r.verdict for r in rows}
+    if len(verdicts) == 1:
+        return None
+    holds = next(r for r in rows if r.verdict == "supported")
+    variant = holds.claim.rsplit(": ", 1)[-1]
+    ratio = rows[0].at_scale.value / rows[1].at_scale.value if rows[1].at_scale else math.nan  # type: ignore[union-attr]
+    return ClaimRow(
+        claim=REPLAY_CLAIM,
+        sweep=" + ".join(r.sweep for r in rows),
+        measured="both variants above",
+        estimate=None,
+        unit="",
+        scale="100k → 1M transitions",
+        at_scale=None,
+        extrapolation="",
+        verdict="depends on observation compression",
+        why=(
+            f"holds {variant} only; uncompressed frames cost {ratio:.2g}× the "
+            "compressed ones (RLlib's compress_observations, old API stack)"
+        ),
+    )
+
+
+def model_rows(sweep: SweepFacts) -> list[ClaimRow]:
+    """Deep vs small net: extra memory in the trainable, extra per env runner, and the
+    number of env runners at which the extra reaches the claimed 15 GB."""
+    table = sweep.analysis.trial_table
+    formula = Formula(
+        forms=(linear("model_params", table), linear("num_workers", table)),
+        interactions=(("num_workers", "model_params"),),
+    )
+    model = fit(sweep, formula)
+    by_params = table.groupby("model")["model_params"].median().sort_values()
+    small, deep = float(by_params.iloc[0]), float(by_params.iloc[-1])
+    small_label, deep_label = str(by_params.index[0]), str(by_params.index[-1])
+
+    def point(params: float, workers: float) -> dict[str, float]:
+        return {"model_params": params, "num_workers": workers}
+
+    in_trainable = contrast(model, [point(deep, 0)], [point(small, 0)])
+    per_runner = contrast(
+        model, [point(deep, 1), point(small, 0)], [point(small, 1), point(deep, 0)]
+    )
+    at_scale = contrast(model, [point(deep, SCALE_RUNNERS)], [point(small, SCALE_RUNNERS)])
+    ratio = deep / small if small else math.inf
+    rows = [
+        ClaimRow(
+            claim=f"{MODEL_CLAIM}: in the trainable",
+            sweep=sweep.name,
+            measured=(
+                f"deep ({format_number(deep)} params) − small ({format_number(small)}), "
+                f"{ratio:.0f}× the parameters, 0 env runners"
+            ),
+            estimate=in_trainable,
+            unit="bytes",
+            scale=f"{SCALE_RUNNERS} env runners",
+            at_scale=at_scale,
+            extrapolation=reach(
+                SCALE_RUNNERS, float(table["num_workers"].max()), "env-runner count"
+            ),
+            verdict="",
+            why="",
+        ),
+        ClaimRow(
+            claim=f"{MODEL_CLAIM}: per env runner",
+            sweep=sweep.name,
+            measured=f"deep − small, each env runner's extra copy ({deep_label} vs {small_label})",
+            estimate=per_runner,
+            unit="bytes per env runner",
+            scale="",
+            at_scale=None,
+            extrapolation="",
+            verdict="",
+            why="",
+        ),
+    ]
+    verdict, why = _model_verdict(in_trainable, per_runner, at_scale)
+    return [_with_verdict(row, verdict, why) for row in rows]
+
+
+def _model_verdict(
+    in_trainable: Estimate, per_runner: Estimate, at_scale: Estimate
+) -> tuple[str, str]:
+    if in_trainable.low * (1 - ABOUT) <= MODEL_FIGURE <= in_trainable.high * (1 + ABOUT):
+        return figure_verdict(in_trainable, MODEL_FIGURE, "in the trainable alone")
+    if per_runner.value <= 0 or per_runner.low <= 0:
+        return figure_verdict(at_scale, MODEL_FIGURE, f"at {SCALE_RUNNERS} env runners")
+    runners = (MODEL_FIGURE - in_trainable.value) / per_runner.value
+    fewest = (MODEL_FIGURE - in_trainable.high) / per_runner.high
+    most = (MODEL_FIGURE - in_trainable.low) / per_runner.low
+    return "depends on the number of env runners", (
+        f"{format_bytes(in_trainable.value)} in the trainable plus "
+        f"{format_bytes(per_runner.value)} per env runner reach 15 GB at about "
+        f"{runners:,.0f} env runners ({max(fewest, 0):,.0f}–{most:,.0f}); at "
+        f"{SCALE_RUNNERS}: {_span(at_scale)}"
+    )
+
+
+def _with_verdict(row: ClaimRow, verdict: str, why: str) -> ClaimRow:
+    from dataclasses import replace
+
+    return replace(row, verdict=verdict, why=why)
+
+
+def framework_rows(sweep: SweepFacts) -> list[ClaimRow]:
+    """Framework differences per process: in the trainable and per env runner."""
+    table = sweep.analysis.trial_table
+    frameworks = sorted(set(table["framework"].dropna().astype(str)))
+    base = "torch" if "torch" in frameworks else frameworks[0]
+    levels = (base, *[f for f in frameworks if f != base])
+    formula = Formula(
+        forms=(linear("num_workers", table),),
+        levels=(("framework", levels),),
+        interactions=(("framework", "num_workers"),),
+    )
+    model = fit(sweep, formula)
+    typical = _typical(sweep)
+    top = float(table["num_workers"].max())
+    rows: list[ClaimRow] = []
+
+    def pair(claim: str, more: str, less: str, sign: int) -> None:
+        if more not in frameworks or less not in frameworks:
+            return
+
+        def at(framework: str, workers: float) -> dict[str, Any]:
+            return {"framework": framework, "num_workers": workers}
+
+        trainable = contrast(model, [at(more, 0)], [at(less, 0)])
+        runner = contrast(model, [at(more, 1), at(less, 0)], [at(less, 1), at(more, 0)])
+        scaled = contrast(model, [at(more, SCALE_RUNNERS)], [at(less, SCALE_RUNNERS)])
+        verdict, why = direction_verdict(trainable, sign, typical, f"{more} − {less} per trainable")
+        runner_verdict, runner_why = direction_verdict(
+            runner, sign, typical, f"{more} − {less} per env runner"
+        )
+        for where, measured, estimate, unit, (verdict_, why_) in (
+            (
+                "in the trainable",
+                f"{more} − {less}, trainable process (0 env runners)",
+                trainable,
+                "bytes",
+                (verdict, why),
+            ),
+            (
+                "per env runner",
+                f"{more} − {less}, each env runner",
+                runner,
+                "bytes per env runner",
+                (runner_verdict, runner_why),
+            ),
+        ):
+            rows.append(
+                ClaimRow(
+                    claim=f"{claim}: {where}",
+                    sweep=sweep.name,
+                    measured=measured,
+                    estimate=estimate,
+                    unit=unit,
+                    scale=f"trainable + {SCALE_RUNNERS} env runners",
+                    at_scale=scaled,
+                    extrapolation=reach(SCALE_RUNNERS, top, "env-runner count"),
+                    verdict=verdict_,
+                    why=why_,
+                )
+            )
+
+    pair(EAGER_CLAIM, "tf2-eager", "tf2", +1)
+    pair(TORCH_CLAIM, "torch", "tf2", -1)
+    return rows
+
+
+def workers_rows(sweep: SweepFacts) -> list[ClaimRow]:
+    """The cost of one more env runner (slope), carried to 32."""
+    table = sweep.analysis.trial_table
+    model = fit(sweep, Formula(forms=(linear("num_workers", table),)))
+    per = contrast(model, [{"num_workers": 1.0}], [{"num_workers": 0.0}])
+    scaled = contrast(model, [{"num_workers": float(SCALE_WORKERS)}], [{"num_workers": 0.0}])
+    verdict, why = direction_verdict(per, +1, _typical(sweep), "one more env runner")
+    return [
+        ClaimRow(
+            claim=WORKERS_CLAIM,
+            sweep=sweep.name,
+            measured="memory of one more env runner (slope of plateau on env runners)",
+            estimate=per,
+            unit="bytes per env runner",
+            scale=f"{SCALE_WORKERS} env runners",
+            at_scale=scaled,
+            extrapolation=reach(
+                SCALE_WORKERS, float(table["num_workers"].max()), "env-runner count"
+            ),
+            verdict=verdict,
+            why=why,
+        )
+    ]
+
+
+INTERACTION_PAIRS: tuple[tuple[str, str], ...] = (
+    ("framework", "num_workers"),
+    ("framework", "replay_capacity"),
+    ("num_workers", "replay_capacity"),
+)
+
+
+def additive_formula(table: pd.DataFrame) -> Formula:
+    """Main effects only: capacity and env runners linear, framework an offset."""
+    frameworks = sorted(set(table["framework"].dropna().astype(str)))
+    base = "torch" if "torch" in frameworks else frameworks[0]
+    return Formula(
+        forms=(linear("replay_capacity", table), linear("num_workers", table)),
+        levels=(("framework", (base, *[f for f in frameworks if f != base])),),
+    )
+
+
+def interaction_rows(sweep: SweepFacts) -> list[ClaimRow]:
+    """Each two-factor interaction added alone to the additive model, as the change of
+    one factor's cost across the other's range; plus how far the additive model misses."""
+    table = sweep.analysis.trial_table
+    additive = additive_formula(table)
+    base_model = fit(sweep, additive)
+    residuals = np.abs(np.asarray(base_model.result.resid, dtype=float))
+    worst = float(residuals.max()) if len(residuals) else math.nan
+    typical = _typical(sweep)
+    rows: list[ClaimRow] = []
+    lows = {f: float(table[f].min()) for f in ("replay_capacity", "num_workers")}
+    highs = {f: float(table[f].max()) for f in ("replay_capacity", "num_workers")}
+    ((_, levels),) = additive.levels
+    for a, b in INTERACTION_PAIRS:
+        model = fit(sweep, Formula(additive.forms, additive.levels, interactions=((a, b),)))
+
+        # The interaction as a difference of differences over the measured corners:
+        # (a high, b high) − (a low, b high) − [(a high, b low) − (a low, b low)].
+        def corner(a_high: bool, b_high: bool, a: str = a, b: str = b) -> dict[str, Any]:
+            point: dict[str, Any] = {
+                "replay_capacity": lows["replay_capacity"],
+                "num_workers": lows["num_workers"],
+                "framework": levels[0],
+            }
+            for name, high in ((a, a_high), (b, b_high)):
+                if name == "framework":
+                    point[name] = levels[-1] if high else levels[0]
+                else:
+                    point[name] = highs[name] if high else lows[name]
+            return point
+
+        twist = contrast(
+            model,
+            [corner(True, True), corner(False, False)],
+            [corner(False, True), corner(True, False)],
+        )
+        side = difference_side(twist, NEGLIGIBLE * typical)
+        shown = f"{a} × {b}: {format_bytes(twist.value, signed=True)} ({_span(twist)})"
+        verdict, why = {
+            "above": ("not supported", f"{shown}: these two factors interact"),
+            "below": ("not supported", f"{shown}: these two factors interact"),
+            "none": ("supported", f"{shown}, within ±{NEGLIGIBLE:.0%}: they add up"),
+            "unclear": ("inconclusive", f"{shown}: no interaction shown at this precision"),
+        }[side]
+        rows.append(
+            ClaimRow(
+                claim=f"{ADDITIVE_CLAIM}: {a} × {b}",
+                sweep=sweep.name,
+                measured=(
+                    f"interaction over the measured corners ({_corner_text(a, levels, lows, highs)} "
+                    f"× {_corner_text(b, levels, lows, highs)})"
+                ),
+                estimate=twist,
+                unit="bytes",
+                scale="",
+                at_scale=None,
+                extrapolation="",
+                verdict=verdict,
+                why=why,
+            )
+        )
+    rows.append(
+        ClaimRow(
+            claim=f"{ADDITIVE_CLAIM}: additive model",
+            sweep=sweep.name,
+            measured=f"largest miss of the additive model on the {len(residuals)} trials",
+            estimate=Estimate(worst, worst, worst),
+            unit="bytes",
+            scale="",
+            at_scale=None,
+            extrapolation="",
+            verdict="supported" if worst <= 0.05 * typical else "not supported",
+            why=(
+                f"additive fit R² {base_model.r2:.4f}; worst trial off by "
+                f"{format_bytes(worst)} = {worst / typical:.1%} of a typical "
+                f"{format_bytes(typical)} (rule: ≤ 5 %)"
+            ),
+        )
+    )
+    return rows
+
+
+def _corner_text(
+    factor: str, levels: Sequence[str], lows: Mapping[str, float], highs: Mapping[str, float]
+) -> str:
+    if factor == "framework":
+        return f"{levels[0]}→{levels[-1]}"
+    return f"{factor} {format_number(lows[factor])}→{format_number(highs[factor])}"
+
+
+# --- The study: which sweep answers which claim ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimSweep:
+    """A sweep of ``sweeps/claims/`` and the rows it yields."""
+
+    name: str
+    rows: Callable[[SweepFacts], list[ClaimRow]]
+    claims: tuple[str, ...]
+
+
+CLAIM_SWEEPS: tuple[ClaimSweep, ...] = (
+    ClaimSweep(
+        "replay_atari",
+        lambda s: replay_rows(s, "uncompressed frames"),
+        (f"{REPLAY_CLAIM}: uncompressed frames",),
+    ),
+    ClaimSweep(
+        "replay_atari_lz4",
+        lambda s: replay_rows(s, "LZ4-compressed frames"),
+        (f"{REPLAY_CLAIM}: LZ4-compressed frames",),
+    ),
+    ClaimSweep("model_conv", model_rows, (MODEL_CLAIM,)),
+    ClaimSweep("framework_eager", framework_rows, (EAGER_CLAIM, TORCH_CLAIM)),
+    ClaimSweep("workers", workers_rows, (WORKERS_CLAIM,)),
+    ClaimSweep("interaction", interaction_rows, (ADDITIVE_CLAIM,)),
+)
+
+
+@dataclass(frozen=True)
+class ClaimsTable:
+    """Everything ``claims.md`` / ``claims.json`` show."""
+
+    root: str
+    rows: tuple[ClaimRow, ...]
+    sweeps: tuple[SweepFacts, ...] = field(repr=False)
+    machine: dict[str, Any]
+    """Versions and machine facts of the first sweep (``versions.json``)."""
+
+    missing: tuple[str, ...]
+    """Sweeps not found or not analysable, with the reason."""
+
+    budget: BudgetComparison | None = None
+    """The budget search and its grid, when the folder has them."""
+
+
+@dataclass(frozen=True)
+class BudgetComparison:
+    """The budget search (``budget/budget.json``) next to the plain grid over the same
+    candidates (``budget-grid/grid.json``), as ``memsweep run … [--as-grid]`` wrote them."""
+
+    search: dict[str, Any]
+    grid: dict[str, Any] | None
+
+    def rows(self) -> list[tuple[str, str, str, str, str, str]]:
+        """(method, answer, its trial's peak, evidence above it, trials, minutes)."""
+        search, out = self.search, []
+        answer = search.get("answer") or {}
+        above = search.get("next_step_trial") or {}
+        evidence = ""
+        if above:
+            measured = format_bytes(above.get("peak_bytes"))
+            projected = format_bytes(above.get("projected_bytes"))
+            point = _point_text(above.get("point"))
+            evidence = (
+                f"{point}: peak {measured}, projected {projected} at {above.get('fill', 0):.0%} "
+                f"full ({above.get('stop_reason', '?')})"
+            )
+        out.append(
+            (
+                "budget search (Optuna + fitted line + early stop)",
+                _point_text(answer.get("point")) or "none",
+                format_bytes(answer.get("peak_bytes")),
+                evidence or str(search.get("conclusion", "")),
+                str(len(search.get("trials", []))),
+                f"{search.get('minutes', math.nan):.1f}",
+            )
+        )
+        if self.grid is not None:
+            over = [t for t in self.grid.get("trials", []) if not t.get("under")]
+            first_over = min(over, key=lambda t: t.get("score", 0.0)) if over else None
+            out.append(
+                (
+                    "plain grid over the same candidates",
+                    _point_text(self.grid.get("answer")) or "none",
+                    format_bytes(self.grid.get("answer_peak_bytes")),
+                    (
+                        f"{_point_text(first_over.get('point'))}: stopped as "
+                        f"{first_over.get('status')} at {format_bytes(first_over.get('peak_bytes'))}"
+                    )
+                    if first_over
+                    else "",
+                    str(len(self.grid.get("trials", []))),
+                    f"{self.grid.get('minutes', math.nan):.1f}",
+                )
+            )
+        return out
+
+
+def _point_text(point: Any) -> str:
+    if not isinstance(point, Mapping):
+        return ""
+    return ", ".join(
+        f"{k}={format_number(float(v)) if isinstance(v, int | float) else v}"
+        for k, v in point.items()
+    )
+
+
+def load_budget(root: Path) -> BudgetComparison | None:
+    """The budget search's and its grid's summaries, if ``root`` has them."""
+    search_file, grid_file = root / "budget" / "budget.json", root / "budget-grid" / "grid.json"
+    if not search_file.is_file():
+        return None
+    try:
+        search = json.loads(search_file.read_text(encoding="utf-8"))
+        grid = json.loads(grid_file.read_text(encoding="utf-8")) if grid_file.is_file() else None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{search_file}: unreadable ({exc}); run the budget search again") from None
+    return BudgetComparison(search, grid)
+
+
+def _minutes(analysis: Analysis) -> float:
+    trials = analysis.data.trials
+    if trials["started_at"].notna().any() and trials["ended_at"].notna().any():
+        span = pd.to_datetime(trials["ended_at"]).max() - pd.to_datetime(trials["started_at"]).min()
+        return float(span.total_seconds()) / 60
+    return math.nan
+
+
+def build_claims(
+    root: str | Path, options: AnalysisOptions | None = None, write_reports: bool = False
+) -> ClaimsTable:
+    """Analyse every claim sweep found under ``root`` and build the table.
+
+    A sweep that is missing or cannot be analysed gives a ``not measured`` row naming
+    the command that measures it, so a partial run still yields a table.
+    """
+    root_path = Path(root)
+    if not root_path.is_dir():
+        raise DataError(f"{root}: no such folder; run the claim sweeps first: memsweep claims run")
+    rows: list[ClaimRow] = []
+    sweeps: list[SweepFacts] = []
+    missing: list[str] = []
+    machine: dict[str, Any] = {}
+    for spec in CLAIM_SWEEPS:
+        folder = root_path / spec.name
+        try:
+            if not (folder / "study.yaml").is_file():
+                raise DataError(f"{folder} does not exist")
+            analysis = analyze_results(folder, options)
+            if write_reports:
+                from memsweep.analyze.report import write_report
+
+                write_report(analysis)
+            facts = SweepFacts(spec.name, analysis, _minutes(analysis))
+            found = spec.rows(facts)
+        except (MemsweepError, ValueError, KeyError, np.linalg.LinAlgError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            missing.append(f"{spec.name}: {reason}")
+            rows += [_not_measured(claim, spec.name, reason) for claim in spec.claims]
+            continue
+        sweeps.append(facts)
+        machine = machine or open_results(folder).versions()
+        rows += found
+        if spec.name == "replay_atari_lz4":
+            summary = replay_summary([r for r in rows if r.claim.startswith(REPLAY_CLAIM)])
+            if summary is not None:
+                rows.append(summary)
+    if not sweeps:
+        raise DataError(
+            f"{root}: none of the claim sweeps ({', '.join(s.name for s in CLAIM_SWEEPS)}) "
+            "has results: run memsweep claims run"
+        )
+    return ClaimsTable(
+        str(root), tuple(rows), tuple(sweeps), machine, tuple(missing), load_budget(root_path)
+    )
+
+
+def _not_measured(claim: str, sweep: str, reason: str) -> ClaimRow:
+    return ClaimRow(
+        claim=claim,
+        sweep=sweep,
+        measured="",
+        estimate=None,
+        unit="",
+        scale="",
+        at_scale=None,
+        extrapolation="",
+        verdict="not measured",
+        why=f"{reason}; run: memsweep claims run --only {sweep}",
+    )
+
+
+# --- Output --------------------------------------------------------------------------------
+
+
+def _value_text(estimate: Estimate | None, unit: str) -> str:
+    if estimate is None:
+        return ""
+    if unit.startswith("bytes per transition"):
+        return f"{format_number(estimate.value)} B/transition ({format_number(estimate.low)} – {format_number(estimate.high)})"
+    suffix = " per env runner" if unit.endswith("per env runner") else ""
+    if estimate.low == estimate.high:
+        return f"{format_bytes(estimate.value)}{suffix}"
+    return f"{format_bytes(estimate.value, signed=True)}{suffix} ({_span(estimate)})"
+
+
+def machine_text(machine: Mapping[str, Any]) -> str:
+    packages = machine.get("packages") or {}
+    memory = machine.get("memory_bytes")
+    parts = [
+        f"{machine.get('cpus', '?')} CPUs",
+        f"{memory / 2**30:.1f} GiB RAM" if isinstance(memory, int | float) else "? RAM",
+        str(machine.get("platform", "?")),
+        f"Python {machine.get('python', '?')}",
+    ]
+    parts += [
+        f"{name} {packages[name]}"
+        for name in ("ray", "torch", "tensorflow", "gymnasium", "ale-py")
+        if packages.get(name)
+    ]
+    return ", ".join(parts)
+
+
+def to_markdown(table: ClaimsTable, plots: Sequence[str] = ()) -> str:
+    level = next(iter(table.sweeps)).analysis.options.confidence if table.sweeps else 0.95
+    lines = [
+        "# Claims about RL training memory, measured",
+        "",
+        f"Machine: {machine_text(table.machine)}. Run: {table.machine.get('created', '?')}.",
+        "",
+        "Memory is a trial's plateau (buffer full): PSS summed over its processes (trainable "
+        f'and env runners). Intervals are {level:.0%}. "At the claim\'s scale" carries the '
+        "fitted model beyond what was measured where marked: an extrapolation, not a "
+        'measurement. Verdict rules: `memsweep/analyze/claims.py` (a figure is "about" '
+        f"right within ±{ABOUT:.0%}; a direction needs its whole interval on the claimed side "
+        f"and more than {NEGLIGIBLE:.0%} of a process's memory).",
+        "",
+        "| claim | measured here | at the claim's scale | verdict | why |",
+        "|---|---|---|---|---|",
+    ]
+    for row in table.rows:
+        measured = _value_text(row.estimate, row.unit)
+        if row.measured:
+            measured = f"{measured}<br>{row.measured}" if measured else row.measured
+        scale = ""
+        if row.at_scale is not None:
+            scale = f"{format_bytes(row.at_scale.value)} ({_span(row.at_scale)}) at {row.scale}"
+            if row.extrapolation:
+                scale += f"<br>**extrapolated**: {row.extrapolation}"
+        cells = [row.claim, measured, scale, f"**{row.verdict}**", row.why]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += ["", "## Sweeps", "", "| sweep | trials | minutes | report |", "|---|---|---|---|"]
+    for sweep in table.sweeps:
+        lines.append(
+            f"| `sweeps/claims/{sweep.name}.yaml` | {len(sweep.analysis.trials)} | "
+            f"{sweep.minutes:.1f} | [{sweep.name}/analysis/report.md]({sweep.name}/analysis/report.md) |"
+        )
+    if table.budget is not None:
+        budget = table.budget.search
+        lines += [
+            "",
+            f"## What fits {format_bytes(budget.get('budget_bytes'))}? (`sweeps/claims/budget.yaml`)",
+            "",
+            f"The largest {', '.join(budget.get('maximize', {}))} whose trial's peak (Σ VmHWM "
+            f"of its processes) stays under {format_bytes(budget.get('budget_bytes'))}, "
+            f"other factors fixed at {_point_text(budget.get('fixed')) or 'their one value'}: "
+            f"{budget.get('conclusion', '')}. Details: [budget/budget.md](budget/budget.md), "
+            "[budget-grid/grid.md](budget-grid/grid.md).",
+            "",
+            "| method | answer | its trial's peak | the step above | trials | minutes |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in table.budget.rows()]
+    if table.missing:
+        lines += ["", "Not measured:", ""] + [f"- {m}" for m in table.missing]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def write_claims(table: ClaimsTable, folder: Path | None = None) -> list[Path]:
+    """``claims.md``, ``claims.json`` and ``claims.png`` in ``folder`` (default: the root)."""
+    from memsweep.analyze.claims_plot import claims_figure
+
+    out = folder or Path(table.root)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    figure = claims_figure(table, out / "claims.png")
+    plots = [figure.name] if figure else []
+    markdown = out / "claims.md"
+    markdown.write_text(to_markdown(table, plots), encoding="utf-8")
+    document = {
+        "root": table.root,
+        "machine": table.machine,
+        "rows": [row.to_json() for row in table.rows],
+        "sweeps": [
+            {"name": s.name, "trials": len(s.analysis.trials), "minutes": s.minutes}
+            for s in table.sweeps
+        ],
+        "missing": list(table.missing),
+        "budget": (
+            {"search": table.budget.search, "grid": table.budget.grid} if table.budget else None
+        ),
+    }
+    data = out / "claims.json"
+    data.write_text(
+        json.dumps(json_ready(document), indent=1, allow_nan=False, default=str), encoding="utf-8"
+    )
+    written += [markdown, data] + ([figure] if figure else [])
+    return written
+
+
+def claims_text(table: ClaimsTable) -> str:
+    """The plain table ``memsweep claims`` prints."""
+    lines = []
+    for row in table.rows:
+        lines.append(f"{row.claim}")
+        value = _value_text(row.estimate, row.unit)
+        if value:
+            lines.append(f"    measured: {value}  [{row.measured}]")
+        if row.at_scale is not None:
+            flag = f"  EXTRAPOLATED {row.extrapolation}" if row.extrapolation else ""
+            lines.append(
+                f"    at {row.scale}: {format_bytes(row.at_scale.value)} ({_span(row.at_scale)}){flag}"
+            )
+        lines.append(f"    verdict: {row.verdict.upper()}: {row.why}")
+    if table.budget is not None:
+        lines.append(f"What fits {format_bytes(table.budget.search.get('budget_bytes'))}?")
+        for method, answer, peak, above, trials, minutes in table.budget.rows():
+            lines.append(
+                f"    {method}: {answer} (peak {peak}); above: {above}; {trials} trials, "
+                f"{minutes} min"
+            )
+    return "\n".join(lines)
+
+
+def print_and_write(
+    folder: Path, options: AnalysisOptions | None = None, reports: bool = False
+) -> int:
+    """Analyse the sweeps under ``folder``, print the table, write its files (CLI step)."""
+    table = build_claims(folder, options, write_reports=reports)
+    print(claims_text(table))
+    written = write_claims(table)
+    print(f"claims table: {written[0]} (also {', '.join(p.name for p in written[1:])})")
+    return 0
