@@ -57,27 +57,27 @@ class ClaimRow:
     sweep: str
     """The sweep (``sweeps/claims/<sweep>.yaml``) that measured it."""
 
-    measured: str
-    """What the estimate is, e.g. "bytes per stored transition"."""
-
-    estimate: Estimate | None
-    unit: str
-    """``bytes``, ``bytes per transition``, …: the unit of ``estimate``."""
-
-    scale: str
-    """The scale the claim speaks of, e.g. "100k → 1M transitions"."""
-
-    at_scale: Estimate | None
-    """The measured quantity carried to that scale by the fitted model (bytes)."""
-
-    extrapolation: str
-    """How far beyond the measured range ``at_scale`` reaches ("" when it does not)."""
-
     verdict: str
     """``supported``, ``not supported``, ``inconclusive``, ``depends on …``, ``not measured``."""
 
     why: str
     """One sentence: the rule applied to these numbers."""
+
+    measured: str = ""
+    """What the estimate is, e.g. "bytes per stored transition"."""
+
+    estimate: Estimate | None = None
+    unit: str = ""
+    """``bytes``, ``bytes per transition``, …: the unit of ``estimate``."""
+
+    scale: str = ""
+    """The scale the claim speaks of, e.g. "100k → 1M transitions"."""
+
+    at_scale: Estimate | None = None
+    """The measured quantity carried to that scale by the fitted model (bytes)."""
+
+    extrapolation: str = ""
+    """How far beyond the measured range ``at_scale`` reaches ("" when it does not)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -269,11 +269,7 @@ def replay_summary(rows: Sequence[ClaimRow]) -> ClaimRow | None:
         claim=REPLAY_CLAIM,
         sweep=" + ".join(r.sweep for r in rows),
         measured="both variants above",
-        estimate=None,
-        unit="",
         scale="100k → 1M transitions",
-        at_scale=None,
-        extrapolation="",
         verdict="depends on observation compression",
         why=(
             f"holds {variant} only; uncompressed frames cost {ratio:.2g}× the "
@@ -328,9 +324,6 @@ def model_rows(sweep: SweepFacts) -> list[ClaimRow]:
             measured=f"deep − small, each env runner's extra copy ({deep_label} vs {small_label})",
             estimate=per_runner,
             unit="bytes per env runner",
-            scale="",
-            at_scale=None,
-            extrapolation="",
             verdict="",
             why="",
         ),
@@ -525,9 +518,6 @@ def interaction_rows(sweep: SweepFacts) -> list[ClaimRow]:
                 ),
                 estimate=twist,
                 unit="bytes",
-                scale="",
-                at_scale=None,
-                extrapolation="",
                 verdict=verdict,
                 why=why,
             )
@@ -539,9 +529,6 @@ def interaction_rows(sweep: SweepFacts) -> list[ClaimRow]:
             measured=f"largest miss of the additive model on the {len(residuals)} trials",
             estimate=Estimate(worst, worst, worst),
             unit="bytes",
-            scale="",
-            at_scale=None,
-            extrapolation="",
             verdict="supported" if worst <= 0.05 * typical else "not supported",
             why=(
                 f"additive fit R² {base_model.r2:.4f}; worst trial off by "
@@ -744,12 +731,6 @@ def _not_measured(claim: str, sweep: str, reason: str) -> ClaimRow:
     return ClaimRow(
         claim=claim,
         sweep=sweep,
-        measured="",
-        estimate=None,
-        unit="",
-        scale="",
-        at_scale=None,
-        extrapolation="",
         verdict="not measured",
         why=f"{reason}; run: memsweep claims run --only {sweep}",
     )
