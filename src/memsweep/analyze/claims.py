@@ -21,6 +21,7 @@ Verdicts are rules, stated here so that a reader can disagree with them:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -465,79 +466,98 @@ def additive_formula(table: pd.DataFrame) -> Formula:
 
 
 def interaction_rows(sweep: SweepFacts) -> list[ClaimRow]:
-    """Each two-factor interaction added alone to the additive model, as the change of
-    one factor's cost across the other's range; plus how far the additive model misses."""
+    """Each two-factor interaction as the change of one factor's cost across the other's
+    range, with its interval. First each pair alone on top of the additive model; then
+    the pairs that showed no clear answer again, next to the interactions found real (an
+    interaction left out of the model inflates the residuals, and so every interval)."""
     table = sweep.analysis.trial_table
     additive = additive_formula(table)
-    base_model = fit(sweep, additive)
-    residuals = np.abs(np.asarray(base_model.result.resid, dtype=float))
-    worst = float(residuals.max()) if len(residuals) else math.nan
     typical = _typical(sweep)
-    rows: list[ClaimRow] = []
+    band = NEGLIGIBLE * typical
     lows = {f: float(table[f].min()) for f in ("replay_capacity", "num_workers")}
     highs = {f: float(table[f].max()) for f in ("replay_capacity", "num_workers")}
     ((_, levels),) = additive.levels
-    for a, b in INTERACTION_PAIRS:
-        model = fit(sweep, Formula(additive.forms, additive.levels, interactions=((a, b),)))
 
-        # The interaction as a difference of differences over the measured corners:
+    def corner(a: str, b: str, a_high: bool, b_high: bool) -> dict[str, Any]:
+        point: dict[str, Any] = {
+            "replay_capacity": lows["replay_capacity"],
+            "num_workers": lows["num_workers"],
+            "framework": levels[0],
+        }
+        for name, high in ((a, a_high), (b, b_high)):
+            if name == "framework":
+                point[name] = levels[-1] if high else levels[0]
+            else:
+                point[name] = highs[name] if high else lows[name]
+        return point
+
+    def twist(pair: tuple[str, str], alongside: tuple[tuple[str, str], ...]) -> Estimate:
+        # A difference of differences over the measured corners:
         # (a high, b high) − (a low, b high) − [(a high, b low) − (a low, b low)].
-        def corner(a_high: bool, b_high: bool, a: str = a, b: str = b) -> dict[str, Any]:
-            point: dict[str, Any] = {
-                "replay_capacity": lows["replay_capacity"],
-                "num_workers": lows["num_workers"],
-                "framework": levels[0],
-            }
-            for name, high in ((a, a_high), (b, b_high)):
-                if name == "framework":
-                    point[name] = levels[-1] if high else levels[0]
-                else:
-                    point[name] = highs[name] if high else lows[name]
-            return point
-
-        twist = contrast(
+        a, b = pair
+        model = fit(sweep, Formula(additive.forms, additive.levels, (*alongside, pair)))
+        return contrast(
             model,
-            [corner(True, True), corner(False, False)],
-            [corner(False, True), corner(True, False)],
+            [corner(a, b, True, True), corner(a, b, False, False)],
+            [corner(a, b, False, True), corner(a, b, True, False)],
         )
-        side = difference_side(twist, NEGLIGIBLE * typical)
-        shown = f"{a} × {b}: {format_bytes(twist.value, signed=True)} ({_span(twist)})"
+
+    alone = {pair: twist(pair, ()) for pair in INTERACTION_PAIRS}
+    real = tuple(p for p, e in alone.items() if difference_side(e, band) in ("above", "below"))
+    final = {}
+    for pair, estimate in alone.items():
+        final[pair] = estimate
+        if pair not in real and real:
+            with contextlib.suppress(DataError):  # Too few trials for both: keep alone.
+                final[pair] = twist(pair, real)
+    rows: list[ClaimRow] = []
+    for (a, b), estimate in final.items():
+        side = difference_side(estimate, band)
+        shown = f"{a} × {b}: {format_bytes(estimate.value, signed=True)} ({_span(estimate)})"
+        beside = (
+            f" (fitted next to {', '.join(f'{x} × {y}' for x, y in real)})"
+            if (estimate is not alone[(a, b)])
+            else ""
+        )
         verdict, why = {
             "above": ("not supported", f"{shown}: these two factors interact"),
             "below": ("not supported", f"{shown}: these two factors interact"),
-            "none": ("supported", f"{shown}, within ±{NEGLIGIBLE:.0%}: they add up"),
-            "unclear": ("inconclusive", f"{shown}: no interaction shown at this precision"),
+            "none": ("supported", f"{shown}{beside}, within ±{NEGLIGIBLE:.0%}: they add up"),
+            "unclear": (
+                "inconclusive",
+                f"{shown}{beside}: no interaction shown at this precision",
+            ),
         }[side]
         rows.append(
             ClaimRow(
                 claim=f"{ADDITIVE_CLAIM}: {a} × {b}",
                 sweep=sweep.name,
                 measured=(
-                    f"interaction over the measured corners ({_corner_text(a, levels, lows, highs)} "
-                    f"× {_corner_text(b, levels, lows, highs)})"
+                    "interaction over the measured corners "
+                    f"({_corner_text(a, levels, lows, highs)} × "
+                    f"{_corner_text(b, levels, lows, highs)})"
                 ),
-                estimate=twist,
+                estimate=estimate,
                 unit="bytes",
                 verdict=verdict,
                 why=why,
             )
         )
-    rows.append(
-        ClaimRow(
-            claim=f"{ADDITIVE_CLAIM}: additive model",
-            sweep=sweep.name,
-            measured=f"largest miss of the additive model on the {len(residuals)} trials",
-            estimate=Estimate(worst, worst, worst),
-            unit="bytes",
-            verdict="supported" if worst <= 0.05 * typical else "not supported",
-            why=(
-                f"additive fit R² {base_model.r2:.4f}; worst trial off by "
-                f"{format_bytes(worst)} = {worst / typical:.1%} of a typical "
-                f"{format_bytes(typical)} (rule: ≤ 5 %)"
-            ),
-        )
-    )
     return rows
+
+
+def additive_note(sweep: SweepFacts) -> str:
+    """How far the purely additive model misses the measured trials (no interval: a fact)."""
+    model = fit(sweep, additive_formula(sweep.analysis.trial_table))
+    residuals = np.abs(np.asarray(model.result.resid, dtype=float))
+    typical = _typical(sweep)
+    worst = float(residuals.max())
+    return (
+        f"{sweep.name}: the additive model (capacity + env runners + framework, no "
+        f"interaction) fits the {len(residuals)} trials with R² {model.r2:.4f}; its worst "
+        f"miss is {format_bytes(worst)}, {worst / typical:.1%} of a typical trial's "
+        f"{format_bytes(typical)}."
+    )
 
 
 def _corner_text(
@@ -558,6 +578,8 @@ class ClaimSweep:
     name: str
     rows: Callable[[SweepFacts], list[ClaimRow]]
     claims: tuple[str, ...]
+    note: Callable[[SweepFacts], str] | None = None
+    """A fact the table states under it (no interval, so not a row)."""
 
 
 CLAIM_SWEEPS: tuple[ClaimSweep, ...] = (
@@ -574,7 +596,7 @@ CLAIM_SWEEPS: tuple[ClaimSweep, ...] = (
     ClaimSweep("model_conv", model_rows, (MODEL_CLAIM,)),
     ClaimSweep("framework_eager", framework_rows, (EAGER_CLAIM, TORCH_CLAIM)),
     ClaimSweep("workers", workers_rows, (WORKERS_CLAIM,)),
-    ClaimSweep("interaction", interaction_rows, (ADDITIVE_CLAIM,)),
+    ClaimSweep("interaction", interaction_rows, (ADDITIVE_CLAIM,), additive_note),
 )
 
 
@@ -593,6 +615,9 @@ class ClaimsTable:
 
     budget: BudgetComparison | None = None
     """The budget search and its grid, when the folder has them."""
+
+    notes: tuple[str, ...] = ()
+    """Facts about the sweeps that are not claims (e.g. how well an additive model fits)."""
 
 
 @dataclass(frozen=True)
@@ -692,6 +717,7 @@ def build_claims(
     rows: list[ClaimRow] = []
     sweeps: list[SweepFacts] = []
     missing: list[str] = []
+    notes: list[str] = []
     machine: dict[str, Any] = {}
     for spec in CLAIM_SWEEPS:
         folder = root_path / spec.name
@@ -705,6 +731,8 @@ def build_claims(
                 write_report(analysis)
             facts = SweepFacts(spec.name, analysis, _minutes(analysis))
             found = spec.rows(facts)
+            if spec.note is not None:
+                notes.append(spec.note(facts))
         except (MemsweepError, ValueError, KeyError, np.linalg.LinAlgError) as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
             missing.append(f"{spec.name}: {reason}")
@@ -723,7 +751,13 @@ def build_claims(
             "has results: run memsweep claims run"
         )
     return ClaimsTable(
-        str(root), tuple(rows), tuple(sweeps), machine, tuple(missing), load_budget(root_path)
+        str(root),
+        tuple(rows),
+        tuple(sweeps),
+        machine,
+        tuple(missing),
+        load_budget(root_path),
+        tuple(notes),
     )
 
 
@@ -795,6 +829,8 @@ def to_markdown(table: ClaimsTable, plots: Sequence[str] = ()) -> str:
                 scale += f"<br>**extrapolated**: {row.extrapolation}"
         cells = [row.claim, measured, scale, f"**{row.verdict}**", row.why]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    if table.notes:
+        lines += [""] + [f"Note: {note}" for note in table.notes]
     lines += ["", "## Sweeps", "", "| sweep | trials | minutes | report |", "|---|---|---|---|"]
     for sweep in table.sweeps:
         lines.append(
@@ -844,6 +880,7 @@ def write_claims(table: ClaimsTable, folder: Path | None = None) -> list[Path]:
             for s in table.sweeps
         ],
         "missing": list(table.missing),
+        "notes": list(table.notes),
         "budget": (
             {"search": table.budget.search, "grid": table.budget.grid} if table.budget else None
         ),
