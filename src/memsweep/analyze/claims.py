@@ -339,7 +339,14 @@ def _model_verdict(
     if in_trainable.low * (1 - ABOUT) <= MODEL_FIGURE <= in_trainable.high * (1 + ABOUT):
         return figure_verdict(in_trainable, MODEL_FIGURE, "in the trainable alone")
     if per_runner.value <= 0 or per_runner.low <= 0:
-        return figure_verdict(at_scale, MODEL_FIGURE, f"at {SCALE_RUNNERS} env runners")
+        verdict, why = figure_verdict(at_scale, MODEL_FIGURE, f"at {SCALE_RUNNERS} env runners")
+        if per_runner.value > 0:
+            runners = (MODEL_FIGURE - in_trainable.value) / per_runner.value
+            why += (
+                f"; at the point estimates 15 GB would take about {runners:,.0f} env runners "
+                "(the per-runner interval includes 0, so no range)"
+            )
+        return verdict, why
     runners = (MODEL_FIGURE - in_trainable.value) / per_runner.value
     fewest = (MODEL_FIGURE - in_trainable.high) / per_runner.high
     most = (MODEL_FIGURE - in_trainable.low) / per_runner.low
