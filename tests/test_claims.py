@@ -231,6 +231,8 @@ def test_a_folder_without_claim_sweeps_is_one_line(tmp_path: Path) -> None:
 
 # --- A real claim sweep, end to end --------------------------------------------------------
 
+# Stops well after the 500-transition buffer fills: a trial needs a few seconds of
+# plateau to count in the factor models.
 TINY_WORKERS = """\
 name: workers
 algorithm: DQN
@@ -240,7 +242,7 @@ factors:
   model: ["32,32"]
   num_workers: [0, 1, 2]
   framework: [torch]
-stop: {env_steps: 1200, seconds: 90}
+stop: {env_steps: 5000, seconds: 120}
 training: {learning_starts: 200, training_intensity: 0.25, num_envs_per_env_runner: 1}
 sampling: {interval_s: 0.1, full_interval_s: 0.5, flush_interval_s: 1.0}
 """

@@ -755,7 +755,7 @@ def build_claims(
     if not sweeps:
         raise DataError(
             f"{root}: none of the claim sweeps ({', '.join(s.name for s in CLAIM_SWEEPS)}) "
-            "has results: run memsweep claims run"
+            f"could be analysed ({'; '.join(missing)}): run memsweep claims run"
         )
     return ClaimsTable(
         str(root),
