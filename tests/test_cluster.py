@@ -61,6 +61,11 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     # Node IP 127.0.0.1 (Ray's one-machine mode) for the nodes started here and for the
     # driver, which inherits the variable.
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # No token auth: the drivers these tests start get a clean environment (raycluster's
+    # clean_env), so the cluster must not inherit RAY_AUTH_MODE from an earlier ray.init
+    # in this process (Ray 2.60 sets it there when ~/.ray/auth_token exists).
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
     dashboard, agent = free_ports(2)
     cluster = Cluster(
