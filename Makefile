@@ -27,7 +27,7 @@ sweep: $(STAMP) ## run the default sweep on an embedded local Ray (SWEEP=... for
 analyze: $(STAMP) ## analyse the default sweep's results (RESULTS=results/<name>)
 	$(PY) -m memsweep.analyze $(or $(RESULTS),results/default)
 
-test: $(STAMP) ## run the whole test suite (real Ray, RLlib, Tune, Parquet; ~30 min on 2 cores)
+test: $(STAMP) ## run the whole test suite (real Ray, RLlib, Tune, Parquet; ~26 min on 2 cores)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP) ## run the tests that do not start Ray (seconds)
