@@ -88,7 +88,9 @@ class ClaimsCommand:
             "--sweeps", type=Path, default=CLAIMS_SWEEPS_DIR, help="folder of the sweep files"
         )
         run.add_argument(
-            "--rerun", action="store_true", help="run every sweep again, none kept (the --out folder must not hold them yet)"
+            "--rerun",
+            action="store_true",
+            help="run every sweep again, none kept (the --out folder must not hold them yet)",
         )
         table = sub.add_parser("table", help="build the table from results already there")
         table.add_argument("folder", type=Path, nargs="?", default=None)
