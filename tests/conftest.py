@@ -16,7 +16,6 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER_ENV = {"env_vars": {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}}
-AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +24,6 @@ def local_ray() -> Iterator[object]:
     import ray
 
     ray.shutdown()
-    # ray.init sets RAY_AUTH_MODE=token in this process's environment (Ray 2.60, with a
-    # ~/.ray/auth_token on the machine); a cluster a later test starts in this process
-    # would then want a token its child processes are not given. Put it back after.
-    auth_before = {key: os.environ.get(key) for key in AUTH_VARS}
     context = ray.init(
         # A Ray of our own: never join a cluster another program started with `ray start`.
         address="local",
@@ -40,11 +35,6 @@ def local_ray() -> Iterator[object]:
     )
     yield context
     ray.shutdown()
-    for key, value in auth_before.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture
