@@ -25,7 +25,7 @@ sweep: $(STAMP) ## run the default sweep on an embedded local Ray (SWEEP=... for
 	$(VENV)/bin/memsweep run $(SWEEP)
 
 analyze: $(STAMP) ## analyse the default sweep's results (RESULTS=results/<name>)
-	$(PY) -m memsweep.analyze $(or $(RESULTS),results/default)
+	$(VENV)/bin/memsweep analyze $(or $(RESULTS),results/default)
 
 test: $(STAMP) ## run the whole test suite (real Ray, RLlib, Tune, Parquet; ~26 min on 2 cores)
 	$(PY) -m pytest -q
@@ -33,10 +33,11 @@ test: $(STAMP) ## run the whole test suite (real Ray, RLlib, Tune, Parquet; ~26 
 test-fast: $(STAMP) ## run the tests that do not start Ray (seconds)
 	$(PY) -m pytest -q -m "not slow"
 
-lint: $(STAMP) ## ruff lint + format check, strict mypy on src/
+lint: $(STAMP) ## ruff lint + format check, strict mypy on src/, import-linter layering contracts
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format src tests benchmarks

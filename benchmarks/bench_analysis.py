@@ -158,7 +158,8 @@ _CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 start = time.perf_counter()
-from memsweep.analyze import analyze_results, write_report
+from memsweep.analyze import analyze_results
+from memsweep.report.document import write_report
 imported = time.perf_counter()
 analysis = analyze_results(sys.argv[1])
 analysed = time.perf_counter()

@@ -2,7 +2,7 @@
 
 A two-node ``ray.cluster_utils.Cluster`` (two raylets on this machine, 1 CPU each) runs
 a memsweep sweep of two concurrent DQN trials (1 and 2 remote env runners), through
-:func:`memsweep.sweep.run_study` as ``memsweep run`` does. The ground truth comes from
+:func:`memsweep.run.sweep.run_study` as ``memsweep run`` does. The ground truth comes from
 the workload itself, in Tune's ``result.json`` of each trial: ``pid`` (the trainable's
 process, filled in by Tune) and ``memsweep/built_env_runner_pids`` (each env runner's
 ``os.getpid()``, the local one being the trainable). Both nodes share one kernel, so a
@@ -107,7 +107,7 @@ def run_two_node_sweep(profile: Profile, storage: Path) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from memsweep.sweep import run_study
+    from memsweep.run.sweep import run_study
 
     ray.shutdown()
     cluster = Cluster(
@@ -130,7 +130,7 @@ def run_two_node_sweep(profile: Profile, storage: Path) -> None:
             log_to_driver=False,
         )
         with contextlib.redirect_stdout(sys.stderr):
-            outcome = run_study(_sweep(profile, storage), echo=lambda *_: None)
+            outcome = run_study(_sweep(profile, storage))
         if outcome.num_errors:
             raise RuntimeError(f"{outcome.num_errors} attribution trial(s) failed; see {storage}")
     finally:

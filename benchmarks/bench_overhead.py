@@ -6,7 +6,7 @@ Tune run on the same local Ray, interleaved across repeats (A B C D A B C D …)
 the drift of a shared machine hits all of them alike:
 
 - ``none``: no monitor at all;
-- ``memsweep_10hz`` / ``memsweep_50hz``: :class:`memsweep.callback.MemoryCallback`
+- ``memsweep_10hz`` / ``memsweep_50hz``: :class:`memsweep.collect.callback.MemoryCallback`
   sampling every 100 ms / 20 ms (USS/PSS every second, flush every 2 s);
 - ``tune_log_sys_usage``: Tune's own monitor, switched on by the trial config key
   ``log_sys_usage`` (``Trainable.__init__`` starts a ``UtilMonitor`` thread in the
@@ -92,9 +92,9 @@ def run_once(variant: str, repeat: int, study: Any, point: Any, work: Path) -> R
     """One Tune run of the trial under ``variant``."""
     from ray import tune
 
-    from memsweep.callback import MemoryCallback
+    from memsweep.collect.callback import MemoryCallback
+    from memsweep.run.trainable import MemsweepTrainable
     from memsweep.store import ResultsWriter
-    from memsweep.trainable import MemsweepTrainable
 
     config: dict[str, Any] = {
         "study": study.model_dump(mode="json"),
@@ -200,7 +200,7 @@ def run(profile: Profile, work: Path) -> tuple[list[Row], dict[str, Any]]:
     study, point = overhead_study(profile)
     # Tune asks the trainable for its resources in this process, which imports RLlib here:
     # do it now, so that the first run's driver CPU does not include that import.
-    from memsweep.trainable import MemsweepTrainable
+    from memsweep.run.trainable import MemsweepTrainable
 
     MemsweepTrainable.default_resource_request(
         {"study": study.model_dump(mode="json"), "point": point.model_dump(mode="json")}

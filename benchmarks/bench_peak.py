@@ -158,7 +158,7 @@ def _run_trials(profile: Profile, work: Path) -> tuple[Any, str]:
     from ray import tune
 
     import bench_peak
-    from memsweep.callback import MemoryCallback
+    from memsweep.collect.callback import MemoryCallback
     from memsweep.spec import parse_study
     from memsweep.store import ResultsWriter
 

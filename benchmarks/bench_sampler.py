@@ -1,6 +1,6 @@
 """What the sampler itself costs, and how that scales with the processes it reads.
 
-:class:`memsweep.sampler.SamplerCore` (the sampling logic without Ray) runs in a fresh
+:class:`memsweep.collect.sampler.SamplerCore` (the sampling logic without Ray) runs in a fresh
 process of its own, on ``N`` real idle processes: a stand-in for a raylet (a Python
 process) with ``N`` sleeping Python children. The core is told that stand-in is its
 node's raylet, so discovery walks the real process table exactly as on a Ray node.
@@ -59,7 +59,7 @@ def _status_bytes(key: str) -> int:
 
 def measure(n: int, rounds: int) -> dict[str, Any]:
     """In this process: CPU µs per process per round, fast and full, on ``n`` children."""
-    from memsweep.sampler import SamplerConfig, SamplerCore
+    from memsweep.collect.sampler import SamplerConfig, SamplerCore
 
     raylet = subprocess.Popen(
         [sys.executable, "-c", _FAKE_RAYLET, str(n)],

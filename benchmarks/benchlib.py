@@ -300,7 +300,7 @@ def machine_specs() -> dict[str, Any]:
     ``versions.json`` records, plus the CPU and the load the figures were taken under."""
     import psutil
 
-    from memsweep.sweep import versions
+    from memsweep.run.sweep import versions
 
     return {
         **versions(),

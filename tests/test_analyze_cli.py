@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from memsweep.analyze import summary_text, write_report
 from memsweep.analyze.__main__ import main
+from memsweep.report.document import summary_text, write_report
 from memsweep.store import ResultsWriter
-from synthetic import (
+from memsweep.testing.synthetic import (
     SynthTrial,
     analysis_of,
     capacity_sweep,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from memsweep.analyze import Analysis
-from synthetic import (
+from memsweep.testing.synthetic import (
     LEAK_TRIALS,
     RUNNER_LEAK_BYTES_PER_H,
     SPIKE_BYTES,

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from memsweep.analyze import Analysis, FittedModel, PredictPoint, predict
-from synthetic import (
+from memsweep.testing.synthetic import (
     HELD_BACK,
     OBS_BYTES,
     SynthSweep,

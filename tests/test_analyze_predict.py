@@ -7,7 +7,13 @@ import pytest
 from memsweep.analyze import Analysis, PredictPoint, predict, solve_budget
 from memsweep.analyze.prediction import prediction_text
 from memsweep.errors import DataError
-from synthetic import SynthSweep, analysis_of, factorial_sweep, leak_sweep, mlp_params
+from memsweep.testing.synthetic import (
+    SynthSweep,
+    analysis_of,
+    factorial_sweep,
+    leak_sweep,
+    mlp_params,
+)
 
 BIG = PredictPoint(replay_capacity=1_000_000, num_workers=8, model="512,512", framework="torch")
 

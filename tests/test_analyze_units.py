@@ -17,8 +17,8 @@ from memsweep.analyze.models import ModelError, fit_quantity
 from memsweep.analyze.phases import PhaseOptions, segment
 from memsweep.analyze.prediction import estimate_params, largest_fitting
 from memsweep.analyze.trends import fit_trend, hac_maxlags
-from memsweep.analyze.units import Estimate, format_bytes, parse_count, parse_model, parse_size
 from memsweep.errors import MemsweepError
+from memsweep.units import Estimate, format_bytes, parse_count, parse_model, parse_size
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from memsweep.attribution import ActorInfo, attribute, role_of_class
+from memsweep.collect.attribution import ActorInfo, attribute, role_of_class
 
 NODE = "n1"
 ACTORS = {

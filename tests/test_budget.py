@@ -16,18 +16,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from optuna.distributions import CategoricalDistribution
 
-from memsweep.budget import (
+from memsweep.budget.report import grid_comparison_study, grid_report
+from memsweep.budget.search import (
     BudgetSampler,
     BudgetState,
     BudgetStopper,
     Observation,
-    grid_comparison_study,
-    grid_report,
     plan,
 )
 from memsweep.cli import main
 from memsweep.errors import SpecError
-from memsweep.projection import TrajectoryPoint, fill_slope, projected_peak
+from memsweep.run.projection import TrajectoryPoint, fill_slope, projected_peak
 from memsweep.spec import describe_fields, parse_study, point_from_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -390,8 +389,8 @@ SMALL_SEARCH: dict[str, Any] = {
 def test_a_budget_search_confirms_a_capacity_whose_next_step_exceeds(
     local_ray: object, tmp_path: Path
 ) -> None:
+    from memsweep.budget.app import run_budget
     from memsweep.store import open_results
-    from memsweep.sweep import run_study
 
     # GIVEN a budget a little above the smallest candidate's peak: any answer between the
     # smallest and the largest candidate will do, the search must prove it
@@ -405,7 +404,7 @@ def test_a_budget_search_confirms_a_capacity_whose_next_step_exceeds(
     budget = study.search.budget
     assert budget is not None
     # WHEN the search runs on real Ray
-    outcome = run_study(study, echo=lambda *_: None)
+    outcome = run_budget(study)
     report = json.loads((tmp_path / "search" / "budget.json").read_text())
     assert outcome.report is not None and "answer" in outcome.report
     # THEN its answer's confirming trial stayed under the budget
@@ -433,8 +432,9 @@ def drive_search(study_data: dict[str, Any], truth: Any) -> tuple[Any, list[int]
     suggested trial reports a filling buffer whose peak follows ``truth``."""
     from ray.tune.search import Searcher
 
-    from memsweep.budget import budget_report, make_search
-    from memsweep.sweep import param_space
+    from memsweep.budget.report import budget_report
+    from memsweep.budget.search import make_search
+    from memsweep.run.sweep import param_space
 
     study = parse_study(study_data)
     search, stopper, _ = make_search(study)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from memsweep.analyze.claims import (
+from memsweep.claims.build import (
     ADDITIVE_CLAIM,
     CLAIM_SWEEPS,
     EAGER_CLAIM,
@@ -25,14 +25,14 @@ from memsweep.analyze.claims import (
     REPLAY_CLAIM,
     TORCH_CLAIM,
     WORKERS_CLAIM,
-    ClaimRow,
     build_claims,
     direction_verdict,
     figure_verdict,
-    write_claims,
 )
-from memsweep.analyze.units import Estimate
-from synthetic import SynthTrial, Truth, label_params, write_sweep
+from memsweep.claims.render import write_claims
+from memsweep.claims.table import ClaimRow
+from memsweep.testing.synthetic import SynthTrial, Truth, label_params, write_sweep
+from memsweep.units import Estimate
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = sorted((REPO / "results").glob("claims-*/claims.json"))

@@ -24,7 +24,7 @@ from memsweep.analyze.designs import (
 )
 from memsweep.errors import SpecError
 from memsweep.spec import parse_study
-from synthetic import SynthTrial, analysis_of, factorial_sweep, write_sweep
+from memsweep.testing.synthetic import SynthTrial, analysis_of, factorial_sweep, write_sweep
 
 
 @pytest.fixture(scope="module")

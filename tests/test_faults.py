@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from memsweep.faults import (
+from memsweep.collect.faults import (
     ERROR,
     OOM_KILLED,
     MemoryBudget,
@@ -236,7 +236,7 @@ def _tracked_task() -> Any:
 
 
 def test_upstream_tune_still_ends_the_sweep_on_an_oom_killed_trial() -> None:
-    """Remove :func:`memsweep.tune_faults.tune_survives_oom_kills` once this fails."""
+    """Remove :func:`memsweep.run.workarounds.tune.tune_survives_oom_kills` once this fails."""
     from ray.air.execution._internal.actor_manager import RayActorManager
     from ray.exceptions import OutOfMemoryError
 
@@ -249,7 +249,7 @@ def test_with_memsweeps_guard_an_oom_killed_trial_fails_alone_as_an_actor_error(
     from ray.air.execution._internal.actor_manager import RayActorManager
     from ray.exceptions import OutOfMemoryError, RayActorError
 
-    from memsweep.tune_faults import TrialOutOfMemoryError, tune_survives_oom_kills
+    from memsweep.run.workarounds.tune import TrialOutOfMemoryError, tune_survives_oom_kills
 
     manager, task = mock.MagicMock(), _tracked_task()
     original = RayActorManager._actor_task_failed
@@ -266,7 +266,7 @@ def test_with_memsweeps_guard_an_oom_killed_trial_fails_alone_as_an_actor_error(
 
 
 def test_the_sweep_stopper_keeps_tunes_limits_and_stops_all_on_demand() -> None:
-    from memsweep.tune_faults import SweepStopper
+    from memsweep.run.workarounds.tune import SweepStopper
 
     broken = threading.Event()
     stopper = SweepStopper({"training_iteration": 3, "memsweep/env_steps": 100}, broken.is_set)
@@ -369,7 +369,7 @@ def test_wrong_flags_get_one_line_and_a_non_zero_exit(
 
 
 def _copy_of_a_results_folder(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from synthetic import factorial_sweep
+    from memsweep.testing.synthetic import factorial_sweep
 
     source = factorial_sweep(tmp_path_factory.getbasetemp()).path
     target = tmp_path / "results"
@@ -516,9 +516,9 @@ def run_tune(
     """A Tune run of ``grow_steadily`` with memsweep's callback (and its OOM guard), as in a sweep."""
     from ray import tune
 
-    from memsweep.calibration import grow_steadily
-    from memsweep.callback import MemoryCallback
-    from memsweep.tune_faults import tune_survives_oom_kills
+    from memsweep.collect.callback import MemoryCallback
+    from memsweep.run.workarounds.tune import tune_survives_oom_kills
+    from memsweep.testing.calibration import grow_steadily
 
     study = parse_study(study_data)
     callback = MemoryCallback(study, ResultsWriter(root / "results"))
@@ -692,7 +692,7 @@ def test_a_killed_sampler_is_restarted_and_the_gap_is_recorded(
 ) -> None:
     import ray
 
-    from memsweep.sampler import SAMPLER_NAME_PREFIX
+    from memsweep.collect.sampler import SAMPLER_NAME_PREFIX
 
     node_id = ray.get_runtime_context().get_node_id()
     killed_at: list[float] = []

@@ -106,7 +106,7 @@ def test_on_two_nodes_both_are_sampled_and_env_runners_go_to_their_trial(tmp_pat
     import ray
     from ray.cluster_utils import Cluster
 
-    from memsweep.sweep import run_study
+    from memsweep.run.sweep import run_study
 
     # GIVEN a two-node cluster (two raylets on this machine) and two concurrent trials
     ray.shutdown()
@@ -140,7 +140,7 @@ def test_on_two_nodes_both_are_sampled_and_env_runners_go_to_their_trial(tmp_pat
             }
         )
         # WHEN the sweep runs on that cluster
-        outcome = run_study(study, echo=lambda *_: None)
+        outcome = run_study(study)
         node_ids = {n["NodeID"] for n in ray.nodes()}
     finally:
         ray.shutdown()

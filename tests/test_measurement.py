@@ -14,10 +14,10 @@ from typing import Any
 import pyarrow.compute as pc
 import pytest
 
-from memsweep.calibration import allocate_and_spike
-from memsweep.callback import MemoryCallback
+from memsweep.collect.callback import MemoryCallback
 from memsweep.spec import parse_study
 from memsweep.store import ResultsWriter, open_results
+from memsweep.testing.calibration import allocate_and_spike
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from memsweep import probe
+from memsweep.collect import probe
 
 ALLOCATE = """
 import sys, time, numpy as np

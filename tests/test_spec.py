@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from memsweep.errors import SpecError
-from memsweep.spec import ModelSpec, load_study, parse_bytes, parse_study, point_from_config
+from memsweep.spec import ModelSpec, load_study, parse_study, point_from_config
+from memsweep.units import parse_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "sweeps").rglob("*.yaml"))

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from memsweep.errors import ClusterError
+from memsweep.run.jobs import find_token, normalize_address, plan_job
 from memsweep.store import open_results
-from memsweep.submit import find_token, normalize_address, plan_job
 from raycluster import (
     TINY_SWEEP,
     Head,

@@ -21,8 +21,17 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import ray
 from ray import cloudpickle, tune
 
-from memsweep.envs import SyntheticEnv
 from memsweep.errors import SpecError
+from memsweep.run.envs import SyntheticEnv
+from memsweep.run.trainable import MemsweepTrainable
+from memsweep.run.workloads import (
+    algorithm_class,
+    build_config,
+    built_facts,
+    env_steps,
+    replay_size,
+    stop_algorithm,
+)
 from memsweep.spec import (
     EnvSpec,
     Factors,
@@ -32,15 +41,6 @@ from memsweep.spec import (
     TrialPoint,
     parse_study,
     point_from_config,
-)
-from memsweep.trainable import MemsweepTrainable
-from memsweep.workloads import (
-    algorithm_class,
-    build_config,
-    built_facts,
-    env_steps,
-    replay_size,
-    stop_algorithm,
 )
 
 # Trainable subclasses and callbacks below run in Ray workers, which cannot import this
@@ -165,7 +165,7 @@ def test_old_stack_dqn_from_upstream_still_fails_so_memsweep_keeps_its_fix(
     config.algo_class = DQN
 
     # WHEN it is built THEN ray-project/ray#60491 still bites. When this stops raising,
-    # upstream has fixed it: drop memsweep.rllib_fixes and this test.
+    # upstream has fixed it: drop memsweep.run.workarounds.rllib and this test.
     with pytest.raises(TypeError, match="argument of type 'ABCMeta' is not iterable"):
         config.build_algo()
 

@@ -3,12 +3,11 @@
 Data path: :mod:`~memsweep.analyze.load` (duckdb aggregation) →
 :mod:`~memsweep.analyze.phases` (per trial) → :mod:`~memsweep.analyze.leaks` →
 :mod:`~memsweep.analyze.models` (per factor) → :mod:`~memsweep.analyze.prediction` and
-:mod:`~memsweep.analyze.report` (with :mod:`~memsweep.analyze.plots`).
+the report, :mod:`memsweep.report`, reads what these compute.
 
 Typical use::
 
     analysis = analyze_results("results/default")
-    write_report(analysis)
     predict(analysis, PredictPoint(replay_capacity=1_000_000, num_workers=8,
                                    model="512,512", framework="torch"))
 
@@ -34,8 +33,7 @@ if TYPE_CHECKING:
         predict,
         solve_budget,
     )
-    from memsweep.analyze.report import ReportFiles, models_document, summary_text, write_report
-    from memsweep.analyze.units import Estimate
+    from memsweep.units import Estimate
 
 _HOMES = {
     "Analysis": "analysis",
@@ -53,10 +51,6 @@ _HOMES = {
     "RolePrediction": "prediction",
     "predict": "prediction",
     "solve_budget": "prediction",
-    "ReportFiles": "report",
-    "models_document": "report",
-    "summary_text": "report",
-    "write_report": "report",
     "Estimate": "units",
 }
 
@@ -71,16 +65,12 @@ __all__ = [
     "ModelSet",
     "PredictPoint",
     "Prediction",
-    "ReportFiles",
     "RolePhases",
     "RolePrediction",
     "TrialPhases",
     "analyze_results",
-    "models_document",
     "predict",
     "solve_budget",
-    "summary_text",
-    "write_report",
 ]
 
 

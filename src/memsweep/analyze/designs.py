@@ -26,7 +26,7 @@ import pandas as pd
 import scipy.linalg
 
 from memsweep.analyze.models import FACTORS, base_formula, factor_arrays
-from memsweep.analyze.units import format_bytes
+from memsweep.units import format_bytes
 
 PLATEAU = "plateau__total"
 SEEDS = 20

@@ -24,7 +24,7 @@ from typing import Literal
 from statsmodels.stats.multitest import multipletests
 
 from memsweep.analyze.phases import RolePhases, TrialPhases
-from memsweep.analyze.units import MB, Estimate, format_bytes, format_number
+from memsweep.units import MB, Estimate, format_bytes, format_number
 
 Verdict = Literal["no_growth", "buffer_fill", "unexplained_growth", "unknown"]
 

@@ -41,7 +41,7 @@ import scipy.linalg
 import statsmodels.api as sm
 from statsmodels.stats.outliers_influence import OLSInfluence
 
-from memsweep.analyze.units import Estimate
+from memsweep.units import Estimate
 
 NUMERIC_FACTORS = ("replay_capacity", "model_params", "num_workers")
 CATEGORICAL_FACTORS = ("framework",)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from memsweep.analyze.load import SweepData, cell_text, trial_capacity
 from memsweep.analyze.trends import TrendFit, fit_trend, mean_estimate
-from memsweep.analyze.units import Estimate
+from memsweep.units import Estimate
 
 SECONDS_PER_HOUR = 3600.0
 

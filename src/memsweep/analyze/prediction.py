@@ -18,8 +18,8 @@ import pandas as pd
 import scipy.linalg
 
 from memsweep.analyze.models import NUMERIC_FACTORS, FittedModel
-from memsweep.analyze.units import Estimate, format_bytes, format_number, parse_model
 from memsweep.errors import DataError
+from memsweep.units import Estimate, format_bytes, format_number, parse_model
 
 if TYPE_CHECKING:
     from memsweep.analyze.analysis import Analysis

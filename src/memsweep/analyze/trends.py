@@ -19,7 +19,7 @@ import numpy.typing as npt
 import statsmodels.api as sm
 from scipy import stats
 
-from memsweep.analyze.units import Estimate
+from memsweep.units import Estimate
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -1,0 +1,268 @@
+"""The ``report`` and ``predict`` subcommands: one small class each (memray's layout).
+
+``run`` turns the argparse namespace into typed values at once (flags are parsed by the
+helpers in :mod:`memsweep.units`, so a bad value is a one-line
+:class:`~memsweep.errors.MemsweepError` naming the flag) and passes nothing but those
+inward.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from memsweep.cli.command import Command, add_commands
+from memsweep.errors import DataError, MemsweepError
+from memsweep.units import (
+    format_bytes,
+    format_number,
+    parse_count,
+    parse_model,
+    parse_size,
+)
+
+if TYPE_CHECKING:
+    from memsweep.analyze.analysis import Analysis
+
+# The analysis modules (pandas, statsmodels, duckdb, matplotlib) are imported inside
+# ``run``, after the flags and the folder have been checked: a typo answers at once.
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", help="a results folder: results/<sweep> or s3://bucket/prefix")
+    parser.add_argument(
+        "--confidence", default="0.95", help="two-sided interval level (default 0.95)"
+    )
+    parser.add_argument(
+        "--min-leak-rate",
+        default="1",
+        metavar="MB_PER_H",
+        help="growth slower than this (MB/h) is never called a leak (default 1)",
+    )
+
+
+def _analyse(args: argparse.Namespace) -> Analysis:
+    """Check the flags and the folder, then import the analysis and run it."""
+    confidence, min_rate = _option_values(args)
+    from memsweep.store import open_results
+
+    results = open_results(args.results)
+    from memsweep.analyze.analysis import AnalysisOptions, analyze_results
+
+    return analyze_results(
+        results, AnalysisOptions(confidence=confidence, min_leak_mb_per_h=min_rate)
+    )
+
+
+def _option_values(args: argparse.Namespace) -> tuple[float, float]:
+    try:
+        confidence = float(args.confidence)
+    except ValueError:
+        raise MemsweepError(
+            f"--confidence: expected a number such as 0.95, got {args.confidence!r}"
+        ) from None
+    if not 0.5 <= confidence < 1:
+        raise MemsweepError(f"--confidence must be in [0.5, 1), got {args.confidence}")
+    try:
+        min_rate = float(args.min_leak_rate)
+    except ValueError:
+        raise MemsweepError(
+            f"--min-leak-rate: expected MB/h such as 1, got {args.min_leak_rate!r}"
+        ) from None
+    if min_rate < 0:
+        raise MemsweepError(f"--min-leak-rate must be ≥ 0, got {args.min_leak_rate}")
+    return confidence, min_rate
+
+
+class ReportCommand:
+    help = "analyse a sweep: phases, factor models, leak verdicts; write analysis/ (the default)"
+
+    def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
+        _add_common(parser)
+        parser.add_argument(
+            "--out",
+            type=Path,
+            help="output folder (default: <results>/analysis; required for remote results)",
+        )
+
+    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+        out: Path | None = args.out
+        if out is None and "://" in args.results:
+            raise MemsweepError(
+                f"{args.results} is remote: give a local --out folder for the report"
+            )
+        analysis = _analyse(args)
+        from memsweep.report.document import summary_text, write_report
+
+        files = write_report(analysis, out)
+        print(summary_text(analysis, files))
+        return 0
+
+
+class PredictCommand:
+    help = "predict plateau and peak memory of a configuration, or what fits a --budget"
+
+    def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
+        _add_common(parser)
+        parser.add_argument(
+            "--replay-capacity",
+            metavar="N",
+            help="replay-buffer capacity, transitions (1000000, 1e6, 1M)",
+        )
+        parser.add_argument("--num-workers", metavar="N", help="remote env runners")
+        parser.add_argument(
+            "--model", help="dense layer sizes (512,512) or a model label of the sweep"
+        )
+        parser.add_argument(
+            "--model-params",
+            metavar="N",
+            help="parameters of one model copy (default: measured or estimated)",
+        )
+        parser.add_argument("--framework", help="torch, tf2 or tf2-eager")
+        parser.add_argument(
+            "--budget",
+            metavar="SIZE",
+            help="memory of the node, e.g. 64GB: print the largest value that fits",
+        )
+        parser.add_argument(
+            "--solve-for",
+            choices=("replay_capacity", "num_workers"),
+            default="replay_capacity",
+            help="with --budget: the factor to maximise (default replay_capacity)",
+        )
+
+    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+        _option_values(args)
+        budget = parse_size(args.budget, "--budget") if args.budget is not None else None
+        capacity = _count(args.replay_capacity, "--replay-capacity")
+        workers = _count(args.num_workers, "--num-workers")
+        params = _count(args.model_params, "--model-params", minimum=1)
+        if args.model is not None:
+            parse_model(args.model)
+        if args.framework is not None and args.framework not in ("torch", "tf2", "tf2-eager"):
+            raise MemsweepError(
+                f"--framework: expected torch, tf2 or tf2-eager, got {args.framework!r}"
+            )
+        from memsweep.analyze.prediction import PredictPoint, predict, prediction_text, solve_budget
+
+        point = PredictPoint(
+            replay_capacity=capacity,
+            num_workers=workers,
+            model=args.model,
+            framework=args.framework,
+            model_params=params,
+        )
+        analysis = _analyse(args)
+        if budget is None:
+            print(prediction_text(predict(analysis, point)))
+            return 0
+        answer = solve_budget(analysis, point, budget, args.solve_for)
+        factor = answer.factor
+        if answer.largest_expected is None:
+            print(
+                f"Nothing fits {format_bytes(budget)}: even {factor}=0 is predicted above it "
+                "(peak + Ray system processes)."
+            )
+            return 1
+        capped = (
+            " (the search limit: more fits)" if answer.largest_safe == answer.searched_up_to else ""
+        )
+        safe = format_number(answer.largest_safe) if answer.largest_safe is not None else "none"
+        print(
+            f"Budget {format_bytes(budget)}: largest {factor} = {safe}{capped} with the upper "
+            f"{analysis.options.confidence:.0%} prediction bound of the peak (+ Ray system) "
+            "inside it; "
+            f"{format_number(answer.largest_expected)} on the point estimate."
+        )
+        if answer.prediction is not None:
+            print(prediction_text(answer.prediction))
+        return 0
+
+
+class ClaimsTableCommand:
+    help = "the claims table from the claim sweeps' results (see memsweep claims run)"
+
+    def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "folder", type=Path, help="the claims results folder, e.g. results/claims-2cpu-24gb"
+        )
+        parser.add_argument(
+            "--confidence", default="0.95", help="two-sided interval level (default 0.95)"
+        )
+        parser.add_argument(
+            "--reports", action="store_true", help="also write each sweep's analysis/ report"
+        )
+
+    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+        args.min_leak_rate = "1"
+        confidence, _ = _option_values(args)
+        from memsweep.analyze.analysis import AnalysisOptions
+        from memsweep.claims.render import print_and_write
+
+        return print_and_write(
+            args.folder, AnalysisOptions(confidence=confidence), reports=args.reports
+        )
+
+
+class DesignsCommand:
+    help = "compare designs (one at a time, half fraction, QMC, random) on a full-grid sweep"
+
+    def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
+        _add_common(parser)
+        parser.add_argument(
+            "--sizes", help="design sizes to try, e.g. 4,5,6 (default: terms … trials − 1)"
+        )
+
+    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+        sizes = None
+        if args.sizes:
+            sizes = [parse_count(part, "--sizes", minimum=2) for part in args.sizes.split(",")]
+        analysis = _analyse(args)
+        from memsweep.analyze.designs import designs_report
+
+        try:
+            print(designs_report(analysis.name, analysis.trial_table, sizes))
+        except ValueError as exc:
+            raise MemsweepError(f"{args.results}: {exc}") from None
+        return 0
+
+
+def _count(text: str | None, flag: str, minimum: int = 0) -> int | None:
+    return None if text is None else parse_count(text, flag, minimum)
+
+
+COMMANDS: dict[str, Command] = {
+    "report": ReportCommand(),
+    "predict": PredictCommand(),
+    "claims": ClaimsTableCommand(),
+    "designs": DesignsCommand(),
+}
+
+
+class AnalyzeCommand:
+    help = "analyse a results folder: report (the default), predict, budget, designs, claims"
+
+    def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
+        add_commands(parser, COMMANDS, dest="analyze_command", entry="analyze_entry")
+
+    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+        import duckdb
+
+        try:
+            return int(args.analyze_entry.run(args, parser))
+        except duckdb.Error as exc:
+            # A damaged Parquet part (a truncated copy, a disk error) surfaces in duckdb.
+            text = str(exc).strip()
+            first = text.splitlines()[0] if text else type(exc).__name__
+            raise DataError(
+                f"cannot read the sample data ({first}); a Parquet file in the results "
+                "folder is damaged: move it aside and run again"
+            ) from None
+
+
+def with_default_command(argv: list[str]) -> list[str]:
+    """``analyze RESULTS …`` → ``analyze report RESULTS …``: report is the default."""
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+        return ["report", *argv]
+    return argv

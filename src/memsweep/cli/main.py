@@ -1,0 +1,76 @@
+"""``memsweep``: the one command line, its commands in the order of a workflow.
+
+``main(argv) -> int`` returns the exit code; an expected failure is a
+:class:`~memsweep.errors.MemsweepError`, printed as one line on stderr with its exit code.
+``python -m memsweep.analyze …`` is the same as ``memsweep analyze …``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from memsweep import __version__
+from memsweep.cli.analyze import AnalyzeCommand, with_default_command
+from memsweep.cli.claims import ClaimsCommand
+from memsweep.cli.command import Command, Parser, add_commands
+from memsweep.cli.run import RunCommand
+from memsweep.cli.submit import StatusCommand, StopCommand, SubmitCommand
+from memsweep.cli.validate import ValidateCommand
+from memsweep.errors import MemsweepError
+
+COMMANDS: dict[str, Command] = {
+    "validate": ValidateCommand(),
+    "run": RunCommand(),
+    "submit": SubmitCommand(),
+    "status": StatusCommand(),
+    "stop": StopCommand(),
+    "analyze": AnalyzeCommand(),
+    "claims": ClaimsCommand(),
+}
+"""Every command, in the order a study uses them."""
+
+
+def get_parser() -> Parser:
+    parser = Parser(
+        prog="memsweep",
+        description="Measure how RLlib training memory grows with replay capacity, model "
+        "size, env runners and framework.",
+    )
+    parser.add_argument("--version", action="version", version=f"memsweep {__version__}")
+    add_commands(parser, COMMANDS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    analyzing = words[:1] == ["analyze"]
+    if analyzing:
+        words = ["analyze", *with_default_command(words[1:])]
+    prog = "memsweep analyze" if analyzing and len(words) > 1 else "memsweep"
+    try:
+        parser = get_parser()
+        args = parser.parse_args(words)
+        command: Command = args.entry
+        return command.run(args, parser)
+    except MemsweepError as exc:
+        # One line, however many problems (a sweep file can have several).
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        print(f"{prog}: {'; '.join(lines)}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        hint = "" if analyzing else "; resume with `memsweep run --resume SWEEP`"
+        print(f"{prog}: interrupted{hint}", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `memsweep validate … | head`: the reader left; say nothing more, like `cat`.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)

@@ -1,0 +1,88 @@
+"""``memsweep run``: run a sweep (or a budget search) and print its per-trial summary."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import TYPE_CHECKING
+
+from memsweep.errors import SpecError
+from memsweep.spec import load_study
+
+if TYPE_CHECKING:
+    from memsweep.run.sweep import SweepOutcome
+
+
+class RunCommand:
+    help = "run a sweep on an embedded local Ray (or --address) and write its Parquet"
+
+    def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("sweep", help="a sweep file, e.g. sweeps/default.yaml")
+        parser.add_argument(
+            "--storage", help="results location (path or s3://…); default from the sweep file"
+        )
+        parser.add_argument(
+            "--address",
+            default=os.environ.get("MEMSWEEP_RAY_ADDRESS"),
+            help="join this Ray cluster instead of starting one",
+        )
+        parser.add_argument(
+            "--resume", action="store_true", help="resume an interrupted sweep from its Tune state"
+        )
+        parser.add_argument(
+            "--as-grid",
+            action="store_true",
+            help="budget search only: run the plain grid over the same candidates instead "
+            "(results in <storage>-grid, grid.md), to compare trials and minutes",
+        )
+
+    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+        study = load_study(args.sweep)
+        if args.as_grid and study.search.mode != "budget":
+            raise SpecError(
+                f"{args.sweep}: --as-grid runs the plain grid of a budget search, "
+                f"but search.mode is {study.search.mode}: set search.mode: budget"
+            )
+        if study.search.mode == "budget":
+            from memsweep.budget.app import run_budget
+
+            outcome = run_budget(
+                study,
+                storage=args.storage,
+                resume=args.resume,
+                address=args.address,
+                source=args.sweep,
+                as_grid=args.as_grid,
+            )
+        else:
+            from memsweep.run.sweep import run_study
+
+            outcome = run_study(
+                study,
+                storage=args.storage,
+                resume=args.resume,
+                address=args.address,
+                source=args.sweep,
+            )
+        print_outcome(study.name, outcome)
+        return 1 if outcome.num_errors else 0
+
+
+def print_outcome(name: str, outcome: SweepOutcome) -> None:
+    """The end-of-run summary: one line per trial, where the Parquet is, what to run next."""
+    from memsweep.report.summary import format_summaries, trial_summaries
+    from memsweep.store import open_results
+
+    summaries = trial_summaries(open_results(outcome.storage))
+    print()
+    print(
+        f"memsweep: {name}: {len(summaries)} trials, {outcome.num_errors} failed, "
+        f"{outcome.seconds:.0f} s"
+    )
+    print(format_summaries(summaries))
+    uri = outcome.storage
+    print(f"Parquet: {uri}/samples (per process), node_samples, progress, trials.parquet")
+    print(f"Next: memsweep analyze {uri}")
+    if outcome.report is not None:
+        print()
+        print(outcome.report)

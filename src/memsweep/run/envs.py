@@ -1,0 +1,151 @@
+"""Environments memsweep builds itself: a synthetic env of chosen observation size, and
+ALE games wrapped the way RLlib's new API stack expects.
+
+Both are classes that RLlib instantiates as ``cls(env_config)``, so a trial passes the
+class itself to ``config.environment(env=...)``: nothing has to be registered in the
+env-runner processes, which Ray starts on its own and which import this module when
+they unpickle the class.
+
+This module imports neither RLlib nor a deep-learning framework at import time (see
+:mod:`memsweep.run.trainable` for why that matters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import numpy.typing as npt
+
+SYNTHETIC_ID = "memsweep/Synthetic-v0"
+"""The ``env.id`` that selects :class:`SyntheticEnv` in a sweep file."""
+
+ATARI_DIM_PX = 84
+"""Side of the square grey frame RLlib's standard Atari preprocessing produces."""
+
+ATARI_FRAMESTACK = 4
+"""Frames stacked into one observation by RLlib's standard Atari preprocessing."""
+
+_POOL_BUDGET_BYTES = 8 * 2**20
+"""Most memory one env spends on its pool of precomputed observations."""
+
+_POOL_MAX_LEN = 256
+"""Most observations in the pool: enough that consecutive observations differ."""
+
+
+class SyntheticEnv(gym.Env[npt.NDArray[Any], np.int64]):
+    """Random observations of a chosen shape and dtype, as cheap to produce as possible.
+
+    It exists to measure how observation size alone drives replay and sampling memory,
+    without an emulator's own memory or CPU cost in the way. Observations are drawn
+    once, at construction, into a small pool (up to 256 of them within 8 MiB, at least
+    2: a fixed cost per env, counted in its env runner's memory) and served round-robin;
+    each step returns a *copy* so that, like a real env, every observation is its own
+    array and RLlib cannot alias stored transitions.
+
+    ``env_config`` keys: ``obs_shape`` (sequence of ints, required), ``obs_dtype``
+    (``"float32"`` or ``"uint8"``, default ``float32``), ``episode_len`` (steps per
+    episode, default 200), ``seed`` (pool seed, default 0). Actions are ``Discrete(2)``
+    and ignored; every step rewards 1; an episode terminates after ``episode_len`` steps.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012  (gymnasium's API)
+
+    def __init__(self, env_config: Mapping[str, Any] | None = None) -> None:
+        config = dict(env_config or {})
+        if "obs_shape" not in config:
+            raise ValueError(f"{SYNTHETIC_ID} needs env_config['obs_shape'], e.g. [1024]")
+        shape = tuple(int(n) for n in config["obs_shape"])
+        dtype = np.dtype(config.get("obs_dtype", "float32"))
+        self.episode_len = int(config.get("episode_len", 200))
+        if not shape or min(shape) <= 0 or self.episode_len <= 0:
+            raise ValueError(
+                f"{SYNTHETIC_ID}: obs_shape and episode_len must be > 0, "
+                f"got {list(shape)} and {self.episode_len}"
+            )
+        if dtype == np.uint8:
+            self.observation_space = gym.spaces.Box(0, 255, shape, np.uint8)
+        elif dtype == np.float32:
+            self.observation_space = gym.spaces.Box(-1.0, 1.0, shape, np.float32)
+        else:
+            raise ValueError(f"{SYNTHETIC_ID}: obs_dtype must be float32 or uint8, got {dtype}")
+        self.action_space = gym.spaces.Discrete(2)
+
+        obs_bytes = int(np.prod(shape)) * dtype.itemsize
+        pool_len = max(2, min(_POOL_MAX_LEN, _POOL_BUDGET_BYTES // max(obs_bytes, 1)))
+        rng = np.random.default_rng(int(config.get("seed", 0)))
+        self._pool: npt.NDArray[Any]
+        if dtype == np.uint8:
+            self._pool = rng.integers(0, 256, (pool_len, *shape), dtype=np.uint8)
+        else:
+            self._pool = rng.uniform(-1.0, 1.0, (pool_len, *shape)).astype(np.float32)
+        self._t = 0
+        self._cursor = 0
+
+    def _next_obs(self) -> npt.NDArray[Any]:
+        self._cursor = (self._cursor + 1) % len(self._pool)
+        obs: npt.NDArray[Any] = self._pool[self._cursor].copy()
+        return obs
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[npt.NDArray[Any], dict[str, Any]]:
+        super().reset(seed=seed)
+        if seed is not None:
+            self._cursor = seed % len(self._pool)
+        self._t = 0
+        return self._next_obs(), {}
+
+    def step(self, action: np.int64) -> tuple[npt.NDArray[Any], float, bool, bool, dict[str, Any]]:
+        self._t += 1
+        return self._next_obs(), 1.0, self._t >= self.episode_len, False, {}
+
+
+def synthetic_env_config(
+    obs_shape: tuple[int, ...], obs_dtype: str, episode_len: int, seed: int
+) -> dict[str, Any]:
+    """The ``env_config`` that makes a :class:`SyntheticEnv` (JSON-able, for Tune)."""
+    return {
+        "obs_shape": list(obs_shape),
+        "obs_dtype": obs_dtype,
+        "episode_len": episode_len,
+        "seed": seed,
+    }
+
+
+class AtariEnv(gym.Wrapper[Any, Any, Any, Any]):
+    """An ALE game for RLlib's new API stack, with its standard Atari preprocessing.
+
+    ``env_config``: ``id`` (``ALE/Pong-v5``) and ``preprocess`` (default true: 84×84
+    grey frames, max-and-skip 4, 4 stacked, via RLlib's ``wrap_atari_for_new_api_stack``;
+    note that wrapper also scales frames to float32, so the new stack stores 4× the
+    bytes per observation of the old stack's uint8 frames). ``ale_py`` is imported and
+    its ids registered here because env-runner processes never ran the driver's imports.
+
+    The old API stack does not use this class: it passes the id as ``ale_py:ALE/...``
+    and lets its ``RolloutWorker`` apply the ``preprocessor_pref="deepmind"`` wrapping.
+    """
+
+    def __init__(self, env_config: Mapping[str, Any] | None = None) -> None:
+        import ale_py
+
+        gym.register_envs(ale_py)
+        config = dict(env_config or {})
+        env_id = str(config.get("id", ""))
+        if not env_id.startswith("ALE/"):
+            raise ValueError(f"AtariEnv needs env_config['id'] like 'ALE/Pong-v5', got {env_id!r}")
+        if config.get("preprocess", True):
+            from ray.rllib.env.wrappers.atari_wrappers import wrap_atari_for_new_api_stack
+
+            # frameskip=1 in the emulator: the wrapper's max-and-skip does the skipping.
+            inner = wrap_atari_for_new_api_stack(
+                gym.make(env_id, frameskip=1),
+                dim=ATARI_DIM_PX,
+                frameskip=4,
+                framestack=ATARI_FRAMESTACK,
+            )
+        else:
+            inner = gym.make(env_id)
+        super().__init__(inner)

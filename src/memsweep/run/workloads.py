@@ -1,0 +1,429 @@
+"""Study point → RLlib ``AlgorithmConfig``, and what RLlib actually built from it.
+
+:func:`build_config` maps one :class:`~memsweep.spec.TrialPoint` of a
+:class:`~memsweep.spec.Study` onto RLlib's config fields; :func:`built_facts` reads back
+from the built algorithm what memory depends on (replay capacity, remote env runners,
+parameter count, bytes per stored observation, the env-runner pids), so a sweep records
+what RLlib did and not only what it was asked. :func:`replay_size` and :func:`env_steps`
+read the two counters that memory grows with.
+
+Which stack runs what: torch on RLlib's new API stack (RLModule, Learner, EnvRunner)
+unless the study says ``api_stack: old``; TensorFlow always on the old stack (Policy,
+RolloutWorker), the only one where RLlib still has it.
+
+How the model spec maps, per stack (RLlib's own model builders differ, so the same
+spec yields slightly different networks; :attr:`BuiltFacts.model_params` has the truth):
+
+- dense-only: new stack ``fcnet_hiddens`` with no extra head layers
+  (``head_fcnet_hiddens=[]``); old stack ``model.fcnet_hiddens`` and, for DQN,
+  ``hiddens=[]`` (RLlib's old default, ``[256]``, adds a layer the new stack does not
+  have). DQN runs with ``dueling=False`` on both stacks: without head layers, RLlib's
+  old-stack torch dueling head degenerates (its value stream is the identity), and a
+  plain Q-network is the same network on every stack: the spec's dense layers and a
+  linear layer to the action values (the old stack's model also holds one unused
+  ``last hidden → 1`` value layer).
+- conv: ``conv_filters`` rows ``[filters, [k, k], stride]``; the dense layers after the
+  conv stack are ``head_fcnet_hiddens`` on the new stack (its CNN encoder has no dense
+  part) and ``model.post_fcnet_hiddens`` on the old stack, whose vision network needs the
+  conv stack to end at 1×1.
+
+This module imports RLlib inside its functions only: importing it must not import RLlib
+(and with it TensorFlow) into a process that has not decided yet whether it wants
+TensorFlow (see :mod:`memsweep.run.trainable`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from memsweep import result_keys as keys
+from memsweep.errors import SpecError
+from memsweep.run.envs import (
+    ATARI_DIM_PX,
+    SYNTHETIC_ID,
+    AtariEnv,
+    SyntheticEnv,
+    synthetic_env_config,
+)
+from memsweep.spec import REPLAY_ALGORITHMS, ModelSpec, Study, TrialPoint
+
+if TYPE_CHECKING:
+    from ray.rllib.algorithms.algorithm import Algorithm
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+    from ray.rllib.env.env_runner_group import EnvRunnerGroup
+
+ApiStack = Literal["new", "old"]
+
+OLD_STACK_REPLAY_BUFFER = "MultiAgentPrioritizedReplayBuffer"
+"""Old-stack replay buffer for DQN and SAC (RLlib's new-stack default, an episode
+buffer, is rejected on the old stack)."""
+
+RESULT_PREFIX = keys.PREFIX
+"""Prefix of the keys memsweep adds to a Tune result."""
+
+
+def algorithm_class(study: Study, point: TrialPoint) -> type[Algorithm]:
+    """The RLlib algorithm class a trial runs.
+
+    On the old stack DQN and SAC are memsweep's subclasses that work around
+    ray-project/ray#60491 (see :mod:`memsweep.run.workarounds.rllib`); otherwise RLlib's own.
+    """
+    stack = point.api_stack(study)
+    if study.algorithm == "DQN":
+        if stack == "old":
+            from memsweep.run.workarounds.rllib import MemsweepDQN
+
+            return MemsweepDQN
+        from ray.rllib.algorithms.dqn import DQN
+
+        return DQN
+    if study.algorithm == "SAC":
+        if stack == "old":
+            from memsweep.run.workarounds.rllib import MemsweepSAC
+
+            return MemsweepSAC
+        from ray.rllib.algorithms.sac import SAC
+
+        return SAC
+    if study.algorithm == "APPO":
+        from ray.rllib.algorithms.appo import APPO
+
+        return APPO
+    if study.algorithm == "PPO":
+        from ray.rllib.algorithms.ppo import PPO
+
+        return PPO
+    raise SpecError(f"algorithm must be one of DQN, SAC, APPO, PPO, got {study.algorithm!r}")
+
+
+def build_config(study: Study, point: TrialPoint) -> AlgorithmConfig:
+    """The RLlib config for one trial: its factor values plus the study's fixed settings.
+
+    The result is unfrozen, so a caller may still adjust it (a test shrinking an
+    iteration, the trainable choosing the env-runner class). It does not choose the
+    env-runner class: that decides whether TensorFlow is imported in the env-runner
+    processes, which is the trainable's business (:mod:`memsweep.run.trainable`).
+    """
+    stack = point.api_stack(study)
+    algo_cls = algorithm_class(study, point)
+    config = algo_cls.get_default_config()
+    # get_default_config() names RLlib's class; build memsweep's subclass where it has one.
+    config.algo_class = algo_cls
+
+    if stack == "old":
+        config.api_stack(
+            enable_rl_module_and_learner=False, enable_env_runner_and_connector_v2=False
+        )
+    else:
+        config.api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
+    if point.framework == "torch":
+        config.framework("torch")
+    else:
+        config.framework("tf2", eager_tracing=point.framework == "tf2")
+
+    _set_environment(config, study, point, stack)
+    _set_resources(config, study, point, stack)
+    _set_training(config, study, point, stack)
+    _set_model(config, study, point.model, stack)
+    config.debugging(seed=point.seed)
+    return config
+
+
+def _set_environment(
+    config: AlgorithmConfig, study: Study, point: TrialPoint, stack: ApiStack
+) -> None:
+    env = study.env
+    if env.id == SYNTHETIC_ID:
+        assert env.obs_shape is not None  # The spec validates this.
+        if stack == "new" and env.obs_dtype == "uint8":
+            # RLlib's new-stack modules feed observations to their layers as stored
+            # (Linear/Conv2d on uint8 fail), while the old stack casts them to float.
+            raise SpecError(
+                f"{SYNTHETIC_ID} with obs_dtype uint8 runs on RLlib's old API stack only "
+                f"(the new stack's torch models take float32); framework {point.framework} "
+                "is on the new stack: set api_stack: old or obs_dtype: float32"
+            )
+        config.environment(
+            env=SyntheticEnv,
+            env_config=synthetic_env_config(
+                env.obs_shape, env.obs_dtype, env.episode_len, point.seed
+            ),
+        )
+    elif env.is_atari and stack == "new":
+        config.environment(
+            env=AtariEnv, env_config={"id": env.id, "preprocess": env.atari_preprocessing}
+        )
+    elif env.is_atari:
+        # RLlib's old-stack path: the "ale_py:" prefix makes RLlib register ALE ids in
+        # each env runner; with preprocessor_pref="deepmind" its RolloutWorker applies
+        # the DeepMind wrappers (84×84 grey, max-and-skip 4 - hence frameskip=1 in the
+        # emulator - and, with model.framestack, 4 stacked uint8 frames).
+        if env.atari_preprocessing:
+            config.environment(env=f"ale_py:{env.id}", env_config={"frameskip": 1})
+            config.env_runners(preprocessor_pref="deepmind")
+        else:
+            config.environment(env=f"ale_py:{env.id}")
+            config.env_runners(preprocessor_pref=None)
+    else:
+        config.environment(env=env.id)
+
+
+def _set_resources(
+    config: AlgorithmConfig, study: Study, point: TrialPoint, stack: ApiStack
+) -> None:
+    resources = study.resources
+    # RLlib annotates these CPU counts as int but takes (and packs) fractions.
+    config.env_runners(
+        num_env_runners=point.num_workers,
+        num_cpus_per_env_runner=resources.cpus_per_env_runner,  # type: ignore[arg-type]
+    )
+    config.resources(num_cpus_for_main_process=resources.cpus_per_trainable)  # type: ignore[arg-type]
+    if stack == "new":
+        # The new stack's main bundle is max(main process, local learner) CPUs and the
+        # learner defaults to 1 CPU: the learner lives in the trainable's process, so it
+        # gets the trainable's share and a fractional cpus_per_trainable is honoured.
+        config.learners(num_learners=0, num_cpus_per_learner=resources.cpus_per_trainable)
+
+
+def _set_training(
+    config: AlgorithmConfig, study: Study, point: TrialPoint, stack: ApiStack
+) -> None:
+    training = study.training
+    config.env_runners(
+        num_envs_per_env_runner=training.num_envs_per_env_runner,
+        rollout_fragment_length=training.rollout_fragment_length,
+    )
+    if stack == "old":
+        config.env_runners(compress_observations=training.compress_observations)
+    config.training(train_batch_size=training.train_batch_size)
+    if study.algorithm == "PPO":
+        # PPO cuts each train batch into minibatches (RLlib's default: 128) and refuses
+        # a config whose train batch is smaller than one minibatch.
+        default_minibatch = int(getattr(config, "minibatch_size", None) or 128)
+        config.training(minibatch_size=min(default_minibatch, training.train_batch_size))
+    if study.algorithm in REPLAY_ALGORITHMS:
+        buffer: dict[str, Any] = {"capacity": point.replay_capacity}
+        if stack == "old":
+            buffer["type"] = OLD_STACK_REPLAY_BUFFER
+        # DQN's and SAC's own settings: keyword arguments of their config classes'
+        # training(), which the AlgorithmConfig type does not list.
+        replay: dict[str, Any] = {
+            "replay_buffer_config": buffer,
+            "num_steps_sampled_before_learning_starts": training.learning_starts,
+        }
+        if training.training_intensity is not None:
+            replay["training_intensity"] = training.training_intensity
+        config.training(**replay)
+
+
+def conv_filters(model: ModelSpec) -> list[tuple[int, tuple[int, int], int]] | None:
+    """``ModelSpec.conv`` rows as RLlib's ``conv_filters``: ``(filters, (k, k), stride)``."""
+    if not model.conv:
+        return None
+    return [(filters, (kernel, kernel), stride) for filters, kernel, stride in model.conv]
+
+
+def _set_model(config: AlgorithmConfig, study: Study, model: ModelSpec, stack: ApiStack) -> None:
+    hidden = list(model.hidden)
+    filters = conv_filters(model)
+    if study.algorithm == "DQN":
+        # Plain Q-network on both stacks (see the module docstring); a DQN-only keyword.
+        plain_q: dict[str, Any] = {"dueling": False}
+        config.training(**plain_q)
+    if stack == "new":
+        if not hidden and not filters:
+            raise SpecError(
+                f"model {model.label}: RLlib's new API stack needs at least one dense "
+                "layer, e.g. [64]"
+            )
+        from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+        if filters:
+            model_config = DefaultModelConfig(
+                conv_filters=list[Any](filters), head_fcnet_hiddens=hidden
+            )
+        else:
+            model_config = DefaultModelConfig(fcnet_hiddens=hidden, head_fcnet_hiddens=[])
+        config.rl_module(model_config=model_config)
+        return
+
+    old: dict[str, Any] = {"fcnet_hiddens": hidden}
+    if filters:
+        old.update(conv_filters=[[f, list(k), s] for f, k, s in filters], post_fcnet_hiddens=hidden)
+    if study.env.is_atari and study.env.atari_preprocessing:
+        old.update(dim=ATARI_DIM_PX, framestack=True)
+    # Algorithm-specific keyword arguments of training(), as in _set_training.
+    specific: dict[str, Any] = {}
+    if study.algorithm == "SAC":
+        # Old-stack SAC builds its networks from these two dicts, not from `model`.
+        specific.update(q_model_config=dict(old), policy_model_config=dict(old))
+    else:
+        specific["model"] = old
+    if study.algorithm == "DQN":
+        specific["hiddens"] = []
+    config.training(**specific)
+
+
+@dataclass(frozen=True)
+class BuiltFacts:
+    """What RLlib actually built for a trial, read back from the algorithm object."""
+
+    replay_capacity: int | None
+    """Capacity of the replay buffer RLlib built, in transitions; None without one."""
+
+    num_env_runners: int
+    """Remote env-runner actors RLlib started (0: sampling in the trainable process)."""
+
+    model_params: int
+    """Parameters of one copy of the model: the RLModule (new stack, target networks
+    excluded) or the local policy's model (old stack, target model excluded)."""
+
+    obs_bytes: int
+    """Bytes of one observation as RLlib stores it (uncompressed: with
+    ``compress_observations`` the old stack stores less, by a data-dependent amount)."""
+
+    env_runner_pids: tuple[int, ...]
+    """Pids of the local env runner (the trainable's own process) and the remote ones."""
+
+    def as_result(self) -> dict[str, Any]:
+        """Flat Tune-result keys ``memsweep/built_<field>``; pids as a list."""
+        result: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            result[f"{RESULT_PREFIX}built_{field.name}"] = (
+                list(value) if isinstance(value, tuple) else value
+            )
+        return result
+
+
+def built_facts(algo: Algorithm) -> BuiltFacts:
+    """Read :class:`BuiltFacts` from a built algorithm (either API stack)."""
+    buffer = getattr(algo, "local_replay_buffer", None)
+    group = env_runner_group(algo)
+    pids = group.foreach_env_runner(lambda runner: os.getpid())
+    if algo.config is not None and algo.config.enable_rl_module_and_learner:
+        from ray.rllib.env import INPUT_ENV_SINGLE_SPACES
+
+        if algo.learner_group is None:
+            raise RuntimeError("a new-stack algorithm without a learner group")
+        results = algo.learner_group.foreach_learner(_learner_model_params)
+        model_params = int(next(iter(results)).get())  # type: ignore[no-untyped-call]
+        obs_space = group.get_spaces()[INPUT_ENV_SINGLE_SPACES][0]  # type: ignore[no-untyped-call]
+    else:
+        policy: Any = algo.get_policy()
+        model_params = _policy_model_params(policy.model)
+        obs_space = policy.observation_space
+    return BuiltFacts(
+        replay_capacity=None if buffer is None else int(buffer.capacity),
+        num_env_runners=int(group.num_remote_env_runners()),
+        model_params=model_params,
+        obs_bytes=space_bytes(obs_space),
+        env_runner_pids=tuple(int(pid) for pid in pids),
+    )
+
+
+def env_runner_group(algo: Algorithm) -> EnvRunnerGroup:
+    """The algorithm's env runners (RLlib types it Optional; a built one has them)."""
+    if algo.env_runner_group is None:
+        raise RuntimeError(f"{type(algo).__name__} has no env runner group (not set up?)")
+    return algo.env_runner_group
+
+
+def _learner_model_params(learner: Any, *_: Any) -> int:
+    """Parameters of the learner's default RLModule, minus its target networks."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+    from ray.rllib.core.rl_module.apis import TargetNetworkAPI
+
+    module = learner.module[DEFAULT_MODULE_ID]
+    total = sum(int(p.numel()) for p in module.parameters())
+    if isinstance(module, TargetNetworkAPI):
+        total -= sum(
+            int(p.numel())
+            for _, target in module.get_target_network_pairs()
+            for p in target.parameters()
+        )
+    return total
+
+
+def _policy_model_params(model: Any) -> int:
+    """Parameters of an old-stack ``ModelV2`` (torch ``nn.Module`` or TF ``ModelV2``)."""
+    if hasattr(model, "parameters"):
+        return sum(int(p.numel()) for p in model.parameters())
+    return sum(int(np.prod(v.shape)) for v in model.trainable_variables())
+
+
+def space_bytes(space: Any) -> int:
+    """Bytes of one value of a gymnasium space as a numpy array (sum over Dict/Tuple)."""
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Dict):
+        return sum(space_bytes(sub) for sub in space.spaces.values())
+    if isinstance(space, gym.spaces.Tuple):
+        return sum(space_bytes(sub) for sub in space.spaces)
+    shape = space.shape or ()
+    return int(np.prod(shape, dtype=np.int64)) * int(np.dtype(space.dtype).itemsize)
+
+
+def stop_algorithm(algo: Algorithm) -> None:
+    """``algo.stop()``, then remove the log folder RLlib made for it if it stayed empty.
+
+    An algorithm is a Tune ``Trainable`` too: built outside Tune's storage it makes a
+    fresh folder under ``~/ray_results`` (Tune's default storage path) and, in
+    memsweep, never writes to it, which would leave one empty folder per trial.
+    """
+    algo.stop()  # type: ignore[no-untyped-call]
+    with contextlib.suppress(OSError):  # Not empty, or already gone.
+        Path(algo.logdir).rmdir()
+
+
+def replay_size(algo: Algorithm) -> int | None:
+    """Transitions now stored in the algorithm's replay buffer; None without a buffer.
+
+    New stack: the episode buffer's ``get_num_timesteps()`` (timesteps in its episodes).
+    Old stack: ``len()`` of the multi-agent buffer, which counts stored items; DQN and SAC
+    store one timestep per item (``storage_unit="timesteps"``).
+    """
+    buffer = getattr(algo, "local_replay_buffer", None)
+    if buffer is None:
+        return None
+    if hasattr(buffer, "get_num_timesteps"):
+        return int(buffer.get_num_timesteps())
+    return len(buffer)
+
+
+_ENV_STEP_KEYS = (
+    ("num_env_steps_sampled_lifetime",),
+    ("env_runners", "num_env_steps_sampled_lifetime"),
+    ("num_env_steps_sampled",),
+    ("timesteps_total",),
+)
+"""Where a train() result keeps lifetime sampled env steps, first match wins: top level
+on both stacks in Ray 2.60, under ``env_runners/`` on the new stack, and the old stack's
+older counter names."""
+
+
+def env_steps(result: Mapping[str, Any]) -> int:
+    """Env steps sampled over the trial's lifetime, from a ``train()`` result.
+
+    Accepts nested results (``result["env_runners"][...]``) and Tune's flattened ones
+    (``"env_runners/num_env_steps_sampled_lifetime"``). Raises ``KeyError`` naming the
+    keys it tried when none is there.
+    """
+    for path in _ENV_STEP_KEYS:
+        value: Any = result
+        for key in path:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if value is None:
+            value = result.get("/".join(path))
+        if value is not None:
+            return int(value)
+    tried = ", ".join("/".join(path) for path in _ENV_STEP_KEYS)
+    raise KeyError(f"no lifetime env-step counter in the result; tried {tried}")

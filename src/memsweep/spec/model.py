@@ -1,0 +1,635 @@
+"""The typed study: what a sweep file means, as frozen pydantic models.
+
+:class:`Study` is one sweep file; :class:`TrialPoint` one trial's factor values. Loading
+and error messages live in :mod:`memsweep.spec.load`, design expansion in
+:mod:`memsweep.spec.design`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from memsweep.errors import SpecError
+from memsweep.spec.design import expand
+from memsweep.units import parse_bytes
+
+Framework = Literal["torch", "tf2", "tf2-eager"]
+"""``torch``; ``tf2`` with eager tracing on (RLlib's default: traced ``tf.function``
+graphs); ``tf2-eager`` with eager tracing off (every op runs eagerly)."""
+
+FRAMEWORKS: tuple[Framework, ...] = ("torch", "tf2", "tf2-eager")
+ALGORITHMS = ("DQN", "SAC", "APPO", "PPO")
+REPLAY_ALGORITHMS = frozenset({"DQN", "SAC"})
+
+_ENV_ID_RE = re.compile(r"^(?:[A-Za-z0-9_.-]+/)?[A-Za-z0-9_.-]{1,100}$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+        strict=False,
+        allow_inf_nan=False,
+    )
+
+
+class ModelSpec(_Frozen):
+    """A network: optional conv stack, then dense layers. Same shape for Q/policy/value."""
+
+    hidden: tuple[Annotated[int, Field(gt=0, le=65536)], ...] = (256, 256)
+    """Dense layer sizes, e.g. ``[256, 256]``."""
+
+    conv: tuple[tuple[int, int, int], ...] | None = None
+    """Conv stack as ``[filters, kernel, stride]`` rows, for image observations."""
+
+    @field_validator("conv")
+    @classmethod
+    def _conv_positive(
+        cls, value: tuple[tuple[int, int, int], ...] | None
+    ) -> tuple[tuple[int, int, int], ...] | None:
+        for row in value or ():
+            if min(row) <= 0:
+                raise ValueError(
+                    f"every conv row [filters, kernel, stride] must be > 0, got {list(row)}"
+                )
+        return value
+
+    @property
+    def label(self) -> str:
+        """Short, stable name: ``256x256`` or ``c32k8s4-c64k4s2+512``."""
+        dense = "x".join(str(h) for h in self.hidden) or "linear"
+        if not self.conv:
+            return dense
+        convs = "-".join(f"c{f}k{k}s{s}" for f, k, s in self.conv)
+        return f"{convs}+{dense}"
+
+
+def _model_from_yaml(value: Any) -> Any:
+    """Accept ``[64, 64]``, ``"64,64"`` or ``{hidden: [...], conv: [[...]]}``."""
+    if isinstance(value, str):
+        try:
+            return {"hidden": [int(part) for part in value.split(",") if part.strip()]}
+        except ValueError as exc:
+            raise ValueError(
+                f"a model string lists layer sizes like '256,256', got {value!r}"
+            ) from exc
+    if isinstance(value, list):
+        return {"hidden": value}
+    return value
+
+
+class Factors(_Frozen):
+    """The four knobs that cost memory; each lists the values the study tries."""
+
+    replay_capacity: tuple[Annotated[int, Field(ge=0, le=10**12)], ...] = (50_000,)
+    """Replay-buffer capacity in transitions (DQN, SAC). 0 means the algorithm has none."""
+
+    model: tuple[ModelSpec, ...] = (ModelSpec(),)
+    """Networks to try: ``[64, 64]``, ``"256,256"`` or ``{conv: [[32,8,4]], hidden: [512]}``."""
+
+    num_workers: tuple[Annotated[int, Field(ge=0, le=256)], ...] = (1,)
+    """RLlib ``num_env_runners``: remote env-runner actors (0 = sample in the trainable)."""
+
+    framework: tuple[Framework, ...] = ("torch",)
+    """``torch`` (new API stack), ``tf2`` (old stack, traced) or ``tf2-eager`` (old stack)."""
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _models(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple) and value and all(isinstance(v, int) for v in value):
+            # ``model: [64, 64]`` is one model, not two.
+            return [_model_from_yaml(list(value))]
+        if not isinstance(value, list | tuple):
+            value = [value]
+        return [_model_from_yaml(v) for v in value]
+
+    @field_validator("replay_capacity", "num_workers", "framework", mode="before")
+    @classmethod
+    def _scalar_to_list(cls, value: Any) -> Any:
+        return value if isinstance(value, list | tuple) else [value]
+
+    @model_validator(mode="after")
+    def _non_empty_unique(self) -> Factors:
+        for name in ("replay_capacity", "model", "num_workers", "framework"):
+            values = getattr(self, name)
+            if not values:
+                raise ValueError(f"{name} needs at least one value")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} lists a value twice: {[_show(v) for v in values]}")
+        return self
+
+
+def _show(value: Any) -> Any:
+    return value.label if isinstance(value, ModelSpec) else value
+
+
+class EnvSpec(_Frozen):
+    """The environment. CartPole by default; a synthetic env for chosen observation sizes."""
+
+    id: str = "CartPole-v1"
+    """A gymnasium id (``CartPole-v1``, ``ALE/Pong-v5``) or ``memsweep/Synthetic-v0``."""
+
+    obs_shape: tuple[Annotated[int, Field(gt=0)], ...] | None = None
+    """``memsweep/Synthetic-v0`` only: observation shape, e.g. ``[1024]`` or ``[84, 84, 4]``."""
+
+    obs_dtype: Literal["float32", "uint8"] = "float32"
+    """``memsweep/Synthetic-v0`` only: observation element type."""
+
+    episode_len: Annotated[int, Field(gt=0)] = 200
+    """``memsweep/Synthetic-v0`` only: steps per episode."""
+
+    atari_preprocessing: bool = True
+    """``ALE/*`` only: 84×84 grey frames stacked 4 deep (RLlib's standard Atari wrapping)."""
+
+    @field_validator("id")
+    @classmethod
+    def _plain_id(cls, value: str) -> str:
+        # gymnasium imports the module named before a ':' in an id ("pkg.mod:Env-v0"):
+        # a sweep file must not make memsweep import code.
+        if not _ENV_ID_RE.match(value):
+            raise ValueError(
+                "an env id looks like CartPole-v1 or ALE/Pong-v5 (letters, digits, '_.-', one "
+                "'/'; no 'module:' prefix)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _synthetic_needs_shape(self) -> EnvSpec:
+        if self.is_synthetic and not self.obs_shape:
+            raise ValueError("memsweep/Synthetic-v0 needs obs_shape, e.g. [1024] or [84, 84, 4]")
+        if not self.is_synthetic and self.obs_shape:
+            raise ValueError(
+                f"obs_shape applies to memsweep/Synthetic-v0 only; {self.id} has its own"
+            )
+        return self
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.id == "memsweep/Synthetic-v0"
+
+    @property
+    def is_atari(self) -> bool:
+        return self.id.startswith("ALE/")
+
+
+MAXIMIZABLE = ("replay_capacity", "num_workers")
+"""Factors a budget search can maximise: the numeric ones whose memory grows with them."""
+
+FACTOR_NAMES = ("replay_capacity", "model", "num_workers", "framework")
+
+_BUDGET_KEYS = ("budget", "maximize", "subject_to", "max_trials")
+
+
+class SearchSpec(_Frozen):
+    """How Tune picks trials from the factor values."""
+
+    mode: Literal["grid", "random", "optuna", "qmc", "budget"] = "grid"
+    """``grid`` runs the design below; ``random``/``optuna``/``qmc`` draw ``num_samples``
+    points (``qmc`` is Optuna's quasi-Monte-Carlo space-filling sampler); ``budget`` finds
+    the largest ``maximize`` whose peak stays under ``budget`` (docs/budget.md)."""
+
+    design: Literal["full", "one_at_a_time", "half_fraction"] = "full"
+    """Grid only: every combination; or a base point (first value of each factor) plus
+    each factor varied alone: 1 + Σ(levels − 1) trials instead of Π levels; or half of a
+    two-level factorial (3+ factors of 2 values each; the trials whose ±1 codes
+    multiply to +1: main effects stay unconfounded). See docs/designs.md."""
+
+    num_samples: Annotated[int, Field(gt=0, le=10_000)] = 8
+    """``random``/``optuna``/``qmc``: how many trials to draw."""
+
+    metric: str = "memory/peak_bytes"
+    """``optuna``/``qmc``: the Tune result key the searcher optimises."""
+
+    metric_mode: Literal["max", "min"] = "max"
+    """``optuna``/``qmc``: maximise or minimise ``metric``."""
+
+    budget: Annotated[int, Field(gt=0, le=2**60)] | None = None
+    """``budget`` only, required: ``16GB``, ``512MiB`` or bytes. A candidate fits when its
+    trial's peak (Σ VmHWM of its processes, buffer full) stays at or under it."""
+
+    maximize: str | dict[str, float] | None = None
+    """``budget`` only, required: ``replay_capacity``, ``num_workers``, or weights for a
+    combination, e.g. ``{replay_capacity: 1, num_workers: 10000}`` (score = Σ weight·value).
+    The candidates are the values listed in ``factors`` (their product for several)."""
+
+    subject_to: dict[str, Any] | None = None
+    """``budget`` only: one fixed value for each factor that is not maximised and lists
+    several in ``factors``, e.g. ``{model: "256,256", num_workers: 2, framework: torch}``."""
+
+    max_trials: Annotated[int, Field(gt=0, le=100)] = 8
+    """``budget`` only: at most this many trials, one at a time."""
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget_size(cls, value: Any) -> Any:
+        return None if value is None else parse_bytes(value)
+
+    @field_validator("maximize", mode="before")
+    @classmethod
+    def _maximize_factors(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        weights = value if isinstance(value, dict) else {value: 1.0}
+        for name, weight in weights.items():
+            if name not in MAXIMIZABLE:
+                raise ValueError(
+                    f"cannot maximise {name!r}: use {' or '.join(MAXIMIZABLE)}, or a mapping "
+                    "of them to weights"
+                )
+            if isinstance(weight, bool) or not isinstance(weight, int | float):
+                raise ValueError(f"the weight of {name} must be a number > 0, got {weight!r}")
+            if not (weight > 0 and math.isfinite(weight)):
+                raise ValueError(f"the weight of {name} must be a finite number > 0, got {weight}")
+        if not weights:
+            raise ValueError(f"name a factor to maximise: {' or '.join(MAXIMIZABLE)}")
+        return value
+
+    @model_validator(mode="after")
+    def _budget_keys(self) -> SearchSpec:
+        if self.mode != "budget":
+            # Values, not keys: a study comes back from its JSON form with every key set.
+            given = [
+                key
+                for key in _BUDGET_KEYS
+                if getattr(self, key) != type(self).model_fields[key].default
+            ]
+            if given:
+                verb = "applies" if len(given) == 1 else "apply"
+                raise ValueError(
+                    f"{', '.join(given)} {verb} to mode: budget only (mode is {self.mode}): "
+                    "set mode: budget or remove them"
+                )
+            return self
+        if self.budget is None:
+            raise ValueError("mode budget needs budget: the most a trial may use, e.g. 16GB")
+        if self.maximize is None:
+            raise ValueError(
+                f"mode budget needs maximize: {' or '.join(MAXIMIZABLE)} "
+                "(or weights, e.g. {replay_capacity: 1, num_workers: 10000})"
+            )
+        return self
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Budget mode: weight per maximised factor (1 for a single factor name)."""
+        if self.maximize is None:
+            return {}
+        if isinstance(self.maximize, str):
+            return {self.maximize: 1.0}
+        return {name: float(weight) for name, weight in self.maximize.items()}
+
+
+class StopSpec(_Frozen):
+    """When a trial ends: whichever limit comes first. At least one is required."""
+
+    iterations: Annotated[int, Field(gt=0)] | None = None
+    """Tune training iterations (one ``Algorithm.train()`` each)."""
+
+    env_steps: Annotated[int, Field(gt=0)] | None = None
+    """Environment steps sampled over the trial's lifetime."""
+
+    seconds: Annotated[float, Field(gt=0)] | None = None
+    """Wall time of the trial, set-up included."""
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> StopSpec:
+        if self.iterations is None and self.env_steps is None and self.seconds is None:
+            raise ValueError("set at least one of iterations, env_steps, seconds")
+        return self
+
+
+class ResourceSpec(_Frozen):
+    """Per-trial resources. Memory is what is studied, not speed, so env runners get a
+    fraction of a CPU by default and a 2-core laptop still places 8 of them."""
+
+    cpus_per_trainable: Annotated[float, Field(gt=0)] = 1.0
+    """CPUs reserved for the trial's trainable (the algorithm's main process)."""
+
+    cpus_per_env_runner: Annotated[float, Field(ge=0)] = 0.1
+    """CPUs reserved per remote env runner (fractional: see above)."""
+
+    max_concurrent_trials: Annotated[int, Field(ge=0)] = 1
+    """Trials running at once (0 = as many as fit). One at a time keeps them from
+    competing for CPU, which would slow sampling, not change memory."""
+
+    memory_budget: Annotated[int, Field(gt=0, le=2**60)] | None = None
+    """Optional: ``16GB``, ``512MiB`` or bytes. memsweep stops a trial (status
+    ``over_budget``) once it holds more (``budget_scope: trial``) or its node uses more
+    (``node``), checked at every flush, so a sweep on a shared machine stops short of
+    taking it down. Unset: only Ray's and the kernel's OOM killers stop a trial."""
+
+    budget_scope: Literal["trial", "node"] = "trial"
+    """``trial``: RSS summed over the trial's processes; ``node``: the node's used memory
+    (then the trial with the most memory on that node is stopped)."""
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _budget_size(cls, value: Any) -> Any:
+        return None if value is None else parse_bytes(value)
+
+
+class TrainingSpec(_Frozen):
+    """Algorithm settings that change speed or memory but are not studied factors."""
+
+    num_envs_per_env_runner: Annotated[int, Field(gt=0, le=1024)] = 1
+    """Vectorised sub-environments per env runner."""
+
+    learning_starts: Annotated[int, Field(ge=0)] = 1000
+    """Env steps sampled before the first gradient update (replay algorithms)."""
+
+    train_batch_size: Annotated[int, Field(gt=0)] = 32
+    """Transitions per gradient update (DQN, SAC); PPO/APPO: the per-iteration batch."""
+
+    training_intensity: Annotated[float, Field(gt=0)] | None = None
+    """Replay algorithms: trained ÷ sampled steps. Low values make the buffer fill fast."""
+
+    compress_observations: bool = False
+    """Old API stack only: LZ4-compress stored observations (RLlib's ``compress_observations``)."""
+
+    rollout_fragment_length: Annotated[int, Field(gt=0)] | Literal["auto"] = "auto"
+    """Steps each env runner collects per sample call."""
+
+
+class SamplingSpec(_Frozen):
+    """How often memory is read and written."""
+
+    interval_s: Annotated[float, Field(ge=0.005, le=60)] = 0.1
+    """Seconds between two samples of a process's RSS, swap and peak RSS (10 Hz)."""
+
+    full_interval_s: Annotated[float, Field(ge=0.005, le=600)] = 1.0
+    """Seconds between two reads of USS/PSS (``/proc/PID/smaps_rollup``, costlier)."""
+
+    flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    """Seconds between two Parquet files: what a crash can lose at most."""
+
+
+class Study(_Frozen):
+    """A memory study: one sweep file."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")]
+    """Sweep name; results go to ``results/<name>/`` unless ``storage`` says otherwise."""
+
+    description: str = ""
+    """What the study asks, in a sentence."""
+
+    algorithm: Literal["DQN", "SAC", "APPO", "PPO"] = "DQN"
+    """RLlib algorithm. DQN and SAC have replay buffers; APPO and PPO do not."""
+
+    api_stack: Literal["auto", "old"] = "auto"
+    """``auto``: torch on RLlib's new API stack, TensorFlow on the old one (RLlib has TF
+    only there). ``old``: torch on the old stack too, to compare frameworks on equal code."""
+
+    env: EnvSpec = EnvSpec()
+    factors: Factors = Factors()
+    search: SearchSpec = SearchSpec()
+    stop: StopSpec = StopSpec(iterations=10)
+    resources: ResourceSpec = ResourceSpec()
+    training: TrainingSpec = TrainingSpec()
+    sampling: SamplingSpec = SamplingSpec()
+
+    repeats: Annotated[int, Field(gt=0, le=100)] = 1
+    """Trials per design point, each with its own seed."""
+
+    seed: Annotated[int, Field(ge=0, le=2**31 - 101)] = 0
+    """Seed of the first repeat; repeat ``r`` uses ``seed + r``."""
+
+    storage: str | None = None
+    """Where results go: a local path or a ``pyarrow.fs`` URI (``s3://bucket/prefix``).
+    Default ``results/<name>``."""
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_from_string(cls, value: Any) -> Any:
+        return {"id": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Study:
+        if self.search.mode != "budget":
+            self._check_factors(self.factors)
+            if self.search.design == "half_fraction":
+                self._check_half_fraction()
+            return self
+        if self.repeats != 1:
+            raise ValueError(
+                f"search.mode budget runs one trial per candidate: set repeats: 1, "
+                f"got {self.repeats}"
+            )
+        # Only the values the search can run must be runnable.
+        self._check_factors(self.budget_factors())
+        return self
+
+    def _check_half_fraction(self) -> None:
+        f = self.factors
+        varied = [
+            (name, len(values))
+            for name, values in (
+                ("replay_capacity", f.replay_capacity),
+                ("model", f.model),
+                ("num_workers", f.num_workers),
+                ("framework", f.framework),
+            )
+            if len(values) > 1
+        ]
+        if len(varied) < 3 or any(count != 2 for _, count in varied):
+            shown = ", ".join(f"{name} ({count})" for name, count in varied) or "none"
+            raise ValueError(
+                "search.design half_fraction needs 3 or 4 factors with exactly 2 values "
+                f"each (varied here: {shown}); use design full or one_at_a_time, or mode "
+                "qmc for factors with many values"
+            )
+
+    def _check_factors(self, factors: Factors) -> None:
+        """Refuse factor values this algorithm, env and API stack cannot run."""
+        if self.algorithm not in REPLAY_ALGORITHMS and factors.replay_capacity != (0,):
+            raise ValueError(
+                f"algorithm {self.algorithm} has no replay buffer: set "
+                "factors.replay_capacity to [0] or use DQN or SAC"
+            )
+        if self.algorithm in REPLAY_ALGORITHMS and 0 in factors.replay_capacity:
+            raise ValueError(f"{self.algorithm} needs a replay_capacity > 0")
+        if self.algorithm == "SAC" and self.env.id == "CartPole-v1":
+            pass  # RLlib's SAC supports discrete actions.
+        tf = [f for f in factors.framework if f.startswith("tf")]
+        if tf and self.algorithm in ("APPO", "SAC"):
+            raise ValueError(
+                f"{self.algorithm} with TensorFlow does not run on RLlib 2.60's old stack "
+                "here: use framework torch"
+            )
+        if (
+            self.env.is_synthetic
+            and self.env.obs_dtype == "uint8"
+            and self.api_stack != "old"
+            and "torch" in factors.framework
+        ):
+            raise ValueError(
+                "memsweep/Synthetic-v0 with obs_dtype uint8 needs RLlib's old API stack (the "
+                "new stack's torch models take float32): set api_stack: old or obs_dtype: float32"
+            )
+        if (
+            self.training.compress_observations
+            and self.api_stack != "old"
+            and ("torch" in factors.framework)
+        ):
+            raise ValueError(
+                "training.compress_observations exists on RLlib's old API stack only: "
+                "set api_stack: old, or drop torch from factors.framework"
+            )
+        if self.env.is_atari and not any(m.conv for m in factors.model):
+            raise ValueError(
+                f"{self.env.id} has image observations: give factors.model a conv stack, "
+                "e.g. {conv: [[32, 8, 4], [64, 4, 2], [64, 3, 1]], hidden: [512]}"
+            )
+
+    def points(self) -> list[TrialPoint]:
+        """The trials the grid design runs, in order. Random/Optuna modes draw instead;
+        budget mode: its candidates, i.e. what a plain grid over the same range runs."""
+        f = self.budget_factors() if self.search.mode == "budget" else self.factors
+        levels: list[tuple[Any, ...]] = [f.replay_capacity, f.model, f.num_workers, f.framework]
+        design = "full" if self.search.mode == "budget" else self.search.design
+        combos = expand(levels, design)
+        return [
+            TrialPoint(
+                replay_capacity=cap,
+                model=model,
+                num_workers=workers,
+                framework=framework,
+                repeat=repeat,
+                seed=self.seed + repeat,
+            )
+            for cap, model, workers, framework in combos
+            for repeat in range(self.repeats)
+        ]
+
+    def budget_factors(self) -> Factors:
+        """Budget mode: the maximised factors with their listed values, every other factor
+        with its one value (from ``search.subject_to`` or its one value in ``factors``).
+        Raises ``ValueError`` naming the key when a factor is left open."""
+        weights = self.search.weights
+        fixed = dict(self.search.subject_to or {})
+        for name in fixed:
+            if name not in FACTOR_NAMES:
+                close = difflib.get_close_matches(name, FACTOR_NAMES, n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ValueError(
+                    f"search.subject_to: unknown factor {name!r}.{hint} Factors: "
+                    f"{', '.join(FACTOR_NAMES)}"
+                )
+            if name in weights:
+                raise ValueError(
+                    f"search.subject_to.{name}: {name} is maximised, it cannot also be fixed"
+                )
+        values: dict[str, list[Any]] = {}
+        for name in FACTOR_NAMES:
+            listed = list(getattr(self.factors, name))
+            shown = [_show(v) for v in listed]
+            if name in weights:
+                if len(listed) < 2:
+                    raise ValueError(
+                        f"search.maximize: {name} needs at least 2 values in factors.{name} "
+                        f"to search among, got {shown}"
+                    )
+                values[name] = listed
+            elif name in fixed:
+                values[name] = [fixed[name]]
+            elif len(listed) > 1:
+                raise ValueError(
+                    f"search.subject_to: factors.{name} lists {len(listed)} values {shown}; a "
+                    f"budget search fixes every factor it does not maximise, e.g. "
+                    f"subject_to: {{{name}: {shown[0]}}}"
+                )
+            else:
+                values[name] = listed
+        try:
+            return Factors.model_validate(values)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            key = next((str(part) for part in error.get("loc", ()) if part in FACTOR_NAMES), "")
+            message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+            raise ValueError(
+                f"search.subject_to.{key}: {message}, got {short_value(fixed.get(key))}"
+            ) from None
+
+    def budget_score(self, point: TrialPoint) -> float:
+        """Budget mode: Σ weight·value of the maximised factors at ``point``."""
+        return sum(w * float(getattr(point, name)) for name, w in self.search.weights.items())
+
+    def budget_candidates(self) -> list[TrialPoint]:
+        """Budget mode: the candidate points, smallest score first."""
+        return sorted(self.points(), key=self.budget_score)
+
+    @property
+    def storage_uri(self) -> str:
+        return self.storage or f"results/{self.name}"
+
+
+class TrialPoint(_Frozen):
+    """One trial's factor values: what a Tune trial's config carries."""
+
+    replay_capacity: int
+    model: ModelSpec
+    num_workers: int
+    framework: Framework
+    repeat: int = 0
+    seed: int = 0
+
+    def api_stack(self, study: Study) -> Literal["new", "old"]:
+        """Which RLlib API stack this trial runs on."""
+        if self.framework != "torch" or study.api_stack == "old":
+            return "old"
+        return "new"
+
+    def as_row(self) -> dict[str, Any]:
+        """Flat, Parquet-friendly form (model as its label)."""
+        return {
+            "replay_capacity": self.replay_capacity,
+            "model": self.model.label,
+            "num_workers": self.num_workers,
+            "framework": self.framework,
+            "repeat": self.repeat,
+            "seed": self.seed,
+        }
+
+
+def short_value(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a message stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}…({len(text)} chars)"
+
+
+def point_from_config(study: Study, config: Mapping[str, Any]) -> TrialPoint:
+    """A Tune trial's config → its :class:`TrialPoint`.
+
+    Grid sweeps carry the whole point under ``"point"``; searchers (random, Optuna) draw
+    flat keys, with the model given by its label (Optuna's categorical values must be
+    plain strings).
+    """
+    if "point" in config:
+        return TrialPoint.model_validate(config["point"])
+    factors = study.budget_factors() if study.search.mode == "budget" else study.factors
+    models = {model.label: model for model in factors.model}
+    label = config["model"]
+    if label not in models:
+        raise SpecError(f"model {label!r} is not one of the study's: {sorted(models)}")
+    repeat = int(config.get("repeat", 0))
+    return TrialPoint(
+        replay_capacity=int(config["replay_capacity"]),
+        model=models[label],
+        num_workers=int(config["num_workers"]),
+        framework=config["framework"],
+        repeat=repeat,
+        seed=int(config.get("seed", study.seed + repeat)),
+    )

@@ -1,0 +1,120 @@
+"""Reading a results folder, and THE latest-attempt rule that every reader applies."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from memsweep.errors import DataError
+from memsweep.store.schema import APPEND_TABLES, SCHEMA_VERSION, WHOLE_TABLES
+from memsweep.store.writer import first_line, resolve
+
+
+@dataclass(frozen=True)
+class Results:
+    """Read access to a results folder (written by this or an earlier memsweep run)."""
+
+    uri: str
+    fs: pafs.FileSystem
+    root: str
+
+    def exists(self, name: str) -> bool:
+        info = self.fs.get_file_info(f"{self.root}/{name}")
+        return bool(info.type != pafs.FileType.NotFound)
+
+    def dataset(self, table_name: str) -> ds.Dataset:
+        """A ``pyarrow.dataset`` over one appended table (possibly empty)."""
+        schema = APPEND_TABLES[table_name]
+        path = f"{self.root}/{table_name}"
+        if not self.exists(table_name):
+            return ds.dataset(pa.Table.from_batches([], schema=schema))
+        return ds.dataset(path, filesystem=self.fs, format="parquet", schema=schema)
+
+    def table(self, table_name: str, columns: list[str] | None = None) -> pa.Table:
+        """Read a table whole (appended or small), optionally only some columns."""
+        if table_name in WHOLE_TABLES:
+            schema = WHOLE_TABLES[table_name]
+            path = f"{self.root}/{table_name}.parquet"
+            if not self.exists(f"{table_name}.parquet"):
+                empty = pa.Table.from_batches([], schema=schema)
+                return empty.select(columns) if columns else empty
+            try:
+                return pq.read_table(path, filesystem=self.fs, columns=columns)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise DataError(
+                    f"{path} is not a readable Parquet file: {first_line(exc)}"
+                ) from None
+        try:
+            return self.dataset(table_name).to_table(columns=columns)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(
+                f"{self.root}/{table_name}/ has a part file that cannot be read: {first_line(exc)}"
+            ) from None
+
+    def text(self, name: str) -> str | None:
+        if not self.exists(name):
+            return None
+        with self.fs.open_input_stream(f"{self.root}/{name}") as stream:
+            return bytes(stream.read()).decode("utf-8")
+
+    def versions(self) -> dict[str, Any]:
+        try:
+            raw = self.text("versions.json")
+            data = json.loads(raw) if raw else {}
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DataError(f"{self.uri}/versions.json cannot be read: {first_line(exc)}") from None
+        if not isinstance(data, dict):
+            raise DataError(f"{self.uri}/versions.json is not a JSON object")
+        return data
+
+
+def open_results(uri: str | os.PathLike[str]) -> Results:
+    """Open a results folder for reading; :class:`DataError` if it is not one."""
+    fs, root = resolve(uri)
+    results = Results(uri=os.fspath(uri), fs=fs, root=root)
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.NotFound:
+        raise DataError(f"No such results folder: {os.fspath(uri)}")
+    if not (results.exists("trials.parquet") or results.exists("samples")):
+        raise DataError(
+            f"{os.fspath(uri)} is not a memsweep results folder (no trials.parquet, no "
+            "samples/). Point at results/<sweep-name>, made by `memsweep run`."
+        )
+    version = results.versions().get("schema_version", SCHEMA_VERSION)
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise DataError(
+            f"{os.fspath(uri)} was written by a newer memsweep (schema {version}; this "
+            f"one reads up to {SCHEMA_VERSION}). Upgrade memsweep to read it."
+        )
+    return results
+
+
+def latest_attempts(table: pa.Table, trials: pa.Table) -> pa.Table:
+    """The rows of ``table`` (samples or progress) from each trial's latest attempt.
+
+    A resumed sweep restarts its interrupted trials; the rows of their earlier attempt
+    stay in the dataset (nothing is ever rewritten) under the earlier ``run_id``, and
+    ``trials.parquet`` names the latest. Kept: rows of that run, rows of no trial (Ray's
+    own processes, the driver), and rows without a ``run_id`` (written before it existed).
+    """
+    import pyarrow.compute as pc
+
+    if "run_id" not in table.column_names or "run_id" not in trials.column_names:
+        return table
+    known = trials.select(["trial_id", "run_id"]).filter(pc.is_valid(trials["run_id"]))
+    if known.num_rows == 0:
+        return table
+    where = pc.index_in(table["trial_id"], value_set=known["trial_id"])
+    expected = pc.take(known["run_id"], where)
+    run_id = table["run_id"]
+    keep = pc.or_kleene(
+        pc.or_kleene(pc.is_null(expected), pc.is_null(run_id)), pc.equal(run_id, expected)
+    )
+    return table.filter(keep)

@@ -1,0 +1,358 @@
+"""The results-folder contract: table schemas, with units, and the folder layout.
+
+A sweep's results folder (a local path or any ``pyarrow.fs`` URI such as
+``s3://bucket/prefix``) holds::
+
+    study.yaml            the sweep file as validated (with defaults filled in)
+    versions.json         package versions and machine facts that produced the data
+    trials.parquet        one row per trial: factors, what RLlib built, status, error
+    nodes.parquet         one row per Ray node seen during the sweep
+    samples/part-*.parquet       one row per process per sample (see SAMPLES)
+    node_samples/part-*.parquet  one row per node per sample (see NODE_SAMPLES)
+    progress/part-*.parquet      one row per Tune result (env steps, replay size)
+    events/part-*.parquet        sampler starts and restarts, gaps, nodes joining/leaving
+
+Writing: :mod:`memsweep.store.writer`; reading: :mod:`memsweep.store.reader`.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+"""Bumped when a column changes meaning; readers refuse a newer version."""
+
+TS = pa.timestamp("us", tz="UTC")
+
+SAMPLES = pa.schema(
+    [
+        pa.field("ts", TS, nullable=False, metadata={"doc": "sample time, UTC"}),
+        pa.field(
+            "run_id",
+            pa.string(),
+            metadata={"doc": "the driver run that wrote the row; a resumed sweep has a new one"},
+        ),
+        pa.field("node_id", pa.string(), nullable=False, metadata={"doc": "Ray node id (hex)"}),
+        pa.field("pid", pa.int32(), nullable=False, metadata={"doc": "process id on its node"}),
+        pa.field("ppid", pa.int32(), metadata={"doc": "parent process id"}),
+        pa.field(
+            "create_time",
+            pa.float64(),
+            metadata={"doc": "process start, epoch s; with pid, a process's identity"},
+        ),
+        pa.field(
+            "name",
+            pa.string(),
+            metadata={"doc": "process title (ray::ClassName.method for Ray workers)"},
+        ),
+        pa.field(
+            "trial_id",
+            pa.string(),
+            metadata={"doc": "Tune trial id; null for processes of no trial"},
+        ),
+        pa.field(
+            "role",
+            pa.string(),
+            nullable=False,
+            metadata={
+                "doc": "trainable, env_runner, learner, aggregator, replay, actor, child (of a trial's actor), ray_worker (idle or task worker), ray_system, driver, memsweep"
+            },
+        ),
+        pa.field(
+            "actor_id",
+            pa.string(),
+            metadata={
+                "doc": "Ray actor in this process (or its nearest actor ancestor for role child)"
+            },
+        ),
+        pa.field(
+            "actor_class",
+            pa.string(),
+            metadata={"doc": "that actor's class, e.g. SingleAgentEnvRunner"},
+        ),
+        pa.field("rss_bytes", pa.int64(), metadata={"doc": "resident set size (VmRSS)"}),
+        pa.field(
+            "hwm_bytes",
+            pa.int64(),
+            metadata={
+                "doc": "peak RSS since process start (VmHWM): catches spikes between samples"
+            },
+        ),
+        pa.field("swap_bytes", pa.int64(), metadata={"doc": "VmSwap"}),
+        pa.field(
+            "rss_anon_bytes", pa.int64(), metadata={"doc": "RssAnon: private heap/stack pages"}
+        ),
+        pa.field(
+            "rss_file_bytes",
+            pa.int64(),
+            metadata={"doc": "RssFile: mapped files, shared libraries"},
+        ),
+        pa.field(
+            "rss_shmem_bytes",
+            pa.int64(),
+            metadata={"doc": "RssShmem: shared memory, incl. Ray's object store"},
+        ),
+        pa.field(
+            "uss_bytes",
+            pa.int64(),
+            metadata={"doc": "unique set size; sampled every full_interval_s, else null"},
+        ),
+        pa.field(
+            "pss_bytes",
+            pa.int64(),
+            metadata={"doc": "proportional set size; shared pages split between sharers"},
+        ),
+        pa.field(
+            "gpu_bytes",
+            pa.int64(),
+            metadata={"doc": "GPU memory used by the process (NVML); null without NVML"},
+        ),
+        pa.field(
+            "cpu_time_s",
+            pa.float64(),
+            metadata={
+                "doc": "user + system CPU seconds since start; every full_interval_s, else null"
+            },
+        ),
+    ]
+)
+
+NODE_SAMPLES = pa.schema(
+    [
+        pa.field("ts", TS, nullable=False),
+        pa.field("node_id", pa.string(), nullable=False),
+        pa.field("total_bytes", pa.int64(), metadata={"doc": "MemTotal"}),
+        pa.field("available_bytes", pa.int64(), metadata={"doc": "MemAvailable"}),
+        pa.field("used_bytes", pa.int64(), metadata={"doc": "total − available"}),
+        pa.field(
+            "shmem_bytes",
+            pa.int64(),
+            metadata={
+                "doc": "Shmem: tmpfs and shared memory, incl. Ray's object store in /dev/shm"
+            },
+        ),
+        pa.field("swap_used_bytes", pa.int64()),
+        pa.field(
+            "cgroup_limit_bytes",
+            pa.int64(),
+            metadata={"doc": "memory.max of Ray's cgroup; null when unlimited or no cgroup"},
+        ),
+        pa.field(
+            "cgroup_usage_bytes", pa.int64(), metadata={"doc": "memory.current of Ray's cgroup"}
+        ),
+        pa.field(
+            "gpu_used_bytes",
+            pa.int64(),
+            metadata={"doc": "sum over GPUs (NVML); null without NVML"},
+        ),
+        pa.field("num_processes", pa.int32(), metadata={"doc": "processes sampled in this round"}),
+        pa.field(
+            "sample_cost_s", pa.float64(), metadata={"doc": "wall time this sampling round took"}
+        ),
+    ]
+)
+
+PROGRESS = pa.schema(
+    [
+        pa.field("ts", TS, nullable=False),
+        pa.field("trial_id", pa.string(), nullable=False),
+        pa.field(
+            "run_id",
+            pa.string(),
+            metadata={"doc": "the driver run that wrote the row; a resumed sweep has a new one"},
+        ),
+        pa.field("iteration", pa.int64()),
+        pa.field(
+            "env_steps", pa.int64(), metadata={"doc": "env steps sampled over the trial's lifetime"}
+        ),
+        pa.field(
+            "replay_size",
+            pa.int64(),
+            metadata={"doc": "transitions stored in the replay buffer; null if unknown"},
+        ),
+        pa.field("time_total_s", pa.float64()),
+        pa.field(
+            "trial_rss_bytes",
+            pa.int64(),
+            metadata={"doc": "RSS summed over the trial's processes at this result"},
+        ),
+        pa.field(
+            "trial_peak_bytes",
+            pa.int64(),
+            metadata={"doc": "VmHWM summed over the trial's processes"},
+        ),
+    ]
+)
+
+EVENTS = pa.schema(
+    [
+        pa.field("ts", TS, nullable=False),
+        pa.field(
+            "kind",
+            pa.string(),
+            nullable=False,
+            metadata={
+                "doc": "sampler_started, sampler_restarted, sampler_lost, gap, node_added, node_removed, trial_started, trial_registered, trial_ended, over_budget (memsweep stopped the trial)"
+            },
+        ),
+        pa.field("node_id", pa.string()),
+        pa.field("trial_id", pa.string()),
+        pa.field("detail", pa.string()),
+    ]
+)
+
+TRIALS = pa.schema(
+    [
+        pa.field("trial_id", pa.string(), nullable=False),
+        pa.field("study", pa.string()),
+        pa.field("algorithm", pa.string()),
+        pa.field("env", pa.string()),
+        pa.field("api_stack", pa.string(), metadata={"doc": "RLlib API stack: new or old"}),
+        pa.field("replay_capacity", pa.int64()),
+        pa.field("model", pa.string(), metadata={"doc": "model label, e.g. 256x256"}),
+        pa.field("num_workers", pa.int64()),
+        pa.field("framework", pa.string(), metadata={"doc": "torch, tf2 (traced) or tf2-eager"}),
+        pa.field("repeat", pa.int64()),
+        pa.field("seed", pa.int64()),
+        pa.field("cpus_per_trainable", pa.float64()),
+        pa.field(
+            "cpus_per_env_runner",
+            pa.float64(),
+            metadata={"doc": "fractional CPU share given to each env runner"},
+        ),
+        pa.field(
+            "model_params", pa.int64(), metadata={"doc": "parameters of the built model (one copy)"}
+        ),
+        pa.field("obs_bytes", pa.int64(), metadata={"doc": "bytes of one observation as stored"}),
+        pa.field(
+            "built_replay_capacity",
+            pa.int64(),
+            metadata={"doc": "capacity of the replay buffer RLlib built"},
+        ),
+        pa.field(
+            "built_num_env_runners", pa.int64(), metadata={"doc": "remote env runners RLlib built"}
+        ),
+        pa.field("placement_group_id", pa.string()),
+        pa.field(
+            "run_id",
+            pa.string(),
+            metadata={
+                "doc": "the driver run of the trial's latest attempt: samples of earlier attempts (before a resume) have another run_id"
+            },
+        ),
+        pa.field(
+            "status",
+            pa.string(),
+            metadata={
+                "doc": "running, terminated, error, interrupted, oom_killed (Ray's memory monitor, or the kernel's OOM killer per the node's kernel log), over_budget (memsweep's resources.memory_budget)"
+            },
+        ),
+        pa.field("error", pa.string()),
+        pa.field("started_at", TS),
+        pa.field("ended_at", TS),
+        pa.field("iterations", pa.int64()),
+        pa.field("env_steps", pa.int64()),
+        pa.field(
+            "peak_bytes",
+            pa.int64(),
+            metadata={"doc": "peak trial memory seen in results (sum of VmHWM)"},
+        ),
+        pa.field(
+            "killed_pid",
+            pa.int64(),
+            metadata={
+                "doc": "the trial's process that was killed (oom_killed) or died (error); null otherwise"
+            },
+        ),
+        pa.field(
+            "killed_role",
+            pa.string(),
+            metadata={"doc": "that process's role in samples (trainable, env_runner, …)"},
+        ),
+        pa.field("killed_node_id", pa.string(), metadata={"doc": "that process's node"}),
+        pa.field(
+            "kill_node_used_bytes",
+            pa.int64(),
+            metadata={
+                "doc": "used memory of that node at the kill: Ray's own reading when Ray's memory monitor killed it, else memsweep's last node sample before the kill; null for over_budget (see budget_measured_bytes)"
+            },
+        ),
+        pa.field(
+            "kill_node_available_bytes",
+            pa.int64(),
+            metadata={
+                "doc": "the node's memory left at the kill (Ray's limit − used, or MemAvailable)"
+            },
+        ),
+        pa.field(
+            "memory_budget_bytes",
+            pa.int64(),
+            metadata={
+                "doc": "resources.memory_budget when memsweep stopped the trial (over_budget)"
+            },
+        ),
+        pa.field(
+            "budget_measured_bytes",
+            pa.int64(),
+            metadata={
+                "doc": "what exceeded it: the trial's summed RSS (budget_scope trial) or its node's used memory (node)"
+            },
+        ),
+    ]
+)
+
+NODES = pa.schema(
+    [
+        pa.field("node_id", pa.string(), nullable=False),
+        pa.field("hostname", pa.string()),
+        pa.field("ip", pa.string()),
+        pa.field("is_head", pa.bool_()),
+        pa.field("total_bytes", pa.int64()),
+        pa.field("first_seen", TS),
+        pa.field("last_seen", TS),
+        pa.field("state", pa.string(), metadata={"doc": "alive or dead"}),
+    ]
+)
+
+APPEND_TABLES: dict[str, pa.Schema] = {
+    "samples": SAMPLES,
+    "node_samples": NODE_SAMPLES,
+    "progress": PROGRESS,
+    "events": EVENTS,
+}
+WHOLE_TABLES: dict[str, pa.Schema] = {"trials": TRIALS, "nodes": NODES}
+
+
+def _unit(name: str) -> str:
+    if name.endswith("_bytes"):
+        return "bytes"
+    if name.endswith("_s"):
+        return "seconds"
+    if name in {"ts", "first_seen", "last_seen", "started_at", "ended_at"}:
+        return "UTC, µs"
+    return ""
+
+
+def schema_markdown() -> str:
+    """The schema of every table as Markdown (``docs/schema.md`` is this, checked by a test)."""
+    lines = [
+        "# Results schema",
+        "",
+        "Generated from `memsweep.store` (`python -c 'import memsweep.store as s; print(s.schema_markdown())'`);",
+        f"schema version {SCHEMA_VERSION}. Appended tables are folders of Parquet part files;",
+        "`trials` and `nodes` are single files, replaced whole.",
+        "",
+    ]
+    for name, schema in {**APPEND_TABLES, **WHOLE_TABLES}.items():
+        where = f"`{name}/part-*.parquet`" if name in APPEND_TABLES else f"`{name}.parquet`"
+        lines += [
+            f"## {name} — {where}",
+            "",
+            "| column | type | unit | meaning |",
+            "| --- | --- | --- | --- |",
+        ]
+        for field in schema:
+            doc = (field.metadata or {}).get(b"doc", b"").decode()
+            lines.append(f"| `{field.name}` | {field.type} | {_unit(field.name)} | {doc} |")
+        lines.append("")
+    return "\n".join(lines)
