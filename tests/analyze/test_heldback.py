@@ -17,7 +17,7 @@ import pytest
 
 from memsweep.analyze import PredictPoint, analyze_results, predict
 
-REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference-heldback"
+REFERENCE = Path(__file__).resolve().parents[2] / "results" / "reference-heldback"
 HELD_BACK = 20_000
 
 

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pytest
 
 from memsweep.store import latest_attempts, open_results
-from raycluster import (
+from memsweep.testing.raycluster import (
     TINY_SWEEP,
     clean_env,
     driving,

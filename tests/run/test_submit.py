@@ -16,7 +16,7 @@ import pytest
 from memsweep.errors import ClusterError
 from memsweep.run.jobs import find_token, normalize_address, plan_job
 from memsweep.store import open_results
-from raycluster import (
+from memsweep.testing.raycluster import (
     TINY_SWEEP,
     Head,
     analyze,
@@ -230,7 +230,7 @@ def test_an_unknown_job_id_is_named_in_the_message(head: Head) -> None:
 
 
 def test_an_unreachable_address_is_one_line_with_the_fix(tmp_path: Path) -> None:
-    from raycluster import free_port
+    from memsweep.testing.raycluster import free_port
 
     sweep = write_sweep(tmp_path, storage=str(tmp_path / "r"))
     address = f"http://127.0.0.1:{free_port()}"

@@ -14,7 +14,7 @@ from memsweep.errors import SpecError
 from memsweep.spec import ModelSpec, load_study, parse_study, point_from_config
 from memsweep.units import parse_bytes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SWEEPS = sorted((REPO / "sweeps").rglob("*.yaml"))
 
 

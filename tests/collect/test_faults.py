@@ -47,7 +47,7 @@ from memsweep.collect.faults import (
 from memsweep.spec import parse_study
 from memsweep.store import SAMPLES, ResultsWriter, open_results
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "tests" / "corpus"
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 

@@ -30,7 +30,7 @@ import yaml
 from memsweep.errors import DataError
 from memsweep.store import Results, open_results
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
 
@@ -194,7 +194,7 @@ def processes_naming(*markers: str) -> list[psutil.Process]:
 
 def descendants(pid: int) -> list[psutil.Process]:
     try:
-        return psutil.Process(pid).children(recursive=True)
+        return list(psutil.Process(pid).children(recursive=True))
     except psutil.Error:
         return []
 

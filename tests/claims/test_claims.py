@@ -34,7 +34,7 @@ from memsweep.claims.table import ClaimRow
 from memsweep.testing.synthetic import SynthTrial, Truth, label_params, write_sweep
 from memsweep.units import Estimate
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMMITTED = sorted((REPO / "results").glob("claims-*/claims.json"))
 
 

@@ -118,5 +118,5 @@ def test_results_on_s3_are_written_and_read_through_pyarrow_fs() -> None:
 def test_the_documented_schema_is_the_schema_the_code_writes() -> None:
     from memsweep.store import schema_markdown
 
-    documented = (Path(__file__).resolve().parents[1] / "docs" / "schema.md").read_text()
+    documented = (Path(__file__).resolve().parents[2] / "docs" / "schema.md").read_text()
     assert documented.strip() == schema_markdown().strip(), "regenerate docs/schema.md"
