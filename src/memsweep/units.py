@@ -11,44 +11,32 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ByteSize, TypeAdapter, ValidationError
+
 from memsweep.errors import MemsweepError
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {
-    "": 1,
-    "B": 1,
-    "K": 10**3,
-    "KB": 10**3,
-    "M": 10**6,
-    "MB": 10**6,
-    "G": 10**9,
-    "GB": 10**9,
-    "T": 10**12,
-    "TB": 10**12,
-    "KI": 2**10,
-    "KIB": 2**10,
-    "MI": 2**20,
-    "MIB": 2**20,
-    "GI": 2**30,
-    "GIB": 2**30,
-    "TI": 2**40,
-    "TIB": 2**40,
-}
+_BINARY_SHORT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i)\s*$", re.IGNORECASE)
+_BYTE_SIZE: TypeAdapter[ByteSize] = TypeAdapter(ByteSize)
 
 
 def parse_bytes(value: str | int | float) -> int:
-    """Parse ``"64GB"``, ``"512MiB"`` or a plain number of bytes; decimal units are 10³."""
+    """Parse ``"64GB"``, ``"512MiB"`` (also ``"512Mi"``) or a plain number of bytes, with
+    pydantic's :class:`~pydantic.ByteSize`: decimal units are 10³, binary ones 2¹⁰.
+    Raises ``ValueError`` naming the value."""
     if isinstance(value, bool):
         raise ValueError(f"expected a size such as 16GB, got {value!r}")
     if isinstance(value, int | float):
         if value < 0 or not math.isfinite(value):
             raise ValueError(f"a size must be a finite number ≥ 0, got {value!r}")
         return int(value)
-    match = _SIZE_RE.match(str(value))
-    if not match:
-        raise ValueError(f"expected a size such as 16GB or 512MiB, got {value!r}")
-    number, unit = match.groups()
-    return int(float(number) * _SIZE_UNITS[(unit or "").upper()])
+    text = str(value)
+    short = _BINARY_SHORT_RE.match(text)
+    if short:  # ByteSize knows "MiB", not Kubernetes' "Mi".
+        text = f"{short.group(1)}{short.group(2)}B"
+    try:
+        return int(_BYTE_SIZE.validate_python(text.strip()))
+    except ValidationError:
+        raise ValueError(f"expected a size such as 16GB or 512MiB, got {value!r}") from None
 
 
 MB = 1e6

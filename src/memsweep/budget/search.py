@@ -30,7 +30,6 @@ This module knows Tune and Optuna, not the analysis: data flows spec â†’ Tune â†
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -109,7 +108,7 @@ def upper_bounds(
     prediction bound, or its point prediction without residual degrees of freedom.
     Factors that do not vary among xs are left out; None when nothing can be fitted."""
     import numpy as np
-    from scipy import stats
+    import statsmodels.api as sm
 
     x = np.asarray(xs, dtype=float)
     y = np.asarray(ys, dtype=float)
@@ -121,20 +120,15 @@ def upper_bounds(
     design = np.column_stack([np.ones(len(y)), x[:, varying]])
     if np.linalg.matrix_rank(design) < design.shape[1]:
         return None
-    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
     target = np.column_stack(
         [np.ones(len(targets)), np.asarray(targets, dtype=float).reshape(len(targets), -1)]
     )[:, [0, *[j + 1 for j in varying]]]
-    predicted = target @ coef
-    dof = len(y) - design.shape[1]
-    if dof <= 0:
-        return [float(v) for v in predicted]
-    residual = y - design @ coef
-    sigma = math.sqrt(float(residual @ residual) / dof)
-    inverse = np.linalg.inv(design.T @ design)
-    leverage = np.einsum("ij,jk,ik->i", target, inverse, target)
-    margin = float(stats.t.ppf(0.95, dof)) * sigma * np.sqrt(1.0 + leverage)
-    return [float(v) for v in predicted + margin]
+    fit = sm.OLS(y, design).fit()
+    if fit.df_resid <= 0:
+        return [float(v) for v in target @ fit.params]
+    # The upper end of a two-sided 90% interval is the one-sided 95% upper bound.
+    frame = fit.get_prediction(target).summary_frame(alpha=0.10)
+    return [float(v) for v in frame["obs_ci_upper"]]
 
 
 def plan(

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 MIN_POINTS = 3
 """Results with a non-empty buffer needed before a slope is trusted at all."""
 
@@ -34,12 +36,10 @@ def fill_slope(points: Sequence[TrajectoryPoint]) -> float | None:
     usable = [p for p in points if p.replay_size > 0]
     if len(usable) < MIN_POINTS or len({p.replay_size for p in usable}) < 2:
         return None
-    n = len(usable)
-    mean_x = sum(p.replay_size for p in usable) / n
-    mean_y = sum(p.peak_bytes for p in usable) / n
-    sxx = sum((p.replay_size - mean_x) ** 2 for p in usable)
-    sxy = sum((p.replay_size - mean_x) * (p.peak_bytes - mean_y) for p in usable)
-    return max(0.0, sxy / sxx)
+    slope, _ = np.polyfit(
+        [float(p.replay_size) for p in usable], [float(p.peak_bytes) for p in usable], 1
+    )
+    return max(0.0, float(slope))
 
 
 def projected_peak(points: Sequence[TrajectoryPoint], capacity: int) -> int:

@@ -42,9 +42,8 @@ def _is_local(fs: pafs.FileSystem) -> bool:
 
 
 def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    """Rows (dicts) → a table of ``schema``; missing keys become nulls."""
-    columns = {name: [row.get(name) for row in rows] for name in schema.names}
-    return pa.Table.from_pydict(columns, schema=schema)
+    """Rows (dicts) → a table of ``schema``; missing keys become nulls, others are dropped."""
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 class ResultsWriter:
