@@ -298,6 +298,20 @@ TRIALS = pa.schema(
                 "doc": "what exceeded it: the trial's summed RSS (budget_scope trial) or its node's used memory (node)"
             },
         ),
+        pa.field(
+            "factors_json",
+            pa.string(),
+            metadata={
+                "doc": "JSON object: factor name → this trial's value, for every factor of the trial (built-ins: replay_capacity, model, num_workers, framework; any other by its dotted config key, e.g. train_batch_size_per_learner, env_config.size); numbers as JSON numbers, the rest as strings. For a Tuner of the user's own: the config keys whose values differ between its trials"
+            },
+        ),
+        pa.field(
+            "config_json",
+            pa.string(),
+            metadata={
+                "doc": "JSON object: the trial's whole Tune config flattened to dotted keys (trials of a Tuner of the user's own; null for memsweep's own trainable, whose sweep is in study.yaml)"
+            },
+        ),
     ]
 )
 
