@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from memsweep.cli.command import Command, add_commands
 from memsweep.errors import DataError, MemsweepError
+from memsweep.store import is_remote
 from memsweep.units import (
     format_bytes,
     format_number,
@@ -88,7 +89,7 @@ class ReportCommand:
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         out: Path | None = args.out
-        if out is None and "://" in args.results:
+        if out is None and is_remote(args.results):
             raise MemsweepError(
                 f"{args.results} is remote: give a local --out folder for the report"
             )

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from memsweep.analyze.models import FittedModel
 from memsweep.report.plots import Plot, write_plots
+from memsweep.store import is_remote
 from memsweep.units import (
     Estimate,
     format_bytes,
@@ -571,7 +572,7 @@ def models_document(analysis: Analysis) -> dict[str, Any]:
 def write_report(analysis: Analysis, folder: Path | None = None) -> ReportFiles:
     """Write ``analysis/`` (next to the results when they are local, else ``folder``)."""
     if folder is None:
-        if "://" in analysis.uri:
+        if is_remote(analysis.uri):
             raise ValueError("a remote results folder needs an explicit local output folder")
         folder = Path(analysis.uri) / "analysis"
     folder.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import memsweep
 from memsweep.errors import ClusterError, MemsweepError
 from memsweep.spec import load_study
+from memsweep.store import is_remote
 
 if TYPE_CHECKING:
     pass
@@ -260,7 +261,7 @@ class JobPlan:
 
 def _check_storage(storage: str | None, source: str) -> str:
     """Results of a job must outlive the job's working directory, which Ray deletes."""
-    if storage and ("://" in storage or Path(storage).is_absolute()):
+    if storage and (is_remote(storage) or Path(storage).is_absolute()):
         return storage
     shown = f"'{storage}'" if storage else "the default results/<name>"
     raise ClusterError(

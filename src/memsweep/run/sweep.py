@@ -24,7 +24,7 @@ import yaml
 from memsweep import result_keys as keys
 from memsweep.errors import ClusterError, MemsweepError, SpecError
 from memsweep.spec import Study, TrialPoint
-from memsweep.store import SCHEMA_VERSION, ResultsWriter, open_results
+from memsweep.store import SCHEMA_VERSION, ResultsWriter, is_remote, open_results
 
 WORKER_ENV = {
     # RLlib's TF models need Keras 2 (tf-keras); Keras 3 breaks them.
@@ -316,7 +316,7 @@ def run_study(
             },
             max_report_frequency=30,
         )
-        fs = writer.fs if "://" in writer.uri else None
+        fs = writer.fs if is_remote(writer.uri) else None
         stopper: Any = SweepStopper(_stop(study), lambda: callback.collector_error is not None)
         if extra_stopper is not None:
             stopper = CombinedStopper(stopper, extra_stopper)

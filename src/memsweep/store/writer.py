@@ -26,10 +26,15 @@ from memsweep.errors import DataError
 from memsweep.store.schema import APPEND_TABLES, WHOLE_TABLES
 
 
+def is_remote(uri: str | os.PathLike[str]) -> bool:
+    """True for a ``pyarrow.fs`` URI (``s3://…``, ``gs://…``); plain paths are local."""
+    return "://" in os.fspath(uri)
+
+
 def resolve(uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
     """A results location → (filesystem, path in it). Plain paths are local."""
     text = os.fspath(uri)
-    if "://" in text:
+    if is_remote(text):
         try:
             return pafs.FileSystem.from_uri(text)  # type: ignore[no-any-return]
         except (pa.ArrowInvalid, OSError, ValueError) as exc:
