@@ -136,16 +136,7 @@ def _study_facts(results: Results) -> tuple[str, float]:
 
 
 def _sample_files(results: Results) -> list[str]:
-    if not results.exists("samples"):
-        return []
-    selector = pafs.FileSelector(f"{results.root}/samples", recursive=False)
-    return sorted(
-        info.path
-        for info in results.fs.get_file_info(selector)
-        if info.type == pafs.FileType.File
-        and info.base_name.endswith(".parquet")
-        and not info.base_name.startswith(".")
-    )
+    return results.files("samples")
 
 
 def _connect(results: Results, files: list[str], trials: pd.DataFrame) -> duckdb.DuckDBPyConnection:

@@ -15,6 +15,7 @@ from memsweep import __version__
 from memsweep.cli.analyze import AnalyzeCommand, with_default_command
 from memsweep.cli.claims import ClaimsCommand
 from memsweep.cli.command import Command, Parser, add_commands
+from memsweep.cli.compact import CompactCommand
 from memsweep.cli.run import RunCommand
 from memsweep.cli.submit import StatusCommand, StopCommand, SubmitCommand
 from memsweep.cli.validate import ValidateCommand
@@ -26,6 +27,7 @@ COMMANDS: dict[str, Command] = {
     "submit": SubmitCommand(),
     "status": StatusCommand(),
     "stop": StopCommand(),
+    "compact": CompactCommand(),
     "analyze": AnalyzeCommand(),
     "claims": ClaimsCommand(),
 }

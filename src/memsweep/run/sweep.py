@@ -25,6 +25,7 @@ from memsweep import result_keys as keys
 from memsweep.errors import ClusterError, MemsweepError, SpecError
 from memsweep.spec import Study, TrialPoint
 from memsweep.store import SCHEMA_VERSION, ResultsWriter, is_remote, open_results
+from memsweep.store.compact import compact_results
 
 WORKER_ENV = {
     # RLlib's TF models need Keras 2 (tf-keras); Keras 3 breaks them.
@@ -390,6 +391,8 @@ def run_study(
             callback.close()
         if callback.collector_error is not None:
             raise MemsweepError(f"Samples could not be written: {callback.collector_error}")
+        # Every writer has stopped: merge the sweep's part files (one per table per flush).
+        compact_results(uri)
         errors = sum(1 for index in range(len(grid)) if grid[index].error is not None)
         trials = open_results(uri).table("trials")
         return SweepOutcome(

@@ -1,4 +1,11 @@
-"""Reading a results folder, and THE latest-attempt rule that every reader applies."""
+"""Reading a results folder, and THE latest-attempt rule that every reader applies.
+
+An appended table's folder holds part files (``part-*.parquet``, one per flush) and,
+after :mod:`memsweep.store.compact`, compacted files (``compact-*.parquet``) whose footer
+names the parts they replace. :func:`live_files` is the rule every memsweep reader uses:
+the visible Parquet files minus those a present compacted file covers, so that a
+compaction killed before it deleted its inputs never counts a row twice.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,52 @@ from memsweep.errors import DataError
 from memsweep.store.schema import APPEND_TABLES, SCHEMA_VERSION, WHOLE_TABLES
 from memsweep.store.writer import first_line, resolve
 
+COMPACT_PREFIX = "compact-"
+"""File-name prefix of a compacted file in an appended table's folder."""
+
+COVERS_KEY = b"memsweep.covers"
+"""Parquet footer key of a compacted file: a JSON list of the file names it replaces."""
+
+
+def list_parquet(fs: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:
+    """The visible Parquet files of ``folder`` in name order (hidden temporaries skipped)."""
+    selector = pafs.FileSelector(folder, recursive=False, allow_not_found=True)
+    return sorted(
+        (
+            info
+            for info in fs.get_file_info(selector)
+            if info.type == pafs.FileType.File
+            and info.base_name.endswith(".parquet")
+            and not info.base_name.startswith((".", "_"))
+        ),
+        key=lambda info: info.base_name,
+    )
+
+
+def covered_by(fs: pafs.FileSystem, compacted: str) -> list[str]:
+    """The file names (in the same folder) that the compacted file ``compacted`` replaces."""
+    try:
+        metadata = pq.read_schema(compacted, filesystem=fs).metadata or {}
+        names = json.loads(metadata.get(COVERS_KEY, b"[]"))
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise DataError(
+            f"{compacted} is not a readable compacted Parquet file: {first_line(exc)}"
+        ) from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise DataError(f"{compacted}: its {COVERS_KEY.decode()} footer is not a list of names")
+    return names
+
+
+def live_files(fs: pafs.FileSystem, folder: str) -> list[str]:
+    """Paths of the Parquet files that hold ``folder``'s rows, each row in exactly one:
+    visible files minus those covered by a present compacted file."""
+    infos = list_parquet(fs, folder)
+    covered: set[str] = set()
+    for info in infos:
+        if info.base_name.startswith(COMPACT_PREFIX):
+            covered.update(covered_by(fs, info.path))
+    return [info.path for info in infos if info.base_name not in covered]
+
 
 @dataclass(frozen=True)
 class Results:
@@ -32,10 +85,16 @@ class Results:
     def dataset(self, table_name: str) -> ds.Dataset:
         """A ``pyarrow.dataset`` over one appended table (possibly empty)."""
         schema = APPEND_TABLES[table_name]
-        path = f"{self.root}/{table_name}"
-        if not self.exists(table_name):
+        files = self.files(table_name)
+        if not files:
             return ds.dataset(pa.Table.from_batches([], schema=schema))
-        return ds.dataset(path, filesystem=self.fs, format="parquet", schema=schema)
+        return ds.dataset(files, filesystem=self.fs, format="parquet", schema=schema)
+
+    def files(self, table_name: str) -> list[str]:
+        """The Parquet files holding an appended table's rows (:func:`live_files`)."""
+        if not self.exists(table_name):
+            return []
+        return live_files(self.fs, f"{self.root}/{table_name}")
 
     def table(self, table_name: str, columns: list[str] | None = None) -> pa.Table:
         """Read a table whole (appended or small), optionally only some columns."""

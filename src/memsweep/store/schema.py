@@ -12,6 +12,10 @@ A sweep's results folder (a local path or any ``pyarrow.fs`` URI such as
     progress/part-*.parquet      one row per Tune result (env steps, replay size)
     events/part-*.parquet        sampler starts and restarts, gaps, nodes joining/leaving
 
+An appended table's folder holds one ``part-*.parquet`` per flush until the sweep ends;
+then :mod:`memsweep.store.compact` merges them into ``compact-*.parquet`` files.
+Read the folder's ``*.parquet`` (every tool does by default).
+
 Writing: :mod:`memsweep.store.writer`; reading: :mod:`memsweep.store.reader`.
 """
 
@@ -353,12 +357,13 @@ def schema_markdown() -> str:
         "# Results schema",
         "",
         "Generated from `memsweep.store` (`python -c 'import memsweep.store as s; print(s.schema_markdown())'`);",
-        f"schema version {SCHEMA_VERSION}. Appended tables are folders of Parquet part files;",
+        f"schema version {SCHEMA_VERSION}. Appended tables are folders of Parquet files (one",
+        "`part-*` per flush, merged into `compact-*` files when the sweep ends: read `*.parquet`);",
         "`trials` and `nodes` are single files, replaced whole.",
         "",
     ]
     for name, schema in {**APPEND_TABLES, **WHOLE_TABLES}.items():
-        where = f"`{name}/part-*.parquet`" if name in APPEND_TABLES else f"`{name}.parquet`"
+        where = f"`{name}/*.parquet`" if name in APPEND_TABLES else f"`{name}.parquet`"
         lines += [
             f"## {name} — {where}",
             "",
