@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memsweep.analyze.leaks import classify
 from memsweep.analyze.load import bucket_width_s, stored_transitions
 from memsweep.analyze.models import ModelError, fit_quantity
 from memsweep.analyze.phases import PhaseOptions, segment
@@ -178,37 +177,6 @@ def test_without_a_buffer_everything_after_the_first_result_is_plateau() -> None
         options=PhaseOptions(),
     )
     assert seg.plateau_start_s == 3.0 and not seg.fill.any() and seg.plateau.sum() > 20
-
-
-RATE = Estimate(50.0, 30.0, 70.0)
-
-
-@pytest.mark.parametrize(
-    ("plateau", "rate", "significant", "fill_growing", "expected"),
-    [
-        (True, RATE, True, True, "unexplained_growth"),
-        (True, RATE, False, True, "no_growth"),
-        (True, Estimate(0.5, 0.2, 0.8), True, True, "no_growth"),  # below the minimum rate
-        (True, Estimate(-50, -70, -30), True, False, "no_growth"),  # shrinking is no leak
-        (False, None, False, True, "buffer_fill"),
-        (False, RATE, False, True, "buffer_fill"),
-        (False, RATE, True, True, "unexplained_growth"),
-        (False, RATE, False, False, "no_growth"),
-        (False, None, False, False, "unknown"),
-        (True, None, False, True, "buffer_fill"),  # plateau too short for a drift fit
-    ],
-)
-def test_verdict_table(
-    plateau: bool, rate: Estimate | None, significant: bool, fill_growing: bool, expected: str
-) -> None:
-    verdict = classify(
-        plateau_reached=plateau,
-        rate_mb_per_h=rate,
-        significant=significant,
-        fill_growing=fill_growing,
-        min_rate_mb_per_h=1.0,
-    )
-    assert verdict == expected
 
 
 @given(threshold=st.integers(-10, 10**6), high=st.integers(1, 10**6))

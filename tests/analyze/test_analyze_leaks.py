@@ -1,10 +1,11 @@
-"""Leak verdicts and phases on planted leaks, pure buffer fill, and a half-crashed sweep."""
+"""Growth verdicts and phases on planted leaks, pure buffer fill, and a half-crashed sweep."""
 
 from __future__ import annotations
 
 import pytest
 
-from memsweep.analyze import Analysis
+from memsweep.analyze import Analysis, AnalysisOptions, analyze_results
+from memsweep.analyze.growth import GrowthRule
 from memsweep.testing.synthetic import (
     LEAK_TRIALS,
     RUNNER_LEAK_BYTES_PER_H,
@@ -32,26 +33,43 @@ def _trial(sweep: SynthSweep, trial_id: str):  # type: ignore[no-untyped-def]
     return next(t for t in LEAK_TRIALS if t.trial_id == trial_id)
 
 
-def test_a_planted_leak_in_the_trainable_is_flagged_with_a_rate_whose_interval_contains_it(
+def _steps_per_h(analysis: Analysis, trial_id: str) -> float:
+    rate = analysis.trial(trial_id).steps_per_s
+    assert rate is not None
+    return rate * 3600
+
+
+def test_a_planted_leak_in_the_trainable_is_measured_per_hour_and_per_env_step(
     analysis: Analysis,
 ) -> None:
     # GIVEN a trainable leaking 400 MB/h on top of a full buffer
+    per_1m = TRAINABLE_LEAK_BYTES_PER_H / MB / _steps_per_h(analysis, "leak_trainable") * 1e6
     for role in ("trainable", "total"):
         verdict = analysis.verdict("leak_trainable", role)
-        # THEN its role and the trial total are flagged, at the planted rate
-        assert verdict.verdict == "unexplained_growth", verdict.text
-        assert verdict.rate_mb_per_h is not None
+        # THEN its rate's intervals contain the planted rate, per hour and per 1M env steps
+        assert verdict.rate_mb_per_h is not None and verdict.rate_mb_per_1m_steps is not None
         assert verdict.rate_mb_per_h.contains(TRAINABLE_LEAK_BYTES_PER_H / MB), verdict.text
-        assert verdict.text.startswith("unexplained growth of ")
-    assert not analysis.verdict("leak_trainable", "env_runner").flagged
+        assert verdict.rate_mb_per_1m_steps.contains(per_1m), verdict.text
+    # AND at 2,500 env steps/s that is ~44 MB per 1M env steps: below the default threshold
+    assert per_1m < GrowthRule().min_rate_bytes_per_step  # bytes per step = MB per 1M steps
+    assert not analysis.verdict("leak_trainable", "trainable").flagged
 
 
-def test_a_leak_in_one_env_runner_is_pinned_on_the_env_runner_role(analysis: Analysis) -> None:
-    verdict = analysis.verdict("leak_runner", "env_runner")
-    assert verdict.flagged and verdict.rate_mb_per_h is not None
-    assert verdict.rate_mb_per_h.contains(RUNNER_LEAK_BYTES_PER_H / MB)
-    assert verdict.rate_mb_per_1k_steps is not None and verdict.rate_mb_per_1k_steps.value > 0
-    assert not analysis.verdict("leak_runner", "trainable").flagged
+def test_a_lower_threshold_flags_the_planted_leaks_on_their_roles(sweep: SynthSweep) -> None:
+    # WHEN growth above 10 MB per 1M env steps counts
+    options = AnalysisOptions(growth=GrowthRule(min_rate_bytes_per_step=10.0))
+    strict = analyze_results(sweep.path, options)
+    # THEN the leaking roles are sustained growth, projected over the horizon, the others not
+    for trial_id, role in (("leak_trainable", "trainable"), ("leak_runner", "env_runner")):
+        verdict = strict.verdict(trial_id, role)
+        assert verdict.verdict == "sustained growth", verdict.text
+        assert verdict.text.startswith("sustained growth: +")
+        assert verdict.projected_bytes is not None and verdict.projected_bytes.low > 0
+    runner = strict.verdict("leak_runner", "env_runner").rate_mb_per_h
+    assert runner is not None and runner.contains(RUNNER_LEAK_BYTES_PER_H / MB)
+    assert not strict.verdict("leak_trainable", "env_runner").flagged
+    assert not strict.verdict("leak_runner", "trainable").flagged
+    assert not any(v.flagged for v in strict.verdicts if v.trial_id == "clean")
 
 
 def test_pure_buffer_fill_is_not_flagged(analysis: Analysis) -> None:
@@ -59,14 +77,16 @@ def test_pure_buffer_fill_is_not_flagged(analysis: Analysis) -> None:
     for role in ("trainable", "env_runner", "total"):
         verdict = analysis.verdict("clean", role)
         # THEN after the plateau it says so and flags nothing
-        assert verdict.verdict == "no_growth", verdict.text
-        assert verdict.text.startswith("no growth after plateau")
+        assert verdict.verdict == "no growth", verdict.text
+        assert verdict.text.startswith("no growth over ")
     clean = analysis.trial("clean")
     assert clean.total.fill_bytes_per_transition is not None
     assert clean.total.fill_bytes_per_transition.low > 0
-    # AND the growth of a trial still filling is put on the buffer, not on a leak
+    # AND a trial still filling says how far it is, and prints no leak bound
     for trial_id in ("no_plateau", "no_plateau_no_replay_size"):
-        assert analysis.verdict(trial_id).verdict == "buffer_fill"
+        verdict = analysis.verdict(trial_id)
+        assert verdict.verdict == "buffer fill"
+        assert "14% full" in verdict.text and "cannot be ruled out" not in verdict.text
         assert not any(v.flagged for v in analysis.verdicts if v.trial_id == trial_id)
 
 
@@ -107,12 +127,3 @@ def test_the_planted_baseline_and_buffer_cost_come_out_of_the_fill(
 def test_a_crashed_trial_without_samples_is_listed_as_missing(analysis: Analysis) -> None:
     assert "crashed" not in {t.trial_id for t in analysis.trials}
     assert any("trial crashed (error: RayOutOfMemoryError" in line for line in analysis.missing)
-
-
-def test_a_leak_slower_than_the_minimum_rate_is_not_called_a_leak(sweep: SynthSweep) -> None:
-    from memsweep.analyze import AnalysisOptions, analyze_results
-
-    # WHEN only growth above 1 GB/h counts
-    strict = analyze_results(sweep.path, AnalysisOptions(min_leak_mb_per_h=1000))
-    # THEN the planted 400 MB/h leak is not flagged
-    assert not strict.flagged

@@ -1,7 +1,8 @@
-"""Analysis of a sweep's Parquet: phases, factor models, predictions, leak verdicts, report.
+"""Analysis of a sweep's Parquet: phases, factor models, predictions, growth verdicts, report.
 
 Data path: :mod:`~memsweep.analyze.load` (duckdb aggregation) →
-:mod:`~memsweep.analyze.phases` (per trial) → :mod:`~memsweep.analyze.leaks` →
+:mod:`~memsweep.analyze.phases` (per trial) → :mod:`~memsweep.analyze.leaks` (growth
+verdicts, :mod:`~memsweep.analyze.growth`'s rule) →
 :mod:`~memsweep.analyze.models` (per factor) → :mod:`~memsweep.analyze.prediction` and
 the report, :mod:`memsweep.report`, reads what these compute.
 
@@ -22,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from memsweep.analyze.analysis import Analysis, AnalysisOptions, analyze_results
-    from memsweep.analyze.leaks import LeakVerdict
+    from memsweep.analyze.growth import GrowthFit, GrowthRule, classify_growth
+    from memsweep.analyze.leaks import GrowthVerdict, LeakVerdict
     from memsweep.analyze.models import Effect, FittedModel, ModelSet
     from memsweep.analyze.phases import RolePhases, TrialPhases
     from memsweep.analyze.prediction import (
@@ -40,6 +42,10 @@ _HOMES = {
     "AnalysisOptions": "analysis",
     "analyze_results": "analysis",
     "LeakVerdict": "leaks",
+    "GrowthVerdict": "leaks",
+    "GrowthFit": "growth",
+    "GrowthRule": "growth",
+    "classify_growth": "growth",
     "Effect": "models",
     "FittedModel": "models",
     "ModelSet": "models",
@@ -61,6 +67,9 @@ __all__ = [
     "Effect",
     "Estimate",
     "FittedModel",
+    "GrowthFit",
+    "GrowthRule",
+    "GrowthVerdict",
     "LeakVerdict",
     "ModelSet",
     "PredictPoint",
@@ -69,6 +78,7 @@ __all__ = [
     "RolePrediction",
     "TrialPhases",
     "analyze_results",
+    "classify_growth",
     "predict",
     "solve_budget",
 ]

@@ -1,15 +1,16 @@
-"""The analysis of one sweep, end to end: read → phases → leak verdicts → factor models."""
+"""The analysis of one sweep, end to end: read → phases → growth verdicts → factor models."""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
-from memsweep.analyze.leaks import LeakVerdict, leak_verdicts
+from memsweep.analyze.growth import GrowthRule
+from memsweep.analyze.leaks import DEFAULT_HORIZON_ENV_STEPS, GrowthVerdict, growth_verdicts
 from memsweep.analyze.load import TRIAL_ROLES, SweepData, load_sweep
 from memsweep.analyze.models import ModelSet, fit_all
 from memsweep.analyze.phases import PhaseOptions, TrialPhases, all_phases
@@ -27,17 +28,20 @@ class AnalysisOptions:
     max_buckets: int = 600
     """Time buckets per trial at most (longer trials get wider buckets)."""
 
-    min_leak_mb_per_h: float = 1.0
-    """Growth slower than this is never called a leak, however significant."""
+    growth: GrowthRule = field(default_factory=GrowthRule)
+    """Thresholds of the growth verdict (:mod:`memsweep.analyze.growth`); its interval
+    level follows ``confidence``."""
 
-    leak_fdr: float = 0.05
-    """False-discovery rate of the leak tests over the whole sweep (Benjamini–Hochberg)."""
+    horizon_env_steps: float = DEFAULT_HORIZON_ENV_STEPS
+    """Env steps a sustained growth is projected to (``--horizon``)."""
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.confidence < 1:
             raise MemsweepError(f"confidence must be in [0.5, 1), got {self.confidence}")
         if self.max_buckets < 10:
             raise MemsweepError(f"max_buckets must be ≥ 10, got {self.max_buckets}")
+        if not self.horizon_env_steps > 0:
+            raise MemsweepError(f"horizon must be > 0 env steps, got {self.horizon_env_steps}")
 
     @property
     def phases(self) -> PhaseOptions:
@@ -55,7 +59,7 @@ class Analysis:
     trials: tuple[TrialPhases, ...]
     """Phases of every trial with samples."""
 
-    verdicts: tuple[LeakVerdict, ...]
+    verdicts: tuple[GrowthVerdict, ...]
     """Growth verdict per trial and role."""
 
     models: ModelSet
@@ -72,11 +76,12 @@ class Analysis:
     def trial(self, trial_id: str) -> TrialPhases:
         return next(t for t in self.trials if t.trial_id == trial_id)
 
-    def verdict(self, trial_id: str, role: str = "total") -> LeakVerdict:
+    def verdict(self, trial_id: str, role: str = "total") -> GrowthVerdict:
         return next(v for v in self.verdicts if v.trial_id == trial_id and v.role == role)
 
     @property
-    def flagged(self) -> tuple[LeakVerdict, ...]:
+    def flagged(self) -> tuple[GrowthVerdict, ...]:
+        """Sustained growth, per trial and role."""
         return tuple(v for v in self.verdicts if v.flagged)
 
 
@@ -129,7 +134,8 @@ def analyze_results(
         raise DataError(
             f"{data.uri}: no trial has both samples and factor values: nothing to analyse"
         )
-    verdicts = leak_verdicts(trials, options.min_leak_mb_per_h, options.leak_fdr)
+    rule = replace(options.growth, confidence=options.confidence)
+    verdicts = growth_verdicts(trials, data, rule, options.horizon_env_steps)
     phases_s = time.perf_counter() - step
     step = time.perf_counter()
     table = trial_table(trials)

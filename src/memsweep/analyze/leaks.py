@@ -1,164 +1,255 @@
-"""Leak verdicts: tell a leak from the replay buffer filling up.
+"""Growth verdicts of a sweep: every trial and role (and the trial's total) classified.
 
-For every trial and role (and the trial's total) one of:
+One of :data:`~memsweep.analyze.growth.GrowthKind` per trial and role: ``no growth``,
+``buffer fill`` (the buffer is not full yet), ``one-time step``, ``settling``,
+``sustained growth`` or ``too little plateau``. The series and the rule are
+:mod:`memsweep.analyze.growth`'s; this module cuts each trial's plateau out of the
+sweep's frames, classifies it, and words the verdict in the user's units: MB per 1M env
+steps, projected to a horizon in env steps, besides MB/h.
 
-* ``no_growth``: after the buffer filled, memory did not grow (or no buffer and no growth);
-* ``buffer_fill``: memory grew, and stored transitions explain the growth (the buffer
-  has not filled yet, or the plateau is too short to test);
-* ``unexplained_growth``: memory grows at X MB/h (CI …) after the plateau, or faster than
-  the buffer explains before it: a leak, or a cache that is not bounded;
-* ``unknown``: too little data to say.
-
-**Multiple testing.** A sweep has many trials × roles; tested one by one at 95 %, about
-one in forty would look like a leak by chance. A growth is flagged only when its p-value
-survives the Benjamini–Hochberg correction over every test of the sweep (false-discovery
-rate ``fdr``) and its rate is at least ``min_rate_mb_per_h``.
+Only ``sustained growth`` is a flag. A rate is printed signed only when it is a
+growth; a bound below zero reads "memory fell", never a negative leak.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
-from statsmodels.stats.multitest import multipletests
+import numpy as np
+import pandas as pd
 
-from memsweep.analyze.phases import RolePhases, TrialPhases
+from memsweep.analyze.growth import GrowthFit, GrowthKind, GrowthRule, classify_growth
+from memsweep.analyze.load import SweepData
+from memsweep.analyze.phases import TrialPhases
 from memsweep.units import MB, Estimate, format_bytes, format_number
 
-Verdict = Literal["no_growth", "buffer_fill", "unexplained_growth", "unknown"]
+DEFAULT_HORIZON_ENV_STEPS = 10_000_000.0
+"""Env steps a sustained growth is projected to unless the user gives ``--horizon``:
+10M, the length of a typical Atari or MuJoCo RLlib run."""
+
+GROWTH_METRIC = "rss_bytes"
+"""The memory figure growth is judged on (see :mod:`memsweep.analyze.growth`)."""
+
+PER_STEPS = 1_000_000.0
+"""Rates are printed per this many env steps (MB per 1M env steps)."""
 
 
 @dataclass(frozen=True)
-class LeakVerdict:
+class GrowthVerdict:
     """The growth verdict of one role of one trial."""
 
     trial_id: str
     role: str
     """Process role or ``total``."""
 
-    verdict: Verdict
-    rate_mb_per_h: Estimate | None
-    """Growth after the plateau (or beyond the buffer before it), MB/h."""
+    verdict: GrowthKind
+    fit: GrowthFit | None
+    """The classifier's figures; None when the buffer never filled."""
 
-    rate_mb_per_1k_steps: Estimate | None
-    """Growth after the plateau per 1000 env steps, MB."""
+    rate_mb_per_1m_steps: Estimate | None
+    """Late rate over the plateau, MB per 1M env steps."""
+
+    rate_mb_per_h: Estimate | None
+    """Late rate over the plateau against time, MB/h."""
+
+    projected_bytes: Estimate | None
+    """For sustained growth: late rate × ``horizon_env_steps``, bytes."""
+
+    horizon_env_steps: float
+    """The horizon of the projection, env steps."""
 
     text: str
     """The sentence the report prints."""
 
     @property
     def flagged(self) -> bool:
-        return self.verdict == "unexplained_growth"
+        """True for sustained growth, the one verdict a user should act on."""
+        return self.verdict == "sustained growth"
+
+    @property
+    def rate_mb_per_1k_steps(self) -> Estimate | None:
+        """Late rate, MB per 1k env steps."""
+        rate = self.rate_mb_per_1m_steps
+        return rate.scaled(1 / 1000) if rate is not None else None
 
 
-def classify(
-    *,
-    plateau_reached: bool,
-    rate_mb_per_h: Estimate | None,
-    significant: bool,
-    fill_growing: bool,
-    min_rate_mb_per_h: float,
-) -> Verdict:
-    """The verdict from the test's outcome (a pure function; see the module docstring)."""
-    if rate_mb_per_h is not None and significant and rate_mb_per_h.value >= min_rate_mb_per_h:
-        return "unexplained_growth"
-    if plateau_reached and rate_mb_per_h is not None:
-        return "no_growth"
-    if fill_growing:
-        return "buffer_fill"
-    if rate_mb_per_h is not None:
-        return "no_growth"
-    return "unknown"
+LeakVerdict = GrowthVerdict
+"""The name earlier versions used."""
 
 
-def _rate(role: RolePhases, plateau: bool) -> tuple[Estimate | None, float | None]:
-    if plateau:
-        return role.drift_bytes_per_h, role.drift_p_value
-    return role.residual_drift_bytes_per_h, role.residual_drift_p_value
+@dataclass(frozen=True)
+class PlateauSeries:
+    """One role's plateau: per time bucket, env steps since the plateau began, RSS, time."""
+
+    env_steps: np.ndarray
+    mem_bytes: np.ndarray
+    t_s: np.ndarray
 
 
-def _fill_growing(role: RolePhases) -> bool:
-    slope = role.fill_bytes_per_transition
-    return slope is not None and slope.low > 0
+def plateau_series(
+    trial: TrialPhases, rows: pd.DataFrame, progress: pd.DataFrame
+) -> PlateauSeries | None:
+    """The RSS series of ``rows`` (one trial and role) from the plateau's start, or None."""
+    start = trial.plateau_start_s
+    if start is None or rows.empty:
+        return None
+    after = rows[rows["t_s"] >= start].sort_values("t_s")
+    steps0 = float("nan")
+    if len(progress):
+        p = progress.sort_values("t_s")
+        steps0 = float(np.interp(start, p["t_s"].to_numpy(float), p["env_steps"].to_numpy(float)))
+    steps = after["env_steps"].to_numpy(dtype=np.float64)
+    if not np.isfinite(steps0):
+        finite = steps[np.isfinite(steps)]
+        steps0 = float(finite[0]) if len(finite) else 0.0
+    return PlateauSeries(
+        env_steps=steps - steps0,
+        mem_bytes=after[GROWTH_METRIC].to_numpy(dtype=np.float64),
+        t_s=after["t_s"].to_numpy(dtype=np.float64),
+    )
 
 
-def leak_verdicts(
-    trials: Sequence[TrialPhases], min_rate_mb_per_h: float = 1.0, fdr: float = 0.05
-) -> tuple[LeakVerdict, ...]:
-    """A verdict for every role of every trial, with Benjamini–Hochberg over the sweep."""
-    keys: list[tuple[int, int]] = []
-    p_values: list[float] = []
-    for i, trial in enumerate(trials):
-        for j, role in enumerate(trial.roles):
-            _, p = _rate(role, trial.plateau_reached)
-            if p is not None:
-                keys.append((i, j))
-                p_values.append(p)
-    rejected: set[tuple[int, int]] = set()
-    if p_values:
-        reject = multipletests(p_values, alpha=fdr, method="fdr_bh")[0]
-        rejected = {key for key, r in zip(keys, reject, strict=True) if r}
-
+def growth_verdicts(
+    trials: Sequence[TrialPhases],
+    data: SweepData,
+    rule: GrowthRule | None = None,
+    horizon_env_steps: float = DEFAULT_HORIZON_ENV_STEPS,
+) -> tuple[GrowthVerdict, ...]:
+    """A verdict for every role of every trial (see the module docstring)."""
+    rule = rule or GrowthRule()
+    series = dict(tuple(data.series.groupby(["trial_id", "role"], sort=False)))
+    progress = dict(tuple(data.progress.groupby("trial_id", sort=False)))
+    empty = data.progress.iloc[:0]
     out = []
-    for i, trial in enumerate(trials):
-        for j, role in enumerate(trial.roles):
-            rate_bytes, _ = _rate(role, trial.plateau_reached)
-            rate = rate_bytes.scaled(1 / MB) if rate_bytes else None
-            per_k = role.drift_bytes_per_1k_steps
-            verdict = classify(
-                plateau_reached=trial.plateau_reached,
-                rate_mb_per_h=rate,
-                significant=(i, j) in rejected,
-                fill_growing=_fill_growing(role),
-                min_rate_mb_per_h=min_rate_mb_per_h,
-            )
-            out.append(
-                LeakVerdict(
-                    trial_id=trial.trial_id,
-                    role=role.role,
-                    verdict=verdict,
-                    rate_mb_per_h=rate,
-                    rate_mb_per_1k_steps=per_k.scaled(1 / MB) if per_k else None,
-                    text=_text(verdict, trial, role, rate),
-                )
-            )
+    for trial in trials:
+        trial_progress = progress.get(trial.trial_id, empty)
+        for role in trial.roles:
+            rows = series.get((trial.trial_id, role.role))
+            cut = plateau_series(trial, rows, trial_progress) if rows is not None else None
+            out.append(verdict_of(trial, role.role, cut, rule, horizon_env_steps))
     return tuple(out)
 
 
-def _ci(rate: Estimate) -> str:
-    low, high = format_number(rate.low), format_number(rate.high)
-    return f"{format_number(rate.value)} MB/h (CI {low} to {high})"
+def verdict_of(
+    trial: TrialPhases,
+    role: str,
+    series: PlateauSeries | None,
+    rule: GrowthRule,
+    horizon_env_steps: float,
+) -> GrowthVerdict:
+    """Classify one role's plateau and word the verdict."""
+    if series is None:
+        return _not_full(trial, role, rule, horizon_env_steps)
+    fit = classify_growth(series.env_steps, series.mem_bytes, series.t_s, rule)
+    per_m = (
+        fit.late_rate_bytes_per_step.scaled(PER_STEPS / MB)
+        if fit.late_rate_bytes_per_step
+        else None
+    )
+    per_h = fit.late_rate_bytes_per_h.scaled(1 / MB) if fit.late_rate_bytes_per_h else None
+    projected = None
+    if fit.kind == "sustained growth" and fit.late_rate_bytes_per_step is not None:
+        projected = fit.late_rate_bytes_per_step.scaled(horizon_env_steps)
+    return GrowthVerdict(
+        trial_id=trial.trial_id,
+        role=role,
+        verdict=fit.kind,
+        fit=fit,
+        rate_mb_per_1m_steps=per_m,
+        rate_mb_per_h=per_h,
+        projected_bytes=projected,
+        horizon_env_steps=horizon_env_steps,
+        text=growth_text(fit, rule, per_h, projected, horizon_env_steps),
+    )
 
 
-def _text(verdict: Verdict, trial: TrialPhases, role: RolePhases, rate: Estimate | None) -> str:
-    if verdict == "unexplained_growth" and rate is not None:
-        when = "after the plateau" if trial.plateau_reached else "beyond the buffer fill"
-        per_k = role.drift_bytes_per_1k_steps
-        steps = ""
-        if per_k and trial.plateau_reached:
-            steps = f", {format_bytes(per_k.value)} per 1k env steps"
-        return f"unexplained growth of {_ci(rate)} {when}{steps}"
-    if verdict == "no_growth" and rate is not None:
-        if trial.plateau_reached:
-            return f"no growth after plateau: drift {_ci(rate)}, not significant over the sweep"
-        return f"no growth (buffer not full yet, this role does not hold it): drift {_ci(rate)}"
-    if verdict == "buffer_fill":
-        return _fill_text(trial, role, rate)
-    if not trial.plateau_reached and trial.capacity > 0 and role.fill_bytes_per_transition:
-        return "unknown: the buffer is not full and its fill cannot be told from a leak yet"
-    return "unknown: too few samples after set-up to tell growth from noise"
-
-
-def _fill_text(trial: TrialPhases, role: RolePhases, rate: Estimate | None) -> str:
-    bpt = role.fill_bytes_per_transition
-    per = f" ({format_bytes(bpt.value)} per transition)" if bpt else ""
-    if trial.plateau_reached:
-        return f"growth explained by buffer fill{per}; plateau too short to test for drift"
-    spread = ""
-    if rate is not None:
-        spread = (
-            f"; a leak up to {format_number(rate.high)} MB/h cannot be ruled out until the "
-            "buffer is full"
+def _not_full(
+    trial: TrialPhases, role: str, rule: GrowthRule, horizon_env_steps: float
+) -> GrowthVerdict:
+    steps = trial.env_steps
+    if trial.capacity > 0 and trial.fill_fraction is not None and steps is not None:
+        left = max(trial.capacity * (1 - trial.fill_fraction), 0.0)
+        text = (
+            f"buffer fill: {trial.fill_fraction:.0%} full after {format_number(steps)} env "
+            f"steps; about {format_number(left)} more env steps fill it, then "
+            f"{format_number(rule.min_plateau_steps)} or more of plateau tell growth from none"
         )
-    return f"growth explained by buffer fill{per}{spread}"
+        kind: GrowthKind = "buffer fill"
+    else:
+        text = (
+            "too little plateau: no Tune result marks where the plateau begins; "
+            f"{format_number(rule.min_plateau_steps)} env steps of plateau or more are needed"
+        )
+        kind = "too little plateau"
+    return GrowthVerdict(
+        trial_id=trial.trial_id,
+        role=role,
+        verdict=kind,
+        fit=None,
+        rate_mb_per_1m_steps=None,
+        rate_mb_per_h=None,
+        projected_bytes=None,
+        horizon_env_steps=horizon_env_steps,
+        text=text,
+    )
+
+
+def _mb(value: float) -> str:
+    return f"{format_number(value / MB)} MB"
+
+
+def _per_m(value: float) -> str:
+    return f"{format_number(value * PER_STEPS / MB)} MB per 1M env steps"
+
+
+def _bound(fit: GrowthFit) -> str:
+    """The late rate's upper bound, in words that never call a fall a growth."""
+    rate = fit.late_rate_bytes_per_step
+    if rate is None:
+        return ""
+    if rate.high <= 0:
+        return "memory did not rise late in the plateau"
+    return f"late rate below +{_per_m(rate.high)}"
+
+
+def growth_text(
+    fit: GrowthFit,
+    rule: GrowthRule,
+    per_h: Estimate | None,
+    projected: Estimate | None,
+    horizon_env_steps: float,
+) -> str:
+    """The report's sentence for one classified plateau."""
+    over = f"{format_number(fit.plateau_env_steps)} env steps of plateau"
+    rate = fit.late_rate_bytes_per_step
+    if fit.kind == "sustained growth" and rate is not None and projected is not None:
+        hourly = f", {format_number(per_h.value)} MB/h" if per_h and per_h.value > 0 else ""
+        return (
+            f"sustained growth: +{_per_m(rate.value)} (CI {format_number(rate.low * PER_STEPS / MB)}"
+            f"–{format_number(rate.high * PER_STEPS / MB)}){hourly} over the last half of "
+            f"{over}; +{format_bytes(projected.value)} "
+            f"({format_bytes(max(projected.low, 0.0))}–{format_bytes(projected.high)}) "
+            f"over {format_number(horizon_env_steps)} env steps"
+        )
+    if fit.kind == "one-time step" and fit.step_bytes is not None:
+        word = "step" if fit.step_bytes > 0 else "drop"
+        sign = "+" if fit.step_bytes > 0 else "−"
+        at = format_number(fit.step_at_env_steps or 0.0)
+        return (
+            f"one-time {word} of {sign}{_mb(abs(fit.step_bytes))} at env step {at} of the "
+            f"plateau, then bounded ({_bound(fit)}; {over})"
+        )
+    if fit.kind == "settling" and fit.early_rate_bytes_per_step is not None:
+        early = fit.early_rate_bytes_per_step.value
+        return (
+            f"settling: {'+' if fit.rise_bytes >= 0 else '−'}{_mb(abs(fit.rise_bytes))} over "
+            f"{over}, the rate fell from +{_per_m(early)} early to bounded ({_bound(fit)})"
+        )
+    if fit.kind == "no growth":
+        return f"no growth over {over} ({_bound(fit)})"
+    more = format_number(fit.more_env_steps or 0.0)
+    return (
+        f"too little plateau: {over}; about {more} more env steps would tell growth above "
+        f"{_per_m(rule.min_rate_bytes_per_step)} from none"
+    )

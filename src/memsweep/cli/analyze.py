@@ -36,23 +36,23 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--confidence", default="0.95", help="two-sided interval level (default 0.95)"
     )
     parser.add_argument(
-        "--min-leak-rate",
-        default="1",
-        metavar="MB_PER_H",
-        help="growth slower than this (MB/h) is never called a leak (default 1)",
+        "--horizon",
+        default="10M",
+        metavar="ENV_STEPS",
+        help="project sustained growth over this many env steps (100M, 1e8; default 10M)",
     )
 
 
 def _analyse(args: argparse.Namespace) -> Analysis:
     """Check the flags and the folder, then import the analysis and run it."""
-    confidence, min_rate = _option_values(args)
+    confidence, horizon = _option_values(args)
     from memsweep.store import open_results
 
     results = open_results(args.results)
     from memsweep.analyze.analysis import AnalysisOptions, analyze_results
 
     return analyze_results(
-        results, AnalysisOptions(confidence=confidence, min_leak_mb_per_h=min_rate)
+        results, AnalysisOptions(confidence=confidence, horizon_env_steps=horizon)
     )
 
 
@@ -65,19 +65,12 @@ def _option_values(args: argparse.Namespace) -> tuple[float, float]:
         ) from None
     if not 0.5 <= confidence < 1:
         raise MemsweepError(f"--confidence must be in [0.5, 1), got {args.confidence}")
-    try:
-        min_rate = float(args.min_leak_rate)
-    except ValueError:
-        raise MemsweepError(
-            f"--min-leak-rate: expected MB/h such as 1, got {args.min_leak_rate!r}"
-        ) from None
-    if min_rate < 0:
-        raise MemsweepError(f"--min-leak-rate must be ≥ 0, got {args.min_leak_rate}")
-    return confidence, min_rate
+    horizon = parse_count(str(args.horizon), "--horizon", minimum=1)
+    return confidence, float(horizon)
 
 
 class ReportCommand:
-    help = "analyse a sweep: phases, factor models, leak verdicts; write analysis/ (the default)"
+    help = "analyse a sweep: phases, factor models, growth verdicts; write analysis/ (the default)"
 
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
         _add_common(parser)
@@ -196,7 +189,7 @@ class ClaimsTableCommand:
         )
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        args.min_leak_rate = "1"
+        args.horizon = "10M"
         confidence, _ = _option_values(args)
         from memsweep.analyze.analysis import AnalysisOptions
         from memsweep.claims.render import print_and_write

@@ -249,28 +249,33 @@ def roles_stacked(analysis: Analysis, out: Path, max_trials: int = 4) -> Plot | 
 
 
 def drift_rates(analysis: Analysis, out: Path) -> Plot | None:
-    """Each trial's growth rate after the plateau with its interval; flagged ones in red."""
-    rows = [v for v in analysis.verdicts if v.role == "total" and v.rate_mb_per_h is not None]
+    """Each trial's late growth rate with its interval; sustained growth in red."""
+    rows = [
+        v for v in analysis.verdicts if v.role == "total" and v.rate_mb_per_1m_steps is not None
+    ]
     if not rows:
         return None
     fig = Figure(figsize=(7, max(2.5, 0.22 * len(rows) + 1)))
     ax = fig.add_subplot(1, 1, 1)
     y = np.arange(len(rows))
     for i, v in enumerate(rows):
-        assert v.rate_mb_per_h is not None
+        assert v.rate_mb_per_1m_steps is not None
         colour = "red" if v.flagged else "C0"
-        ax.plot([v.rate_mb_per_h.low, v.rate_mb_per_h.high], [i, i], color=colour, lw=2)
-        ax.plot(v.rate_mb_per_h.value, i, "o", color=colour, ms=4)
+        rate = v.rate_mb_per_1m_steps
+        ax.plot([rate.low, rate.high], [i, i], color=colour, lw=2)
+        ax.plot(rate.value, i, "o", color=colour, ms=4)
+    threshold = analysis.options.growth.min_rate_bytes_per_step
     ax.axvline(0, color="k", lw=0.8)
+    ax.axvline(threshold, color="red", lw=0.8, ls="--")
     ax.set_yticks(y, [v.trial_id for v in rows], fontsize="x-small")
-    ax.set_xlabel("growth after the plateau (or beyond the buffer fill), MB/h")
+    ax.set_xlabel("growth over the last half of the plateau, MB per 1M env steps")
     name = "drift_rates.png"
     _save(fig, out / name)
     return Plot(
         name,
-        "Growth after the plateau, per trial",
-        f"Trial totals with {analysis.options.confidence:.0%} intervals; red: unexplained growth "
-        "(significant after the sweep-wide false-discovery correction).",
+        "Growth after the buffer filled, per trial",
+        f"Trial totals (RSS) with {analysis.options.confidence:.0%} intervals; dashed: the "
+        "sustained-growth threshold; red: sustained growth (the whole interval above it).",
     )
 
 

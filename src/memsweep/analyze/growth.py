@@ -1,0 +1,255 @@
+"""Growth verdicts a user can act on: one memory series after the buffer filled, classified.
+
+**Input.** A role's resident memory (RSS, bytes) over the plateau — from the moment its
+buffer is full (or, without a buffer, from the first Tune result) — against env steps
+since then. RSS, not PSS: PSS splits shared pages by the number of processes mapping
+them, and on a shared machine that number changes whenever any other process starts or
+stops, which moves a trainable's PSS by tens of MB with no allocation of its own
+(measured on the corpus: bucket-to-bucket SD 17 MB for PSS against 1 MB for RSS). A leak
+is private memory and shows in RSS.
+
+**Model.** Over the plateau, ``rss = a + b·steps (+ h·[steps > s₀])``: a straight line
+with at most one level shift. The shift ``s₀`` is the best single change point of a
+piecewise-linear model (``ruptures``' binary segmentation, ``CostLinear``), kept only
+when the line-plus-shift beats the line by BIC, the shift is at least ``min_step_bytes``
+and at least half of it happens within two buckets of the break (a knee of a settling
+curve is not a step). The rate ``b`` that decides is the **late rate**: the slope over the
+second half of the plateau (in env steps), with the shift as a regressor when it falls
+there, fitted by OLS with Newey–West intervals (:func:`memsweep.analyze.trends.fit_trend`).
+The early rate is the same over the first half.
+
+**Rule** (``r`` = ``min_rate_bytes_per_step``, intervals at ``confidence``):
+
+1. fewer than ``min_plateau_buckets`` buckets or ``min_plateau_steps`` env steps of
+   plateau: **too little plateau**;
+2. the late rate's interval lies above ``r``: **sustained growth** (the rate does not
+   fall to below the threshold);
+3. the late rate's interval lies below ``r`` (growth, if any, is bounded):
+   a kept level shift → **one-time step**; else an early rate whose interval lies above
+   ``r`` → **settling** (a rate that falls over the plateau); else **no growth**;
+4. the interval straddles ``r``: **too little plateau**, with the env steps that would
+   shrink the interval to the distance between the rate and ``r`` (the interval's
+   half-width falls at least like 1/length).
+
+The thresholds' defaults come from the corpus of leak-free runs with planted leaks,
+steps and settling curves (``benchmarks/bench_growth.py``, ``docs/growth.md``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import ruptures
+
+from memsweep.analyze.trends import fit_trend
+from memsweep.units import Estimate
+
+GrowthKind = Literal[
+    "no growth",
+    "buffer fill",
+    "one-time step",
+    "settling",
+    "sustained growth",
+    "too little plateau",
+]
+"""The verdicts, in the words the report prints."""
+
+SECONDS_PER_HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class GrowthRule:
+    """Thresholds of the growth verdict (defaults measured on the corpus, docs/growth.md)."""
+
+    min_rate_bytes_per_step: float = 0.2e6 / 1000
+    """A late rate whose interval lies above this is sustained growth; below it, growth
+    is bounded. Bytes per env step (default 0.2 MB per 1k env steps = 200 MB per 1M: the
+    smallest threshold with about 5 % false flags on the untouched corpus, where the
+    torch new-stack trainable still creeps at 0.1–0.2 MB per 1k env steps for the first
+    30k–50k env steps after its buffer fills)."""
+
+    min_step_bytes: float = 5e6
+    """Smallest level shift reported as a one-time step, bytes."""
+
+    min_plateau_steps: float = 5000.0
+    """Fewer env steps of plateau than this: too little plateau, whatever the interval."""
+
+    min_plateau_buckets: int = 16
+    """Fewer time buckets of plateau than this: too little plateau (8 per half)."""
+
+    confidence: float = 0.95
+    """Two-sided level of every interval."""
+
+
+@dataclass(frozen=True)
+class GrowthFit:
+    """What :func:`classify_growth` found in one plateau series. Bytes and env steps."""
+
+    kind: GrowthKind
+    plateau_env_steps: float
+    """Env steps covered by the plateau series."""
+
+    late_rate_bytes_per_step: Estimate | None
+    """Slope over the second half of the plateau (level shift removed), bytes per env step."""
+
+    early_rate_bytes_per_step: Estimate | None
+    """Slope over the first half, bytes per env step."""
+
+    late_rate_bytes_per_h: Estimate | None
+    """The late slope against time, bytes per hour."""
+
+    step_bytes: float | None
+    """Size of the kept level shift, bytes (None without one)."""
+
+    step_at_env_steps: float | None
+    """Env steps since the plateau began at which the shift happened."""
+
+    rise_bytes: float
+    """Memory at the end of the plateau minus at its start (means of the first and last
+    tenth), bytes; may be negative."""
+
+    more_env_steps: float | None
+    """For ``too little plateau``: about how many more env steps of plateau would decide."""
+
+
+def _halves(x: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    middle = x[0] + (x[-1] - x[0]) / 2
+    return x < middle, x >= middle
+
+
+def _bic(resid: npt.NDArray[np.float64], k: int) -> float:
+    n = len(resid)
+    ssr = float(np.sum(resid**2))
+    return n * math.log(max(ssr, 1e-12) / n) + k * math.log(n)
+
+
+def _level_shift(
+    x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], rule: GrowthRule
+) -> tuple[int, float] | None:
+    """The index after which a level shift happens and its size, or None if no shift is kept."""
+    n = len(y)
+    if n < 8:
+        return None
+    signal = np.column_stack([y, np.ones(n), x - x[0]])
+    try:
+        breaks = ruptures.Binseg(model="linear", min_size=3, jump=1).fit(signal).predict(n_bkps=1)
+    except ruptures.exceptions.BadSegmentationParameters:
+        return None
+    at = int(breaks[0])
+    if not 3 <= at <= n - 3:
+        return None
+    # A step happens between a few buckets; a knee of a settling curve does not.
+    around = float(np.median(y[at : at + 2]) - np.median(y[at - 2 : at]))
+    shift = (np.arange(n) >= at).astype(np.float64)
+    design_line = np.column_stack([np.ones(n), x])
+    design_step = np.column_stack([np.ones(n), x, shift])
+    line_coef, *_ = np.linalg.lstsq(design_line, y, rcond=None)
+    step_coef, *_ = np.linalg.lstsq(design_step, y, rcond=None)
+    height = float(step_coef[2])
+    if abs(height) < rule.min_step_bytes or abs(around) < 0.5 * abs(height):
+        return None
+    # One more coefficient and the break's position: two more parameters for BIC.
+    if _bic(y - design_step @ step_coef, 4) >= _bic(y - design_line @ line_coef, 2):
+        return None
+    return at, height
+
+
+def _rate(
+    x: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    shift: npt.NDArray[np.float64] | None,
+    confidence: float,
+) -> Estimate | None:
+    regressors: dict[str, npt.NDArray[np.float64]] = {"x": x - x[0]}
+    if shift is not None and 2 <= shift.sum() <= len(shift) - 2:
+        regressors["shift"] = shift
+    fit = fit_trend(y, regressors, confidence)
+    return fit.coef("x") if fit is not None else None
+
+
+def classify_growth(
+    env_steps: npt.ArrayLike,
+    mem_bytes: npt.ArrayLike,
+    t_s: npt.ArrayLike,
+    rule: GrowthRule | None = None,
+) -> GrowthFit:
+    """Classify one plateau series (a pure function; the rule is the module docstring's).
+
+    ``env_steps``, ``mem_bytes`` (RSS) and ``t_s`` are per time bucket, from the start of
+    the plateau; non-finite rows are dropped. Rates are bytes per env step and per hour.
+    """
+    rule = rule or GrowthRule()
+    x_all = np.asarray(env_steps, dtype=np.float64)
+    y_all = np.asarray(mem_bytes, dtype=np.float64)
+    t_all = np.asarray(t_s, dtype=np.float64)
+    ok = np.isfinite(x_all) & np.isfinite(y_all) & np.isfinite(t_all)
+    order = np.argsort(x_all[ok], kind="stable")
+    x, y, t = x_all[ok][order], y_all[ok][order], t_all[ok][order]
+    n = len(x)
+    span = float(x[-1] - x[0]) if n else 0.0
+    tenth = max(1, n // 10)
+    rise = float(np.mean(y[-tenth:]) - np.mean(y[:tenth])) if n else 0.0
+    short = n < rule.min_plateau_buckets or span < rule.min_plateau_steps
+    if short:
+        need = max(rule.min_plateau_steps - span, 0.0)
+        if n and n < rule.min_plateau_buckets and span > 0:
+            need = max(need, span * (rule.min_plateau_buckets / max(n, 1) - 1))
+        return GrowthFit(
+            kind="too little plateau",
+            plateau_env_steps=span,
+            late_rate_bytes_per_step=None,
+            early_rate_bytes_per_step=None,
+            late_rate_bytes_per_h=None,
+            step_bytes=None,
+            step_at_env_steps=None,
+            rise_bytes=rise,
+            more_env_steps=max(need, 1.0),
+        )
+
+    found = _level_shift(x, y, rule)
+    shift = None
+    if found is not None:
+        shift = (np.arange(n) >= found[0]).astype(np.float64)
+    early, late = _halves(x)
+    conf = rule.confidence
+    late_rate = _rate(x[late], y[late], shift[late] if shift is not None else None, conf)
+    early_rate = _rate(x[early], y[early], shift[early] if shift is not None else None, conf)
+    hours = (t[late] - t[late][0]) / SECONDS_PER_HOUR
+    late_h = _rate(hours, y[late], shift[late] if shift is not None else None, conf)
+    r = rule.min_rate_bytes_per_step
+    more = None
+    if late_rate is None:
+        kind: GrowthKind = "too little plateau"
+        more = span
+    elif late_rate.low > r:
+        kind = "sustained growth"
+    elif late_rate.high < r:
+        if found is not None:
+            kind = "one-time step"
+        elif early_rate is not None and early_rate.low > r:
+            kind = "settling"
+        else:
+            kind = "no growth"
+    else:
+        kind = "too little plateau"
+        half = (late_rate.high - late_rate.low) / 2
+        gap = abs(late_rate.value - r)
+        # The late half is half the plateau; its interval narrows at least like 1/length.
+        factor = half / gap if gap > 0 else 10.0
+        more = span * (min(factor, 10.0) - 1)
+        more = max(more, 0.1 * span, 1.0)
+    return GrowthFit(
+        kind=kind,
+        plateau_env_steps=span,
+        late_rate_bytes_per_step=late_rate,
+        early_rate_bytes_per_step=early_rate,
+        late_rate_bytes_per_h=late_h,
+        step_bytes=found[1] if found is not None else None,
+        step_at_env_steps=float(x[found[0]] - x[0]) if found is not None else None,
+        rise_bytes=rise,
+        more_env_steps=more,
+    )

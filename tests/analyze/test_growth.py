@@ -1,0 +1,139 @@
+"""The growth classifier: synthetic series with known answers, properties, and corpus cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memsweep.analyze.growth import GrowthRule, classify_growth
+from memsweep.testing.growth_corpus import CorpusSeries, load_series
+
+MB = 1e6
+CORPUS = Path(__file__).resolve().parents[2] / "results" / "corpus-2cpu-24gb"
+
+
+def _series(
+    steps: float = 60_000, n: int = 200, noise_mb: float = 1.0, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, steps, n)
+    y = 800 * MB + rng.normal(0, noise_mb * MB, n)
+    return x, y, x / 500.0
+
+
+def test_a_flat_series_is_no_growth_and_never_prints_a_negative_rate() -> None:
+    x, y, t = _series()
+    fit = classify_growth(x, y - 0.02 * x, t)  # memory falls slowly
+    assert fit.kind == "no growth"
+    assert fit.late_rate_bytes_per_step is not None
+    assert fit.late_rate_bytes_per_step.contains(fit.late_rate_bytes_per_step.value)
+
+
+@pytest.mark.parametrize("mb_per_1k", [0.5, 1.0, 2.0])
+def test_a_linear_leak_is_sustained_growth_with_its_rate_inside_the_interval(
+    mb_per_1k: float,
+) -> None:
+    x, y, t = _series()
+    fit = classify_growth(x, y + mb_per_1k * MB / 1000 * x, t)
+    assert fit.kind == "sustained growth"
+    assert fit.late_rate_bytes_per_step is not None
+    assert fit.late_rate_bytes_per_step.contains(mb_per_1k * MB / 1000)
+
+
+def test_a_one_time_step_is_bounded_and_placed() -> None:
+    x, y, t = _series()
+    fit = classify_growth(x, y + 50 * MB * (x >= 40_000), t)
+    assert fit.kind == "one-time step"
+    assert fit.step_bytes == pytest.approx(50 * MB, rel=0.1)
+    assert fit.step_at_env_steps == pytest.approx(40_000, abs=1_000)
+
+
+def test_a_curve_that_settles_early_is_settling() -> None:
+    x, y, t = _series()
+    fit = classify_growth(x, y + 40 * MB * (1 - np.exp(-x / 8_000)), t)
+    assert fit.kind == "settling"
+    assert fit.rise_bytes > 20 * MB  # end minus start, means of the first and last tenth
+
+
+def test_a_short_plateau_says_how_many_more_env_steps_it_needs() -> None:
+    x, y, t = _series(steps=3_000, n=10)
+    fit = classify_growth(x, y, t)
+    assert fit.kind == "too little plateau"
+    assert fit.more_env_steps is not None and fit.more_env_steps >= 2_000
+
+
+def test_a_rate_at_the_threshold_asks_for_more_plateau() -> None:
+    rule = GrowthRule()
+    x, y, t = _series(steps=12_000, n=40, noise_mb=3.0)
+    fit = classify_growth(x, y + rule.min_rate_bytes_per_step * x, t, rule)
+    assert fit.kind == "too little plateau"
+    assert fit.more_env_steps is not None and fit.more_env_steps > 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rate=st.floats(-2.0, 2.0),
+    noise=st.floats(0.0, 5.0),
+    steps=st.floats(2_000, 200_000),
+    n=st.integers(4, 300),
+    seed=st.integers(0, 10_000),
+)
+def test_every_rate_lies_inside_its_interval_and_a_falling_series_is_never_sustained(
+    rate: float, noise: float, steps: float, n: int, seed: int
+) -> None:
+    x, y, t = _series(steps=steps, n=n, noise_mb=noise, seed=seed)
+    fit = classify_growth(x, y + rate * MB / 1000 * x, t)
+    for estimate in (fit.late_rate_bytes_per_step, fit.early_rate_bytes_per_step):
+        if estimate is not None:
+            assert estimate.low <= estimate.value <= estimate.high
+    if rate <= 0:
+        assert fit.kind != "sustained growth"
+    if fit.kind == "too little plateau":
+        assert fit.more_env_steps is not None and fit.more_env_steps > 0
+
+
+# -- corpus cases: real leak-free runs with growth planted into copies -------------------
+
+
+@pytest.fixture(scope="module")
+def torch_trainable() -> CorpusSeries:
+    series = load_series(CORPUS / "dqn-torch", roles=["trainable"])
+    # The run with 2 env runners: the trainable creeps and settles after its buffer fills.
+    return next(s for s in series if "env_runner" in s.roles).window(50_000)
+
+
+def test_an_untouched_leak_free_run_is_not_flagged(torch_trainable: CorpusSeries) -> None:
+    assert not torch_trainable.growing
+    assert torch_trainable.classify().kind != "sustained growth"
+
+
+@pytest.mark.parametrize("mb_per_1k", [0.25, 1.0])
+def test_a_leak_planted_into_a_real_run_is_flagged_with_its_rate_inside_the_interval(
+    torch_trainable: CorpusSeries, mb_per_1k: float
+) -> None:
+    planted = mb_per_1k * MB / 1000
+    fit = torch_trainable.with_leak(planted).classify()
+    base = torch_trainable.classify().late_rate_bytes_per_step
+    assert fit.kind == "sustained growth"
+    assert fit.late_rate_bytes_per_step is not None and base is not None
+    # The real run's own creep adds to the planted rate: the interval contains their sum.
+    assert fit.late_rate_bytes_per_step.contains(planted + base.value)
+
+
+def test_a_step_planted_into_a_real_run_is_a_one_time_step(
+    torch_trainable: CorpusSeries,
+) -> None:
+    fit = torch_trainable.with_step(50 * MB, 30_000).classify()
+    assert fit.kind == "one-time step"
+
+
+def test_the_real_tf2_env_runner_growth_stands_out() -> None:
+    series = load_series(CORPUS / "dqn-tf2", roles=["env_runner", "trainable"])
+    runners = next(s for s in series if s.role == "env_runner")
+    assert runners.growing and runners.classify().kind == "sustained growth"
+    trainables = [s for s in series if s.role == "trainable"]
+    assert trainables and all(s.classify().kind != "sustained growth" for s in trainables)
