@@ -17,7 +17,7 @@ from memsweep.analyze.phases import PhaseOptions, segment
 from memsweep.analyze.prediction import estimate_params, largest_fitting
 from memsweep.analyze.trends import fit_trend, hac_maxlags
 from memsweep.errors import MemsweepError
-from memsweep.units import Estimate, format_bytes, parse_count, parse_model, parse_size
+from memsweep.units import format_bytes, parse_count, parse_model, parse_size
 
 
 @pytest.mark.parametrize(
