@@ -38,6 +38,9 @@ class RunCommand:
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         study = load_study(args.sweep)
+        from memsweep.run.rllib_check import check_study
+
+        check_study(study, args.sweep)  # Imports RLlib only when the file needs it.
         if args.as_grid and study.search.mode != "budget":
             raise SpecError(
                 f"{args.sweep}: --as-grid runs the plain grid of a budget search, "

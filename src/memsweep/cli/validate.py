@@ -6,6 +6,22 @@ import argparse
 
 from memsweep.spec import describe_fields, load_study
 
+EXPLAIN_FACTORS = """\
+Beyond the keys above:
+  factors.<attr>  — any RLlib AlgorithmConfig attribute as a factor, written next to the four
+                    built-in ones, e.g. train_batch_size_per_learner: [2000, 8000, 32000],
+                    num_envs_per_env_runner: [1, 8], evaluation_num_env_runners: [0, 2];
+                    env_config.<key> varies one key of the env's config. Expanded by the same
+                    designs; each trial's values go to trials.parquet's factors_json column.
+  rllib.<attr>    — an AlgorithmConfig attribute set to one value in every trial.
+  Both are checked against RLlib's real config before Ray starts; this imports RLlib
+  (a few seconds) only when the file uses them, names an algorithm memsweep does not
+  know, or names an env entry point.
+  env.id as an entry point (package.module:EnvClass, or envs/my_env.py:MyEnv relative to
+  the sweep file) and config (train.py:make_config) run the sweep author's code: memsweep
+  imports it, in validate too, as a Makefile runs its recipes. YAML tags that construct
+  objects stay refused."""
+
 
 class ValidateCommand:
     help = "check a sweep file and print the trials it expands to"
@@ -18,10 +34,21 @@ class ValidateCommand:
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         study = load_study(args.sweep)
+        from memsweep.run.rllib_check import check_study
+
+        checked = check_study(study, args.sweep)
         if args.explain:
             print("\n".join(describe_fields()))
             print()
-        print(f"{args.sweep}: study '{study.name}', {study.algorithm} on {study.env.id}")
+            print(EXPLAIN_FACTORS)
+        print(f"{args.sweep}: study '{study.name}', {study.algorithm} on {study.env.label}")
+        if checked is not None:
+            env = f"; env class {checked.env_class}" if checked.env_class else ""
+            buffer = "a replay buffer" if checked.has_replay_buffer else "no replay buffer"
+            print(
+                f"  checked against RLlib's {checked.config_class} ({buffer}{env}): "
+                f"{checked.seconds:.1f} s to import RLlib and the sweep's own code"
+            )
         print(f"  results: {study.storage_uri}   search: {study.search.mode}", end="")
         search = study.search
         if search.mode == "budget":
@@ -44,16 +71,18 @@ class ValidateCommand:
             )
         elif study.search.mode != "grid":
             print("  trials are drawn by the searcher from these values:")
-            for name, values in study.factors:
+            for name, values in study.factors.levels():
                 print(f"    {name}: {[getattr(v, 'label', v) for v in values]}")
             return 0
         points = study.points()
         print(f"  {len(points)} trials:")
+        extra = list(study.factors.rllib)
         header = f"    {'#':>3}  {'capacity':>10}  {'model':<22} {'workers':>7}  {'framework':<10} {'stack':<5} {'seed':>4}"
-        print(header)
+        print(header + "".join(f"  {name}" for name in extra))
         for index, point in enumerate(points):
             print(
                 f"    {index:>3}  {point.replay_capacity:>10}  {point.model.label:<22} "
                 f"{point.num_workers:>7}  {point.framework:<10} {point.api_stack(study):<5} {point.seed:>4}"
+                + "".join(f"  {point.rllib[name]!s:>{len(name)}}" for name in extra)
             )
         return 0

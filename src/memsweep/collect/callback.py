@@ -251,7 +251,7 @@ class MemoryCallback(Callback):
             row.update(
                 {
                     "algorithm": self.study.algorithm,
-                    "env": self.study.env.id,
+                    "env": self.study.env.label,
                     "api_stack": point.api_stack(self.study),
                     **point.as_row(),
                     "cpus_per_trainable": self.study.resources.cpus_per_trainable,

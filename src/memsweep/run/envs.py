@@ -1,5 +1,6 @@
 """Environments memsweep builds itself: a synthetic env of chosen observation size, and
-ALE games wrapped the way RLlib's new API stack expects.
+ALE games wrapped the way RLlib's new API stack expects; and the user's own env classes,
+loaded from an entry point (:func:`env_class`).
 
 Both are classes that RLlib instantiates as ``cls(env_config)``, so a trial passes the
 class itself to ``config.environment(env=...)``: nothing has to be registered in the
@@ -12,12 +13,22 @@ This module imports neither RLlib nor a deep-learning framework at import time (
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.util
+import re
+import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import numpy.typing as npt
+
+from memsweep.errors import SpecError
 
 SYNTHETIC_ID = "memsweep/Synthetic-v0"
 """The ``env.id`` that selects :class:`SyntheticEnv` in a sweep file."""
@@ -149,3 +160,108 @@ class AtariEnv(gym.Wrapper[Any, Any, Any, Any]):
         else:
             inner = gym.make(env_id)
         super().__init__(inner)
+
+
+def load_entry_point(entry_point: str) -> Any:
+    """The object an entry point names: ``package.module:Name`` (imported as any module)
+    or ``/abs/path/file.py:Name`` (loaded from the file under a module name of its own).
+
+    A file's module is registered with cloudpickle to pickle *by value*, so env runners and
+    other Ray workers get the class inside the pickled ``AlgorithmConfig`` without the
+    file. A ``package.module`` is pickled by reference and must import in every worker,
+    like any installed package. Raises :class:`~memsweep.errors.SpecError` with one line
+    when the module does not import or has no such name. This runs the user's code: it is
+    what the sweep file asks for.
+    """
+    target, _, name = entry_point.rpartition(":")
+    try:
+        if target.endswith(".py"):
+            module = _load_file_module(Path(target))
+        else:
+            module = importlib.import_module(target)
+    except SpecError:
+        raise
+    except Exception as exc:  # The user's code may raise anything while importing.
+        raise SpecError(
+            f"cannot import {target} for {entry_point}: {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
+    if not hasattr(module, name):
+        raise SpecError(f"{target} has no {name!r} (entry point {entry_point})")
+    return getattr(module, name)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def _load_file_module(path: Path) -> ModuleType:
+    """Load ``path`` as a module named after its path (loaded once per process)."""
+    from ray import cloudpickle  # Ray serialises with its own vendored cloudpickle.
+
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    stem = re.sub(r"\W", "_", path.stem)
+    module_name = f"memsweep_user_{stem}_{digest}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    if not path.is_file():
+        raise SpecError(f"no such file {path}")
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise SpecError(f"{path} cannot be loaded as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
+    return module
+
+
+def env_class(entry_point: str, multi_agent: bool) -> type[Any]:
+    """The env class an ``env.id`` entry point names, checked to be a ``gymnasium.Env``
+    (``multi_agent`` false) or an RLlib ``MultiAgentEnv`` (true); :class:`SpecError`
+    naming the fix otherwise."""
+    from ray.rllib.env.multi_agent_env import MultiAgentEnv
+
+    value = load_entry_point(entry_point)
+    shown = entry_point.rsplit("/", 1)[-1]
+    if not isinstance(value, type):
+        raise SpecError(
+            f"env.id: {shown} is a {type(value).__name__}, not an env class (RLlib builds "
+            "it as EnvClass(env_config))"
+        )
+    is_multi = issubclass(value, MultiAgentEnv)
+    if is_multi and not multi_agent:
+        raise SpecError(
+            f"env.id: {shown} is a MultiAgentEnv: add env.multi_agent, e.g. "
+            "{policies: [p0, p1], mapping: {agent_0: p0, agent_1: p1}}"
+        )
+    if multi_agent and not is_multi:
+        raise SpecError(
+            f"env.multi_agent: {shown} is not an RLlib MultiAgentEnv: remove multi_agent "
+            "or use a MultiAgentEnv class"
+        )
+    if not is_multi and not issubclass(value, gym.Env):
+        raise SpecError(
+            f"env.id: {shown} is not a gymnasium.Env (nor an RLlib MultiAgentEnv) subclass"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class AgentMapping:
+    """RLlib's ``policy_mapping_fn`` for ``env.multi_agent``: agent id → policy id, the
+    first policy for an agent not listed. A frozen dataclass of a module memsweep ships,
+    so it pickles by reference into every env runner."""
+
+    mapping: tuple[tuple[str, str], ...]
+    """(agent id, policy id) pairs."""
+
+    default: str
+    """The policy of an agent not in ``mapping``."""
+
+    def __call__(self, agent_id: Any, episode: Any = None, **kwargs: Any) -> str:
+        return dict(self.mapping).get(str(agent_id), self.default)

@@ -105,6 +105,7 @@ def param_space(study: Study) -> dict[str, Any]:
         }
         for name in study.search.weights:
             fixed[name] = tune.choice(sorted(getattr(f, name)))
+        fixed["rllib"] = {name: levels[0] for name, levels in f.rllib.items()}
         base.update({**fixed, "repeat": 0, "seed": study.seed})
         return base
     f = study.factors
@@ -114,6 +115,7 @@ def param_space(study: Study) -> dict[str, Any]:
             "model": tune.choice([m.label for m in f.model]),
             "num_workers": tune.choice(list(f.num_workers)),
             "framework": tune.choice(list(f.framework)),
+            "rllib": {name: tune.choice(list(levels)) for name, levels in f.rllib.items()},
             "repeat": 0,
             "seed": study.seed,
         }
@@ -281,6 +283,7 @@ def run_study(
     from ray.tune.stopper import CombinedStopper
 
     from memsweep.collect.callback import MemoryCallback
+    from memsweep.run.rllib_check import check_study
     from memsweep.run.trainable import MemsweepTrainable
     from memsweep.run.workarounds.tune import (
         SweepStopper,
@@ -289,6 +292,7 @@ def run_study(
         tune_survives_oom_kills,
     )
 
+    check_study(study, source or study.name)
     uri = storage or study.storage_uri
     writer = ResultsWriter(uri)
     writer.write_text("study.yaml", yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))

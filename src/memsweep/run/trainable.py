@@ -100,12 +100,19 @@ def prepare_process_for(framework: Framework) -> None:
         )
 
 
-def env_runner_class(stack: ApiStack, framework: Framework) -> type[Any]:
-    """The env-runner class whose module makes its process import TensorFlow or not."""
+def env_runner_class(stack: ApiStack, framework: Framework, multi_agent: bool = False) -> type[Any]:
+    """The env-runner class whose module makes its process import TensorFlow or not
+    (a multi-agent one for ``env.multi_agent`` on the new stack)."""
     if framework == "torch":
         from memsweep.run.runners import torch as runners_torch
 
-        return runners_torch.TorchEnvRunner if stack == "new" else runners_torch.TorchRolloutWorker
+        if stack == "new":
+            return (
+                runners_torch.TorchMultiAgentEnvRunner
+                if multi_agent
+                else runners_torch.TorchEnvRunner
+            )
+        return runners_torch.TorchRolloutWorker
     from memsweep.run.runners import tf as runners_tf
 
     return runners_tf.TFRolloutWorker
@@ -159,7 +166,11 @@ class MemsweepTrainable(tune.Trainable):
 
         algo_config = build_config(self.study, self.point)
         algo_config.env_runners(
-            env_runner_cls=env_runner_class(self.point.api_stack(self.study), self.point.framework)
+            env_runner_cls=env_runner_class(
+                self.point.api_stack(self.study),
+                self.point.framework,
+                multi_agent=self.study.env.multi_agent is not None,
+            )
         )
         self.algo = algo_config.build_algo()
         self.facts = built_facts(self.algo)

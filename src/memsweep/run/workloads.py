@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,11 +50,13 @@ from memsweep.errors import SpecError
 from memsweep.run.envs import (
     ATARI_DIM_PX,
     SYNTHETIC_ID,
+    AgentMapping,
     AtariEnv,
     SyntheticEnv,
+    env_class,
     synthetic_env_config,
 )
-from memsweep.spec import REPLAY_ALGORITHMS, ModelSpec, Study, TrialPoint
+from memsweep.spec import ALGORITHMS, REPLAY_ALGORITHMS, ModelSpec, Study, TrialPoint
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm import Algorithm
@@ -101,7 +104,59 @@ def algorithm_class(study: Study, point: TrialPoint) -> type[Algorithm]:
         from ray.rllib.algorithms.ppo import PPO
 
         return PPO
-    raise SpecError(f"algorithm must be one of DQN, SAC, APPO, PPO, got {study.algorithm!r}")
+    return registered_algorithm(study.algorithm)
+
+
+def registered_algorithm(name: str) -> type[Algorithm]:
+    """The class RLlib registers under ``name`` (``ray.rllib.algorithms.registry``);
+    :class:`SpecError` with the nearest registered names otherwise."""
+    from ray.rllib.algorithms.registry import ALGORITHMS, _get_algorithm_class
+
+    if name not in ALGORITHMS:
+        close = difflib.get_close_matches(name, list(ALGORITHMS), n=2, cutoff=0.3)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise SpecError(
+            f"algorithm: {name!r} is not an algorithm RLlib registers.{hint} "
+            f"Registered: {', '.join(ALGORITHMS)}"
+        )
+    algo_cls: type[Algorithm] = _get_algorithm_class(name)
+    return algo_cls
+
+
+def has_replay_buffer(config: AlgorithmConfig) -> bool:
+    """Whether an algorithm's config has a replay buffer: a ``replay_buffer_config`` with
+    a ``capacity`` (DQN, SAC, CQL, DreamerV3 in RLlib 2.60)."""
+    buffer = getattr(config, "replay_buffer_config", None)
+    return isinstance(buffer, Mapping) and "capacity" in buffer
+
+
+OWNED_KEYS: Mapping[str, str] = {
+    "num_env_runners": "factors.num_workers",
+    "framework_str": "factors.framework",
+    "env": "env.id",
+    "env_config": "env.env_config (or a factor env_config.KEY)",
+    "replay_buffer_config": "factors.replay_capacity",
+    "enable_rl_module_and_learner": "api_stack",
+    "enable_env_runner_and_connector_v2": "api_stack",
+    "seed": "seed",
+    "policies": "env.multi_agent",
+    "policy_mapping_fn": "env.multi_agent",
+}
+"""AlgorithmConfig attributes memsweep sets from its own keys, refused in ``rllib:`` and
+as factors (the value to use instead)."""
+
+
+def apply_config_values(config: AlgorithmConfig, values: Mapping[str, Any]) -> None:
+    """Set ``values`` on ``config``: ``attr`` → ``setattr``; ``attr.key`` → one key of a
+    dict attribute (copied, so the class default is not changed)."""
+    for key, value in values.items():
+        attr, _, inner = key.partition(".")
+        if inner:
+            current = dict(getattr(config, attr) or {})
+            current[inner] = value
+            setattr(config, attr, current)
+        else:
+            setattr(config, attr, value)
 
 
 def build_config(study: Study, point: TrialPoint) -> AlgorithmConfig:
@@ -134,6 +189,9 @@ def build_config(study: Study, point: TrialPoint) -> AlgorithmConfig:
     _set_training(config, study, point, stack)
     _set_model(config, study, point.model, stack)
     config.debugging(seed=point.seed)
+    # The study's fixed RLlib settings, then this trial's RLlib-config factor values.
+    apply_config_values(config, study.rllib)
+    apply_config_values(config, point.rllib)
     return config
 
 
@@ -172,8 +230,19 @@ def _set_environment(
         else:
             config.environment(env=f"ale_py:{env.id}")
             config.env_runners(preprocessor_pref=None)
+    elif env.kind in ("module", "file"):
+        config.environment(
+            env=env_class(env.id, multi_agent=env.multi_agent is not None),
+            env_config=dict(env.env_config),
+        )
+        if env.multi_agent is not None:
+            ma = env.multi_agent
+            config.multi_agent(
+                policies=set(ma.policies),
+                policy_mapping_fn=AgentMapping(tuple(ma.mapping.items()), ma.policies[0]),
+            )
     else:
-        config.environment(env=env.id)
+        config.environment(env=env.id, env_config=dict(env.env_config))
 
 
 def _set_resources(
@@ -209,8 +278,15 @@ def _set_training(
         # a config whose train batch is smaller than one minibatch.
         default_minibatch = int(getattr(config, "minibatch_size", None) or 128)
         config.training(minibatch_size=min(default_minibatch, training.train_batch_size))
-    if study.algorithm in REPLAY_ALGORITHMS:
+    if study.algorithm in REPLAY_ALGORITHMS or (
+        study.algorithm not in ALGORITHMS and has_replay_buffer(config) and point.replay_capacity
+    ):
         buffer: dict[str, Any] = {"capacity": point.replay_capacity}
+        if study.algorithm not in REPLAY_ALGORITHMS:
+            # Another algorithm's own buffer (CQL, DreamerV3): its settings, our capacity.
+            buffer = {**config.replay_buffer_config, **buffer}  # type: ignore[attr-defined]
+            config.training(replay_buffer_config=buffer)  # type: ignore[call-arg]
+            return
         if stack == "old":
             buffer["type"] = OLD_STACK_REPLAY_BUFFER
         # DQN's and SAC's own settings: keyword arguments of their config classes'
@@ -338,18 +414,20 @@ def env_runner_group(algo: Algorithm) -> EnvRunnerGroup:
 
 
 def _learner_model_params(learner: Any, *_: Any) -> int:
-    """Parameters of the learner's default RLModule, minus its target networks."""
-    from ray.rllib.core import DEFAULT_MODULE_ID
+    """Parameters of the learner's RLModules (one, or one per policy), minus target networks."""
     from ray.rllib.core.rl_module.apis import TargetNetworkAPI
 
-    module = learner.module[DEFAULT_MODULE_ID]
-    total = sum(int(p.numel()) for p in module.parameters())
-    if isinstance(module, TargetNetworkAPI):
-        total -= sum(
-            int(p.numel())
-            for _, target in module.get_target_network_pairs()
-            for p in target.parameters()
-        )
+    total = 0
+    # One module (DEFAULT_MODULE_ID) single-agent; one per policy with env.multi_agent.
+    for module_id in list(learner.module.keys()):
+        module = learner.module[module_id]
+        total += sum(int(p.numel()) for p in module.parameters())
+        if isinstance(module, TargetNetworkAPI):
+            total -= sum(
+                int(p.numel())
+                for _, target in module.get_target_network_pairs()
+                for p in target.parameters()
+            )
     return total
 
 

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from memsweep.errors import SpecError
-from memsweep.spec.model import Study, short_value
+from memsweep.spec.model import FILE_ENTRY_POINT_RE, Study, short_value
 
 _KEYED_MESSAGE_RE = re.compile(r"^[a-z_]+(?:\.[a-z_]+)+: ")
 
@@ -87,13 +87,40 @@ def _format_error(source: str, error: Mapping[str, Any]) -> str:
     return f"{source}: {where}: {message}{shown}."
 
 
-def parse_study(data: Any, source: str = "<sweep>") -> Study:
-    """Validate an already-loaded mapping; errors name ``source`` and the key."""
+def _resolve_file(value: Any, base_dir: Path, source: str, key: str) -> Any:
+    """``dir/x.py:Name`` relative to ``base_dir`` → ``/abs/dir/x.py:Name``; the file must
+    exist. Anything else is returned as it is, for the model to judge."""
+    if not isinstance(value, str) or not FILE_ENTRY_POINT_RE.match(value):
+        return value
+    file, name = value.rsplit(":", 1)
+    path = (base_dir / file).resolve()
+    if not path.is_file():
+        raise SpecError(
+            f"{source}: {key}: no such file {file} (a path relative to the sweep file, here {path})"
+        )
+    return f"{path}:{name}"
+
+
+def parse_study(data: Any, source: str = "<sweep>", base_dir: Path | None = None) -> Study:
+    """Validate an already-loaded mapping; errors name ``source`` and the key.
+
+    ``base_dir``: the folder file entry points (``env: envs/my_env.py:MyEnv``,
+    ``config: train.py:make_config``) are relative to, made absolute here; the current
+    folder when None.
+    """
     if not isinstance(data, dict):
         raise SpecError(
             f"{source}: a sweep file is a YAML mapping with at least 'name:', "
             f"got {type(data).__name__}"
         )
+    base = base_dir if base_dir is not None else Path.cwd()
+    env = data.get("env")
+    if isinstance(env, str):
+        data = {**data, "env": _resolve_file(env, base, source, "env")}
+    elif isinstance(env, dict) and "id" in env:
+        data = {**data, "env": {**env, "id": _resolve_file(env["id"], base, source, "env.id")}}
+    if "config" in data:
+        data = {**data, "config": _resolve_file(data["config"], base, source, "config")}
     try:
         return Study.model_validate(data)
     except ValidationError as exc:
@@ -188,7 +215,7 @@ def load_study(path: str | Path) -> Study:
             f"{file}: expands to more than {MAX_YAML_NODES} values (aliases?): not a sweep file"
         )
     try:
-        return parse_study(data, str(file))
+        return parse_study(data, str(file), file.parent)
     except RecursionError:
         raise SpecError(f"{file}: nested too deeply to be a sweep file") from None
 

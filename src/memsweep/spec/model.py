@@ -8,6 +8,7 @@ and error messages live in :mod:`memsweep.spec.load`, design expansion in
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -32,9 +33,23 @@ graphs); ``tf2-eager`` with eager tracing off (every op runs eagerly)."""
 
 FRAMEWORKS: tuple[Framework, ...] = ("torch", "tf2", "tf2-eager")
 ALGORITHMS = ("DQN", "SAC", "APPO", "PPO")
+"""The algorithms memsweep has run and tuned its defaults for. ``algorithm:`` takes any
+name RLlib registers (``ray.rllib.algorithms.registry``), checked by
+:mod:`memsweep.run.rllib_check` before Ray starts."""
+
 REPLAY_ALGORITHMS = frozenset({"DQN", "SAC"})
+NO_REPLAY_ALGORITHMS = frozenset({"APPO", "PPO", "IMPALA", "BC", "MARWIL", "IQL"})
+"""Registered algorithms known here to have no replay buffer (RLlib 2.60's default
+configs carry no ``replay_buffer_config`` capacity); the others are asked at check time."""
+
+FactorValue = bool | int | float | str
+"""One level of an RLlib-config factor: a JSON scalar."""
 
 _ENV_ID_RE = re.compile(r"^(?:[A-Za-z0-9_.-]+/)?[A-Za-z0-9_.-]{1,100}$")
+_ENTRY_POINT_RE = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+FILE_ENTRY_POINT_RE = re.compile(r"^[^:\x00]{1,1000}\.py:[A-Za-z_]\w*$")
+"""``path/to/file.py:Name``: a Python file (relative to the sweep file) and a name in it."""
+_CONFIG_KEY_RE = re.compile(r"^[a-z_][a-z0-9_]*(?:\.[A-Za-z0-9_]+)?$")
 
 
 class _Frozen(BaseModel):
@@ -92,8 +107,23 @@ def _model_from_yaml(value: Any) -> Any:
     return value
 
 
+def check_config_key(key: str, where: str) -> str:
+    """``key`` if it can name an ``AlgorithmConfig`` attribute (``train_batch_size_per_learner``)
+    or a key inside one of its dicts (``env_config.size``); ``ValueError`` otherwise.
+    Whether RLlib has it is checked by :mod:`memsweep.run.rllib_check`."""
+    if not _CONFIG_KEY_RE.match(key):
+        raise ValueError(
+            f"{where}: {key!r} is not an RLlib config key: use an AlgorithmConfig attribute "
+            "like train_batch_size_per_learner, or one key inside a dict attribute like "
+            "env_config.size"
+        )
+    return key
+
+
 class Factors(_Frozen):
-    """The four knobs that cost memory; each lists the values the study tries."""
+    """The knobs that cost memory; each lists the values the study tries. Besides the four
+    built-in ones, any RLlib ``AlgorithmConfig`` attribute may be a factor, written at the
+    same level (``train_batch_size_per_learner: [2000, 8000]``, ``env_config.size: [8, 64]``)."""
 
     replay_capacity: tuple[Annotated[int, Field(ge=0, le=10**12)], ...] = (50_000,)
     """Replay-buffer capacity in transitions (DQN, SAC). 0 means the algorithm has none."""
@@ -106,6 +136,46 @@ class Factors(_Frozen):
 
     framework: tuple[Framework, ...] = ("torch",)
     """``torch`` (new API stack), ``tf2`` (old stack, traced) or ``tf2-eager`` (old stack)."""
+
+    rllib: dict[str, tuple[FactorValue, ...]] = Field(default_factory=dict)
+    """Any other factor: an RLlib ``AlgorithmConfig`` attribute (or ``dict_attr.key``) →
+    its values, e.g. ``train_batch_size_per_learner: [2000, 8000, 32000]``,
+    ``num_envs_per_env_runner: [1, 8]``, ``evaluation_num_env_runners: [0, 2]``,
+    ``env_config.size: [8, 64]``. Written flat in ``factors:`` (collected here), set on the
+    AlgorithmConfig after memsweep's own settings, checked against RLlib's real config
+    before Ray starts."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_config_factors(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        own = set(cls.model_fields)
+        extra = {key: v for key, v in value.items() if key not in own}
+        if not extra:
+            return value
+        nested = value.get("rllib") or {}
+        if not isinstance(nested, dict):
+            return value  # The field's own validation names the problem.
+        for key in extra:
+            if not isinstance(key, str):
+                raise ValueError(f"factors: a factor name is a string, got {key!r}")
+            check_config_key(key, f"factors.{key}")
+            if key in nested:
+                raise ValueError(f"factors.{key} is given twice (flat and under rllib)")
+        kept = {key: v for key, v in value.items() if key in own}
+        return {**kept, "rllib": {**nested, **extra}}
+
+    @field_validator("rllib", mode="before")
+    @classmethod
+    def _config_levels(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        out: dict[str, Any] = {}
+        for key, levels in value.items():
+            check_config_key(str(key), f"factors.{key}")
+            out[key] = levels if isinstance(levels, list | tuple) else [levels]
+        return out
 
     @field_validator("model", mode="before")
     @classmethod
@@ -130,18 +200,73 @@ class Factors(_Frozen):
                 raise ValueError(f"{name} needs at least one value")
             if len(set(values)) != len(values):
                 raise ValueError(f"{name} lists a value twice: {[_show(v) for v in values]}")
+        for name, levels in self.rllib.items():
+            if not levels:
+                raise ValueError(f"{name} needs at least one value")
+            if len({(type(v), v) for v in levels}) != len(levels):
+                raise ValueError(f"{name} lists a value twice: {list(levels)}")
         return self
+
+    def levels(self) -> list[tuple[str, tuple[Any, ...]]]:
+        """Every factor with its levels, in design order: the four built-ins, then the
+        RLlib-config factors in file order."""
+        return [(name, getattr(self, name)) for name in FACTOR_NAMES] + list(self.rllib.items())
 
 
 def _show(value: Any) -> Any:
     return value.label if isinstance(value, ModelSpec) else value
 
 
+class MultiAgentSpec(_Frozen):
+    """Multi-agent training: the policies (RLModules) and which agent each one controls."""
+
+    policies: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], ...]
+    """Policy ids, e.g. ``[p0, p1]``: one RLModule each, all of the study's model."""
+
+    mapping: dict[str, str] = Field(default_factory=dict)
+    """Agent id → policy id, e.g. ``{agent_0: p0, agent_1: p1}``. An agent not listed
+    is mapped to the first policy."""
+
+    @model_validator(mode="after")
+    def _known_policies(self) -> MultiAgentSpec:
+        if not self.policies:
+            raise ValueError("multi_agent.policies needs at least one policy id, e.g. [p0, p1]")
+        if len(set(self.policies)) != len(self.policies):
+            raise ValueError(f"multi_agent.policies lists a policy twice: {list(self.policies)}")
+        for agent, policy in self.mapping.items():
+            if policy not in self.policies:
+                raise ValueError(
+                    f"multi_agent.mapping.{agent}: {policy!r} is not one of the policies "
+                    f"{list(self.policies)}"
+                )
+        return self
+
+    def policy_of(self, agent_id: Any) -> str:
+        """The policy that controls ``agent_id`` (the first policy when unmapped)."""
+        return self.mapping.get(str(agent_id), self.policies[0])
+
+
+EnvKind = Literal["gymnasium", "synthetic", "module", "file"]
+
+
 class EnvSpec(_Frozen):
-    """The environment. CartPole by default; a synthetic env for chosen observation sizes."""
+    """The environment. CartPole by default; a synthetic env for chosen observation sizes;
+    or the user's own env class by entry point."""
 
     id: str = "CartPole-v1"
-    """A gymnasium id (``CartPole-v1``, ``ALE/Pong-v5``) or ``memsweep/Synthetic-v0``."""
+    """A gymnasium id (``CartPole-v1``, ``ALE/Pong-v5``), ``memsweep/Synthetic-v0``, an
+    entry point ``package.module:EnvClass`` (imported in every Ray worker, like an
+    installed package), or a file ``envs/my_env.py:MyEnv`` relative to the sweep file
+    (shipped to Ray's workers by value). An entry point is code the sweep's author asks
+    memsweep to import: ``memsweep validate`` imports it to check it is an env class.
+    RLlib builds the class as ``EnvClass(env_config)``."""
+
+    env_config: dict[str, Any] = Field(default_factory=dict)
+    """Passed to the env class (RLlib's ``env_config``); for a gymnasium id, keyword
+    arguments of ``gymnasium.make``. A key can be a factor: ``factors: {env_config.size: [8, 64]}``."""
+
+    multi_agent: MultiAgentSpec | None = None
+    """For a ``MultiAgentEnv``: ``{policies: [p0, p1], mapping: {agent_0: p0, agent_1: p1}}``."""
 
     obs_shape: tuple[Annotated[int, Field(gt=0)], ...] | None = None
     """``memsweep/Synthetic-v0`` only: observation shape, e.g. ``[1024]`` or ``[84, 84, 4]``."""
@@ -157,15 +282,18 @@ class EnvSpec(_Frozen):
 
     @field_validator("id")
     @classmethod
-    def _plain_id(cls, value: str) -> str:
-        # gymnasium imports the module named before a ':' in an id ("pkg.mod:Env-v0"):
-        # a sweep file must not make memsweep import code.
-        if not _ENV_ID_RE.match(value):
-            raise ValueError(
-                "an env id looks like CartPole-v1 or ALE/Pong-v5 (letters, digits, '_.-', one "
-                "'/'; no 'module:' prefix)"
-            )
-        return value
+    def _id_or_entry_point(cls, value: str) -> str:
+        # gymnasium imports the module named before a ':' in an id ("pkg.mod:Env-v0"), so
+        # an id with a ':' is taken as an entry point, imported by memsweep itself, never
+        # handed to gymnasium.make.
+        if _ENV_ID_RE.match(value) or _ENTRY_POINT_RE.match(value):
+            return value
+        if FILE_ENTRY_POINT_RE.match(value):
+            return value
+        raise ValueError(
+            "an env is a gymnasium id like CartPole-v1 or ALE/Pong-v5, an entry point "
+            "package.module:EnvClass, or a file envs/my_env.py:MyEnv"
+        )
 
     @model_validator(mode="after")
     def _synthetic_needs_shape(self) -> EnvSpec:
@@ -175,7 +303,33 @@ class EnvSpec(_Frozen):
             raise ValueError(
                 f"obs_shape applies to memsweep/Synthetic-v0 only; {self.id} has its own"
             )
+        if self.is_synthetic and self.env_config:
+            raise ValueError(
+                "env_config does not apply to memsweep/Synthetic-v0: use obs_shape, "
+                "obs_dtype and episode_len"
+            )
+        if self.multi_agent is not None and self.kind not in ("module", "file"):
+            raise ValueError(
+                "multi_agent needs a MultiAgentEnv class by entry point "
+                "(env: {id: package.module:MyEnv, multi_agent: ...})"
+            )
         return self
+
+    @property
+    def kind(self) -> EnvKind:
+        """``gymnasium``, ``synthetic``, ``module`` (``pkg.mod:Class``) or ``file`` (``x.py:Class``)."""
+        if self.is_synthetic:
+            return "synthetic"
+        if _ENV_ID_RE.match(self.id):
+            return "gymnasium"
+        return "file" if FILE_ENTRY_POINT_RE.match(self.id) else "module"
+
+    @property
+    def label(self) -> str:
+        """The env as the trials table names it: the id, or ``file.py:Class`` without its folder."""
+        if self.kind == "file":
+            return self.id.rsplit("/", 1)[-1]
+        return self.id
 
     @property
     def is_synthetic(self) -> bool:
@@ -386,8 +540,25 @@ class Study(_Frozen):
     description: str = ""
     """What the study asks, in a sentence."""
 
-    algorithm: Literal["DQN", "SAC", "APPO", "PPO"] = "DQN"
-    """RLlib algorithm. DQN and SAC have replay buffers; APPO and PPO do not."""
+    algorithm: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")] = "DQN"
+    """Any algorithm RLlib registers (``ray.rllib.algorithms.registry``: APPO, BC, CQL,
+    DQN, DreamerV3, IMPALA, IQL, MARWIL, PPO, SAC). memsweep's defaults are tuned for DQN,
+    SAC (replay buffers), APPO and PPO (none); ``factors.replay_capacity`` applies only
+    where the algorithm has a replay buffer (set it to [0] otherwise)."""
+
+    rllib: dict[str, Any] = Field(default_factory=dict)
+    """Any RLlib ``AlgorithmConfig`` attribute set to one value for every trial, e.g.
+    ``{minibatch_size: 128, num_epochs: 1, evaluation_interval: 1}``; ``dict_attr.key``
+    sets one key of a dict attribute. Applied after memsweep's own settings and before the
+    factors; checked against RLlib's real config before Ray starts (unknown key: the
+    nearest names). The attributes memsweep sets from its own keys are refused here."""
+
+    config: str | None = None
+    """Optional: ``path/to/train.py:make_config`` (relative to the sweep file) or
+    ``package.module:make_config``, a function of no arguments returning an RLlib
+    ``AlgorithmConfig``. memsweep imports it (a deliberate act of the sweep's author, like a
+    Makefile), takes the algorithm from it, and applies ``env``, ``rllib`` and the factor
+    values on top; torch on the new API stack only."""
 
     api_stack: Literal["auto", "old"] = "auto"
     """``auto``: torch on RLlib's new API stack, TensorFlow on the old one (RLlib has TF
@@ -416,6 +587,22 @@ class Study(_Frozen):
     def _env_from_string(cls, value: Any) -> Any:
         return {"id": value} if isinstance(value, str) else value
 
+    @field_validator("rllib")
+    @classmethod
+    def _rllib_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            check_config_key(str(key), f"rllib.{key}")
+        return value
+
+    @field_validator("config")
+    @classmethod
+    def _config_entry_point(cls, value: str | None) -> str | None:
+        if value is None or _ENTRY_POINT_RE.match(value) or FILE_ENTRY_POINT_RE.match(value):
+            return value
+        raise ValueError(
+            "config names a function: path/to/train.py:make_config or package.module:make_config"
+        )
+
     @model_validator(mode="after")
     def _consistent(self) -> Study:
         if self.search.mode != "budget":
@@ -433,41 +620,62 @@ class Study(_Frozen):
         return self
 
     def _check_half_fraction(self) -> None:
-        f = self.factors
-        varied = [
-            (name, len(values))
-            for name, values in (
-                ("replay_capacity", f.replay_capacity),
-                ("model", f.model),
-                ("num_workers", f.num_workers),
-                ("framework", f.framework),
-            )
-            if len(values) > 1
-        ]
+        varied = [(name, len(values)) for name, values in self.factors.levels() if len(values) > 1]
         if len(varied) < 3 or any(count != 2 for _, count in varied):
             shown = ", ".join(f"{name} ({count})" for name, count in varied) or "none"
             raise ValueError(
-                "search.design half_fraction needs 3 or 4 factors with exactly 2 values "
+                "search.design half_fraction needs 3 or more factors with exactly 2 values "
                 f"each (varied here: {shown}); use design full or one_at_a_time, or mode "
                 "qmc for factors with many values"
             )
 
     def _check_factors(self, factors: Factors) -> None:
-        """Refuse factor values this algorithm, env and API stack cannot run."""
-        if self.algorithm not in REPLAY_ALGORITHMS and factors.replay_capacity != (0,):
+        """Refuse factor values this algorithm, env and API stack cannot run. Algorithms
+        memsweep does not know are checked against RLlib by :mod:`memsweep.run.rllib_check`."""
+        if self.algorithm in NO_REPLAY_ALGORITHMS and factors.replay_capacity != (0,):
             raise ValueError(
                 f"algorithm {self.algorithm} has no replay buffer: set "
                 "factors.replay_capacity to [0] or use DQN or SAC"
             )
         if self.algorithm in REPLAY_ALGORITHMS and 0 in factors.replay_capacity:
             raise ValueError(f"{self.algorithm} needs a replay_capacity > 0")
-        if self.algorithm == "SAC" and self.env.id == "CartPole-v1":
-            pass  # RLlib's SAC supports discrete actions.
         tf = [f for f in factors.framework if f.startswith("tf")]
-        if tf and self.algorithm in ("APPO", "SAC"):
+        if tf and self.algorithm not in ("DQN", "PPO"):
             raise ValueError(
                 f"{self.algorithm} with TensorFlow does not run on RLlib 2.60's old stack "
                 "here: use framework torch"
+            )
+        if self.config is not None and (tf or self.api_stack == "old"):
+            raise ValueError(
+                "config (the user's AlgorithmConfig) runs torch on RLlib's new API stack "
+                "only: use framework torch and api_stack auto"
+            )
+        if self.env.multi_agent is not None and (tf or self.api_stack == "old"):
+            raise ValueError(
+                "env.multi_agent runs torch on RLlib's new API stack only here: use "
+                "framework torch and api_stack auto"
+            )
+        overlap = sorted(set(self.rllib) & set(factors.rllib))
+        if overlap:
+            raise ValueError(
+                f"rllib.{overlap[0]} is also a factor: keep it in one place (rllib: one "
+                "value for every trial; factors: the values to vary)"
+            )
+        env_keys = sorted(
+            key.removeprefix("env_config.")
+            for key in factors.rllib
+            if key.startswith("env_config.")
+            and key.removeprefix("env_config.") in self.env.env_config
+        )
+        if env_keys:
+            raise ValueError(
+                f"factors.env_config.{env_keys[0]} is also set in env.env_config: keep it "
+                "in one place"
+            )
+        if self.env.is_synthetic and any(k.startswith("env_config.") for k in factors.rllib):
+            raise ValueError(
+                "memsweep/Synthetic-v0 takes no env_config factor: vary obs_shape with one "
+                "sweep per shape"
             )
         if (
             self.env.is_synthetic
@@ -498,19 +706,21 @@ class Study(_Frozen):
         """The trials the grid design runs, in order. Random/Optuna modes draw instead;
         budget mode: its candidates, i.e. what a plain grid over the same range runs."""
         f = self.budget_factors() if self.search.mode == "budget" else self.factors
-        levels: list[tuple[Any, ...]] = [f.replay_capacity, f.model, f.num_workers, f.framework]
+        names = list(f.rllib)
+        levels: list[tuple[Any, ...]] = [values for _, values in f.levels()]
         design = "full" if self.search.mode == "budget" else self.search.design
         combos = expand(levels, design)
         return [
             TrialPoint(
-                replay_capacity=cap,
-                model=model,
-                num_workers=workers,
-                framework=framework,
+                replay_capacity=combo[0],
+                model=combo[1],
+                num_workers=combo[2],
+                framework=combo[3],
+                rllib=dict(zip(names, combo[4:], strict=True)),
                 repeat=repeat,
                 seed=self.seed + repeat,
             )
-            for cap, model, workers, framework in combos
+            for combo in combos
             for repeat in range(self.repeats)
         ]
 
@@ -532,7 +742,7 @@ class Study(_Frozen):
                 raise ValueError(
                     f"search.subject_to.{name}: {name} is maximised, it cannot also be fixed"
                 )
-        values: dict[str, list[Any]] = {}
+        values: dict[str, Any] = {}
         for name in FACTOR_NAMES:
             listed = list(getattr(self.factors, name))
             shown = [_show(v) for v in listed]
@@ -553,6 +763,13 @@ class Study(_Frozen):
                 )
             else:
                 values[name] = listed
+        for name, levels in self.factors.rllib.items():
+            if len(levels) > 1:
+                raise ValueError(
+                    f"search.maximize: a budget search varies replay_capacity or num_workers "
+                    f"only; factors.{name} lists {len(levels)} values {list(levels)}: keep one"
+                )
+        values["rllib"] = dict(self.factors.rllib)
         try:
             return Factors.model_validate(values)
         except ValidationError as exc:
@@ -583,6 +800,8 @@ class TrialPoint(_Frozen):
     model: ModelSpec
     num_workers: int
     framework: Framework
+    rllib: dict[str, FactorValue] = Field(default_factory=dict)
+    """The RLlib-config factors' values at this point (``factors.rllib``)."""
     repeat: int = 0
     seed: int = 0
 
@@ -592,8 +811,32 @@ class TrialPoint(_Frozen):
             return "old"
         return "new"
 
+    def factor_values(self) -> dict[str, FactorValue]:
+        """Every factor's value at this point: the four built-ins (the model as its label),
+        then each RLlib-config factor by its config key (``env_config.size``)."""
+        return {
+            "replay_capacity": self.replay_capacity,
+            "model": self.model.label,
+            "num_workers": self.num_workers,
+            "framework": self.framework,
+            **self.rllib,
+        }
+
+    def factors_json(self) -> str:
+        """:meth:`factor_values` as the trials table's ``factors_json``: a JSON object,
+        numbers as JSON numbers and everything else (booleans included) as strings."""
+        return json.dumps(
+            {
+                name: value
+                if isinstance(value, int | float) and not isinstance(value, bool)
+                else str(value)
+                for name, value in self.factor_values().items()
+            },
+            sort_keys=False,
+        )
+
     def as_row(self) -> dict[str, Any]:
-        """Flat, Parquet-friendly form (model as its label)."""
+        """Flat, Parquet-friendly form (model as its label; every factor in ``factors_json``)."""
         return {
             "replay_capacity": self.replay_capacity,
             "model": self.model.label,
@@ -601,6 +844,7 @@ class TrialPoint(_Frozen):
             "framework": self.framework,
             "repeat": self.repeat,
             "seed": self.seed,
+            "factors_json": self.factors_json(),
         }
 
 
@@ -630,6 +874,7 @@ def point_from_config(study: Study, config: Mapping[str, Any]) -> TrialPoint:
         model=models[label],
         num_workers=int(config["num_workers"]),
         framework=config["framework"],
+        rllib=dict(config.get("rllib") or {}),
         repeat=repeat,
         seed=int(config.get("seed", study.seed + repeat)),
     )

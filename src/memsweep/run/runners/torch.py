@@ -21,12 +21,17 @@ os.environ["RLLIB_TEST_NO_TF_IMPORT"] = "1"
 # RLlib logs "Not importing TensorFlow for test purposes" on every try_import_tf call.
 logging.getLogger("ray.rllib.utils.framework").setLevel(logging.ERROR)
 
+from ray.rllib.env.multi_agent_env_runner import MultiAgentEnvRunner  # noqa: E402
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner  # noqa: E402
 from ray.rllib.evaluation.rollout_worker import RolloutWorker  # noqa: E402
 
 
 class TorchEnvRunner(SingleAgentEnvRunner):
     """RLlib's new-stack ``SingleAgentEnvRunner``, in a process without TensorFlow."""
+
+
+class TorchMultiAgentEnvRunner(MultiAgentEnvRunner):
+    """RLlib's new-stack ``MultiAgentEnvRunner`` (``env.multi_agent``), without TensorFlow."""
 
 
 class TorchRolloutWorker(RolloutWorker):
