@@ -218,13 +218,6 @@ TRIALS = pa.schema(
         pa.field("framework", pa.string(), metadata={"doc": "torch, tf2 (traced) or tf2-eager"}),
         pa.field("repeat", pa.int64()),
         pa.field("seed", pa.int64()),
-        pa.field(
-            "factors_json",
-            pa.string(),
-            metadata={
-                "doc": "JSON object: factor name → value for every factor of the trial (replay_capacity, model label, num_workers, framework, and any RLlib-config factor by its dotted config key, e.g. train_batch_size_per_learner, env_config.size); numbers as JSON numbers, everything else as strings; null for trials recorded before this column"
-            },
-        ),
         pa.field("cpus_per_trainable", pa.float64()),
         pa.field(
             "cpus_per_env_runner",
