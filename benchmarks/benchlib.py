@@ -181,6 +181,7 @@ SECTIONS = {
     "attribution": "3. Attribution",
     "analysis": "4. Analysis speed",
     "answer": "5. Time to answer",
+    "growth": "6. Growth verdict",
 }
 
 
@@ -211,6 +212,8 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value:.1f}% cpu"
     if unit == "count":
         return f"{value:.0f}"
+    if unit == "steps":
+        return f"{value:,.0f} steps"
     if unit == "steps/s":
         return f"{value:.0f}/s"
     if unit == "ns/row":

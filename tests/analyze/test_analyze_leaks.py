@@ -56,8 +56,10 @@ def test_a_planted_leak_in_the_trainable_is_measured_per_hour_and_per_env_step(
 
 
 def test_a_lower_threshold_flags_the_planted_leaks_on_their_roles(sweep: SynthSweep) -> None:
-    # WHEN growth above 10 MB per 1M env steps counts
-    options = AnalysisOptions(growth=GrowthRule(min_rate_bytes_per_step=10.0))
+    # WHEN growth above 10 MB per 1M env steps counts, with no creep of a real RLlib run to
+    # allow for (the synthetic sweep has none)
+    rule = GrowthRule(min_rate_bytes_per_step=10.0, background_rate_bytes_per_step=0.0)
+    options = AnalysisOptions(growth=rule)
     strict = analyze_results(sweep.path, options)
     # THEN the leaking roles are sustained growth, projected over the horizon, the others not
     for trial_id, role in (("leak_trainable", "trainable"), ("leak_runner", "env_runner")):

@@ -124,11 +124,21 @@ def test_a_leak_planted_into_a_real_run_is_flagged_with_its_rate_inside_the_inte
     assert fit.late_rate_bytes_per_step.contains(planted + base.value)
 
 
-def test_a_step_planted_into_a_real_run_is_a_one_time_step(
+def test_a_step_planted_into_a_real_run_is_never_sustained_growth(
     torch_trainable: CorpusSeries,
 ) -> None:
     fit = torch_trainable.with_step(50 * MB, 30_000).classify()
+    assert fit.kind != "sustained growth"
+    assert fit.step_bytes == pytest.approx(50 * MB, rel=0.2)
+
+
+def test_a_step_planted_into_a_flat_real_run_is_a_one_time_step() -> None:
+    series = load_series(CORPUS / "dqn-tf2", roles=["trainable"])
+    flat = series[0].window(50_000)
+    assert flat.classify().kind == "no growth"
+    fit = flat.with_step(50 * MB, 30_000).classify()
     assert fit.kind == "one-time step"
+    assert fit.step_at_env_steps == pytest.approx(30_000, abs=3_000)
 
 
 def test_the_real_tf2_env_runner_growth_stands_out() -> None:

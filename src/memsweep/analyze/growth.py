@@ -18,18 +18,25 @@ second half of the plateau (in env steps), with the shift as a regressor when it
 there, fitted by OLS with Newey–West intervals (:func:`memsweep.analyze.trends.fit_trend`).
 The early rate is the same over the first half.
 
-**Rule** (``r`` = ``min_rate_bytes_per_step``, intervals at ``confidence``):
+**Rule** (``r`` = ``min_rate_bytes_per_step``). The late rate has two intervals: the
+statistical one (Newey–West at ``confidence``), and the reported one, widened in
+quadrature by the background creep a leak-free RLlib run shows by itself after its
+buffer fills (``background_rate_bytes_per_step``, falling like 1/length beyond
+``background_env_steps``): within one run a leak cannot be told from that creep.
 
 1. fewer than ``min_plateau_buckets`` buckets or ``min_plateau_steps`` env steps of
    plateau: **too little plateau**;
-2. the late rate's interval lies above ``r``: **sustained growth** (the rate does not
-   fall to below the threshold);
-3. the late rate's interval lies below ``r`` (growth, if any, is bounded):
-   a kept level shift → **one-time step**; else an early rate whose interval lies above
-   ``r`` → **settling** (a rate that falls over the plateau); else **no growth**;
-4. the interval straddles ``r``: **too little plateau**, with the env steps that would
-   shrink the interval to the distance between the rate and ``r`` (the interval's
-   half-width falls at least like 1/length).
+2. the rate falls — the early rate is above ``r``, the late rate's interval lies below
+   the early one's and the late rate is under ``falling_ratio`` × the early rate:
+   **settling**;
+3. the reported interval lies above ``r``: **sustained growth** (a rate that does not
+   fall);
+4. the statistical interval lies below ``r`` (growth, if any, is bounded): a kept level
+   shift → **one-time step**; else an early rate whose interval lies above ``r`` →
+   **settling**; else **no growth**;
+5. otherwise **too little plateau**, with the env steps of plateau after which the
+   interval would decide if the rate stayed where it is (the statistical half-width
+   narrows like 1/length).
 
 The thresholds' defaults come from the corpus of leak-free runs with planted leaks,
 steps and settling curves (``benchmarks/bench_growth.py``, ``docs/growth.md``).
@@ -65,12 +72,24 @@ SECONDS_PER_HOUR = 3600.0
 class GrowthRule:
     """Thresholds of the growth verdict (defaults measured on the corpus, docs/growth.md)."""
 
-    min_rate_bytes_per_step: float = 0.2e6 / 1000
+    min_rate_bytes_per_step: float = 75.0
     """A late rate whose interval lies above this is sustained growth; below it, growth
-    is bounded. Bytes per env step (default 0.2 MB per 1k env steps = 200 MB per 1M: the
-    smallest threshold with about 5 % false flags on the untouched corpus, where the
-    torch new-stack trainable still creeps at 0.1–0.2 MB per 1k env steps for the first
-    30k–50k env steps after its buffer fills)."""
+    is bounded. Bytes per env step = MB per 1M env steps (default 75: 0.075 MB per 1k)."""
+
+    background_rate_bytes_per_step: float = 150.0
+    """Half-width added (in quadrature) to the late rate's interval: how fast a leak-free
+    RLlib run's memory still moves by itself after its buffer fills, bytes per env step
+    (default 150 = 0.15 MB per 1k env steps: the torch new-stack trainable creeps at
+    0.1–0.3 MB per 1k env steps for the first 20k–50k env steps of its plateau). Within
+    one run a leak cannot be told from that creep, so the leak's interval must hold it."""
+
+    background_env_steps: float = 50_000.0
+    """The background creep is full up to this many env steps of plateau and falls like
+    1/length beyond (measured: 0.04–0.07 MB per 1k env steps late in 115k-step plateaus)."""
+
+    falling_ratio: float = 0.5
+    """A late rate below this fraction of the early rate, the two intervals apart, is a
+    rate that falls: settling, however high it still is."""
 
     min_step_bytes: float = 5e6
     """Smallest level shift reported as a one-time step, bytes."""
@@ -84,6 +103,11 @@ class GrowthRule:
     confidence: float = 0.95
     """Two-sided level of every interval."""
 
+    def background(self, plateau_env_steps: float) -> float:
+        """The background creep allowed for over a plateau this long, bytes per env step."""
+        scale = min(1.0, self.background_env_steps / max(plateau_env_steps, 1.0))
+        return self.background_rate_bytes_per_step * scale
+
 
 @dataclass(frozen=True)
 class GrowthFit:
@@ -94,7 +118,8 @@ class GrowthFit:
     """Env steps covered by the plateau series."""
 
     late_rate_bytes_per_step: Estimate | None
-    """Slope over the second half of the plateau (level shift removed), bytes per env step."""
+    """Slope over the second half of the plateau (level shift removed), bytes per env step;
+    its interval holds the background creep (:meth:`GrowthRule.background`)."""
 
     early_rate_bytes_per_step: Estimate | None
     """Slope over the first half, bytes per env step."""
@@ -171,6 +196,28 @@ def _rate(
     return fit.coef("x") if fit is not None else None
 
 
+def _widened(rate: Estimate | None, background: float) -> Estimate | None:
+    if rate is None:
+        return None
+    half = math.hypot((rate.high - rate.low) / 2, background)
+    return Estimate(rate.value, rate.value - half, rate.value + half)
+
+
+def _more_env_steps(late: Estimate, span: float, rule: GrowthRule) -> float:
+    """Env steps of plateau to add before the late rate decides, if it stays where it is.
+
+    The statistical half-width narrows like 1/length (at least), the background creep as
+    :meth:`GrowthRule.background` says; at most ten times the plateau is proposed."""
+    half = (late.high - late.low) / 2
+    r = rule.min_rate_bytes_per_step
+    for k in range(1, 12):
+        longer = span * 1.25**k
+        stat = half * span / longer
+        if late.value - r > math.hypot(stat, rule.background(longer)) or r - late.value > stat:
+            return longer - span
+    return 10 * span
+
+
 def classify_growth(
     env_steps: npt.ArrayLike,
     mem_bytes: npt.ArrayLike,
@@ -216,18 +263,27 @@ def classify_growth(
         shift = (np.arange(n) >= found[0]).astype(np.float64)
     early, late = _halves(x)
     conf = rule.confidence
-    late_rate = _rate(x[late], y[late], shift[late] if shift is not None else None, conf)
+    back = rule.background(span)
+    late_stat = _rate(x[late], y[late], shift[late] if shift is not None else None, conf)
+    late_rate = _widened(late_stat, back)
     early_rate = _rate(x[early], y[early], shift[early] if shift is not None else None, conf)
     hours = (t[late] - t[late][0]) / SECONDS_PER_HOUR
     late_h = _rate(hours, y[late], shift[late] if shift is not None else None, conf)
     r = rule.min_rate_bytes_per_step
     more = None
-    if late_rate is None:
+    if late_stat is None or late_rate is None:
         kind: GrowthKind = "too little plateau"
         more = span
+    elif (
+        early_rate is not None
+        and early_rate.value > r
+        and late_rate.high < early_rate.low
+        and late_rate.value < rule.falling_ratio * early_rate.value
+    ):
+        kind = "settling"
     elif late_rate.low > r:
         kind = "sustained growth"
-    elif late_rate.high < r:
+    elif late_stat.high < r:
         if found is not None:
             kind = "one-time step"
         elif early_rate is not None and early_rate.low > r:
@@ -236,12 +292,7 @@ def classify_growth(
             kind = "no growth"
     else:
         kind = "too little plateau"
-        half = (late_rate.high - late_rate.low) / 2
-        gap = abs(late_rate.value - r)
-        # The late half is half the plateau; its interval narrows at least like 1/length.
-        factor = half / gap if gap > 0 else 10.0
-        more = span * (min(factor, 10.0) - 1)
-        more = max(more, 0.1 * span, 1.0)
+        more = _more_env_steps(late_stat, span, rule)
     return GrowthFit(
         kind=kind,
         plateau_env_steps=span,
