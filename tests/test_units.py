@@ -245,10 +245,25 @@ def test_a_power_law_in_capacity_is_chosen_over_linear_by_cross_validation() -> 
     )
 
 
-def test_too_few_trials_for_the_terms_is_a_model_error() -> None:
+def test_too_few_trials_for_the_terms_fits_the_others_and_says_which_is_missing() -> None:
+    # GIVEN 3 trials and 5 terms (intercept, three numeric factors, framework)
     df = _trials(3, np.random.default_rng(2))
     df["y"] = [1.0, 2.0, 3.0]
-    with pytest.raises(ModelError, match="cannot fit"):
+    # WHEN fitted
+    model = fit_quantity("plateau", df, "y")
+    # THEN some factors are left out, each named with why, and an interval remains
+    assert model.dropped and all(
+        "not fitted" in note and "cannot fit" in note for note in model.dropped
+    )
+    assert model.n_trials - len(model.coefficients) >= 1
+    left_out = [note.split(" ", 1)[0] for note in model.dropped]
+    assert not set(left_out) & set(model.formula.factors)
+
+
+def test_a_single_trial_cannot_fit_even_a_mean() -> None:
+    df = _trials(1, np.random.default_rng(2))
+    df["y"] = [1.0]
+    with pytest.raises(ModelError, match="cannot fit even a mean"):
         fit_quantity("plateau", df, "y")
 
 

@@ -125,8 +125,10 @@ def test_role_predictions_add_up_to_the_total(analysis: Analysis) -> None:
         analysis,
         PredictPoint(replay_capacity=30_000, num_workers=3, model="256x256", framework="tf2"),
     )
+    # Each role's fit is constrained on its own (a per-unit cost that is negative and
+    # indistinguishable from 0 is fixed at 0), so the sum matches to the size of such a term.
     assert sum(r.plateau.value for r in prediction.roles) == pytest.approx(
-        prediction.total.plateau.value, rel=1e-9
+        prediction.total.plateau.value, rel=1e-3
     )
     assert {r.role for r in prediction.roles} == {"trainable", "env_runner"}
 

@@ -85,8 +85,12 @@ class Analysis:
         return tuple(v for v in self.verdicts if v.flagged)
 
 
-def trial_table(trials: Sequence[TrialPhases]) -> pd.DataFrame:
-    """Trial-level quantities for the factor models; plateau and peak only when measured."""
+def trial_table(trials: Sequence[TrialPhases], factor_names: Sequence[str] = ()) -> pd.DataFrame:
+    """Trial-level quantities for the factor models; plateau and peak only when measured.
+
+    One column per factor (``factor_names``: a factor whose values are all numbers is
+    numeric, any other a label), ``plateau__ROLE``, ``peak__ROLE``,
+    ``plateau_extrapolated__ROLE``, ``fill_bpt__ROLE`` and ``buffer_bpt__ROLE`` (bytes)."""
     rows = []
     for trial in trials:
         row: dict[str, object] = {"trial_id": trial.trial_id, **trial.factors}
@@ -99,13 +103,21 @@ def trial_table(trials: Sequence[TrialPhases]) -> pd.DataFrame:
             row[f"plateau_extrapolated__{role.role}"] = extrapolated.value if extrapolated else None
             bpt = role.fill_bytes_per_transition
             row[f"fill_bpt__{role.role}"] = bpt.value if bpt else None
+            buffer = role.buffer_bytes_per_transition
+            row[f"buffer_bpt__{role.role}"] = buffer.value if buffer else None
         rows.append(row)
     table = pd.DataFrame(rows).set_index("trial_id")
+    quantities = ("plateau__", "peak__", "fill_bpt__", "buffer_bpt__", "plateau_extrapolated__")
     for column in table.columns:
-        if column.startswith(("plateau__", "peak__", "fill_bpt__", "plateau_extrapolated__")):
+        if column.startswith(quantities):
             table[column] = pd.to_numeric(table[column], errors="coerce")
     for column in ("replay_capacity", "model_params", "num_workers", "obs_bytes"):
         table[column] = pd.to_numeric(table[column], errors="coerce")
+    for column in factor_names:
+        if column in table.columns and column not in ("model", "framework"):
+            numbers = pd.to_numeric(table[column], errors="coerce")
+            if numbers.notna().sum() == table[column].notna().sum():
+                table[column] = numbers
     if "model" in table.columns and table["model"].notna().any():
         # The old API stack's model carries a value layer DQN never uses (tens of
         # parameters), so the same model label counts a few parameters more under tf2
@@ -113,6 +125,22 @@ def trial_table(trials: Sequence[TrialPhases]) -> pd.DataFrame:
         # label, or framework and model size look confounded when they are not.
         table["model_params"] = table.groupby("model")["model_params"].transform("median")
     return table
+
+
+def _with_buffer_cost(models: ModelSet, trials: Sequence[TrialPhases]) -> ModelSet:
+    """The sweep's buffer cost: one trial's own estimate when only one has it (the mean of
+    several is ``fit_all``'s), and why it could not be separated where it could not."""
+    separated = [t.total.buffer_bytes_per_transition for t in trials]
+    found = [e for e in separated if e is not None]
+    notes = tuple(
+        f"{t.trial_id}: {t.total.buffer_note}"
+        for t in trials
+        if t.total.buffer_bytes_per_transition is None and t.total.buffer_note
+    )
+    buffer = models.buffer_bytes_per_transition
+    if buffer is None and len(found) == 1:
+        buffer = found[0]
+    return replace(models, buffer_bytes_per_transition=buffer, buffer_notes=notes)
 
 
 def analyze_results(
@@ -138,12 +166,13 @@ def analyze_results(
     verdicts = growth_verdicts(trials, data, rule, options.horizon_env_steps)
     phases_s = time.perf_counter() - step
     step = time.perf_counter()
-    table = trial_table(trials)
+    table = trial_table(trials, data.factor_names)
     roles_seen = {r.role for t in trials for r in t.roles if r.role != "total"}
     roles = tuple(r for r in TRIAL_ROLES if r in roles_seen) + tuple(
         sorted(roles_seen - set(TRIAL_ROLES))
     )
-    models = fit_all(table, roles, options.confidence)
+    models = fit_all(table, roles, options.confidence, factors=data.factor_names)
+    models = _with_buffer_cost(models, trials)
     models_s = time.perf_counter() - step
 
     notes = list(data.notes)

@@ -71,11 +71,15 @@ def held_out_rmse(table: pd.DataFrame, chosen: Sequence[str]) -> float:
     formula, _ = base_formula(train)
     if set(formula.factors) != set(factors):
         return math.nan  # A factor is confounded with another in this subset.
-    exog = np.column_stack(list(formula.columns(factor_arrays(train), len(train)).values()))
+    exog = np.column_stack(
+        list(formula.columns(factor_arrays(train, formula), len(train)).values())
+    )
     if np.linalg.matrix_rank(exog) < exog.shape[1]:
         return math.nan
     coef = scipy.linalg.lstsq(exog, train[PLATEAU].to_numpy(dtype=float))[0]
-    test_exog = np.column_stack(list(formula.columns(factor_arrays(test), len(test)).values()))
+    test_exog = np.column_stack(
+        list(formula.columns(factor_arrays(test, formula), len(test)).values())
+    )
     error = test_exog @ coef - test[PLATEAU].to_numpy(dtype=float)
     return float(np.sqrt(np.mean(np.square(error))))
 

@@ -18,8 +18,10 @@ are interpolated at ``t_s``.
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -59,8 +61,16 @@ TRIAL_COLUMNS = [
     "started_at",
     "ended_at",
     "env_steps",
+    "factors_json",
 ]
 """Columns of ``trials.parquet`` the analysis uses (absent ones read as null)."""
+
+BUILTIN_FACTORS = ("replay_capacity", "model", "num_workers", "framework")
+"""The factors every memsweep sweep has; results written before ``factors_json`` existed
+carry only these, in their own columns."""
+
+FactorValue = float | str
+"""A factor's value in one trial: a number (float) or a label."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,6 +115,13 @@ class SweepData:
 
     full_interval_s: float
     """Seconds between PSS reads, from ``study.yaml`` (1 s if absent)."""
+
+    factors: Mapping[str, Mapping[str, FactorValue]] = field(default_factory=dict)
+    """Per trial id: factor name → value, from ``factors_json`` (every factor of the
+    trial, built-ins and any dotted config key), else from the built-in columns."""
+
+    factor_names: tuple[str, ...] = ()
+    """Every factor seen in any trial: the built-ins first, then the others sorted."""
 
     missing: tuple[str, ...] = ()
     """What the folder lacks, one sentence each (trials with no samples, no progress, …)."""
@@ -368,6 +385,10 @@ def load_sweep(source: str | Results, max_buckets: int = 600) -> SweepData:
                 f"the trials span {len(values)} {what} ({', '.join(map(str, values))}): the factor "
                 "models pool them; analyse each in its own sweep for separate coefficients"
             )
+    factors, factor_notes = trial_factors(trials)
+    missing += factor_notes
+    names = dict.fromkeys(n for n in BUILTIN_FACTORS if any(n in f for f in factors.values()))
+    names.update(dict.fromkeys(sorted({n for f in factors.values() for n in f} - set(names))))
     for trial_id in sorted(sampled - set(trials.index)):
         missing.append(
             f"trial {trial_id} has samples but no row in trials.parquet (factors unknown): skipped"
@@ -384,10 +405,66 @@ def load_sweep(source: str | Results, max_buckets: int = 600) -> SweepData:
         sample_rows=sample_rows,
         metric=metric,
         full_interval_s=full_interval_s,
+        factors=factors,
+        factor_names=tuple(names),
         missing=tuple(missing),
         notes=tuple(dict.fromkeys(notes)),
         timings_s=timings,
     )
+
+
+def factor_value(value: Any) -> FactorValue | None:
+    """A factor value as the analysis uses it: numbers as float, labels as str, null as None."""
+    if value is None or isinstance(value, bool):
+        return None if value is None else str(value).lower()
+    if isinstance(value, int | float | np.integer | np.floating):
+        number = float(value)
+        return None if math.isnan(number) else number
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    text = str(value)
+    return None if text == "" else text
+
+
+def trial_factors(
+    trials: pd.DataFrame,
+) -> tuple[dict[str, dict[str, FactorValue]], list[str]]:
+    """Per trial: factor name → value, and one sentence per ``factors_json`` that could not
+    be read. ``factors_json`` (the shared interface) wins; a trial without it (results
+    written before it existed) has the four built-in columns; a trial of a foreign
+    trainable may have no factor at all (an empty mapping, never an error)."""
+    out: dict[str, dict[str, FactorValue]] = {}
+    problems: list[str] = []
+    for trial_id, row in trials.iterrows():
+        values: dict[str, FactorValue] = {}
+        text = row.get("factors_json")
+        parsed: Any = None
+        if isinstance(text, str) and text.strip():
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError as exc:
+                problems.append(
+                    f"trial {trial_id}: factors_json is not valid JSON ({exc.msg}): "
+                    "using its built-in factor columns"
+                )
+            if parsed is not None and not isinstance(parsed, dict):
+                problems.append(
+                    f"trial {trial_id}: factors_json is not a JSON object: "
+                    "using its built-in factor columns"
+                )
+                parsed = None
+        if isinstance(parsed, dict):
+            for name, raw in parsed.items():
+                value = factor_value(raw)
+                if value is not None:
+                    values[str(name)] = value
+        else:
+            for name in BUILTIN_FACTORS:
+                value = factor_value(row.get(name))
+                if value is not None:
+                    values[name] = value
+        out[str(trial_id)] = values
+    return out, problems
 
 
 def _attach_steps(

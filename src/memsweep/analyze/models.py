@@ -44,8 +44,12 @@ from statsmodels.stats.outliers_influence import OLSInfluence
 from memsweep.units import Estimate
 
 NUMERIC_FACTORS = ("replay_capacity", "model_params", "num_workers")
+"""The built-in numeric factors (``model`` enters through its parameter count)."""
+
 CATEGORICAL_FACTORS = ("framework",)
 FACTORS = NUMERIC_FACTORS + CATEGORICAL_FACTORS
+"""The built-in factors in the order they enter a model; any other factor of a sweep
+(``factors_json``) follows them, numeric ones as a per-unit cost, others as offsets."""
 CANDIDATE_INTERACTIONS: tuple[tuple[str, str], ...] = (
     ("num_workers", "model_params"),
     ("framework", "num_workers"),
@@ -67,6 +71,33 @@ EFFECT_NAMES = {
     "model_params": "bytes_per_param",
     "num_workers": "bytes_per_worker",
 }
+
+
+def effect_name(factor: str) -> str:
+    """The name of a numeric factor's marginal cost: ``bytes_per_transition`` for the
+    built-ins, ``bytes_per_unit[NAME]`` for any other factor."""
+    return EFFECT_NAMES.get(factor, f"bytes_per_unit[{factor}]")
+
+
+def effect_unit(factor: str) -> str:
+    """``bytes per transition`` for the built-ins, ``bytes per unit of NAME`` otherwise."""
+    return EFFECT_UNITS.get(factor, f"bytes per unit of {factor}")
+
+
+def offset_name(factor: str, level: str) -> str:
+    """``framework_offset[tf2]``: a categorical level's offset from the base level."""
+    return f"{factor}_offset[{level}]"
+
+
+def is_numeric(values: pd.Series) -> bool:
+    """A factor is numeric when every recorded value is a number."""
+    present = values.dropna()
+    if pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present):
+        return True
+    return len(present) > 0 and all(
+        isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+        for v in present
+    )
 
 
 class ModelError(Exception):
@@ -115,13 +146,20 @@ class Form:
         return values / self.scale
 
 
-def factor_arrays(df: pd.DataFrame) -> dict[str, np.ndarray[Any, Any]]:
-    """The factor columns of ``df`` as arrays: numeric as float, categorical as str."""
+def factor_arrays(
+    df: pd.DataFrame, formula: Formula | None = None
+) -> dict[str, np.ndarray[Any, Any]]:
+    """The factor columns of ``df`` as arrays: numeric as float, categorical as str.
+
+    With ``formula``, its forms are numeric and its levels categorical; without, the
+    built-in factors are (and any other column present is left out)."""
     out: dict[str, np.ndarray[Any, Any]] = {}
-    for factor in NUMERIC_FACTORS:
+    numeric = [f.factor for f in formula.forms] if formula else list(NUMERIC_FACTORS)
+    categorical = [n for n, _ in formula.levels] if formula else list(CATEGORICAL_FACTORS)
+    for factor in numeric:
         if factor in df:
-            out[factor] = df[factor].to_numpy(dtype=np.float64)
-    for factor in CATEGORICAL_FACTORS:
+            out[factor] = pd.to_numeric(df[factor], errors="coerce").to_numpy(dtype=np.float64)
+    for factor in categorical:
         if factor in df:
             out[factor] = df[factor].astype(str).to_numpy()
     return out
@@ -192,7 +230,7 @@ class Formula:
 
     def design(self, df: pd.DataFrame) -> pd.DataFrame:
         """The design matrix (with ``const``) for the rows of ``df``."""
-        return pd.DataFrame(self.columns(factor_arrays(df), len(df)), index=df.index)
+        return pd.DataFrame(self.columns(factor_arrays(df, self), len(df)), index=df.index)
 
     def describe(self) -> str:
         terms = [f.column for f in self.forms] + [name for name, _ in self.levels]
@@ -266,6 +304,13 @@ class FittedModel:
     result: Any = field(repr=False, default=None)
     """The statsmodels results object."""
 
+    dropped: tuple[str, ...] = ()
+    """Factors left out because the trials could not fit them, one sentence each."""
+
+    zero_effects: tuple[Effect, ...] = ()
+    """Per-unit costs fixed at 0 (their fit was negative, their interval reaches 0): the
+    unconstrained estimate, so the report can say how small the cost is."""
+
     def predict(self, points: pd.DataFrame) -> pd.DataFrame:
         """Mean and intervals at ``points`` (one row per point, factor columns):
         ``mean``, ``mean_ci_lower/upper`` and ``obs_ci_lower/upper`` (a new trial)."""
@@ -319,7 +364,7 @@ def _loo_rmse(formula: Formula, df: pd.DataFrame, y: np.ndarray[Any, Any]) -> fl
             # A trial alone at its factor level: leaving it out leaves that term unfitted.
             return math.nan
         return float(np.sqrt(np.mean(np.square(influence.resid_press))))
-    values = factor_arrays(df)
+    values = factor_arrays(df, formula)
     everyone = np.arange(len(y))
     errors = []
     for i in everyone:
@@ -376,7 +421,7 @@ def choose_forms(
         for candidate in _forms_for(form.factor, values):
             trial = _with_form(formula, candidate)
             if candidate.kind == "power":
-                trial = _profile_power(trial, form.factor, factor_arrays(df), y)
+                trial = _profile_power(trial, form.factor, factor_arrays(df, trial), y)
             if not _identifiable(trial, df):
                 continue
             result = _ols(trial, df, y)
@@ -435,12 +480,35 @@ class FactorInfo:
     """Why it is (not) in the model: single value, confounded, …"""
 
 
-def base_formula(df: pd.DataFrame) -> tuple[Formula, tuple[FactorInfo, ...]]:
-    """Main effects of every factor that varies and is not confounded with earlier ones."""
+def model_factors(names: Sequence[str], table: pd.DataFrame) -> tuple[str, ...]:
+    """The factors a model uses for a sweep's factor ``names``: ``model`` (a label) enters
+    through its parameter count ``model_params`` when the sweep recorded it; the built-ins
+    come first in their order, any other factor after them."""
+    out: list[str] = []
+    has_params = "model_params" in table and table["model_params"].notna().any()
+    for name in names:
+        used = "model_params" if name == "model" and has_params else name
+        if used not in out:
+            out.append(used)
+    builtin = [f for f in FACTORS if f in out]
+    return tuple(builtin + [f for f in out if f not in FACTORS])
+
+
+def base_formula(
+    df: pd.DataFrame, factors: Sequence[str] | None = None
+) -> tuple[Formula, tuple[FactorInfo, ...]]:
+    """Main effects of every factor that varies and is not confounded with earlier ones.
+
+    ``factors`` default to the built-in ones present in ``df``. A factor whose recorded
+    values are all numbers is numeric (a per-unit cost), any other categorical
+    (treatment-coded offsets; base level ``torch`` for ``framework`` when present, else
+    the most common level)."""
     infos: list[FactorInfo] = []
     formula = Formula(forms=())
-    for factor in FACTORS:
-        values = df[factor].dropna().unique()
+    names = [f for f in FACTORS if f in df] if factors is None else list(factors)
+    for factor in names:
+        column = df[factor] if factor in df else pd.Series(dtype=object)
+        values = column.dropna().unique()
         shown = tuple(sorted(values.tolist(), key=str))
         if len(values) == 0:
             infos.append(
@@ -461,11 +529,23 @@ def base_formula(df: pd.DataFrame) -> tuple[Formula, tuple[FactorInfo, ...]]:
                 )
             )
             continue
-        if factor in NUMERIC_FACTORS:
-            scale = float(np.max(np.abs(values))) or 1.0
+        if column.notna().sum() < len(df):
+            infos.append(
+                FactorInfo(
+                    factor,
+                    shown,
+                    False,
+                    f"{factor} is recorded for only {int(column.notna().sum())} of {len(df)} "
+                    "trials: not fitted",
+                )
+            )
+            continue
+        if is_numeric(column):
+            numbers = pd.to_numeric(column).to_numpy(dtype=np.float64)
+            scale = float(np.max(np.abs(numbers))) or 1.0
             candidate = replace(formula, forms=(*formula.forms, Form(factor, scale=scale)))
         else:
-            counts = df[factor].astype(str).value_counts()
+            counts = column.astype(str).value_counts()
             base = "torch" if "torch" in counts.index else str(counts.index[0])
             levels = (base, *sorted(set(counts.index) - {base}))
             candidate = replace(formula, levels=(*formula.levels, (factor, levels)))
@@ -485,6 +565,54 @@ def base_formula(df: pd.DataFrame) -> tuple[Formula, tuple[FactorInfo, ...]]:
     return formula, tuple(infos)
 
 
+def _without(formula: Formula, factor: str) -> Formula:
+    return Formula(
+        forms=tuple(f for f in formula.forms if f.factor != factor),
+        levels=tuple((n, lv) for n, lv in formula.levels if n != factor),
+        interactions=tuple(pair for pair in formula.interactions if factor not in pair),
+    )
+
+
+def _support(df: pd.DataFrame, factor: str) -> int:
+    """Trials away from the factor's most common value: how many trials inform its term."""
+    counts = df[factor].astype(str).value_counts()
+    return int(len(df) - counts.iloc[0]) if len(counts) else 0
+
+
+def fit_what_can_be(
+    name: str, formula: Formula, df: pd.DataFrame, response: str
+) -> tuple[Formula, tuple[str, ...]]:
+    """Drop factors, one at a time, until the rest can be fitted with an interval.
+
+    An interval needs at least one residual degree of freedom (more trials than terms).
+    When there is none, the factor informed by the fewest trials (those away from its
+    most common value; a tie goes to the factor listed later, so the built-ins stay
+    longest) is left out and the others are fitted: one lost trial of a one-at-a-time
+    design then costs one factor, not all of them. Returns the formula and one sentence
+    per factor left out. :class:`ModelError` when not even the intercept can be fitted.
+    """
+    notes: list[str] = []
+    what = response.split("__", maxsplit=1)[0]
+    while not _identifiable(formula, df, min_df=1) and formula.factors:
+        terms = formula.design(df).shape[1]
+        order = {f: i for i, f in enumerate(formula.factors)}
+        factor = min(formula.factors, key=lambda f: (_support(df, f), -order[f]))
+        notes.append(
+            f"{factor} not fitted in {name}: {len(df)} trial(s) with a measured {what} cannot "
+            f"fit {terms} terms ({formula.describe()}) with an interval (that needs more "
+            f"trials than terms); {factor} is varied in only {_support(df, factor)} of them, "
+            "so it was left out and the other factors fitted (its effect, if any, widens "
+            "their intervals). Add trials that vary it to fit it"
+        )
+        formula = _without(formula, factor)
+    if not _identifiable(formula, df, min_df=1):
+        raise ModelError(
+            f"{name}: {len(df)} trial(s) with a measured {what} cannot fit even a mean "
+            "with an interval (two are needed)"
+        )
+    return formula, tuple(notes)
+
+
 def _show(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return f"{value:,.0f}"
@@ -495,11 +623,17 @@ def reference_point(df: pd.DataFrame, formula: Formula) -> dict[str, Any]:
     """Where effects are evaluated: each numeric factor at its median measured value
     (the lower middle one), each categorical at its base level."""
     point: dict[str, Any] = {}
-    for factor in NUMERIC_FACTORS:
-        values = np.sort(df[factor].dropna().unique())
+    numeric = [f for f in NUMERIC_FACTORS if f in df] + [
+        f.factor for f in formula.forms if f.factor not in NUMERIC_FACTORS
+    ]
+    for factor in numeric:
+        values = np.sort(pd.to_numeric(df[factor], errors="coerce").dropna().unique())
         if len(values):
             point[factor] = float(values[(len(values) - 1) // 2])
-    for factor in CATEGORICAL_FACTORS:
+    categorical = [f for f in CATEGORICAL_FACTORS if f in df] + [
+        n for n, _ in formula.levels if n not in CATEGORICAL_FACTORS
+    ]
+    for factor in categorical:
         levels = formula.factor_levels(factor)
         values = df[factor].dropna().astype(str)
         point[factor] = levels[0] if levels else (values.iloc[0] if len(values) else None)
@@ -509,13 +643,17 @@ def reference_point(df: pd.DataFrame, formula: Formula) -> dict[str, Any]:
 def _contrast_effects(
     formula: Formula, result: Any, df: pd.DataFrame, confidence: float
 ) -> tuple[Effect, ...]:
-    """Marginal costs (derivatives) and framework offsets as linear contrasts with CIs."""
+    """Marginal costs (derivatives) and categorical offsets as linear contrasts with CIs.
+
+    With ``framework`` in the model, every effect is given at each framework level (an
+    interaction makes a per-unit cost differ between frameworks)."""
     ref = reference_point(df, formula)
     alpha = 1 - confidence
     effects = []
-    levels = formula.factor_levels("framework") or (ref.get("framework"),)
+    framework_levels = formula.factor_levels("framework")
+    levels = framework_levels or (ref.get("framework"),)
     for level in levels:
-        at = {**ref, "framework": level}
+        at = {**ref, "framework": level} if framework_levels else dict(ref)
         for form in formula.forms:
             x = float(at[form.factor])
             h = max(abs(x) * 1e-4, 1e-3)
@@ -527,29 +665,40 @@ def _contrast_effects(
             contrast = (formula.design(hi).to_numpy() - formula.design(lo).to_numpy()) / step
             effects.append(
                 _effect(
-                    EFFECT_NAMES[form.factor],
-                    EFFECT_UNITS[form.factor],
+                    effect_name(form.factor),
+                    effect_unit(form.factor),
                     result,
                     contrast,
                     at=at,
                     alpha=alpha,
                 )
             )
-        if level != levels[0]:
-            base = pd.DataFrame([{**at, "framework": levels[0]}])
-            contrast = (
-                formula.design(pd.DataFrame([at])).to_numpy() - formula.design(base).to_numpy()
-            )
-            effects.append(
-                _effect(
-                    f"framework_offset[{level}]",
-                    f"bytes vs {levels[0]}",
-                    result,
-                    contrast,
-                    at=at,
-                    alpha=alpha,
+        for factor, factor_levels in formula.levels:
+            if factor == "framework":
+                if level == factor_levels[0]:
+                    continue
+                targets: tuple[str, ...] = (str(level),)
+            elif level != levels[0]:
+                continue
+            else:
+                targets = factor_levels[1:]
+            for target in targets:
+                point = {**at, factor: target}
+                base = pd.DataFrame([{**point, factor: factor_levels[0]}])
+                contrast = (
+                    formula.design(pd.DataFrame([point])).to_numpy()
+                    - formula.design(base).to_numpy()
                 )
-            )
+                effects.append(
+                    _effect(
+                        offset_name(factor, target),
+                        f"bytes vs {factor_levels[0]}",
+                        result,
+                        contrast,
+                        at=point,
+                        alpha=alpha,
+                    )
+                )
     return tuple(effects)
 
 
@@ -570,30 +719,73 @@ def _effect(
     )
 
 
+def _negative_costs(
+    formula: Formula, result: Any, df: pd.DataFrame, confidence: float
+) -> list[tuple[Form, Effect]]:
+    """Numeric main effects (not in an interaction) whose fitted cost is negative while
+    their interval still reaches 0: candidates to fix at 0, most negative t first."""
+    out = []
+    in_pairs = {f for pair in formula.interactions for f in pair}
+    effects = {e.name: e for e in _contrast_effects(formula, result, df, confidence)}
+    for form in formula.forms:
+        if form.factor in in_pairs:
+            continue
+        effect = effects.get(effect_name(form.factor))
+        if effect is None:
+            continue
+        estimate = effect.estimate
+        if estimate.value < 0 <= estimate.high:
+            t = float(result.tvalues[form.column])
+            out.append((t, form, effect))
+    return [(form, effect) for _, form, effect in sorted(out, key=lambda item: item[0])]
+
+
 def fit_quantity(
     name: str,
     df: pd.DataFrame,
     response: str,
     confidence: float = 0.95,
     formula: Formula | None = None,
+    *,
+    factors: Sequence[str] | None = None,
+    constrain: bool = False,
 ) -> FittedModel:
-    """Fit ``response`` (a column of ``df``) on the factors; choose the formula unless given."""
+    """Fit ``response`` (a column of ``df``) on the factors; choose the formula unless given.
+
+    ``factors`` (default: the built-in ones) are the candidates when the formula is chosen.
+    A chosen formula drops what cannot be fitted (:func:`fit_what_can_be`, said in
+    ``FittedModel.dropped``) and is then **constrained**: memory does not fall when a
+    numeric factor grows, so a per-unit cost whose fit is negative but whose interval
+    reaches 0 is fixed at 0 (the term is left out and the rest refitted, as non-negative
+    least squares' active set does); the unconstrained estimate stays in
+    ``FittedModel.zero_effects``. A cost whose whole interval is negative is kept: the
+    data then say memory falls. ``constrain=True`` applies the same to a given formula.
+    With a given formula and ``constrain=False`` this is plain OLS (the claims' own fits).
+    """
     data = df.dropna(subset=[response, *(formula.factors if formula else ())])
     y = data[response].to_numpy(dtype=np.float64)
     choices: tuple[FormChoice, ...] = ()
+    dropped: tuple[str, ...] = ()
     if formula is None:
-        formula, _ = base_formula(data)
-        if not _identifiable(formula, data, min_df=1):
-            raise ModelError(
-                f"{name}: {len(data)} trial(s) with a measured "
-                f"{response.split('__', maxsplit=1)[0]} cannot fit "
-                f"{formula.design(data).shape[1]} terms ({formula.describe()}) with an interval"
-            )
+        formula, _ = base_formula(data, factors)
+        formula, dropped = fit_what_can_be(name, formula, data, response)
         formula, choices = choose_forms(formula, data, y)
         formula = choose_interactions(formula, data, y)
+        constrain = True
     elif not _identifiable(formula, data, min_df=1):
-        raise ModelError(f"{name}: too few trials ({len(data)}) for {formula.describe()}")
+        if not constrain:
+            raise ModelError(f"{name}: too few trials ({len(data)}) for {formula.describe()}")
+        formula, dropped = fit_what_can_be(name, formula, data, response)
     result = _ols(formula, data, y)
+    zero: list[Effect] = []
+    while constrain:
+        negative = _negative_costs(formula, result, data, confidence)
+        if not negative:
+            break
+        form, effect = negative[0]
+        zero.append(effect)
+        formula = _without(formula, form.factor)
+        result = _ols(formula, data, y)
     alpha = 1 - confidence
     ci = np.asarray(result.conf_int(alpha=alpha))
     units = formula.unit_factors()
@@ -610,7 +802,13 @@ def fit_quantity(
     )
     loo = _loo_rmse(formula, data, y)
     mean_y = float(np.mean(y))
-    ranges = {f: (float(data[f].min()), float(data[f].max())) for f in NUMERIC_FACTORS if f in data}
+    numeric = [f for f in NUMERIC_FACTORS if f in data] + [
+        f.factor for f in formula.forms if f.factor not in NUMERIC_FACTORS
+    ]
+    ranges = {
+        f: (float(pd.to_numeric(data[f]).min()), float(pd.to_numeric(data[f]).max()))
+        for f in numeric
+    }
     return FittedModel(
         name=name,
         formula=formula,
@@ -628,6 +826,8 @@ def fit_quantity(
         trial_ids=tuple(str(t) for t in data.index),
         confidence=confidence,
         result=result,
+        dropped=dropped,
+        zero_effects=tuple(zero),
     )
 
 
@@ -640,10 +840,10 @@ class ModelSet:
     """``plateau``, ``peak`` (trial totals) and ``plateau[role]``, ``peak[role]``."""
 
     roles: tuple[str, ...]
-    """Roles with their own models (their sum is the total's fit: same design)."""
+    """Roles with their own models (fitted on the total's terms, each constrained)."""
 
     errors: tuple[str, ...]
-    """Quantities that could not be fitted, and why."""
+    """Quantities, or factors of a quantity, that could not be fitted, and why."""
 
     within_trial_bytes_per_transition: Estimate | None
     """Mean of the per-trial fill slopes (a check on the capacity coefficient)."""
@@ -652,22 +852,47 @@ class ModelSet:
     """2 × observation bytes + 24 (action, reward, flags): what storing obs and next obs
     costs at least."""
 
+    buffer_bytes_per_transition: Estimate | None = None
+    """Mean of the per-trial buffer costs: the fill slope once warm-up is over, net of
+    the growth that goes on without the buffer (:mod:`~memsweep.analyze.phases`)."""
+
+    buffer_notes: tuple[str, ...] = ()
+    """Why the buffer's cost could not be told from warm-up, per trial that could not."""
+
     def get(self, name: str) -> FittedModel | None:
         return self.models.get(name)
 
 
-def fit_all(table: pd.DataFrame, roles: Sequence[str], confidence: float = 0.95) -> ModelSet:
-    """Fit plateau and peak for the total, then per role with the total's formula."""
+def _mean_estimate(values: pd.Series, confidence: float) -> Estimate | None:
+    if len(values) < 2:
+        return None
+    result = sm.OLS(values.to_numpy(), np.ones(len(values))).fit()
+    low, high = np.asarray(result.conf_int(alpha=1 - confidence))[0]
+    return Estimate(float(result.params[0]), float(low), float(high))
+
+
+def fit_all(
+    table: pd.DataFrame,
+    roles: Sequence[str],
+    confidence: float = 0.95,
+    factors: Sequence[str] | None = None,
+) -> ModelSet:
+    """Fit plateau and peak for the total, then per role on the total's terms.
+
+    ``factors`` are the sweep's factors (default: the built-in ones); ``model`` stands for
+    its parameter count (:func:`model_factors`)."""
     models: dict[str, FittedModel] = {}
     errors: list[str] = []
+    names = model_factors(factors if factors is not None else FACTORS, table)
+    names = tuple(n for n in names if n in table)
     measured = table.dropna(subset=["plateau__total"])
-    _, factors = base_formula(measured if len(measured) else table)
+    _, infos = base_formula(measured if len(measured) else table, names)
     if measured.empty:
-        factors = tuple(
+        infos = tuple(
             replace(
                 f, in_model=False, note=f"{f.name}: no trial reached its plateau: nothing to fit"
             )
-            for f in factors
+            for f in infos
         )
         errors.append(
             "no trial reached its plateau (a full buffer), so there is nothing to fit across "
@@ -675,11 +900,20 @@ def fit_all(table: pd.DataFrame, roles: Sequence[str], confidence: float = 0.95)
         )
     for quantity in ("plateau", "peak") if len(measured) else ():
         try:
-            total = fit_quantity(quantity, table, f"{quantity}__total", confidence)
+            total = fit_quantity(quantity, table, f"{quantity}__total", confidence, factors=names)
         except ModelError as exc:
             errors.append(str(exc))
             continue
         models[quantity] = total
+        errors += total.dropped
+        if quantity == "plateau":
+            left_out = {n for n in names if n not in total.formula.factors}
+            infos = tuple(
+                replace(f, in_model=False, note=_dropped_note(total, f.name))
+                if f.in_model and f.name in left_out
+                else f
+                for f in infos
+            )
         fitted_rows = table.loc[list(total.trial_ids)]
         for role in roles:
             column = f"{quantity}__{role}"
@@ -688,25 +922,39 @@ def fit_all(table: pd.DataFrame, roles: Sequence[str], confidence: float = 0.95)
             role_df = fitted_rows.assign(**{column: fitted_rows[column].fillna(0.0)})
             try:
                 models[f"{quantity}[{role}]"] = fit_quantity(
-                    f"{quantity}[{role}]", role_df, column, confidence, formula=total.formula
+                    f"{quantity}[{role}]",
+                    role_df,
+                    column,
+                    confidence,
+                    formula=total.formula,
+                    constrain=True,
                 )
             except ModelError as exc:
                 errors.append(str(exc))
-    within = None
     slopes = (
         table["fill_bpt__total"].dropna() if "fill_bpt__total" in table else pd.Series(dtype=float)
     )
-    if len(slopes) >= 2:
-        result = sm.OLS(slopes.to_numpy(), np.ones(len(slopes))).fit()
-        low, high = np.asarray(result.conf_int(alpha=1 - confidence))[0]
-        within = Estimate(float(result.params[0]), float(low), float(high))
+    within = _mean_estimate(slopes, confidence)
+    buffer = (
+        table["buffer_bpt__total"].dropna()
+        if "buffer_bpt__total" in table
+        else pd.Series(dtype=float)
+    )
     obs = table["obs_bytes"].dropna() if "obs_bytes" in table else pd.Series(dtype=float)
     analytic = float(2 * obs.median() + 24) if len(obs) else None
     return ModelSet(
-        factors=factors,
+        factors=infos,
         models=models,
         roles=tuple(roles),
-        errors=tuple(errors),
+        errors=tuple(dict.fromkeys(errors)),
         within_trial_bytes_per_transition=within,
         analytic_bytes_per_transition=analytic,
+        buffer_bytes_per_transition=_mean_estimate(buffer, confidence),
+    )
+
+
+def _dropped_note(model: FittedModel, factor: str) -> str:
+    return next(
+        (note for note in model.dropped if note.startswith(f"{factor} not fitted")),
+        f"{factor}: left out of the {model.name} model",
     )

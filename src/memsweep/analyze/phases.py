@@ -13,6 +13,7 @@ double-counting shared pages: PSS when sampled).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,15 @@ class RolePhases:
     last_bytes: float | None
     """Memory in the last bucket."""
 
+    buffer_bytes_per_transition: Estimate | None = None
+    """The buffer's own cost per stored transition: the fill slope over the second half
+    of the fill (after warm-up), minus the growth that goes on without the buffer (the
+    plateau's growth per env step). None when the two cannot be told apart
+    (``buffer_note`` says why)."""
+
+    buffer_note: str = ""
+    """Why the buffer's cost could not be separated from warm-up, or what was excluded."""
+
     @property
     def plateau_or_extrapolated(self) -> Estimate | None:
         return self.plateau or self.plateau_extrapolated
@@ -110,7 +120,8 @@ class TrialPhases:
     trial_id: str
     factors: dict[str, Any]
     """``replay_capacity``, ``model``, ``model_params``, ``num_workers``, ``framework``,
-    ``obs_bytes``, ``status``."""
+    ``obs_bytes``, ``status`` (None where the trial has no such value: a foreign
+    trainable), then every other factor of the trial by name (``factors_json``)."""
 
     capacity: float
     """Replay capacity RLlib built (transitions), 0 without a buffer."""
@@ -258,14 +269,20 @@ def _role_phases(
             residual = joint.coef("hours")
             residual_p = joint.p_value("hours")
 
+    buffer, buffer_note = buffer_cost(
+        y[fill], stored[fill], drift_k if reached else None, capacity, conf, filled=reached
+    )
     peak_sampled = float(np.nanmax(y)) if has_y.any() else None
     peak = _true_peak(rows, hwm_sum, peak_sampled)
     last = float(y[has_y][-1]) if has_y.any() else None
+    baseline = fill_fit.coef("const") if fill_fit else None
+    level = plateau_level if reached else None
+    baseline, level, peak = coherent_levels(baseline, level, peak)
     return RolePhases(
         role=role,
-        baseline=fill_fit.coef("const") if fill_fit else None,
+        baseline=baseline,
         fill_bytes_per_transition=fill_fit.coef("stored") if fill_fit else None,
-        plateau=plateau_level if reached else None,
+        plateau=level,
         plateau_extrapolated=extrapolated,
         drift_bytes_per_h=drift_h,
         drift_bytes_per_1k_steps=drift_k,
@@ -275,6 +292,113 @@ def _role_phases(
         peak_bytes=peak,
         peak_sampled_bytes=peak_sampled,
         last_bytes=last,
+        buffer_bytes_per_transition=buffer,
+        buffer_note=buffer_note,
+    )
+
+
+def coherent_levels(
+    baseline: Estimate | None, plateau: Estimate | None, peak: float | None
+) -> tuple[Estimate | None, Estimate | None, float | None]:
+    """Baseline ≤ plateau ≤ peak, never negative, each value inside its own interval.
+
+    Memory is never negative: every figure is cut at 0. A baseline is memory with an
+    empty buffer, so it is at most the plateau: a fill fit whose intercept lands above the
+    plateau (a role that shrank while the buffer filled) is capped at the plateau, its
+    interval's ends too. A peak is the highest memory the trial reached, so at least its
+    plateau. Capping both ends of an interval keeps the value inside it."""
+
+    def floor0(e: Estimate | None) -> Estimate | None:
+        if e is None:
+            return None
+        return Estimate(max(e.value, 0.0), max(e.low, 0.0), max(e.high, 0.0))
+
+    baseline, plateau = floor0(baseline), floor0(plateau)
+    if baseline is not None and plateau is not None:
+        baseline = Estimate(
+            min(baseline.value, plateau.value),
+            min(baseline.low, plateau.low),
+            min(baseline.high, plateau.high),
+        )
+    if peak is not None:
+        peak = max(peak, 0.0)
+        if plateau is not None:
+            peak = max(peak, plateau.value)
+    return baseline, plateau, peak
+
+
+MIN_HALF_BUCKETS = 4
+"""Buckets each half of the fill needs before the buffer's cost is separated."""
+
+
+def buffer_cost(
+    y: np.ndarray[Any, Any],
+    stored: np.ndarray[Any, Any],
+    drift_per_1k_steps: Estimate | None,
+    capacity: float,
+    confidence: float,
+    *,
+    filled: bool = True,
+) -> tuple[Estimate | None, str]:
+    """The buffer's cost per transition, apart from warm-up growth at the same time.
+
+    While a buffer fills, the trial also warms up (the learner starts, the allocator and
+    the frameworks grow their pools), so the plain fill slope charges all of it to the
+    buffer. The rule: (1) only the second half of the fill counts (stored transitions
+    above half of those the fill reached): warm-up comes first; (2) the warm-up must be
+    over there, tested by the slopes of that part's two halves agreeing (their intervals
+    overlap; a slope still falling is still warm-up); (3) growth that goes on without the
+    buffer is measured after it filled (the plateau's growth per env step; one env step
+    stores one transition) and subtracted, with the intervals' ends combined the
+    conservative way. Each step that cannot be done makes the answer None, and the note
+    says why.
+    """
+    if capacity <= 0:
+        return None, ""
+    known = np.isfinite(y) & np.isfinite(stored)
+    y, stored = y[known], stored[known]
+    if len(y) < 2 * MIN_HALF_BUCKETS:
+        return None, (
+            f"cannot separate the buffer from warm-up: {len(y)} fill buckets, "
+            f"{2 * MIN_HALF_BUCKETS} needed"
+        )
+    middle = float(stored.min() + stored.max()) / 2
+    late = stored >= middle
+    if late.sum() < MIN_HALF_BUCKETS:
+        return None, "cannot separate the buffer from warm-up: too few buckets in the late fill"
+    late_fit = fit_trend(y[late], {"stored": stored[late]}, confidence)
+    if late_fit is None:
+        return None, "cannot separate the buffer from warm-up: the late fill does not fit"
+    slope = late_fit.coef("stored")
+    order = np.argsort(stored[late])
+    halves = np.array_split(order, 2)
+    if min(len(h) for h in halves) >= 3:
+        fits = [fit_trend(y[late][h], {"stored": stored[late][h]}, confidence) for h in halves]
+        if all(f is not None for f in fits):
+            first, second = (f.coef("stored") for f in fits if f is not None)
+            if second.high < first.low:
+                return None, (
+                    "cannot separate the buffer from warm-up: memory growth per transition "
+                    f"was still falling in the last quarter of the fill ({first.value:,.0f} → "
+                    f"{second.value:,.0f} B/transition): warm-up was not over when the buffer "
+                    f"filled; {slope.value:,.0f} B/transition is an upper bound. A longer "
+                    "fill (a larger capacity) separates them"
+                )
+    if drift_per_1k_steps is None:
+        why = (
+            "the plateau is too short to measure"
+            if filled
+            else "the buffer never filled, so it left unmeasured"
+        )
+        return None, (
+            f"cannot separate the buffer from warm-up: {why} the growth without the buffer; "
+            f"the late fill gives {slope.value:,.0f} B/transition, an upper bound"
+        )
+    drift = drift_per_1k_steps.scaled(1e-3)
+    buffer = Estimate(slope.value - drift.value, slope.low - drift.high, slope.high - drift.low)
+    return buffer, (
+        f"late fill {slope.value:,.0f} B/transition minus {drift.value:,.0f} B per env step "
+        "of growth without the buffer (after it filled)"
     )
 
 
@@ -299,8 +423,10 @@ def trial_phases(
     progress: pd.DataFrame,
     peaks_frame: pd.DataFrame,
     options: PhaseOptions,
+    factor_values: Mapping[str, Any] | None = None,
 ) -> TrialPhases | None:
-    """Phases of one trial from its rows of the sweep's frames; None without samples."""
+    """Phases of one trial from its rows of the sweep's frames; None without samples.
+    ``factor_values`` are the trial's factors (:func:`~memsweep.analyze.load.trial_factors`)."""
     if rows.empty:
         return None
     capacity = trial_capacity(trial)
@@ -371,6 +497,7 @@ def trial_phases(
             "framework": trial.get("framework"),
             "obs_bytes": _num(trial.get("obs_bytes")),
             "status": status,
+            **{k: v for k, v in (factor_values or {}).items() if k not in _DERIVED},
         },
         capacity=capacity,
         setup_s=float(p_t[0]) if len(p_t) else None,
@@ -383,6 +510,11 @@ def trial_phases(
         roles=tuple(roles),
         notes=tuple(notes),
     )
+
+
+_DERIVED = ("model_params", "obs_bytes", "status")
+"""Keys of ``TrialPhases.factors`` the analysis derives itself (never taken from
+``factors_json``, where a factor of that name would be a config key)."""
 
 
 def _ordered_roles(roles: Any) -> list[str]:
@@ -426,6 +558,7 @@ def all_phases(data: SweepData, options: PhaseOptions) -> tuple[TrialPhases, ...
             progress=progress.get(trial_id, empty_progress),
             peaks_frame=peaks.get(trial_id, empty_peaks),
             options=options,
+            factor_values=data.factors.get(str(trial_id)),
         )
         if phases is not None:
             out.append(phases)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memsweep.analyze.models import FittedModel
+from memsweep.analyze.models import Effect, FittedModel
 from memsweep.report.plots import Plot, write_plots
 from memsweep.store import is_remote
 from memsweep.units import (
@@ -76,9 +76,9 @@ class ReportFiles:
 
 def term_unit(term: str) -> str:
     """The unit of a coefficient: bytes per unit of its column."""
-    if term == "const" or (term.startswith("framework[") and ":" not in term):
+    if term == "const" or ("[" in term.split(":", 1)[0] and ":" not in term):
         return "bytes"
-    column = term.split(":", 1)[1] if term.startswith("framework[") else term
+    column = term.split(":", 1)[1] if term.split(":", 1)[0].endswith("]") else term
     units = {
         "replay_capacity": "bytes per transition",
         "model_params": "bytes per parameter",
@@ -88,81 +88,136 @@ def term_unit(term: str) -> str:
     return units.get(column, f"bytes per unit of {column}")
 
 
+def _is_bytes(unit: str) -> bool:
+    return unit in ("bytes", "bytes per env runner") or unit.startswith("bytes vs")
+
+
+def _figure(value: float, unit: str) -> str:
+    return format_bytes(value) if _is_bytes(unit) else format_number(value)
+
+
+def straddles_zero(estimate: Estimate) -> bool:
+    """The interval holds both signs: the figure cannot be told from 0."""
+    return estimate.low < 0 < estimate.high
+
+
+def zero_text(estimate: Estimate, unit: str) -> str:
+    """``not distinguishable from 0 (|x| < 24.7 kB)``: how a cost whose interval holds 0
+    is printed, never as a signed figure."""
+    bound = max(abs(estimate.low), abs(estimate.high))
+    return f"not distinguishable from 0 (|x| < {_figure(bound, unit)})"
+
+
 def _estimate_text(estimate: Estimate, unit: str) -> tuple[str, str]:
-    if unit in ("bytes", "bytes per env runner"):
-        return format_bytes(
-            estimate.value
-        ), f"{format_bytes(estimate.low)} – {format_bytes(estimate.high)}"
-    return format_number(
-        estimate.value
-    ), f"{format_number(estimate.low)} – {format_number(estimate.high)}"
+    if straddles_zero(estimate):
+        return zero_text(estimate, unit), ""
+    return _figure(estimate.value, unit), (
+        f"{_figure(estimate.low, unit)} – {_figure(estimate.high, unit)}"
+    )
+
+
+def effect_text(estimate: Estimate, unit: str, confidence: float) -> str:
+    """One effect as the summary prints it: value, unit and interval, or "not
+    distinguishable from 0" when the interval holds 0."""
+    if straddles_zero(estimate):
+        shown_unit = "" if _is_bytes(unit) else f" {unit}"
+        return zero_text(estimate, unit) + shown_unit
+    value, span = _estimate_text(estimate, unit)
+    if unit.startswith("bytes vs") or unit == "bytes":
+        suffix = ""
+    elif unit == "bytes per env runner":
+        suffix = " per env runner"
+    else:
+        suffix = f" {unit}"
+    return f"{value}{suffix} ({confidence:.0%} CI {span})"
 
 
 def _effect_line(model: FittedModel, name: str, framework: str | None = None) -> str | None:
-    effect = next(
-        (
-            e
-            for e in model.effects
-            if e.name == name and (framework is None or e.at.get("framework") == framework)
-        ),
-        None,
-    )
+    def matches(e: Effect) -> bool:
+        return e.name == name and (framework is None or e.at.get("framework") in (framework, None))
+
+    effect = next((e for e in model.effects if matches(e)), None)
     if effect is None:
-        return None
-    value, span = _estimate_text(effect.estimate, "bytes" if "offset" in name else effect.unit)
-    if "offset" in name:
-        unit = ""
-    elif effect.unit == "bytes per env runner":
-        unit = " per env runner"
-    else:
-        unit = f" {effect.unit}"
-    return f"{value}{unit} ({model.confidence:.0%} CI {span})"
+        zero = next((e for e in model.zero_effects if matches(e)), None)
+        if zero is None:
+            return None
+        return (
+            effect_text(zero.estimate, zero.unit, model.confidence)
+            + "; fixed at 0 in the fit (a cost is never negative)"
+        )
+    return effect_text(effect.estimate, effect.unit, model.confidence)
+
+
+def _effect_label(name: str, base: str | None) -> str:
+    labels = {
+        "bytes_per_transition": "replay buffer",
+        "bytes_per_worker": "per env runner",
+        "bytes_per_param": "per model parameter",
+    }
+    if name in labels:
+        return labels[name]
+    if name.startswith("bytes_per_unit["):
+        return f"per unit of {name[len('bytes_per_unit[') : -1]}"
+    factor, level = name.split("_offset[", 1)
+    if factor == "framework":
+        return f"{level[:-1]} vs {base}"
+    return f"{factor}={level[:-1]} vs its base level"
 
 
 def headline(analysis: Analysis) -> list[str]:
-    """The answers in a few lines: cost per transition, worker, parameter; frameworks; growth."""
+    """The answers in a few lines: cost per transition, worker, parameter, any other
+    factor; categorical offsets; the buffer's own cost; growth."""
     lines = []
     model = analysis.models.get("plateau")
     if model is not None:
-        base = model.effects[0].at.get("framework") if model.effects else None
-        ref = model.effects[0].at if model.effects else {}
-        for name, label in (
-            ("bytes_per_transition", "replay buffer"),
-            ("bytes_per_worker", "per env runner"),
-            ("bytes_per_param", "per model parameter"),
-        ):
+        every = (*model.effects, *model.zero_effects)
+        base = next((e.at.get("framework") for e in every if "framework" in e.at), None)
+        ref = every[0].at if every else {}
+        names = list(dict.fromkeys(e.name for e in every if "_offset[" not in e.name))
+        for name in names:
             text = _effect_line(model, name, base)
             if text:
-                lines.append(f"{label}: {text}")
+                lines.append(f"{_effect_label(name, base)}: {text}")
         for effect in model.effects:
-            if effect.name.startswith("framework_offset"):
-                lines.append(
-                    f"{effect.name.split('[')[1][:-1]} vs {base}: "
-                    f"{_effect_line(model, effect.name)}"
-                )
+            if "_offset[" in effect.name:
+                text = effect_text(effect.estimate, effect.unit, model.confidence)
+                lines.append(f"{_effect_label(effect.name, base)}: {text}")
         where = ", ".join(
             f"{k}={format_number(v) if isinstance(v, float) else v}" for k, v in ref.items()
         )
         loo = (
             f"{format_bytes(model.loo_rmse_bytes)} = {model.loo_rel_error:.1%}"
             if math.isfinite(model.loo_rel_error)
-            else "n/a (as many terms as trials: add trials to estimate it)"
+            else "n/a (a trial alone at its factor level cannot be left out)"
         )
         lines.append(
-            f"(plateau model on {model.n_trials} trials: R² {model.r2:.3f}, leave-one-out error "
-            f"{loo}; marginal costs at {where})"
+            f"(plateau model on {model.n_trials} trials, OLS with non-negative per-unit costs: "
+            f"R² {model.r2:.3f}, leave-one-out error {loo}"
+            + (f"; marginal costs at {where})" if where else ")")
         )
     analytic = analysis.models.analytic_bytes_per_transition
     within = analysis.models.within_trial_bytes_per_transition
     if within is not None:
         lines.append(
-            "fill slope within trials: "
+            "fill slope within trials (buffer and warm-up together): "
             f"{format_interval(within, 'bytes per transition')}"
             + (
                 f"; analytic footprint of obs + next obs: {format_number(analytic)} bytes"
                 if analytic
                 else ""
             )
+        )
+    buffer = analysis.models.buffer_bytes_per_transition
+    if buffer is not None:
+        lines.append(
+            "buffer's own cost within trials (late fill, net of growth without the buffer): "
+            + effect_text(buffer, "bytes per transition", analysis.options.confidence)
+        )
+    notes = analysis.models.buffer_notes
+    if notes:
+        lines.append(
+            f"buffer's own cost not separated from warm-up in {len(notes)} trial(s) "
+            f"(each one's reason is in the report's Trials notes), e.g. {notes[0]}"
         )
     lines.append(growth_headline(analysis))
     return lines
@@ -238,6 +293,8 @@ def _model_blocks(model: FittedModel) -> list[Block]:
             f"({model.loo_rel_error:.1%} of the mean)."
         ),
     ]
+    if model.dropped:
+        blocks.append(Bullets(model.dropped))
     rows = []
     for c in model.coefficients:
         unit = term_unit(c.term)
@@ -247,11 +304,14 @@ def _model_blocks(model: FittedModel) -> list[Block]:
     if model.effects:
         rows = []
         for e in model.effects:
-            value, span = _estimate_text(e.estimate, "bytes" if "offset" in e.name else e.unit)
+            value, span = _estimate_text(e.estimate, e.unit)
             at = ", ".join(
                 f"{k}={format_number(v) if isinstance(v, float) else v}" for k, v in e.at.items()
             )
             rows.append((e.name, value, span, e.unit, at))
+        for e in model.zero_effects:
+            value, span = _estimate_text(e.estimate, e.unit)
+            rows.append((e.name, f"0 (fixed; unconstrained: {value})", span, e.unit, "any"))
         blocks.append(Table(("effect", "estimate", f"{level} CI", "unit", "at"), tuple(rows)))
     if model.form_choices:
         rows = [
@@ -274,8 +334,36 @@ def _model_blocks(model: FittedModel) -> list[Block]:
     return blocks
 
 
+def _factor_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "?"
+    return format_number(value) if isinstance(value, int | float) else str(value)
+
+
+def _trial_factor_names(analysis: Analysis) -> list[str]:
+    """The factors shown per trial: the sweep's (``model`` as its label), none for trials
+    of a trainable that recorded no factor."""
+    return list(analysis.data.factor_names)
+
+
+def _trial_header(analysis: Analysis) -> tuple[str, ...]:
+    short = {"replay_capacity": "capacity", "num_workers": "workers"}
+    return (
+        "trial",
+        *(short.get(n, n) for n in _trial_factor_names(analysis)),
+        "status",
+        "baseline",
+        "fill B/transition",
+        "buffer B/transition",
+        "plateau",
+        "peak",
+        "growth verdict",
+    )
+
+
 def _trial_rows(analysis: Analysis) -> tuple[tuple[str, ...], ...]:
     rows = []
+    names = _trial_factor_names(analysis)
     for t in analysis.trials:
         total = t.total
         plateau = total.plateau
@@ -286,17 +374,16 @@ def _trial_rows(analysis: Analysis) -> tuple[tuple[str, ...], ...]:
         else:
             plateau_text = "n/a"
         bpt = total.fill_bytes_per_transition
+        buffer = total.buffer_bytes_per_transition
         f = t.factors
         rows.append(
             (
                 t.trial_id,
-                format_number(f["replay_capacity"]) if f["replay_capacity"] is not None else "?",
-                str(f["model"]),
-                format_number(f["num_workers"]) if f["num_workers"] is not None else "?",
-                str(f["framework"]),
-                str(f["status"]),
+                *(_factor_cell(f.get(n)) for n in names),
+                str(f.get("status")),
                 format_bytes(total.baseline.value) if total.baseline else "n/a",
                 format_number(bpt.value) if bpt else "n/a",
+                _estimate_text(buffer, "bytes per transition")[0] if buffer else "n/a",
                 plateau_text,
                 format_bytes(total.peak_bytes),
                 analysis.verdict(t.trial_id).text,
@@ -350,9 +437,14 @@ def report_blocks(analysis: Analysis, plots: tuple[Plot, ...]) -> list[Block]:
     blocks.append(
         Para(
             "Trial-level plateau (memory once the buffer is full, measured when it filled) and "
-            "peak, fitted by OLS on the factors. The form of each numeric factor is chosen by "
-            "leave-one-out cross-validation; interactions are added where the design allows and "
-            "AIC improves by more than 2. Only trials that reached their plateau are fitted."
+            "peak, fitted by OLS on every factor that varies (a number: a per-unit cost; a "
+            "label: an offset from its base level). The form of each numeric factor is chosen "
+            "by leave-one-out cross-validation; interactions are added where the design allows "
+            "and AIC improves by more than 2. The fit is constrained: a per-unit cost whose fit "
+            "is negative while its interval reaches 0 is fixed at 0 (memory does not fall when "
+            "a factor grows) and the rest refitted; a factor the trials cannot fit is left out "
+            "and said so, the others are still fitted. A cost whose interval holds 0 is printed "
+            "as not distinguishable from 0. Only trials that reached their plateau are fitted."
         )
     )
     for name in ("plateau", "peak"):
@@ -360,47 +452,40 @@ def report_blocks(analysis: Analysis, plots: tuple[Plot, ...]) -> list[Block]:
         if model is not None:
             blocks += _model_blocks(model)
     role_rows = []
+    total_model = analysis.models.get("plateau")
+    effect_names = list(
+        dict.fromkeys(
+            e.name
+            for e in ((*total_model.effects, *total_model.zero_effects) if total_model else ())
+            if "_offset[" not in e.name
+        )
+    )
     for role in analysis.models.roles:
         model = analysis.models.get(f"plateau[{role}]")
         if model is None:
             continue
         cells = [role, f"{model.r2:.3f}", format_bytes(model.loo_rmse_bytes)]
-        for effect in ("bytes_per_transition", "bytes_per_worker", "bytes_per_param"):
-            cells.append(
-                _effect_line(
-                    model, effect, model.effects[0].at.get("framework") if model.effects else None
-                )
-                or "—"
-            )
+        every = (*model.effects, *model.zero_effects)
+        base = next((e.at.get("framework") for e in every if "framework" in e.at), None)
+        for effect in effect_names:
+            cells.append(_effect_line(model, effect, base) or "—")
         role_rows.append(tuple(cells))
     if role_rows:
         blocks.append(Heading("Per role (plateau)", 3))
         blocks.append(
             Table(
-                ("role", "R²", "LOO RMSE", "per transition", "per env runner", "per parameter"),
+                ("role", "R²", "LOO RMSE", *(_effect_label(n, None) for n in effect_names)),
                 tuple(role_rows),
             )
         )
     blocks.append(Heading("Trials"))
-    blocks.append(
-        Table(
-            (
-                "trial",
-                "capacity",
-                "model",
-                "workers",
-                "framework",
-                "status",
-                "baseline",
-                "B/transition",
-                "plateau",
-                "peak",
-                "growth verdict",
-            ),
-            _trial_rows(analysis),
-        )
-    )
+    blocks.append(Table(_trial_header(analysis), _trial_rows(analysis)))
     trial_notes = tuple(f"{t.trial_id}: {note}" for t in analysis.trials for note in t.notes)
+    trial_notes += tuple(
+        f"{t.trial_id}: buffer cost: {t.total.buffer_note}"
+        for t in analysis.trials
+        if t.total.buffer_note
+    )
     if trial_notes:
         blocks.append(Bullets(trial_notes))
     blocks += growth_blocks(analysis)
@@ -520,6 +605,11 @@ def _model_json(model: FittedModel) -> dict[str, Any]:
             for c in model.form_choices
         ],
         "ranges": {k: list(v) for k, v in model.ranges.items()},
+        "dropped": list(model.dropped),
+        "zero_effects": [
+            {"name": e.name, "unit": e.unit, **e.estimate.to_json(), "fixed_at": 0.0}
+            for e in model.zero_effects
+        ],
     }
 
 
@@ -553,6 +643,8 @@ def models_document(analysis: Analysis) -> dict[str, Any]:
                         "drift_bytes_per_1k_steps": _opt(r.drift_bytes_per_1k_steps),
                         "peak_bytes": r.peak_bytes,
                         "peak_sampled_bytes": r.peak_sampled_bytes,
+                        "buffer_bytes_per_transition": _opt(r.buffer_bytes_per_transition),
+                        "buffer_note": r.buffer_note,
                         "verdict": next(
                             (
                                 {
@@ -591,6 +683,8 @@ def models_document(analysis: Analysis) -> dict[str, Any]:
                 analysis.models.within_trial_bytes_per_transition
             ),
             "analytic_bytes_per_transition": analysis.models.analytic_bytes_per_transition,
+            "buffer_bytes_per_transition": _opt(analysis.models.buffer_bytes_per_transition),
+            "factor_names": list(analysis.data.factor_names),
             "system_bytes_per_node": analysis.system_bytes_per_node,
             "trials": trials,
             "missing": list(analysis.missing),

@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
-from memsweep.analyze.models import NUMERIC_FACTORS, reference_point
+from memsweep.analyze.models import reference_point
 from memsweep.units import format_number
 
 if TYPE_CHECKING:
@@ -79,8 +79,13 @@ def memory_over_steps(analysis: Analysis, out: Path) -> Plot | None:
     ]
     if total.empty:
         return None
-    factors = _varying(analysis) or ["framework"]
     table = analysis.trial_table
+    factors = [f for f in _varying(analysis) if f in table] or [
+        f for f in ("framework",) if f in table and table[f].notna().any()
+    ]
+    if not factors:
+        factors = ["trial"]
+        table = table.assign(trial=table.index.astype(str))
     fig = Figure(figsize=(6 * min(len(factors), 2), 4 * ((len(factors) + 1) // 2)))
     for index, factor in enumerate(factors):
         ax = fig.add_subplot((len(factors) + 1) // 2, min(len(factors), 2), index + 1)
@@ -140,10 +145,10 @@ def peak_vs_factors(analysis: Analysis, out: Path) -> Plot | None:
         # so the points line up with the curve drawn at that reference.
         moved = table.assign(**{k: v for k, v in ref.items() if k != factor and k in table})
         adjusted = table[response] - at_trials + model.predict(moved)["mean"]
-        if factor in NUMERIC_FACTORS:
+        if model.formula.form(factor) is not None:
             grid = np.linspace(table[factor].min(), table[factor].max(), 60)
             points = pd.DataFrame([{**ref, factor: x} for x in grid])
-            band = model.predict(points)
+            band = model.predict(points).clip(lower=0.0)
             ax.fill_between(
                 grid,
                 band["obs_ci_lower"] / GB,
@@ -169,7 +174,7 @@ def peak_vs_factors(analysis: Analysis, out: Path) -> Plot | None:
         else:
             levels = model.formula.factor_levels(factor) or ()
             points = pd.DataFrame([{**ref, factor: level} for level in levels])
-            band = model.predict(points)
+            band = model.predict(points).clip(lower=0.0)
             x = np.arange(len(levels))
             ax.errorbar(
                 x,
@@ -229,12 +234,7 @@ def roles_stacked(analysis: Analysis, out: Path, max_trials: int = 4) -> Plot | 
         trial = analysis.trial(trial_id)
         if trial.plateau_start_s is not None:
             ax.axvline(trial.plateau_start_s, color="k", ls="--", lw=0.8, label="buffer full")
-        f = trial.factors
-        ax.set_title(
-            f"{trial_id}: cap {f['replay_capacity']:g}, {f['model']}, "
-            f"{f['num_workers']:g} workers, {f['framework']}",
-            fontsize="small",
-        )
+        ax.set_title(f"{trial_id}: {_factors_title(analysis, trial.factors)}", fontsize="small")
         ax.set_xlabel("seconds since the trial's first sample")
         ax.set_ylabel("GB")
         ax.legend(fontsize="x-small", loc="upper left")
@@ -246,6 +246,19 @@ def roles_stacked(analysis: Analysis, out: Path, max_trials: int = 4) -> Plot | 
         f"The {len(chosen)} trials with the largest peaks: memory of each role over time "
         "(sum over the role's processes); the dashed line marks the full buffer.",
     )
+
+
+def _factors_title(analysis: Analysis, factors: dict[str, Any]) -> str:
+    """``replay_capacity 10,000, model 64x64, …``: the trial's factor values, skipping
+    factors it has no value for (a foreign trainable may have none)."""
+    parts = []
+    for name in analysis.data.factor_names:
+        value = factors.get(name)
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            continue
+        shown = format_number(value) if isinstance(value, int | float) else str(value)
+        parts.append(f"{name} {shown}")
+    return ", ".join(parts) or "no factor values recorded"
 
 
 def drift_rates(analysis: Analysis, out: Path) -> Plot | None:
