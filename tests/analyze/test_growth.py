@@ -63,7 +63,7 @@ def test_a_short_plateau_says_how_many_more_env_steps_it_needs() -> None:
     x, y, t = _series(steps=3_000, n=10)
     fit = classify_growth(x, y, t)
     assert fit.kind == "too little plateau"
-    assert fit.more_env_steps is not None and fit.more_env_steps >= 2_000
+    assert fit.more_env_steps is not None and fit.more_env_steps >= 1_000
 
 
 def test_a_rate_at_the_threshold_asks_for_more_plateau() -> None:

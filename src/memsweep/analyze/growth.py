@@ -94,7 +94,7 @@ class GrowthRule:
     min_step_bytes: float = 5e6
     """Smallest level shift reported as a one-time step, bytes."""
 
-    min_plateau_steps: float = 5000.0
+    min_plateau_steps: float = 2000.0
     """Fewer env steps of plateau than this: too little plateau, whatever the interval."""
 
     min_plateau_buckets: int = 16
@@ -120,6 +120,9 @@ class GrowthFit:
     late_rate_bytes_per_step: Estimate | None
     """Slope over the second half of the plateau (level shift removed), bytes per env step;
     its interval holds the background creep (:meth:`GrowthRule.background`)."""
+
+    late_rate_statistical_bytes_per_step: Estimate | None
+    """The late slope with its Newey–West interval alone (no background creep)."""
 
     early_rate_bytes_per_step: Estimate | None
     """Slope over the first half, bytes per env step."""
@@ -249,6 +252,7 @@ def classify_growth(
             kind="too little plateau",
             plateau_env_steps=span,
             late_rate_bytes_per_step=None,
+            late_rate_statistical_bytes_per_step=None,
             early_rate_bytes_per_step=None,
             late_rate_bytes_per_h=None,
             step_bytes=None,
@@ -297,6 +301,7 @@ def classify_growth(
         kind=kind,
         plateau_env_steps=span,
         late_rate_bytes_per_step=late_rate,
+        late_rate_statistical_bytes_per_step=late_stat,
         early_rate_bytes_per_step=early_rate,
         late_rate_bytes_per_h=late_h,
         step_bytes=found[1] if found is not None else None,

@@ -171,15 +171,15 @@ def _not_full(
     if trial.capacity > 0 and trial.fill_fraction is not None and steps is not None:
         left = max(trial.capacity * (1 - trial.fill_fraction), 0.0)
         text = (
-            f"buffer fill: {trial.fill_fraction:.0%} full after {format_number(steps)} env "
-            f"steps; about {format_number(left)} more env steps fill it, then "
-            f"{format_number(rule.min_plateau_steps)} or more of plateau tell growth from none"
+            f"buffer fill: {trial.fill_fraction:.0%} full after {_steps(steps)} env "
+            f"steps; about {_steps(left)} more env steps fill it, then "
+            f"{_steps(rule.min_plateau_steps)} or more of plateau tell growth from none"
         )
         kind: GrowthKind = "buffer fill"
     else:
         text = (
             "too little plateau: no Tune result marks where the plateau begins; "
-            f"{format_number(rule.min_plateau_steps)} env steps of plateau or more are needed"
+            f"{_steps(rule.min_plateau_steps)} env steps of plateau or more are needed"
         )
         kind = "too little plateau"
     return GrowthVerdict(
@@ -195,6 +195,10 @@ def _not_full(
     )
 
 
+def _steps(value: float) -> str:
+    return f"{value:,.0f}"
+
+
 def _mb(value: float) -> str:
     return f"{format_number(value / MB)} MB"
 
@@ -205,7 +209,7 @@ def _per_m(value: float) -> str:
 
 def _bound(fit: GrowthFit) -> str:
     """The late rate's upper bound, in words that never call a fall a growth."""
-    rate = fit.late_rate_bytes_per_step
+    rate = fit.late_rate_statistical_bytes_per_step
     if rate is None:
         return ""
     if rate.high <= 0:
@@ -221,7 +225,7 @@ def growth_text(
     horizon_env_steps: float,
 ) -> str:
     """The report's sentence for one classified plateau."""
-    over = f"{format_number(fit.plateau_env_steps)} env steps of plateau"
+    over = f"{_steps(fit.plateau_env_steps)} env steps of plateau"
     rate = fit.late_rate_bytes_per_step
     if fit.kind == "sustained growth" and rate is not None and projected is not None:
         hourly = f", {format_number(per_h.value)} MB/h" if per_h and per_h.value > 0 else ""
@@ -230,12 +234,12 @@ def growth_text(
             f"–{format_number(rate.high * PER_STEPS / MB)}){hourly} over the last half of "
             f"{over}; +{format_bytes(projected.value)} "
             f"({format_bytes(max(projected.low, 0.0))}–{format_bytes(projected.high)}) "
-            f"over {format_number(horizon_env_steps)} env steps"
+            f"over {_steps(horizon_env_steps)} env steps"
         )
     if fit.kind == "one-time step" and fit.step_bytes is not None:
         word = "step" if fit.step_bytes > 0 else "drop"
         sign = "+" if fit.step_bytes > 0 else "−"
-        at = format_number(fit.step_at_env_steps or 0.0)
+        at = _steps(fit.step_at_env_steps or 0.0)
         return (
             f"one-time {word} of {sign}{_mb(abs(fit.step_bytes))} at env step {at} of the "
             f"plateau, then bounded ({_bound(fit)}; {over})"
@@ -248,7 +252,7 @@ def growth_text(
         )
     if fit.kind == "no growth":
         return f"no growth over {over} ({_bound(fit)})"
-    more = format_number(fit.more_env_steps or 0.0)
+    more = _steps(fit.more_env_steps or 0.0)
     return (
         f"too little plateau: {over}; about {more} more env steps would tell growth above "
         f"{_per_m(rule.min_rate_bytes_per_step)} from none"

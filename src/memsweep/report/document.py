@@ -249,23 +249,29 @@ def growth_headline(analysis: Analysis) -> str:
 def growth_blocks(analysis: Analysis) -> list[Block]:
     """The report's growth section: the rule, then every role's verdict that is not 'no growth'."""
     rule = replace(analysis.options.growth, confidence=analysis.options.confidence)
-    threshold = format_number(rule.min_rate_bytes_per_step * 1e6 / 1e6)  # MB per 1M steps
+    threshold = format_number(rule.min_rate_bytes_per_step)  # bytes/step = MB per 1M steps
+    background = format_number(rule.background_rate_bytes_per_step)
     blocks: list[Block] = [
         Heading("Growth verdicts per role"),
         Para(
-            "Each role's RSS after its buffer filled (the plateau), against env steps. "
-            f"Sustained growth: the rate over the last half of the plateau is above "
-            f"{threshold} MB per 1M env steps with its whole {rule.confidence:.0%} interval "
-            "(Newey–West); bounded growth (interval below it) is a one-time step when a "
-            "level shift of at least "
-            f"{format_bytes(rule.min_step_bytes)} explains it, settling when the first "
-            "half's rate was above the threshold, else no growth; an interval that straddles "
-            "the threshold, or fewer than "
+            "Each role's RSS after its buffer filled (the plateau), against env steps; the "
+            "rate that decides is the slope over the plateau's last half, with its "
+            f"{rule.confidence:.0%} Newey–West interval widened by the creep a leak-free "
+            f"RLlib run shows by itself ({background} MB per 1M env steps, less on plateaus "
+            f"longer than {format_number(rule.background_env_steps)} env steps). "
+            f"**Sustained growth**: that interval lies above {threshold} MB per 1M env "
+            "steps and the rate has not fallen to under "
+            f"{rule.falling_ratio:.0%} of the first half's. **Settling**: the rate fell. "
+            "**One-time step**: a level shift of at least "
+            f"{format_bytes(rule.min_step_bytes)} (a ruptures change point), bounded after "
+            "it. **No growth**: the rate's statistical interval lies below the threshold. "
+            "**Too little plateau**: fewer than "
             f"{format_number(rule.min_plateau_steps)} env steps or "
-            f"{rule.min_plateau_buckets} time buckets of plateau, is too little plateau. "
+            f"{rule.min_plateau_buckets} time buckets of plateau, or an interval that "
+            "straddles the threshold (the text says how many more env steps would decide). "
             "Sustained growth is projected over "
             f"{format_number(analysis.options.horizon_env_steps)} env steps (`--horizon`). "
-            "The threshold was chosen on a corpus of real runs with planted leaks "
+            "The thresholds were chosen on a corpus of real runs with planted leaks "
             "(docs/growth.md)."
         ),
     ]
