@@ -634,11 +634,14 @@ class Study(_Frozen):
         memsweep does not know are checked against RLlib by :mod:`memsweep.run.rllib_check`."""
         if self.algorithm in NO_REPLAY_ALGORITHMS and factors.replay_capacity != (0,):
             raise ValueError(
-                f"algorithm {self.algorithm} has no replay buffer: set "
-                "factors.replay_capacity to [0] or use DQN or SAC"
+                f"factors.replay_capacity: algorithm {self.algorithm} has no replay buffer: "
+                "set replay_capacity: [0], or use an algorithm with one (DQN, SAC)"
             )
         if self.algorithm in REPLAY_ALGORITHMS and 0 in factors.replay_capacity:
-            raise ValueError(f"{self.algorithm} needs a replay_capacity > 0")
+            raise ValueError(
+                f"factors.replay_capacity: {self.algorithm} has a replay buffer: give a "
+                "capacity > 0"
+            )
         tf = [f for f in factors.framework if f.startswith("tf")]
         if tf and self.algorithm not in ("DQN", "PPO"):
             raise ValueError(

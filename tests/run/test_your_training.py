@@ -1,0 +1,230 @@
+"""The user's own training in a sweep file: any RLlib algorithm and config key, factors
+over any config attribute, a custom env by entry point, multi-agent PPO.
+
+The fast tests check sweep files against the real RLlib (imported, no Ray started); the
+slow ones run ``memsweep run`` on real Ray, as a user would, and read back trials.parquet.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from memsweep.errors import SpecError
+from memsweep.run.rllib_check import check_study, needs_rllib
+from memsweep.spec import load_study
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_ENVS = REPO / "sweeps" / "examples" / "envs" / "corridor.py"
+
+
+def memsweep(
+    *args: str | Path, cwd: Path, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "memsweep", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def write(folder: Path, text: str, name: str = "sweep.yaml") -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+BAD_FILES = [
+    pytest.param(
+        "algorithm: PPO\nfactors: {replay_capacity: [0]}\nrllib: {minibatch_sise: 64}\n",
+        "rllib.minibatch_sise: PPOConfig has no attribute 'minibatch_sise'; nearest: "
+        "minibatch_size, sgd_minibatch_size, train_batch_size",
+        id="unknown-rllib-key",
+    ),
+    pytest.param(
+        "algorithm: PPO\nenv: no_such_package.envs:MyEnv\nfactors: {replay_capacity: [0]}\n",
+        "env.id: cannot import no_such_package.envs for no_such_package.envs:MyEnv: "
+        "ModuleNotFoundError: No module named 'no_such_package'",
+        id="entry-point-does-not-import",
+    ),
+    pytest.param(
+        "algorithm: PPO\nfactors: {replay_capacity: [0], n_step: [1, 3]}\n",
+        "factors.n_step: PPOConfig has no attribute 'n_step'; nearest: count_steps_by",
+        id="factor-the-algorithm-does-not-have",
+    ),
+    pytest.param(
+        "algorithm: PPOO\n",
+        "algorithm: 'PPOO' is not an algorithm RLlib registers. Did you mean 'PPO' or "
+        "'APPO'? Registered: APPO, BC, CQL, DQN, DreamerV3, IMPALA, IQL, MARWIL, PPO, SAC",
+        id="unregistered-algorithm",
+    ),
+    pytest.param(
+        "algorithm: CQL\nfactors: {replay_capacity: [0]}\n",
+        "factors.replay_capacity: CQL has a replay buffer: give a capacity > 0",
+        id="replay-algorithm-without-capacity",
+    ),
+    pytest.param(
+        "algorithm: PPO\nfactors: {replay_capacity: [0], num_env_runners: [1, 2]}\n",
+        "factors.num_env_runners: memsweep sets num_env_runners from its own key "
+        "factors.num_workers: use that",
+        id="a-key-memsweep-owns",
+    ),
+    pytest.param(
+        f"algorithm: PPO\nenv: {EXAMPLE_ENVS}:TwoCorridors\nfactors: {{replay_capacity: [0]}}\n",
+        "env.id: corridor.py:TwoCorridors is a MultiAgentEnv: add env.multi_agent, e.g. "
+        "{policies: [p0, p1], mapping: {agent_0: p0, agent_1: p1}}",
+        id="multi-agent-env-without-policies",
+    ),
+    pytest.param(
+        "algorithm: PPO\nfactors: {replay_capacity: [0], train_batch_size_per_learner: [big]}\n",
+        "factors.train_batch_size_per_learner: train_batch_size_per_learner is a number, got 'big'",
+        id="a-word-for-a-number",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD_FILES)
+def test_what_only_rllib_knows_is_refused_with_one_exact_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    # GIVEN a sweep file whose mistake only RLlib can see
+    path = write(tmp_path, f"name: x\n{text}")
+    study = load_study(path)
+    # WHEN it is checked against RLlib
+    with pytest.raises(SpecError) as caught:
+        check_study(study, str(path))
+    # THEN one line names the file, the key and the fix
+    assert str(caught.value) == f"{path}: {expected}"
+
+
+def test_validate_exits_non_zero_with_that_one_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "name: x\nalgorithm: PPO\nrllib: {minibatch_sise: 64}\nfactors: {replay_capacity: [0]}\n",
+    )
+    result = memsweep("validate", path, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"memsweep: {path}: rllib.minibatch_sise: PPOConfig has no attribute "
+        "'minibatch_sise'; nearest: minibatch_size, sgd_minibatch_size, train_batch_size"
+    ]
+
+
+def test_a_sweep_of_memsweeps_own_algorithms_imports_neither_rllib_nor_user_code() -> None:
+    code = (
+        "import sys\n"
+        "from memsweep.cli.main import main\n"
+        f"assert main(['validate', {str(REPO / 'sweeps' / 'full_study.yaml')!r}]) == 0\n"
+        "assert 'ray.rllib' not in sys.modules, 'validate imported RLlib'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not needs_rllib(load_study(REPO / "sweeps" / "default.yaml"))
+
+
+def test_config_factors_expand_by_the_design_and_reach_factors_json(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "name: x\nalgorithm: PPO\nsearch: {design: one_at_a_time}\n"
+        "factors: {replay_capacity: [0], num_workers: [0, 1],"
+        " train_batch_size_per_learner: [500, 2000], env_config.size: [8, 64]}\n",
+    )
+    points = load_study(path).points()
+    # one at a time: the base point, then each factor moved alone
+    assert [p.factor_values() for p in points] == [
+        {
+            "replay_capacity": 0,
+            "model": "256x256",
+            "num_workers": workers,
+            "framework": "torch",
+            "train_batch_size_per_learner": batch,
+            "env_config.size": size,
+        }
+        for workers, batch, size in [(0, 500, 8), (1, 500, 8), (0, 2000, 8), (0, 500, 64)]
+    ]
+    assert json.loads(points[2].factors_json())["train_batch_size_per_learner"] == 2000
+
+
+def test_every_example_sweep_checks_against_rllib() -> None:
+    for path in sorted((REPO / "sweeps" / "examples").glob("*.yaml")):
+        study = load_study(path)
+        checked = check_study(study, str(path))
+        assert checked is not None and checked.config_class == "PPOConfig", path
+
+
+def trials_of(storage: Path) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = pq.read_table(storage / "trials.parquet").to_pylist()
+    return sorted(rows, key=lambda row: str(row["trial_id"]))
+
+
+@pytest.mark.slow
+def test_a_custom_env_by_file_entry_point_with_rllib_factors_runs(tmp_path: Path) -> None:
+    # GIVEN a sweep over a config attribute and a key of the env's config, on an env
+    # class given by a file path (shipped to Ray's workers by value)
+    envs = tmp_path / "envs"
+    envs.mkdir()
+    (envs / "corridor.py").write_text(EXAMPLE_ENVS.read_text())
+    sweep = write(
+        tmp_path,
+        "name: custom-env\nalgorithm: PPO\n"
+        "env: {id: envs/corridor.py:Corridor, env_config: {episode_len: 20}}\n"
+        "search: {design: one_at_a_time}\n"
+        "factors: {replay_capacity: [0], model: ['16'], num_workers: [0],"
+        " train_batch_size_per_learner: [200, 400], env_config.size: [8, 1024]}\n"
+        "rllib: {minibatch_size: 100, num_epochs: 1}\n"
+        "stop: {iterations: 1}\n",
+    )
+    # WHEN it runs
+    result = memsweep("run", sweep, "--storage", tmp_path / "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # THEN each trial ran the env and batch it asked for
+    rows = trials_of(tmp_path / "out")
+    asked = [json.loads(str(row["factors_json"])) for row in rows]
+    assert [(a["train_batch_size_per_learner"], a["env_config.size"]) for a in asked] == [
+        (200, 8),
+        (400, 8),
+        (200, 1024),
+    ]
+    for row, factors in zip(rows, asked, strict=True):
+        assert row["status"] == "terminated"
+        assert row["env"] == "corridor.py:Corridor"
+        # one-hot float32 cells: the env's observation is 4 bytes per cell
+        assert row["obs_bytes"] == 4 * factors["env_config.size"]
+        assert int(str(row["env_steps"])) >= factors["train_batch_size_per_learner"]
+
+
+@pytest.mark.slow
+def test_a_two_policy_multi_agent_ppo_sweep_runs(tmp_path: Path) -> None:
+    # GIVEN two agents, each trained by its own policy, sampled by a remote env runner
+    sweep = write(
+        tmp_path,
+        "name: multi-agent\nalgorithm: PPO\n"
+        f"env:\n  id: {EXAMPLE_ENVS}:TwoCorridors\n"
+        "  env_config: {size: 8, episode_len: 10}\n"
+        "  multi_agent: {policies: [p0, p1], mapping: {agent_0: p0, agent_1: p1}}\n"
+        "factors: {replay_capacity: [0], model: ['16'], num_workers: [1]}\n"
+        "training: {train_batch_size: 200}\n"
+        "rllib: {minibatch_size: 100, num_epochs: 1}\n"
+        "stop: {iterations: 1}\n",
+    )
+    # WHEN it runs
+    result = memsweep("run", sweep, "--storage", tmp_path / "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # THEN the trial trained two modules, each 8 → 16 → (2 logits, 1 value) with its own
+    # value network: twice one policy's parameters
+    (row,) = trials_of(tmp_path / "out")
+    assert row["status"] == "terminated"
+    assert row["built_num_env_runners"] == 1
+    one_policy = 2 * (8 * 16 + 16) + (16 * 2 + 2) + (16 * 1 + 1)
+    assert row["model_params"] == 2 * one_policy
+    assert int(str(row["env_steps"])) >= 200
