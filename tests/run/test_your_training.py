@@ -228,3 +228,92 @@ def test_a_two_policy_multi_agent_ppo_sweep_runs(tmp_path: Path) -> None:
     one_policy = 2 * (8 * 16 + 16) + (16 * 2 + 2) + (16 * 1 + 1)
     assert row["model_params"] == 2 * one_policy
     assert int(str(row["env_steps"])) >= 200
+
+
+TRAIN_PY = """\
+from ray.rllib.algorithms.ppo import PPOConfig
+
+
+def make_config():
+    return PPOConfig().environment("CartPole-v1").training(lr=0.001234, num_epochs=2)
+
+
+def broken():
+    raise ValueError("boom")
+"""
+
+
+def test_a_users_config_function_gets_the_factor_values_on_top(tmp_path: Path) -> None:
+    # GIVEN the user's own make_config() and a sweep varying the batch on top of it
+    (tmp_path / "train.py").write_text(TRAIN_PY)
+    path = write(
+        tmp_path,
+        "name: x\nalgorithm: PPO\nconfig: train.py:make_config\n"
+        "factors: {replay_capacity: [0], num_workers: [0],"
+        " train_batch_size_per_learner: [300, 600]}\n"
+        "rllib: {minibatch_size: 100}\n",
+    )
+    study = load_study(path)
+    checked = check_study(study, str(path))
+    assert checked is not None and checked.config_class == "PPOConfig"
+    # WHEN memsweep builds each trial's config
+    from memsweep.run.workloads import build_config
+
+    built = [build_config(study, point) for point in study.points()]
+    # THEN the user's settings stay and memsweep's factors and settings are applied
+    assert [c.train_batch_size_per_learner for c in built] == [300, 600]
+    for config in built:
+        assert (config.lr, config.num_epochs, config.env) == (0.001234, 2, "CartPole-v1")
+        assert (config.minibatch_size, config.num_env_runners) == (100, 0)
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (
+            "algorithm: PPO\nconfig: train.py:broken\n",
+            "config: train.py:broken() raised ValueError: boom",
+        ),
+        (
+            "algorithm: DQN\nconfig: train.py:make_config\nfactors: {replay_capacity: [10]}\n",
+            "config: it returns a PPOConfig (PPO) but algorithm is DQN: set algorithm: PPO",
+        ),
+    ],
+)
+def test_a_config_function_that_cannot_be_used_gets_one_line(
+    tmp_path: Path, lines: str, expected: str
+) -> None:
+    (tmp_path / "train.py").write_text(TRAIN_PY)
+    path = write(
+        tmp_path,
+        f"name: x\n{lines}factors: {{replay_capacity: [0]}}\n"
+        if "factors" not in lines
+        else f"name: x\n{lines}",
+    )
+    with pytest.raises(SpecError) as caught:
+        check_study(load_study(path), str(path))
+    assert str(caught.value) == f"{path}: {expected}"
+
+
+def test_every_new_key_is_explained(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "memsweep", "validate", "--explain", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for key in (
+        "rllib = {}",
+        "config = None",
+        "env_config = {}",
+        "multi_agent = None",
+        "policies",
+        "mapping = {}",
+        "factors.<attr>",
+        "rllib.<attr>",
+    ):
+        assert any(line.strip().startswith(key) for line in lines), key

@@ -56,6 +56,7 @@ def needs_rllib(study: Study) -> bool:
         or study.rllib
         or study.factors.rllib
         or study.env.kind in ("module", "file")
+        or study.config is not None
     )
 
 
@@ -79,11 +80,25 @@ def check_study(study: Study, source: str) -> RllibCheck | None:
 
 def _check(study: Study, started: float) -> RllibCheck:
     from memsweep.run.envs import env_class
-    from memsweep.run.workloads import has_replay_buffer, registered_algorithm
+    from memsweep.run.workloads import has_replay_buffer, registered_algorithm, user_config
 
     with _no_tensorflow_import(study):
-        algo_cls = registered_algorithm(study.algorithm)
-        config = algo_cls.get_default_config()
+        if study.config is not None:
+            config = user_config(study)
+            name = _registered_name(config.algo_class)
+            if name != study.algorithm:
+                raise SpecError(
+                    f"config: it returns a {type(config).__name__} ({name}) but algorithm is "
+                    f"{study.algorithm}: set algorithm: {name}"
+                )
+            if not config.enable_rl_module_and_learner:
+                raise SpecError(
+                    "config: it returns an old-API-stack config; memsweep runs a user's "
+                    "config on RLlib's new API stack only (api_stack(enable_rl_module_and_"
+                    "learner=True, enable_env_runner_and_connector_v2=True))"
+                )
+        else:
+            config = registered_algorithm(study.algorithm).get_default_config()
     replay = has_replay_buffer(config)
     if not replay and study.factors.replay_capacity != (0,):
         raise SpecError(
@@ -114,6 +129,14 @@ def _check(study: Study, started: float) -> RllibCheck:
         env_class=found_env,
         seconds=time.monotonic() - started,
     )
+
+
+def _registered_name(algo_class: Any) -> str:
+    """RLlib's registry name of an algorithm class (``Impala`` → ``IMPALA``)."""
+    from ray.rllib.algorithms.registry import ALGORITHMS_CLASS_TO_NAME
+
+    name = getattr(algo_class, "__name__", str(algo_class))
+    return str(ALGORITHMS_CLASS_TO_NAME.get(name, name))
 
 
 def config_attributes(config: AlgorithmConfig) -> list[str]:

@@ -54,6 +54,7 @@ from memsweep.run.envs import (
     AtariEnv,
     SyntheticEnv,
     env_class,
+    load_entry_point,
     synthetic_env_config,
 )
 from memsweep.spec import ALGORITHMS, REPLAY_ALGORITHMS, ModelSpec, Study, TrialPoint
@@ -80,6 +81,12 @@ def algorithm_class(study: Study, point: TrialPoint) -> type[Algorithm]:
     ray-project/ray#60491 (see :mod:`memsweep.run.workarounds.rllib`); otherwise RLlib's own.
     """
     stack = point.api_stack(study)
+    if study.config is not None:
+        user_class = user_config(study).algo_class
+        if user_class is None:
+            raise SpecError(f"config: {study.config} returns a config without an algorithm")
+        algo_cls: type[Algorithm] = user_class
+        return algo_cls
     if study.algorithm == "DQN":
         if stack == "old":
             from memsweep.run.workarounds.rllib import MemsweepDQN
@@ -105,6 +112,31 @@ def algorithm_class(study: Study, point: TrialPoint) -> type[Algorithm]:
 
         return PPO
     return registered_algorithm(study.algorithm)
+
+
+def user_config(study: Study) -> AlgorithmConfig:
+    """The ``AlgorithmConfig`` the study's ``config:`` function returns, unfrozen and
+    copied (the function runs each time: it is the user's code, as the sweep asks).
+    :class:`SpecError` with one line when it does not import, raises, or returns
+    something else."""
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+    assert study.config is not None
+    make = load_entry_point(study.config)
+    shown = study.config.rsplit("/", 1)[-1]
+    if not callable(make):
+        raise SpecError(f"config: {shown} is a {type(make).__name__}, not a function")
+    try:
+        config = make()
+    except Exception as exc:  # The user's code may raise anything.
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else "(no message)"
+        raise SpecError(f"config: {shown}() raised {type(exc).__name__}: {message}") from None
+    if not isinstance(config, AlgorithmConfig):
+        raise SpecError(
+            f"config: {shown}() returned a {type(config).__name__}, not an RLlib AlgorithmConfig"
+        )
+    copied: AlgorithmConfig = config.copy(copy_frozen=False)
+    return copied
 
 
 def registered_algorithm(name: str) -> type[Algorithm]:
@@ -168,6 +200,8 @@ def build_config(study: Study, point: TrialPoint) -> AlgorithmConfig:
     processes, which is the trainable's business (:mod:`memsweep.run.trainable`).
     """
     stack = point.api_stack(study)
+    if study.config is not None:
+        return _build_from_user_config(study, point)
     algo_cls = algorithm_class(study, point)
     config = algo_cls.get_default_config()
     # get_default_config() names RLlib's class; build memsweep's subclass where it has one.
@@ -190,6 +224,25 @@ def build_config(study: Study, point: TrialPoint) -> AlgorithmConfig:
     _set_model(config, study, point.model, stack)
     config.debugging(seed=point.seed)
     # The study's fixed RLlib settings, then this trial's RLlib-config factor values.
+    apply_config_values(config, study.rllib)
+    apply_config_values(config, point.rllib)
+    return config
+
+
+def _build_from_user_config(study: Study, point: TrialPoint) -> AlgorithmConfig:
+    """``config:``: the user's AlgorithmConfig, then what memsweep sets on top: the env
+    (only when the user's config names none), num_env_runners and the CPU shares, the
+    replay capacity where the algorithm has a buffer, the seed, ``rllib:`` and the
+    RLlib-config factors. The model and ``training:`` stay the user's."""
+    config = user_config(study)
+    config.framework("torch")
+    if config.env is None:
+        _set_environment(config, study, point, "new")
+    _set_resources(config, study, point, "new")
+    if has_replay_buffer(config) and point.replay_capacity:
+        buffer = {**config.replay_buffer_config, "capacity": point.replay_capacity}  # type: ignore[attr-defined]
+        config.training(replay_buffer_config=buffer)  # type: ignore[call-arg]
+    config.debugging(seed=point.seed)
     apply_config_values(config, study.rllib)
     apply_config_values(config, point.rllib)
     return config

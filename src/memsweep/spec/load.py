@@ -225,12 +225,15 @@ def describe_fields(model: type[BaseModel] = Study, prefix: str = "") -> list[st
     lines: list[str] = []
     for name, info in model.model_fields.items():
         annotation = info.annotation
-        nested = (
-            annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
-            else None
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        nested = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
         )
-        default = "" if info.is_required() else f" = {info.default!r}" if nested is None else ""
+        default = (
+            ""
+            if info.is_required() or nested is annotation
+            else f" = {info.get_default(call_default_factory=True)!r}"
+        )
         doc = f"  — {info.description}" if info.description else ""
         lines.append(f"{prefix}{name}{default}{doc}")
         if nested is not None:

@@ -557,8 +557,11 @@ class Study(_Frozen):
     """Optional: ``path/to/train.py:make_config`` (relative to the sweep file) or
     ``package.module:make_config``, a function of no arguments returning an RLlib
     ``AlgorithmConfig``. memsweep imports it (a deliberate act of the sweep's author, like a
-    Makefile), takes the algorithm from it, and applies ``env``, ``rllib`` and the factor
-    values on top; torch on the new API stack only."""
+    Makefile; ``algorithm:`` must name the config's algorithm) and sets on top: the env
+    (only when the config has none), ``num_env_runners`` (``factors.num_workers``), the CPU
+    shares, the replay capacity where there is a buffer, the seed, ``rllib`` and the
+    RLlib-config factors; the model and ``training`` stay the config's. Torch on the new
+    API stack only."""
 
     api_stack: Literal["auto", "old"] = "auto"
     """``auto``: torch on RLlib's new API stack, TensorFlow on the old one (RLlib has TF
@@ -652,6 +655,11 @@ class Study(_Frozen):
             raise ValueError(
                 "config (the user's AlgorithmConfig) runs torch on RLlib's new API stack "
                 "only: use framework torch and api_stack auto"
+            )
+        if self.config is not None and factors.model != (ModelSpec(),):
+            raise ValueError(
+                "factors.model does not apply with config: the model is your config's "
+                "(vary it with an RLlib-config factor instead)"
             )
         if self.env.multi_agent is not None and (tf or self.api_stack == "old"):
             raise ValueError(
