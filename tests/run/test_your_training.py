@@ -220,12 +220,13 @@ def test_a_two_policy_multi_agent_ppo_sweep_runs(tmp_path: Path) -> None:
     # WHEN it runs
     result = memsweep("run", sweep, "--storage", tmp_path / "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    # THEN the trial trained two modules, each 8 → 16 → (2 logits, 1 value) with its own
-    # value network: twice one policy's parameters
+    # THEN the trial trained two modules, each an 8 → 16 encoder (shared by policy and
+    # value: RLlib's default vf_share_layers) with a 2-logit and a 1-value head: twice
+    # one policy's parameters
     (row,) = trials_of(tmp_path / "out")
     assert row["status"] == "terminated"
     assert row["built_num_env_runners"] == 1
-    one_policy = 2 * (8 * 16 + 16) + (16 * 2 + 2) + (16 * 1 + 1)
+    one_policy = (8 * 16 + 16) + (16 * 2 + 2) + (16 * 1 + 1)
     assert row["model_params"] == 2 * one_policy
     assert int(str(row["env_steps"])) >= 200
 
