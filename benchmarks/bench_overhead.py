@@ -94,7 +94,6 @@ def run_once(variant: str, repeat: int, study: Any, point: Any, work: Path) -> R
 
     from memsweep.collect.callback import MemoryCallback
     from memsweep.run.trainable import MemsweepTrainable
-    from memsweep.store import ResultsWriter
 
     config: dict[str, Any] = {
         "study": study.model_dump(mode="json"),
@@ -106,7 +105,7 @@ def run_once(variant: str, repeat: int, study: Any, point: Any, work: Path) -> R
         config["log_sys_usage"] = True
     elif variant in INTERVAL_S:
         uri = str(work / f"{variant}-{repeat}")
-        callback = MemoryCallback(_with_interval(study, INTERVAL_S[variant]), ResultsWriter(uri))
+        callback = MemoryCallback.for_study(_with_interval(study, INTERVAL_S[variant]), uri)
     tuner = tune.Tuner(
         MemsweepTrainable,
         param_space=config,

@@ -160,7 +160,6 @@ def _run_trials(profile: Profile, work: Path) -> tuple[Any, str]:
     import bench_peak
     from memsweep.collect.callback import MemoryCallback
     from memsweep.spec import parse_study
-    from memsweep.store import ResultsWriter
 
     # The benchmark folder is not installed in the workers: ship this module by value.
     ray.cloudpickle.register_pickle_by_value(bench_peak)
@@ -171,7 +170,7 @@ def _run_trials(profile: Profile, work: Path) -> tuple[Any, str]:
         }
     )
     uri = str(work / "memsweep")
-    callback = MemoryCallback(study, ResultsWriter(uri))
+    callback = MemoryCallback.for_study(study, uri)
     trials: list[dict[str, Any]] = []
     shortest = min(profile.peak_spike_lengths_s)
     for repeat in range(profile.peak_repeats):

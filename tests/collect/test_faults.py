@@ -45,7 +45,7 @@ from memsweep.collect.faults import (
     read_trial_error,
 )
 from memsweep.spec import parse_study
-from memsweep.store import SAMPLES, ResultsWriter, open_results
+from memsweep.store import SAMPLES, open_results
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "tests" / "corpus"
@@ -521,7 +521,7 @@ def run_tune(
     from memsweep.testing.calibration import grow_steadily
 
     study = parse_study(study_data)
-    callback = MemoryCallback(study, ResultsWriter(root / "results"))
+    callback = MemoryCallback.for_study(study, root / "results")
     tuner = tune.Tuner(
         tune.with_resources(grow_steadily, {"cpu": cpus}),
         param_space=param_space,

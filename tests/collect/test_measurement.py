@@ -16,7 +16,7 @@ import pytest
 
 from memsweep.collect.callback import MemoryCallback
 from memsweep.spec import parse_study
-from memsweep.store import ResultsWriter, open_results
+from memsweep.store import open_results
 from memsweep.testing.calibration import allocate_and_spike
 
 pytestmark = pytest.mark.slow
@@ -32,8 +32,7 @@ def test_a_known_allocation_and_a_50ms_spike_are_measured_within_2_percent(
 
     # GIVEN a Tune run with memsweep's callback sampling at 10 Hz
     study = parse_study({"name": "known", "sampling": {"interval_s": 0.1, "flush_interval_s": 1.0}})
-    writer = ResultsWriter(tmp_path / "known")
-    callback = MemoryCallback(study, writer)
+    callback = MemoryCallback.for_study(study, tmp_path / "known")
     tuner = tune.Tuner(
         tune.with_resources(allocate_and_spike, {"cpu": 1}),
         param_space={"hold_bytes": N, "spike_bytes": M, "spike_s": 0.05},

@@ -465,6 +465,15 @@ def trial_phases(
     steps_rate = None
     if len(p_t) >= 2 and p_t[-1] > p_t[0]:
         steps_rate = float((p_steps[-1] - p_steps[0]) / (p_t[-1] - p_t[0]))
+    if len(p_t) and not np.isfinite(p_steps).any():
+        notes.append(
+            "its Tune results carry no env steps (memsweep/env_steps, or RLlib's "
+            "env_runners/num_env_steps_sampled_lifetime): phases by time only"
+        )
+    if len(p_t) and not capacity > 0:
+        notes.append(
+            "no replay capacity known and no replay size in its results: no fill phase"
+        )
     if len(p_t) == 0:
         notes.append("no Tune results: phases unknown")
     elif not reached and capacity > 0:

@@ -1,7 +1,7 @@
 """Which trial and role each sampled process belongs to.
 
 A Tune trial's trainable actor and every actor it starts (env runners, learners,
-aggregators) share one placement group; ``ray.util.state.list_actors(detail=True)`` gives
+aggregators) share one placement group; the GCS actor table gives
 each actor's pid, node and placement group, and each trainable registers its placement
 group under its trial id (:func:`memsweep.collect.sampler.register_trial`). Processes that are
 not actors themselves (a vectorised env's subprocess, a compiler worker) belong to the
@@ -25,12 +25,16 @@ _SYSTEM_TITLES = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
 
 @dataclass(frozen=True, slots=True)
 class ActorInfo:
-    """One actor as the state API reports it."""
+    """One actor as the GCS actor table reports it."""
 
     actor_id: str
     class_name: str
     placement_group_id: str | None
     alive: bool
+    job_id: str | None = None
+    owner_worker_id: str | None = None
+    """The worker that created it (a trial's trainable for its env runners)."""
+    worker_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,16 +1,22 @@
 """The driver-side collector: places samplers, drains them, attributes, writes Parquet.
 
 It runs on its own thread in the sweep driver, so that Tune's control loop (where the
-callback's hooks run) never waits for a node, the state API or a disk. Every
+callback's hooks run) never waits for a node, the GCS or a disk. Every
 ``flush_interval_s`` it:
 
 1. follows the cluster's membership (``ray.nodes()``): a node that joined gets a sampler,
    a node that died is recorded as gone, with its samples up to then kept;
 2. drains every sampler (one ``ray.get`` over all of them, with a timeout), restarting
    a sampler that died and recording the gap;
-3. reads the actor table once (``ray.util.state.list_actors``) and attributes each
-   process to its trial and role (:mod:`memsweep.collect.attribution`);
-4. appends one Parquet part file per table.
+3. reads the actor table once, from the GCS (:func:`gcs_actor_table`: no dashboard
+   needed), and attributes each process to its trial and role
+   (:mod:`memsweep.collect.attribution`);
+4. appends one Parquet part file per table, and writes the trials table
+   (:class:`~memsweep.collect.trials.TrialsTable`) when it changed.
+
+It calls nobody back: what it found that the driver must act on (a trial over its memory
+budget) waits in :meth:`Collector.take_breaches`; what it settles itself (a killed
+process's role and node, a trial with no attributed process) goes into the trials table.
 """
 
 from __future__ import annotations
@@ -20,16 +26,18 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from memsweep import result_keys as keys
 from memsweep.collect.attribution import ActorInfo, Attribution, attribute
-from memsweep.collect.faults import MemoryBudget, over_budget
+from memsweep.collect.faults import BudgetBreach, MemoryBudget, TrialKill, kill_facts, over_budget
 from memsweep.collect.sampler import SAMPLER_NAME_PREFIX, NodeSampler, SamplerConfig
+from memsweep.collect.trials import TrialsTable
 from memsweep.errors import DataError
 from memsweep.store import SAMPLES, ResultsWriter
 
@@ -37,7 +45,7 @@ log = logging.getLogger(__name__)
 
 _HOLD_S = 30.0
 """Seconds to hold back an actor process's rows while it cannot be attributed yet: the
-state API lists a new actor a moment after it starts, and Tune names a trainable's trial
+GCS lists a new actor a moment after it starts, and Tune names a trainable's trial
 only once its set-up is done (memsweep's own trainable registers at once)."""
 
 
@@ -58,11 +66,31 @@ class _NodeState:
     sampler: Any = None
 
 
-@dataclass
-class CollectorState:
-    """What survives a restart of the driver (Tune checkpoints it with the callback)."""
+@dataclass(frozen=True, slots=True)
+class TrialMemory:
+    """A trial's memory from memsweep's latest samples of its processes."""
 
-    trial_of_group: dict[str, str] = field(default_factory=dict)
+    rss_bytes: int
+    """Σ RSS of the trial's processes in their node's latest sampling round."""
+    peak_bytes: int
+    """Σ over every process the trial has had of its peak RSS (VmHWM): an upper bound on
+    the trial's simultaneous peak, as memsweep's trainable reports it."""
+
+    def as_result(self) -> dict[str, int]:
+        """The Tune result keys (:mod:`memsweep.result_keys`) for these figures."""
+        return {
+            keys.RSS_BYTES: self.rss_bytes,
+            keys.PEAK_BYTES: self.peak_bytes,
+            keys.RSS_MB: self.rss_bytes // 2**20,
+            keys.PEAK_MB: self.peak_bytes // 2**20,
+        }
+
+
+UNATTRIBUTED = (
+    "memsweep attributed no process to this trial: its samples are missing, so its "
+    "memory is unknown (is the trial's actor visible in the GCS actor table?)"
+)
+"""The trials table's ``error`` for a trial that ended with no process attributed."""
 
 
 class Collector:
@@ -78,14 +106,13 @@ class Collector:
         writer: ResultsWriter,
         config: SamplerConfig,
         flush_interval_s: float,
-        on_trials_changed: Any = None,
+        trials: TrialsTable | None = None,
         budget: MemoryBudget | None = None,
-        on_over_budget: Callable[[str, int, str], None] | None = None,
     ) -> None:
         self.writer = writer
         self.config = config
         self.flush_interval_s = flush_interval_s
-        self._on_trials_changed = on_trials_changed
+        self.trials = trials if trials is not None else TrialsTable()
         self._nodes: dict[str, _NodeState] = {}
         self._lock = threading.Lock()
         self._progress: list[dict[str, Any]] = []
@@ -100,8 +127,11 @@ class Collector:
         self.error: BaseException | None = None
         self.rows_written = 0
         self.budget = budget
-        self._on_over_budget = on_over_budget
         self._over_budget: set[str] = set()
+        self._breaches: list[BudgetBreach] = []
+        self._pending_kills: dict[str, tuple[TrialKill, float]] = {}
+        self._peaks: dict[tuple[str, str, int, float | None], int] = {}
+        self._memory: dict[str, TrialMemory] = {}
         self._seen: dict[tuple[str, int], tuple[str, str, float | None]] = {}
         self._node_memory: dict[str, tuple[int | None, int | None]] = {}
 
@@ -171,6 +201,8 @@ class Collector:
             self._thread = None
         with contextlib.suppress(Exception):
             self.flush(final=True)
+        with contextlib.suppress(Exception):
+            self._write_trials()
         import ray
 
         for node in self._nodes.values():
@@ -237,33 +269,15 @@ class Collector:
     # -- one flush ------------------------------------------------------------------------
 
     def _refresh_actors(self) -> None:
-        import ray
-        from ray.util.state import list_actors
-
-        # Name our cluster: with several Ray instances on one machine, "auto" is ambiguous.
-        address = ray.get_runtime_context().gcs_address
         table: dict[tuple[str, int], ActorInfo] = {}
-        for actor in list_actors(
-            address=address, detail=True, limit=10_000, raise_on_missing_output=False
-        ):
-            pid = getattr(actor, "pid", None)
-            node_id = getattr(actor, "node_id", None)
-            if not pid or not node_id:
-                continue
-            info = ActorInfo(
-                actor_id=actor.actor_id,
-                class_name=actor.class_name,
-                placement_group_id=actor.placement_group_id,
-                alive=actor.state == "ALIVE",
-            )
-            key = (node_id, int(pid))
+        for (node_id, pid), info in gcs_actor_table():
             with self._lock:
-                trial = self._trial_of_actor.get(actor.actor_id)
-                if trial is not None and actor.placement_group_id:
-                    self._trial_of_group.setdefault(actor.placement_group_id, trial)
-            previous = table.get(key)
+                trial = self._trial_of_actor.get(info.actor_id)
+                if trial is not None and info.placement_group_id:
+                    self._trial_of_group.setdefault(info.placement_group_id, trial)
+            previous = table.get((node_id, pid))
             if previous is None or (info.alive and not previous.alive):
-                table[key] = info
+                table[(node_id, pid)] = info
         self._actors = table
 
     def _drain_all(self, final: bool) -> list[dict[str, Any]]:
@@ -336,8 +350,8 @@ class Collector:
             try:
                 self._refresh_actors()
             except Exception as exc:
-                # The state API can be briefly unavailable (dashboard restarting): keep
-                # the last actor table; rows of new processes are held back below.
+                # The GCS can be briefly unreachable: keep the last actor table; rows of
+                # new processes are held back below.
                 log.warning("memsweep: actor table not refreshed: %s", exc)
         trial_of_group = self.trial_of_group
         pending = [
@@ -355,6 +369,8 @@ class Collector:
             self._remember(written)
             if self.budget is not None and not final:
                 self._check_budget(written)
+        self._resolve_kills()
+        self._flag_unattributed(final)
         node_tables = [b["node_samples"] for b in drained if b["node_samples"].num_rows]
         if node_tables:
             self.writer.append("node_samples", pa.concat_tables(node_tables))
@@ -366,8 +382,7 @@ class Collector:
         if events:
             self.writer.append_rows("events", events)
         self._write_nodes()
-        if self._on_trials_changed is not None:
-            self._on_trials_changed()
+        self._write_trials()
 
     def _write_samples(
         self,
@@ -403,13 +418,14 @@ class Collector:
     # -- trial processes, budgets, kills ------------------------------------------------
 
     def _remember(self, samples: pa.Table) -> None:
-        """Where each trial process ran, in which role: asked about when it is killed."""
-        rows = samples.filter(pc.is_valid(samples["trial_id"])).select(
-            ["trial_id", "pid", "node_id", "role", "create_time"]
-        )
+        """Where each trial process ran, in which role (asked about when it is killed),
+        and each trial's memory now (:class:`TrialMemory`)."""
+        rows = samples.filter(pc.is_valid(samples["trial_id"]))
+        if not rows.num_rows:
+            return
         for row in (
             rows.group_by(["trial_id", "pid", "node_id", "role", "create_time"])
-            .aggregate([])
+            .aggregate([("hwm_bytes", "max")])
             .to_pylist()
         ):
             self._seen[(row["trial_id"], row["pid"])] = (
@@ -417,6 +433,92 @@ class Collector:
                 row["role"],
                 row["create_time"],
             )
+            process = (row["trial_id"], row["node_id"], row["pid"], row["create_time"])
+            self._peaks[process] = max(self._peaks.get(process, 0), row["hwm_bytes_max"] or 0)
+        latest = rows.group_by(["trial_id", "node_id"]).aggregate([("ts", "max")])
+        rss: dict[str, int] = {}
+        for last in latest.to_pylist():
+            round_rows = rows.filter(
+                pc.and_(
+                    pc.and_(
+                        pc.equal(rows["trial_id"], last["trial_id"]),
+                        pc.equal(rows["node_id"], last["node_id"]),
+                    ),
+                    pc.equal(rows["ts"], last["ts_max"]),
+                )
+            )
+            total = pc.sum(round_rows["rss_bytes"]).as_py() or 0
+            rss[last["trial_id"]] = rss.get(last["trial_id"], 0) + int(total)
+        with self._lock:
+            for trial_id, total in rss.items():
+                peak = sum(v for k, v in self._peaks.items() if k[0] == trial_id)
+                self._memory[trial_id] = TrialMemory(total, max(peak, total))
+
+    def trial_memory(self, trial_id: str) -> TrialMemory | None:
+        """The trial's memory at memsweep's latest drain, or None before its first sample."""
+        with self._lock:
+            return self._memory.get(trial_id)
+
+    def report_kill(self, trial_id: str, kill: TrialKill) -> None:
+        """A trial ended by a kill: which process (role, node), the node's memory and, for a
+        vanished one, the kernel's verdict go into its row once its last samples are in."""
+        with self._lock:
+            self._pending_kills[trial_id] = (kill, time.monotonic())
+
+    def take_breaches(self) -> list[BudgetBreach]:
+        """Trials found over the memory budget since the last call (each trial once)."""
+        with self._lock:
+            breaches, self._breaches = self._breaches, []
+        return breaches
+
+    def _resolve_kills(self) -> None:
+        with self._lock:
+            pending = dict(self._pending_kills)
+        patience_s = 3 * self.flush_interval_s + 5
+        for trial_id, (kill, since) in pending.items():
+            found = self.process_of(trial_id, kill.killed_pids)
+            if found is None and not self.stopping and time.monotonic() - since < patience_s:
+                continue
+            kernel = None
+            if found is not None and kill.vanished:
+                kernel = self.kernel_oom_killed(found[1], found[0], found[3])
+            facts = kill_facts(
+                kill, found, self.node_memory(found[1]) if found else (None, None), kernel
+            )
+            with self._lock:
+                self._pending_kills.pop(trial_id, None)
+            if facts:
+                self.trials.update(trial_id, **facts)
+
+    def _flag_unattributed(self, final: bool) -> None:
+        """A trial that ended with no process attributed is an error, never an empty row."""
+        attributed = {trial for trial, _pid in self._seen}
+        patience_us = int((_HOLD_S + 3 * self.flush_interval_s) * 1_000_000)
+        for row in self.trials.rows():
+            if row.ended_at is None or row.trial_id in attributed or row.error == UNATTRIBUTED:
+                continue
+            if not final and _now_us() - row.ended_at < patience_us:
+                continue
+            if row.status == keys.TERMINATED:
+                self.trials.update(row.trial_id, status=keys.ERROR, error=UNATTRIBUTED)
+            elif not row.error:
+                self.trials.update(row.trial_id, error=UNATTRIBUTED)
+            log.error("memsweep: trial %s: %s", row.trial_id, UNATTRIBUTED)
+
+    def _write_trials(self) -> None:
+        rows = self.trials.take_if_changed()
+        if rows is None:
+            return
+        pg_of_trial = {trial: group for group, trial in self.trial_of_group.items()}
+        records = []
+        for row in rows:
+            group = row.placement_group_id or pg_of_trial.get(row.trial_id)
+            records.append(row.with_(placement_group_id=group).as_record())
+        try:
+            self.writer.replace("trials", records)
+        except Exception:
+            self.trials.mark_changed()
+            raise
 
     def _check_budget(self, samples: pa.Table) -> None:
         assert self.budget is not None
@@ -434,8 +536,8 @@ class Collector:
                 detail=breach.detail,
             )
             log.warning("memsweep: stopping trial %s: %s", breach.trial_id, breach.detail)
-            if self._on_over_budget is not None:
-                self._on_over_budget(breach.trial_id, breach.measured_bytes, breach.detail)
+            with self._lock:
+                self._breaches.append(breach)
 
     def process_of(
         self, trial_id: str, pids: Iterable[int]
@@ -545,6 +647,38 @@ class Collector:
         ]
         if rows:
             self.writer.replace("nodes", rows)
+
+
+def gcs_actor_table() -> list[tuple[tuple[str, int], ActorInfo]]:
+    """Every actor with a process, from the GCS: ((node id, pid), actor).
+
+    Read through the driver's GCS connection (``ray._private.state``, what
+    ``ray.util.state`` serves through the dashboard), so it works with
+    ``ray.init(include_dashboard=False)``. Dead actors are listed too: their last pid
+    still names the samples taken before they died.
+    """
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    accessor = state._connect_and_get_accessor()
+    table_data: Any = gcs_pb2.ActorTableData  # type: ignore[attr-defined]
+    alive = table_data.ActorState.Value("ALIVE")
+    out = []
+    for raw in accessor.get_actor_table(None, None):
+        actor = table_data.FromString(raw)
+        if not actor.pid or not actor.address.node_id:
+            continue
+        info = ActorInfo(
+            actor_id=actor.actor_id.hex(),
+            class_name=actor.class_name,
+            placement_group_id=actor.placement_group_id.hex() or None,
+            alive=actor.state == alive,
+            job_id=actor.job_id.hex(),
+            owner_worker_id=actor.owner_address.worker_id.hex(),
+            worker_id=actor.address.worker_id.hex(),
+        )
+        out.append(((actor.address.node_id.hex(), int(actor.pid)), info))
+    return out
 
 
 def cluster_nodes() -> list[dict[str, Any]]:

@@ -301,7 +301,7 @@ def run_study(
     we_started = _init_ray(study, address)
     try:
         check_placeable(study, source)
-        callback = MemoryCallback(study, writer)
+        callback = MemoryCallback.for_study(study, uri)
         reporter = CLIReporter(
             metric_columns={
                 "training_iteration": "iter",

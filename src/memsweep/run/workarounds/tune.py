@@ -64,6 +64,18 @@ def tune_survives_oom_kills() -> Iterator[None]:
         RayActorManager._actor_task_failed = original  # type: ignore[method-assign]
 
 
+survive_oom_kills = tune_survives_oom_kills
+"""Public name (``memsweep.survive_oom_kills``): wrap your own ``tuner.fit()`` in it::
+
+    with memsweep.survive_oom_kills():
+        results = tuner.fit()
+
+While inside, a trial whose process Ray's memory monitor kills fails alone, as an actor
+error (``MemoryCallback`` records it ``oom_killed``); the other trials run. Without it
+Ray 2.60 Tune ends the whole ``fit()`` with ``RuntimeError: Caught unexpected exception``.
+Restored on exit; safe to nest in one thread."""
+
+
 class SweepStopper(Stopper):
     """Tune's ``stop={key: limit}`` (a trial stops once ``result[key] >= limit``), plus
     "stop every trial" once ``stop_all_when()`` says so."""
