@@ -471,9 +471,7 @@ def trial_phases(
             "env_runners/num_env_steps_sampled_lifetime): phases by time only"
         )
     if len(p_t) and not capacity > 0:
-        notes.append(
-            "no replay capacity known and no replay size in its results: no fill phase"
-        )
+        notes.append("no replay capacity known and no replay size in its results: no fill phase")
     if len(p_t) == 0:
         notes.append("no Tune results: phases unknown")
     elif not reached and capacity > 0:

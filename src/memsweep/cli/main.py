@@ -19,6 +19,7 @@ from memsweep.cli.compact import CompactCommand
 from memsweep.cli.run import RunCommand
 from memsweep.cli.submit import StatusCommand, StopCommand, SubmitCommand
 from memsweep.cli.validate import ValidateCommand
+from memsweep.cli.watch import WatchCommand
 from memsweep.errors import MemsweepError
 
 COMMANDS: dict[str, Command] = {
@@ -27,6 +28,7 @@ COMMANDS: dict[str, Command] = {
     "submit": SubmitCommand(),
     "status": StatusCommand(),
     "stop": StopCommand(),
+    "watch": WatchCommand(),
     "compact": CompactCommand(),
     "analyze": AnalyzeCommand(),
     "claims": ClaimsCommand(),

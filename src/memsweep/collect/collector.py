@@ -164,6 +164,11 @@ class Collector:
         with self._lock:
             self._trial_of_actor[actor_id] = trial_id
 
+    def map_pid(self, node_id: str, pid: int, trial_id: str) -> None:
+        """A process of ``trial_id`` (``memsweep watch``: a job's actor outside any group)."""
+        with self._lock:
+            self._trial_of_pid[(node_id, pid)] = trial_id
+
     def map_group(self, placement_group_id: str, trial_id: str) -> None:
         with self._lock:
             self._trial_of_group[placement_group_id] = trial_id

@@ -107,6 +107,11 @@ def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
             flat[prefix] = _json_value(value)
 
     walk("", config)
+    # RLlib's AlgorithmConfig.to_dict() names some settings by their private attribute
+    # (``_train_batch_size_per_learner``): name them as users set them.
+    for key in [k for k in flat if k.startswith("_") and not k.startswith("__")]:
+        if key[1:] not in flat:
+            flat[key[1:]] = flat.pop(key)
     return flat
 
 

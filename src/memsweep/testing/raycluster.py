@@ -208,6 +208,8 @@ class Head:
     token_path: Path
     """The head's token file (``RAY_AUTH_TOKEN_PATH`` of the head and its jobs)."""
     temp_dir: Path
+    gcs_address: str = ""
+    """``127.0.0.1:PORT`` of its GCS, what ``ray.init(address=…)`` takes."""
 
 
 @contextmanager
@@ -249,7 +251,7 @@ def ray_head(num_cpus: int = 2, env: Mapping[str, str] | None = None) -> Iterato
             command, env=head_env, capture_output=True, text=True, timeout=180, check=False
         )
         assert started.returncode == 0, f"ray start failed:\n{started.stdout}\n{started.stderr}"
-        yield Head(f"http://127.0.0.1:{dashboard}", token_path, temp_dir)
+        yield Head(f"http://127.0.0.1:{dashboard}", token_path, temp_dir, f"127.0.0.1:{gcs}")
     finally:
         # The Ray Client server is the one process of the head that does not name the
         # temp dir; it is known by the port given to it.

@@ -1,0 +1,257 @@
+"""Attach to a Ray cluster that is already running and record its memory, restarting nothing.
+
+``memsweep watch`` joins the cluster as one more driver (its own namespace), places a
+sampler on every node (:class:`~memsweep.collect.collector.Collector`, as a sweep does)
+and, since no Tune callback tells it which trial is which, names the trials from the
+GCS actor table at every flush (:func:`trials_from_actors`):
+
+- a **Tune trial** is a placement group: Tune gives each trial's trainable one, and the
+  trainable's env runners, learners and aggregators are scheduled into it. Its trial id
+  is ``pg-`` and the placement group's id; its trainable is the actor of the group that
+  no other actor of the group created (the Tune driver did), its class the
+  ``algorithm`` column (``PPO``, ``ImplicitFunc`` for a function trainable);
+- a **Ray job**'s actors outside any placement group are trial ``job-`` and the job id;
+- the rest (Ray's own processes, idle workers, tasks) are recorded with their role and
+  no trial, as in a sweep.
+
+It records until the watched job ends (``--job``), a time limit, or Ctrl-C; the folder is
+then what ``memsweep analyze`` reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from memsweep import result_keys as keys
+from memsweep.collect.attribution import ActorInfo
+from memsweep.collect.collector import Collector, gcs_actor_table
+from memsweep.collect.sampler import SamplerConfig
+from memsweep.collect.trials import TrialsTable, now_us
+from memsweep.errors import ClusterError
+from memsweep.spec import SamplingSpec
+from memsweep.store import ResultsWriter
+
+_NOT_TRIALS = ("NodeSampler", "JobSupervisor", "_", "ServeController")
+"""Actor classes that are Ray's or memsweep's own machinery, never a job's work."""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedTrial:
+    """A trial named from the actor table."""
+
+    trial_id: str
+    """``pg-<placement group id>`` or ``job-<job id>``."""
+    kind: str
+    """``tune`` (a placement group) or ``job``."""
+    trainable_actor_id: str | None
+    """The placement group's root actor (the trial's trainable); None for a job."""
+    trainable_class: str | None
+    job_id: str | None
+    alive: bool
+    """Some actor of it is alive."""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchOutcome:
+    """What a watch recorded."""
+
+    storage: str
+    trials: int
+    seconds: float
+    why_stopped: str
+    """``job ended``, ``time limit`` or ``interrupted``."""
+
+
+def trials_from_actors(actors: Iterable[ActorInfo]) -> list[WatchedTrial]:
+    """Trials from the actor table: one per placement group, one per job for its actors
+    outside any group. Pure: testable without Ray."""
+    groups: dict[str, list[ActorInfo]] = {}
+    jobs: dict[str, list[ActorInfo]] = {}
+    for actor in actors:
+        if actor.class_name.startswith(_NOT_TRIALS):
+            continue
+        if actor.placement_group_id:
+            groups.setdefault(actor.placement_group_id, []).append(actor)
+        elif actor.job_id:
+            jobs.setdefault(actor.job_id, []).append(actor)
+    out = []
+    for group, members in groups.items():
+        workers = {m.worker_id for m in members}
+        roots = [m for m in members if m.owner_worker_id not in workers] or members
+        root = roots[0]
+        out.append(
+            WatchedTrial(
+                f"pg-{group}",
+                "tune",
+                root.actor_id,
+                root.class_name,
+                root.job_id,
+                any(m.alive for m in members),
+            )
+        )
+    for job, members in jobs.items():
+        alive = any(m.alive for m in members)
+        out.append(WatchedTrial(f"job-{job}", "job", None, None, job, alive))
+    return out
+
+
+def _unreachable(address: str) -> str | None:
+    """Why nothing answers at ``HOST:PORT`` (checked in seconds, where ``ray.init`` would
+    retry for minutes); None if something does, or for ``auto``."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+@contextlib.contextmanager
+def _connected(address: str) -> Iterator[None]:
+    import ray
+
+    try:
+        reason = _unreachable(address)
+        if reason is not None:
+            raise ConnectionError(reason)
+        ray.init(address=address, namespace="memsweep-watch", log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ClusterError(
+            f"Cannot reach the Ray cluster at {address}: {reason}. Give the address "
+            "`ray status` shows (HOST:PORT of the GCS), or run on a node of the cluster "
+            "with --address auto."
+        ) from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+
+
+def _job_ended(job_id: str) -> bool | None:
+    """True once the GCS marks ``job_id`` dead; None if the GCS does not know it."""
+    from ray._private.state import state
+
+    for job in state.job_table():  # type: ignore[no-untyped-call]
+        if job["JobID"] == job_id:
+            return bool(job.get("IsDead"))
+    return None
+
+
+class _Namer:
+    """Keeps the trials table and the collector's maps in step with the actor table."""
+
+    def __init__(self, collector: Collector, study: str, job: str | None) -> None:
+        self.collector = collector
+        self.study = study
+        self.job = job
+        self.known: dict[str, bool] = {}
+
+    def refresh(self) -> None:
+        table = gcs_actor_table()
+        if self.job is not None:
+            table = [entry for entry in table if entry[1].job_id == self.job]
+        for trial in trials_from_actors(info for _, info in table):
+            if trial.kind == "tune":
+                group = trial.trial_id.removeprefix("pg-")
+                self.collector.map_group(group, trial.trial_id)
+                if trial.trainable_actor_id is not None:
+                    self.collector.map_actor(trial.trainable_actor_id, trial.trial_id)
+            else:
+                for (node_id, pid), info in table:
+                    if (
+                        info.job_id == trial.job_id
+                        and not info.placement_group_id
+                        and not info.class_name.startswith(_NOT_TRIALS)
+                    ):
+                        self.collector.map_pid(node_id, pid, trial.trial_id)
+            was_alive = self.known.get(trial.trial_id)
+            if was_alive is None and not trial.alive:
+                continue  # Over before the watch began: nothing of it to record.
+            if was_alive is None:
+                self.collector.trials.update(
+                    trial.trial_id,
+                    study=self.study,
+                    algorithm=trial.trainable_class,
+                    status="running",
+                    run_id=self.collector.writer.run_id,
+                    started_at=now_us(),
+                    placement_group_id=trial.trial_id.removeprefix("pg-")
+                    if trial.kind == "tune"
+                    else None,
+                )
+            elif was_alive and not trial.alive:
+                self.collector.trials.update(
+                    trial.trial_id, status=keys.TERMINATED, ended_at=now_us()
+                )
+            self.known[trial.trial_id] = trial.alive
+
+
+def watch(
+    address: str,
+    storage: str,
+    *,
+    job: str | None = None,
+    seconds: float | None = None,
+    sampling: SamplingSpec | None = None,
+) -> WatchOutcome:
+    """Record the running cluster at ``address`` into ``storage`` until ``job`` ends,
+    ``seconds`` pass, or SIGINT/SIGTERM; raises :class:`ClusterError` if it cannot attach
+    or ``job`` is unknown."""
+    sampling = sampling or SamplingSpec()
+    started = time.monotonic()
+    stop = threading.Event()
+    why = "interrupted"
+    with _connected(address), _stopped_by_signals(stop):
+        if job is not None and _job_ended(job) is None:
+            raise ClusterError(
+                f"No Ray job {job} in the cluster at {address}: give its id as `ray list "
+                "jobs` shows it in JOB_ID (e.g. 02000000), not its submission id."
+            )
+        writer = ResultsWriter(storage)
+        config = SamplerConfig(
+            interval_s=sampling.interval_s, full_interval_s=sampling.full_interval_s
+        )
+        collector = Collector(writer, config, sampling.flush_interval_s, TrialsTable())
+        namer = _Namer(collector, storage.rstrip("/").rsplit("/", 1)[-1], job)
+        namer.refresh()
+        collector.start()
+        try:
+            while not stop.wait(min(1.0, sampling.flush_interval_s)):
+                namer.refresh()
+                if collector.error is not None:
+                    raise collector.error
+                if job is not None and _job_ended(job):
+                    why = "job ended"
+                    break
+                if seconds is not None and time.monotonic() - started >= seconds:
+                    why = "time limit"
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                namer.refresh()
+            collector.stop()
+    return WatchOutcome(storage, len(collector.trials.rows()), time.monotonic() - started, why)
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C (or a SIGTERM) ends the watch cleanly: the last samples are written."""
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # Not the main thread: no handlers.
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,46 @@
+"""A Ray job that memsweep watch attaches to: an actor holding HOG_BYTES outside any
+placement group, and a Tune trial holding TRIAL_BYTES, for HOLD_S seconds each.
+
+Usage: python watched_job.py GCS_ADDRESS TUNE_DIR. Prints its job id first.
+"""
+
+import os
+import sys
+import time
+
+import numpy as np
+import ray
+from ray import tune
+
+HOG_BYTES = 300_000_000
+TRIAL_BYTES = 200_000_000
+HOLD_S = 25.0
+
+ray.init(address=sys.argv[1], log_to_driver=False)
+print("JOB", ray.get_runtime_context().get_job_id(), flush=True)
+
+
+@ray.remote(num_cpus=0)
+class Hog:
+    def __init__(self) -> None:
+        self.held = np.ones(HOG_BYTES, dtype=np.uint8)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def hold(config: dict) -> None:
+    held = np.ones(TRIAL_BYTES, dtype=np.uint8)
+    time.sleep(HOLD_S)
+    tune.report({"pid": os.getpid(), "held": int(held[0])})
+
+
+hog = Hog.remote()
+print("HOG", ray.get(hog.pid.remote()), flush=True)
+time.sleep(5)  # the watch attaches
+tuner = tune.Tuner(
+    tune.with_resources(hold, {"cpu": 1}),
+    run_config=tune.RunConfig(storage_path=sys.argv[2], verbose=0),
+)
+result = tuner.fit()[0]
+print("TRIAL", result.metrics["pid"], flush=True)
