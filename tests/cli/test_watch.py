@@ -50,11 +50,12 @@ def test_watch_attached_to_a_running_job_records_its_processes_and_analyze_repor
     # 300 MB in an actor and 200 MB in a Tune trial
     with ray_head(num_cpus=2) as head:
         env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(head.token_path))
+        job_log = (tmp_path / "job.log").open("w")
         job = subprocess.Popen(
             [sys.executable, str(SCRIPT), head.gcs_address, str(tmp_path / "tune")],
             env=env,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=job_log,  # Tune's chatter, not left to fill a pipe nobody reads
             text=True,
         )
         try:
@@ -66,11 +67,12 @@ def test_watch_attached_to_a_running_job_records_its_processes_and_analyze_repor
             watch = memsweep(
                 "watch", "--address", head.gcs_address, "--job", job_id, "--out", str(out), env=env
             )
-            rest, errors = job.communicate(timeout=300)
+            rest, _ = job.communicate(timeout=300)
         finally:
             if job.poll() is None:
                 job.kill()
-        assert job.returncode == 0, errors[-3000:]
+            job_log.close()
+        assert job.returncode == 0, (tmp_path / "job.log").read_text()[-3000:]
         trial_pid = int(rest.split("TRIAL")[1].split()[0])
     # THEN the watch stopped when the job ended
     assert watch.returncode == 0, watch.stderr[-3000:]
