@@ -182,6 +182,7 @@ SECTIONS = {
     "analysis": "4. Analysis speed",
     "answer": "5. Time to answer",
     "growth": "6. Growth verdict",
+    "accuracy": "7. Prediction accuracy",
 }
 
 

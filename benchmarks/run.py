@@ -9,7 +9,8 @@ One command, one table, every comparison measured in the same run::
 Sections: overhead (env steps/s with no monitor, memsweep at 10 and 50 Hz, Tune's
 ``log_sys_usage``) and the sampler's own cost; peak capture of 50 ms / 200 ms / 1 s
 spikes (memsweep, Tune, MLflow); attribution on a two-node cluster; analysis speed; time
-to answer; the growth verdict as a detector on real runs with planted leaks. Writes ``results/bench/bench.json`` and ``bench.md`` (with the machine's
+to answer; the growth verdict as a detector on real runs with planted leaks; prediction
+accuracy (leave-one-out and held out) on the committed real sweeps. Writes ``results/bench/bench.json`` and ``bench.md`` (with the machine's
 specs) and prints the table on stdout; progress goes to stderr. A goal memsweep misses
 is marked MISSED. Exit code 0, or 1 when a section failed (its row says why), or 2 for
 bad arguments.
@@ -32,7 +33,16 @@ from typing import Any
 import benchlib
 from benchlib import PROFILES, REPO, Profile, Row, log
 
-SECTION_ORDER = ("overhead", "sampler", "peak", "attribution", "analysis", "answer", "growth")
+SECTION_ORDER = (
+    "overhead",
+    "sampler",
+    "peak",
+    "attribution",
+    "analysis",
+    "answer",
+    "growth",
+    "accuracy",
+)
 
 
 @dataclass(frozen=True)
@@ -166,6 +176,10 @@ def run_sections(config: BenchConfig, work: Path) -> Outcome:
         import bench_growth
 
         _guarded(outcome, "growth", lambda: bench_growth.run(profile))
+    if "accuracy" in wanted:
+        import bench_accuracy
+
+        _guarded(outcome, "accuracy", lambda: bench_accuracy.run(profile))
     # Sampler rows come from two sections; show them together, sections in order.
     order = {s: i for i, s in enumerate(SECTION_ORDER)}
     outcome.rows.sort(key=lambda r: order.get(r.section, len(order)))

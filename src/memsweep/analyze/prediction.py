@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 
-from memsweep.analyze.models import NUMERIC_FACTORS, FittedModel
+from memsweep.analyze.models import FittedModel, ModelSet
 from memsweep.errors import DataError
 from memsweep.units import Estimate, format_bytes, format_number, parse_model
 
@@ -43,6 +43,11 @@ class PredictPoint:
 
     model_params: int | None = None
     """Parameters of one model copy; estimated from ``model`` when not given."""
+
+    settings: tuple[tuple[str, float | str], ...] = ()
+    """Any factor by name (``--set NAME=VALUE``): a factor of ``factors_json`` such as
+    ``train_batch_size_per_learner`` or ``env_config.size``, or a built-in one (then it
+    wins over the flag of the same name)."""
 
 
 @dataclass(frozen=True)
@@ -165,62 +170,122 @@ def estimate_params(
     return d_in * hidden[0] + _inner_params(hidden) + d_out * (hidden[-1] + 1)
 
 
+BUILTIN_FLAGS = {
+    "replay_capacity": "--replay-capacity",
+    "num_workers": "--num-workers",
+    "framework": "--framework",
+    "model": "--model",
+    "model_params": "--model-params",
+}
+
+
+def _with_settings(point: PredictPoint) -> PredictPoint:
+    """Built-in factors given by ``--set`` moved to their own fields."""
+    extra: list[tuple[str, float | str]] = []
+    for name, value in point.settings:
+        if name in ("replay_capacity", "num_workers", "model_params"):
+            if isinstance(value, str):
+                raise DataError(f"--set {name}={value}: {name} is a number")
+            if name == "replay_capacity":
+                point = replace(point, replay_capacity=int(value))
+            elif name == "num_workers":
+                point = replace(point, num_workers=int(value))
+            else:
+                point = replace(point, model_params=int(value))
+        elif name == "framework":
+            point = replace(point, framework=str(value))
+        elif name == "model":
+            point = replace(point, model=str(value))
+        else:
+            extra.append((name, value))
+    return replace(point, settings=tuple(extra))
+
+
 def resolve_point(
     analysis: Analysis, point: PredictPoint
 ) -> tuple[dict[str, float | str], str, list[str]]:
-    """Fill defaults from single-valued factors; check values the models cannot use."""
+    """Fill defaults from single-valued factors; check values the models cannot use.
+
+    Every factor the sweep varies needs a value (its flag, or ``--set NAME=VALUE``); a
+    factor with one value takes it. A label (categorical factor) must be one the sweep
+    measured; a number may be anything ≥ 0 (out of the measured range is a warning)."""
+    point = _with_settings(point)
     warnings: list[str] = []
     resolved: dict[str, float | str] = {}
-    for factor, value, flag in (
-        ("replay_capacity", point.replay_capacity, "--replay-capacity"),
-        ("num_workers", point.num_workers, "--num-workers"),
-        ("framework", point.framework, "--framework"),
-    ):
-        measured = _measured_values(analysis, factor)
-        info = next((f for f in analysis.models.factors if f.name == factor), None)
+    infos = {f.name: f for f in analysis.models.factors}
+    given: dict[str, float | str | None] = {
+        "replay_capacity": point.replay_capacity,
+        "num_workers": point.num_workers,
+        "framework": point.framework,
+        **dict(point.settings),
+    }
+    for name, value in given.items():
+        if name not in infos and name not in BUILTIN_FLAGS and value is not None:
+            known = ", ".join(f.name for f in analysis.models.factors) or "none"
+            raise DataError(f"--set {name}: not a factor of this sweep (its factors: {known})")
+    for factor, info in infos.items():
+        if factor == "model_params":
+            continue
+        flag = BUILTIN_FLAGS.get(factor, f"--set {factor}=VALUE")
+        value = given.get(factor)
+        measured = list(info.values)
         if value is None:
             if len(measured) == 1:
                 resolved[factor] = measured[0]
+                continue
+            if not measured:
                 continue
             raise DataError(
                 f"{flag} is required: the sweep varies {factor} "
                 f"({', '.join(str(v) for v in measured)})"
             )
-        resolved[factor] = value
-        if info is not None and not info.in_model and measured and value not in measured:
+        numeric = all(isinstance(v, int | float) for v in measured)
+        if numeric and isinstance(value, str):
+            raise DataError(f"{flag}: {factor} is a number in this sweep, got {value!r}")
+        resolved[factor] = float(value) if numeric and not isinstance(value, str) else value
+        if not info.in_model and measured and value not in measured:
             raise DataError(
-                f"{flag} {value}: {info.note}; cannot predict another value. "
-                f"Sweep more than one value of {factor}."
+                f"{flag.replace('=VALUE', '')} {value}: {info.note}; cannot predict another "
+                f"value. Sweep more than one value of {factor}."
             )
-        if factor == "framework" and measured and value not in measured:
+        if not numeric and measured and str(value) not in map(str, measured):
             raise DataError(
-                f"--framework {value}: the sweep measured only {', '.join(map(str, measured))}"
+                f"{flag.replace('=VALUE', '')} {value}: the sweep measured only "
+                f"{', '.join(map(str, measured))}"
             )
-    params, source, label = _resolve_params(analysis, point, str(resolved["framework"]))
-    resolved["model_params"] = params
-    resolved["model"] = label
-    params_info = next((f for f in analysis.models.factors if f.name == "model_params"), None)
-    if params_info is not None and not params_info.in_model:
-        measured_params = [float(v) for v in params_info.values]
-        if measured_params and not any(
-            math.isclose(params, v, rel_tol=1e-6) for v in measured_params
-        ):
-            raise DataError(
-                f"--model {label} ({format_number(params)} parameters): {params_info.note}; "
-                "cannot predict another model. Sweep more than one model."
+    if "framework" not in resolved and "framework" in analysis.trial_table:
+        frameworks = analysis.trial_table["framework"].dropna().unique()
+        if len(frameworks) == 1:
+            resolved["framework"] = str(frameworks[0])
+    source = "given"
+    has_models = "model" in analysis.trial_table and analysis.trial_table["model"].notna().any()
+    if point.model_params is not None or has_models:
+        params, source, label = _resolve_params(analysis, point, str(resolved.get("framework", "")))
+        resolved["model_params"] = params
+        resolved["model"] = label
+        params_info = infos.get("model_params")
+        if params_info is not None and not params_info.in_model:
+            measured_params = [float(v) for v in params_info.values]
+            if measured_params and not any(
+                math.isclose(params, v, rel_tol=1e-6) for v in measured_params
+            ):
+                raise DataError(
+                    f"--model {label} ({format_number(params)} parameters): {params_info.note}; "
+                    "cannot predict another model. Sweep more than one model."
+                )
+        if source == "estimated":
+            warnings.append(
+                f"model {label} was not in the sweep: {format_number(params)} parameters "
+                "estimated from its layer sizes (pass --model-params to give the count)"
             )
-    if source == "estimated":
-        warnings.append(
-            f"model {label} was not in the sweep: {format_number(params)} parameters estimated "
-            "from its layer sizes (pass --model-params to give the count)"
-        )
     return resolved, source, warnings
 
 
 def _extrapolation_warnings(model: FittedModel, point: dict[str, float | str]) -> list[str]:
     out = []
-    for factor in NUMERIC_FACTORS:
-        if factor not in model.ranges or model.formula.form(factor) is None:
+    for form in model.formula.forms:
+        factor = form.factor
+        if factor not in model.ranges or factor not in point:
             continue
         low, high = model.ranges[factor]
         value = float(point[factor])
@@ -239,11 +304,28 @@ def _extrapolation_warnings(model: FittedModel, point: dict[str, float | str]) -
 
 
 def _row(frame: pd.DataFrame, i: int, interval: Literal["obs", "mean"] = "obs") -> Estimate:
+    """A predicted memory figure, cut at 0 (memory is never negative; cutting both the
+    value and its interval's ends keeps the value inside its interval)."""
     return Estimate(
-        float(frame["mean"].iloc[i]),
-        float(frame[f"{interval}_ci_lower"].iloc[i]),
-        float(frame[f"{interval}_ci_upper"].iloc[i]),
+        max(float(frame["mean"].iloc[i]), 0.0),
+        max(float(frame[f"{interval}_ci_lower"].iloc[i]), 0.0),
+        max(float(frame[f"{interval}_ci_upper"].iloc[i]), 0.0),
     )
+
+
+def at_least(peak: Estimate | None, plateau: Estimate) -> Estimate | None:
+    """A predicted peak is never below its predicted plateau: the peak of max(peak,
+    plateau), its interval the ends' maxima (which holds the value)."""
+    if peak is None:
+        return None
+    return Estimate(
+        max(peak.value, plateau.value), max(peak.low, plateau.low), max(peak.high, plateau.high)
+    )
+
+
+def _role_prediction(role: str, plateau: pd.DataFrame, peak: pd.DataFrame | None) -> RolePrediction:
+    level = _row(plateau, 0)
+    return RolePrediction(role, level, at_least(_row(peak, 0), level) if peak is not None else None)
 
 
 def _predict_many(
@@ -258,6 +340,30 @@ def _predict_many(
         )
     peak = analysis.models.get(f"peak{suffix}")
     return plateau.predict(points), (peak.predict(points) if peak else None)
+
+
+def predict_roles(models: ModelSet, points: pd.DataFrame) -> list[tuple[RolePrediction, ...]]:
+    """Coherent predictions (never negative, peak ≥ plateau) per point of ``points`` (one
+    row per point, factor columns): each point's roles with a model, ``total`` last.
+    What ``predict`` prints and what the accuracy benchmark measures."""
+    names = [r for r in models.roles if models.get(f"plateau[{r}]") is not None]
+    frames = {}
+    for role in (*names, "total"):
+        suffix = "" if role == "total" else f"[{role}]"
+        plateau = models.get(f"plateau{suffix}")
+        if plateau is None:
+            continue
+        peak = models.get(f"peak{suffix}")
+        frames[role] = (plateau.predict(points), peak.predict(points) if peak else None)
+    out = []
+    for i in range(len(points)):
+        row = []
+        for role, (plateau_frame, peak_frame) in frames.items():
+            level = _row(plateau_frame, i)
+            top = at_least(_row(peak_frame, i), level) if peak_frame is not None else None
+            row.append(RolePrediction(role, level, top))
+        out.append(tuple(row))
+    return out
 
 
 def _require_models(analysis: Analysis) -> FittedModel:
@@ -281,11 +387,9 @@ def predict(analysis: Analysis, point: PredictPoint) -> Prediction:
         if analysis.models.get(f"plateau[{role}]") is None:
             continue
         plateau, peak = _predict_many(analysis, frame, role)
-        roles.append(
-            RolePrediction(role, _row(plateau, 0), _row(peak, 0) if peak is not None else None)
-        )
+        roles.append(_role_prediction(role, plateau, peak))
     plateau, peak = _predict_many(analysis, frame, "total")
-    total = RolePrediction("total", _row(plateau, 0), _row(peak, 0) if peak is not None else None)
+    total = _role_prediction("total", plateau, peak)
     system = analysis.system_bytes_per_node
     with_system = RolePrediction(
         "total + ray system",
@@ -386,11 +490,19 @@ def prediction_text(prediction: Prediction) -> str:
     """The table ``predict`` prints."""
     level = f"{prediction.confidence:.0%}"
     p = prediction.point
+    shown = []
+    for name, value in p.items():
+        if name == "model_params":
+            continue
+        text = _value_text(value)
+        if name == "model" and "model_params" in p:
+            text += (
+                f" ({format_number(float(p['model_params']))} params, "
+                f"{prediction.model_params_source})"
+            )
+        shown.append(f"{name}={text}")
     lines = [
-        f"Prediction for replay_capacity={format_number(float(p['replay_capacity']))}, "
-        f"num_workers={format_number(float(p['num_workers']))}, model={p['model']} "
-        f"({format_number(float(p['model_params']))} params, {prediction.model_params_source}), "
-        f"framework={p['framework']}",
+        f"Prediction for {', '.join(shown) or 'the sweep as measured (it has no factor)'}",
         f"{'role':<20} {'plateau':>10}  {level + ' interval':<25} "
         f"{'peak':>10}  {level + ' interval':<25}",
     ]
@@ -406,6 +518,12 @@ def prediction_text(prediction: Prediction) -> str:
     )
     lines += [f"warning: {w}" for w in prediction.warnings]
     return "\n".join(lines)
+
+
+def _value_text(value: float | str) -> str:
+    if isinstance(value, str):
+        return value
+    return f"{value:,.0f}" if float(value).is_integer() else format_number(float(value))
 
 
 def _span(estimate: Estimate) -> str:

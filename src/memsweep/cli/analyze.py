@@ -9,6 +9,7 @@ inward.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -115,6 +116,15 @@ class PredictCommand:
         )
         parser.add_argument("--framework", help="torch, tf2 or tf2-eager")
         parser.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            dest="settings",
+            help="any factor of the sweep by name, e.g. --set train_batch_size_per_learner=64000 "
+            "or --set env_config.size=32 (repeatable; a number, else a label the sweep ran)",
+        )
+        parser.add_argument(
             "--budget",
             metavar="SIZE",
             help="memory of the node, e.g. 64GB: print the largest value that fits",
@@ -146,6 +156,7 @@ class PredictCommand:
             model=args.model,
             framework=args.framework,
             model_params=params,
+            settings=tuple(parse_setting(text) for text in args.settings),
         )
         analysis = _analyse(args)
         if budget is None:
@@ -220,6 +231,23 @@ class DesignsCommand:
         except ValueError as exc:
             raise MemsweepError(f"{args.results}: {exc}") from None
         return 0
+
+
+def parse_setting(text: str) -> tuple[str, float | str]:
+    """``NAME=VALUE`` of ``--set``: a number (``64000``, ``1e6``, ``2.5``) or a label."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise MemsweepError(
+            f"--set: expected NAME=VALUE such as train_batch_size_per_learner=64000, got {text!r}"
+        )
+    value = value.strip()
+    try:
+        number = float(value.replace("_", ""))
+    except ValueError:
+        return name.strip(), value
+    if not math.isfinite(number):
+        raise MemsweepError(f"--set {name.strip()}: expected a finite number, got {value!r}")
+    return name.strip(), number
 
 
 def _count(text: str | None, flag: str, minimum: int = 0) -> int | None:
