@@ -318,3 +318,23 @@ def test_every_new_key_is_explained(tmp_path: Path) -> None:
         "rllib.<attr>",
     ):
         assert any(line.strip().startswith(key) for line in lines), key
+
+
+def test_a_searcher_draws_config_factors_and_they_map_back_to_the_point(tmp_path: Path) -> None:
+    from ray.tune.search.variant_generator import generate_variants
+
+    from memsweep.run.sweep import param_space
+    from memsweep.spec import point_from_config
+
+    path = write(
+        tmp_path,
+        "name: x\nalgorithm: PPO\nsearch: {mode: random, num_samples: 4}\n"
+        "factors: {replay_capacity: [0], train_batch_size_per_learner: [500, 2000]}\n",
+    )
+    study = load_study(path)
+    drawn = set()
+    for _ in range(20):
+        _, config = next(generate_variants(param_space(study)))
+        point = point_from_config(study, config)
+        drawn.add(point.rllib["train_batch_size_per_learner"])
+    assert drawn == {500, 2000}
