@@ -42,6 +42,8 @@ FIXED_ROWS = {
     "analysis.scaling",
     "answer.wall.default",
     "answer.prediction_error.default",
+    "accuracy.leave_one_out.plateau.total.median_error",
+    "accuracy.leave_one_out.plateau.total.under_rate",
 }
 """Rows whose key does not depend on the sizes of the run."""
 
