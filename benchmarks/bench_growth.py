@@ -157,7 +157,9 @@ def run(profile: Profile) -> tuple[list[Row], dict[str, Any]]:
                 unit="fraction",
                 stat=_fraction(hits),
                 goal=f"≥ {DETECT_GOAL:.0%}" if judged else "",
-                status=_status(value, DETECT_GOAL, True) if judged else "info",
+                status=_status(value, DETECT_GOAL, True)
+                if judged
+                else ("info" if hits else "not measured"),
                 note=f"{len(hits)} leak-free series",
             )
         )
@@ -171,6 +173,7 @@ def run(profile: Profile) -> tuple[list[Row], dict[str, Any]]:
                 tool="memsweep",
                 unit="steps",
                 stat=Stat.of(found),
+                status="info" if found else "not measured",
                 note=f"{len(found)} of {len(steps)} long series flagged within 100k steps",
             )
         )
