@@ -412,7 +412,9 @@ def predict(analysis: Analysis, point: PredictPoint) -> Prediction:
 class BudgetAnswer:
     """The largest value of one factor whose predicted node memory fits a budget."""
 
-    factor: Literal["replay_capacity", "num_workers"]
+    factor: str
+    """``replay_capacity``, ``num_workers`` or any other numeric factor of the sweep."""
+
     budget_bytes: int
     largest_safe: int | None
     """Largest value whose upper prediction bound (peak + Ray system) fits; None if none."""
@@ -442,40 +444,46 @@ def largest_fitting(fits: Callable[[int], bool], low: int, high: int) -> int | N
     return low
 
 
-def _with_value(
-    point: PredictPoint, factor: Literal["replay_capacity", "num_workers"], value: int
-) -> PredictPoint:
+def _with_value(point: PredictPoint, factor: str, value: int) -> PredictPoint:
     if factor == "replay_capacity":
         return replace(point, replay_capacity=value)
-    return replace(point, num_workers=value)
+    if factor == "num_workers":
+        return replace(point, num_workers=value)
+    kept = tuple((n, v) for n, v in point.settings if n != factor)
+    return replace(point, settings=(*kept, (factor, float(value))))
 
 
 def solve_budget(
     analysis: Analysis,
     point: PredictPoint,
     budget_bytes: int,
-    factor: Literal["replay_capacity", "num_workers"] = "replay_capacity",
+    factor: str = "replay_capacity",
 ) -> BudgetAnswer:
-    """The largest ``factor`` whose peak (+ Ray system) fits ``budget_bytes``."""
-    plateau_model = _require_models(analysis)
+    """The largest ``factor`` (any numeric factor of the sweep) whose predicted peak
+    (+ Ray system) fits ``budget_bytes``. The peak is the coherent one ``predict`` prints
+    (never below the plateau, never negative)."""
+    _require_models(analysis)
     info = next((f for f in analysis.models.factors if f.name == factor), None)
     if info is None or not info.in_model:
         note = info.note if info else f"{factor} was not measured"
         raise DataError(f"--budget: cannot solve for {factor}: {note}")
+    if not all(isinstance(v, int | float) for v in info.values):
+        raise DataError(f"--budget: cannot solve for {factor}: it is a label, not a number")
     fixed = _with_value(point, factor, 0)
     resolved, _, _ = resolve_point(analysis, fixed)
-    model = analysis.models.get("peak") or plateau_model
     system = analysis.system_bytes_per_node
-    high = 10**12 if factor == "replay_capacity" else 1024
+    high = 10**12 if factor == "replay_capacity" else 1024 if factor == "num_workers" else 10**9
 
-    def peak_at(value: int) -> pd.DataFrame:
-        return model.predict(pd.DataFrame([{**resolved, factor: value}]))
+    def peak_at(value: int) -> Estimate:
+        (roles,) = predict_roles(analysis.models, pd.DataFrame([{**resolved, factor: value}]))
+        total = roles[-1]
+        return total.peak or total.plateau
 
     def safe(value: int) -> bool:
-        return float(peak_at(value)["obs_ci_upper"].iloc[0]) + system <= budget_bytes
+        return peak_at(value).high + system <= budget_bytes
 
     def expected(value: int) -> bool:
-        return float(peak_at(value)["mean"].iloc[0]) + system <= budget_bytes
+        return peak_at(value).value + system <= budget_bytes
 
     largest_safe = largest_fitting(safe, 0, high)
     largest_expected = largest_fitting(expected, 0, high)

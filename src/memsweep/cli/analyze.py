@@ -18,7 +18,6 @@ from memsweep.errors import DataError, MemsweepError
 from memsweep.store import is_remote
 from memsweep.units import (
     format_bytes,
-    format_number,
     parse_count,
     parse_model,
     parse_size,
@@ -131,9 +130,10 @@ class PredictCommand:
         )
         parser.add_argument(
             "--solve-for",
-            choices=("replay_capacity", "num_workers"),
             default="replay_capacity",
-            help="with --budget: the factor to maximise (default replay_capacity)",
+            metavar="FACTOR",
+            help="with --budget: the numeric factor to maximise: replay_capacity (default), "
+            "num_workers or any other numeric factor of the sweep",
         )
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -173,12 +173,12 @@ class PredictCommand:
         capped = (
             " (the search limit: more fits)" if answer.largest_safe == answer.searched_up_to else ""
         )
-        safe = format_number(answer.largest_safe) if answer.largest_safe is not None else "none"
+        safe = f"{answer.largest_safe:,}" if answer.largest_safe is not None else "none"
         print(
             f"Budget {format_bytes(budget)}: largest {factor} = {safe}{capped} with the upper "
             f"{analysis.options.confidence:.0%} prediction bound of the peak (+ Ray system) "
             "inside it; "
-            f"{format_number(answer.largest_expected)} on the point estimate."
+            f"{answer.largest_expected:,} on the point estimate."
         )
         if answer.prediction is not None:
             print(prediction_text(answer.prediction))
