@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 
-import psutil
 import pytest
 
 from memsweep.collect import probe
@@ -71,7 +70,7 @@ def test_a_known_allocation_and_a_short_spike_are_measured_within_2_percent(
     assert spiked.rss_bytes == pytest.approx(after.rss_bytes, rel=0.02)
     assert spiked.hwm_bytes - after.rss_bytes == pytest.approx(m, rel=0.02)
     # AND USS/PSS see the private allocation too
-    full = probe.read_full(psutil.Process(proc.pid))
+    full = probe.read_full_pid(proc.pid)
     assert full is not None
     assert full.uss_bytes >= n
     assert full.pss_bytes >= full.uss_bytes

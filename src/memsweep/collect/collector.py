@@ -36,7 +36,12 @@ import pyarrow.compute as pc
 from memsweep import result_keys as keys
 from memsweep.collect.attribution import ActorInfo, Attribution, attribute
 from memsweep.collect.faults import BudgetBreach, MemoryBudget, TrialKill, kill_facts, over_budget
-from memsweep.collect.sampler import SAMPLER_NAME_PREFIX, NodeSampler, SamplerConfig
+from memsweep.collect.sampler import (
+    SAMPLER_NAME_PREFIX,
+    NodeSampler,
+    SamplerConfig,
+    SamplerDrain,
+)
 from memsweep.collect.trials import TrialsTable
 from memsweep.errors import DataError
 from memsweep.store import SAMPLES, ResultsWriter
@@ -285,7 +290,7 @@ class Collector:
                 table[(node_id, pid)] = info
         self._actors = table
 
-    def _drain_all(self, final: bool) -> list[dict[str, Any]]:
+    def _drain_all(self, final: bool) -> list[SamplerDrain]:
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError
 
@@ -297,7 +302,7 @@ class Collector:
         # One deadline for all samplers: one on a node that just died (before the GCS
         # marks it dead) never answers, and must not hold up the others.
         ray.wait(refs, num_returns=len(refs), timeout=max(10.0, 3 * self.flush_interval_s))
-        drained: list[dict[str, Any]] = []
+        drained: list[SamplerDrain] = []
         for (node, _sampler), ref in zip(live, refs, strict=True):
             try:
                 drained.append(ray.get(ref, timeout=0))
@@ -326,28 +331,28 @@ class Collector:
             self._follow_membership()
         drained = self._drain_all(final)
         for batch in drained:
-            for reg in batch["registrations"]:
-                if reg.get("placement_group_id"):
-                    self.map_group(reg["placement_group_id"], reg["trial_id"])
-                self._trial_of_pid[(reg["node_id"], int(reg["pid"]))] = reg["trial_id"]
+            for reg in batch.registrations:
+                if reg.placement_group_id:
+                    self.map_group(reg.placement_group_id, reg.trial_id)
+                self._trial_of_pid[(reg.node_id, reg.pid)] = reg.trial_id
                 self.add_event(
                     "trial_registered",
-                    node_id=reg["node_id"],
-                    trial_id=reg["trial_id"],
-                    detail=f"pid {reg['pid']}",
+                    node_id=reg.node_id,
+                    trial_id=reg.trial_id,
+                    detail=f"pid {reg.pid}",
                 )
-            if batch["dropped_rounds"]:
+            if batch.dropped_rounds:
                 self.add_event(
                     "gap",
-                    node_id=batch["node_id"],
-                    detail=f"{batch['dropped_rounds']} rounds dropped: sampler buffer full",
+                    node_id=batch.node_id,
+                    detail=f"{batch.dropped_rounds} rounds dropped: sampler buffer full",
                 )
-            node = self._nodes.get(batch["node_id"])
-            if node is not None and batch["node_samples"].num_rows:
-                node.total_bytes = int(batch["node_samples"]["total_bytes"][0].as_py() or 0)
-            if batch["node_samples"].num_rows:
-                last = batch["node_samples"].slice(batch["node_samples"].num_rows - 1)
-                self._node_memory[batch["node_id"]] = (
+            node = self._nodes.get(batch.node_id)
+            if node is not None and batch.node_samples.num_rows:
+                node.total_bytes = int(batch.node_samples["total_bytes"][0].as_py() or 0)
+            if batch.node_samples.num_rows:
+                last = batch.node_samples.slice(batch.node_samples.num_rows - 1)
+                self._node_memory[batch.node_id] = (
                     last["used_bytes"][0].as_py(),
                     last["available_bytes"][0].as_py(),
                 )
@@ -359,9 +364,7 @@ class Collector:
                 # new processes are held back below.
                 log.warning("memsweep: actor table not refreshed: %s", exc)
         trial_of_group = self.trial_of_group
-        pending = [
-            (b["node_id"], b["samples"], time.time()) for b in drained if b["samples"].num_rows
-        ]
+        pending = [(b.node_id, b.samples, time.time()) for b in drained if b.samples.num_rows]
         pending = self._held + pending
         self._held = []
         try:
@@ -376,7 +379,7 @@ class Collector:
                 self._check_budget(written)
         self._resolve_kills()
         self._flag_unattributed(final)
-        node_tables = [b["node_samples"] for b in drained if b["node_samples"].num_rows]
+        node_tables = [b.node_samples for b in drained if b.node_samples.num_rows]
         if node_tables:
             self.writer.append("node_samples", pa.concat_tables(node_tables))
         with self._lock:

@@ -1,6 +1,7 @@
 """Reading one process's and one node's memory (Linux).
 
-Two costs, two rates. ``/proc/PID/status`` is one small read and gives resident size,
+Two costs, two rates. ``/proc/PID/status`` is one small read (kept open and re-read
+with ``os.pread`` by :class:`ProcFiles`, parsing only the fields used) and gives resident size,
 swap and the kernel's peak-RSS high-water mark (``VmHWM``): the peak stays visible even
 when a spike falls between two samples. USS and PSS need ``/proc/PID/smaps_rollup``
 (through psutil), which walks the process's page tables: a few hundred µs for a large
@@ -17,18 +18,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import psutil
-
-_STATUS_KEYS = {
-    b"VmRSS:": "rss_bytes",
-    b"VmHWM:": "hwm_bytes",
-    b"VmSwap:": "swap_bytes",
-    b"RssAnon:": "rss_anon_bytes",
-    b"RssFile:": "rss_file_bytes",
-    b"RssShmem:": "rss_shmem_bytes",
-    b"PPid:": "ppid",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,26 +40,64 @@ class StatusMemory:
     """Parent process id."""
 
 
+def _kib(data: bytes, key: bytes) -> int:
+    """The number after ``key`` in a ``/proc`` file printed in kB, in bytes (0 if absent)."""
+    start = data.find(key)
+    if start < 0:
+        return 0
+    start += len(key)
+    return int(data[start : data.index(b"kB", start)]) * 1024
+
+
+StatusFields = tuple[int, int, int, int, int, int, int]
+"""(rss, hwm, swap, rss_anon, rss_file, rss_shmem) in bytes, then ppid: the fields of
+:class:`StatusMemory` in its order, as a plain tuple for the sampler's hot loop."""
+
+
+def parse_status_fields(data: bytes) -> StatusFields | None:
+    """The fields memsweep uses from the text of ``/proc/PID/status``, and only those;
+    ``None`` for a zombie or kernel thread (nothing resident).
+
+    The kernel prints ``VmHWM``, ``VmRSS``, ``RssAnon``, ``RssFile`` and ``RssShmem`` on
+    consecutive lines (Linux ≥ 4.5): one split of that block reads all five; any other
+    layout is read field by field.
+    """
+    ppid_at = data.find(b"\nPPid:")
+    ppid = int(data[ppid_at + 6 : data.index(b"\n", ppid_at + 6)]) if ppid_at >= 0 else 0
+    start = data.find(b"\nVmHWM:")
+    end = data.find(b"\nVmData:", start)
+    words = data[start:end].split() if start >= 0 and end >= 0 else []
+    if len(words) == 15 and words[3] == b"VmRSS:" and words[12] == b"RssShmem:":
+        hwm, rss = int(words[1]) * 1024, int(words[4]) * 1024
+        anon, file, shmem = int(words[7]) * 1024, int(words[10]) * 1024, int(words[13]) * 1024
+    else:
+        hwm, rss = _kib(data, b"\nVmHWM:"), _kib(data, b"\nVmRSS:")
+        anon, file = _kib(data, b"\nRssAnon:"), _kib(data, b"\nRssFile:")
+        shmem = _kib(data, b"\nRssShmem:")
+    if rss == 0 and hwm == 0:
+        return None
+    return (rss, hwm, _kib(data, b"\nVmSwap:"), anon, file, shmem, ppid)
+
+
+def parse_status(data: bytes) -> StatusMemory | None:
+    """:func:`parse_status_fields` as a :class:`StatusMemory`."""
+    fields = parse_status_fields(data)
+    return None if fields is None else StatusMemory(*fields)
+
+
 def read_status(pid: int) -> StatusMemory | None:
-    """One process's memory from ``/proc/PID/status``; ``None`` if it is gone."""
+    """One process's memory from ``/proc/PID/status``; ``None`` if it is gone. Opens the
+    file each time: for repeated reads of one process, :class:`ProcFiles` costs less."""
     try:
         with open(f"/proc/{pid}/status", "rb") as handle:  # noqa: PTH123 (hot path)
             data = handle.read()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    values: dict[str, int] = dict.fromkeys(_STATUS_KEYS.values(), 0)
-    for line in data.splitlines():
-        key = line.split(None, 1)[0] if line else b""
-        name = _STATUS_KEYS.get(key)
-        if name is None:
-            continue
-        parts = line.split()
-        # Sizes are printed in kB (KiB); PPid is a bare number.
-        values[name] = int(parts[1]) * (1 if name == "ppid" else 1024)
-    if values["rss_bytes"] == 0 and values["hwm_bytes"] == 0:
-        # A zombie or kernel thread: nothing resident to report.
-        return None
-    return StatusMemory(**values)
+    return parse_status(data)
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_READ_SIZE = 16384
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +111,121 @@ class FullMemory:
     PSS over processes does not count shared libraries or the object store twice."""
 
 
-def read_full(process: psutil.Process) -> FullMemory | None:
-    """USS and PSS via psutil (``smaps_rollup``); ``None`` if gone or not permitted."""
+@dataclass(frozen=True, slots=True)
+class ProcStat:
+    """The fields memsweep uses from ``/proc/PID/stat``."""
+
+    ppid: int
+    name: str
+    """The kernel's command name (``comm``, at most 15 characters)."""
+    start_ticks: int
+    """Start time in clock ticks after boot (with the pid, the process's identity)."""
+    cpu_time_s: float
+    """User + system CPU seconds since the process started."""
+
+
+def parse_stat(data: bytes) -> ProcStat:
+    """``/proc/PID/stat`` → :class:`ProcStat` (the name may hold spaces and parentheses,
+    so the fields are counted from the last ``)``)."""
+    open_at, close_at = data.index(b"("), data.rindex(b")")
+    fields = data[close_at + 2 :].split()
+    return ProcStat(
+        ppid=int(fields[1]),
+        name=data[open_at + 1 : close_at].decode("utf-8", "replace"),
+        start_ticks=int(fields[19]),
+        cpu_time_s=(int(fields[11]) + int(fields[12])) / _CLOCK_TICKS,
+    )
+
+
+def parse_smaps_rollup(data: bytes) -> FullMemory:
+    """USS (private pages) and PSS from the text of ``/proc/PID/smaps_rollup``."""
+    uss = (
+        _kib(data, b"\nPrivate_Clean:")
+        + _kib(data, b"\nPrivate_Dirty:")
+        + _kib(data, b"\nPrivate_Hugetlb:")
+    )
+    return FullMemory(uss_bytes=uss, pss_bytes=_kib(data, b"\nPss:"))
+
+
+def _read_file(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        info = process.memory_full_info()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+        return os.read(fd, _READ_SIZE)
+    finally:
+        os.close(fd)
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    """``/proc/PID/stat`` → :class:`ProcStat`; ``None`` if the process is gone."""
+    try:
+        return parse_stat(_read_file(f"/proc/{pid}/stat"))
+    except (OSError, ValueError, IndexError):
         return None
-    return FullMemory(uss_bytes=int(info.uss), pss_bytes=int(getattr(info, "pss", info.uss)))
+
+
+def read_title(pid: int) -> str | None:
+    """The first word of the command line (``ray::ClassName.method`` for a Ray worker,
+    which retitles itself); ``None`` if gone or a kernel thread."""
+    try:
+        first = _read_file(f"/proc/{pid}/cmdline").split(b"\0", 1)[0]
+    except OSError:
+        return None
+    return first.decode("utf-8", "replace").strip() if first else None
+
+
+def read_command_line(pid: int) -> str:
+    """The whole command line, words joined by spaces; empty if gone."""
+    try:
+        return _read_file(f"/proc/{pid}/cmdline").replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def read_full_pid(pid: int) -> FullMemory | None:
+    """USS and PSS from ``/proc/PID/smaps_rollup`` (the kernel walks the process's page
+    tables: the costly read); ``None`` if gone or not permitted."""
+    try:
+        data = _read_file(f"/proc/{pid}/smaps_rollup")
+    except OSError:
+        return None
+    return parse_smaps_rollup(data) if data else None
+
+
+class StatusFile:
+    """One process's ``/proc/PID/status``, opened once and re-read with ``os.pread``.
+
+    Re-reading an open file skips the path lookup and the open/close of every sample
+    (about half the cost of a read). The descriptor stays bound to the process it was
+    opened for: once that exits every read fails, so a reused pid is never read as the
+    old process. One descriptor per sampled process.
+
+    **Ownership.** The sampler that opened it closes it (:meth:`close`).
+    """
+
+    __slots__ = ("_fd", "pid")
+
+    def __init__(self, pid: int) -> None:
+        """Raises ``OSError`` (``FileNotFoundError`` …) if the process is gone."""
+        self.pid = pid
+        self._fd = os.open(f"/proc/{pid}/status", os.O_RDONLY)
+
+    def read(self) -> StatusMemory | None:
+        """The process's memory now; ``None`` once it is gone (or a zombie)."""
+        fields = self.read_fields()
+        return None if fields is None else StatusMemory(*fields)
+
+    def read_fields(self) -> StatusFields | None:
+        """:meth:`read` as a plain tuple (:data:`StatusFields`), for the hot loop."""
+        try:
+            return parse_status_fields(os.pread(self._fd, _READ_SIZE, 0))
+        except (OSError, ValueError):
+            return None
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,47 +261,107 @@ def _read_int(path: Path) -> int | None:
     return None if text in {"", "max"} else int(text)
 
 
-def cgroup_memory(pid: int) -> tuple[int | None, int | None]:
-    """(limit, usage) of the nearest memory-limited cgroup of ``pid``.
+def cgroup_files(pid: int) -> tuple[Path | None, Path | None]:
+    """(limit file, usage file) of the nearest memory-limited cgroup of ``pid``.
 
     The limit that matters for an OOM kill is the tightest one on the path to the root,
-    so walk up from the process's own cgroup until one has ``memory.max`` set. Usage is
-    read from the same level. Both ``None`` where cgroups are not mounted (v1 hosts
-    report their ``memory.limit_in_bytes`` instead).
+    so walk up from the process's own cgroup until one has ``memory.max`` set; usage is
+    read from the same level. Without a limit: no limit file, and the usage of the
+    process's own cgroup. cgroup v1 hosts give ``memory.limit_in_bytes`` and
+    ``memory.usage_in_bytes``. ``(None, None)`` where cgroups are not mounted.
     """
     directory = _cgroup_dir(pid)
     root = Path("/sys/fs/cgroup")
     while directory is not None and (directory == root or root in directory.parents):
-        limit = _read_int(directory / "memory.max")
-        if limit is not None:
-            return limit, _read_int(directory / "memory.current")
+        if _read_int(directory / "memory.max") is not None:
+            return directory / "memory.max", directory / "memory.current"
         if directory == root:
             break
         directory = directory.parent
     v1 = root / "memory"
-    usage = _read_int(v1 / "memory.usage_in_bytes")
-    if usage is not None:
-        limit = _read_int(v1 / "memory.limit_in_bytes")
-        # cgroup v1 writes "no limit" as a page-rounded 2**63.
-        return (limit if limit is not None and limit < 2**60 else None), usage
+    if _read_int(v1 / "memory.usage_in_bytes") is not None:
+        return v1 / "memory.limit_in_bytes", v1 / "memory.usage_in_bytes"
     own = _cgroup_dir(pid)
-    return None, (_read_int(own / "memory.current") if own is not None else None)
+    usage = own / "memory.current" if own is not None else None
+    return None, (usage if usage is not None and usage.exists() else None)
+
+
+def _limit(path: Path | None) -> int | None:
+    limit = _read_int(path) if path is not None else None
+    # cgroup v1 writes "no limit" as a page-rounded 2**63.
+    return limit if limit is not None and limit < 2**60 else None
+
+
+def cgroup_memory(pid: int) -> tuple[int | None, int | None]:
+    """(limit, usage) in bytes of the nearest memory-limited cgroup of ``pid``
+    (:func:`cgroup_files`); ``None`` where there is none."""
+    limit_path, usage_path = cgroup_files(pid)
+    return _limit(limit_path), (_read_int(usage_path) if usage_path is not None else None)
+
+
+def parse_meminfo(data: bytes) -> tuple[int, int, int, int]:
+    """(total, available, Shmem, swap used) in bytes from the text of ``/proc/meminfo``."""
+    total = _kib(data, b"MemTotal:")
+    return (
+        total,
+        _kib(data, b"\nMemAvailable:"),
+        _kib(data, b"\nShmem:"),
+        _kib(data, b"\nSwapTotal:") - _kib(data, b"\nSwapFree:"),
+    )
+
+
+class NodeFiles:
+    """``/proc/meminfo`` and the cgroup's usage file, opened once and re-read with
+    ``os.pread``; the cgroup limit (which rarely changes) is re-read on :meth:`refresh`.
+
+    **Ownership.** The sampler that opened it closes it (:meth:`close`).
+    """
+
+    def __init__(self, cgroup_pid: int | None = None) -> None:
+        limit_path, usage_path = cgroup_files(cgroup_pid or os.getpid())
+        self._limit_path = limit_path
+        self._limit_bytes = _limit(limit_path)
+        self._meminfo = os.open("/proc/meminfo", os.O_RDONLY)
+        self._usage = -1
+        if usage_path is not None:
+            with contextlib.suppress(OSError):
+                self._usage = os.open(usage_path, os.O_RDONLY)
+
+    def refresh(self) -> None:
+        """Re-read the cgroup's limit."""
+        self._limit_bytes = _limit(self._limit_path)
+
+    def read(self) -> NodeMemory:
+        total, available, shmem, swap_used = parse_meminfo(os.pread(self._meminfo, _READ_SIZE, 0))
+        usage = None
+        if self._usage >= 0:
+            with contextlib.suppress(OSError, ValueError):
+                usage = int(os.pread(self._usage, 64, 0))
+        return NodeMemory(
+            total_bytes=total,
+            available_bytes=available,
+            used_bytes=total - available,
+            shmem_bytes=shmem,
+            swap_used_bytes=swap_used,
+            cgroup_limit_bytes=self._limit_bytes,
+            cgroup_usage_bytes=usage,
+        )
+
+    def close(self) -> None:
+        for fd in (self._meminfo, self._usage):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._meminfo = self._usage = -1
 
 
 def read_node(cgroup_pid: int | None = None) -> NodeMemory:
     """The node's memory; cgroup figures for the cgroup of ``cgroup_pid`` (default: self)."""
-    vm = psutil.virtual_memory()
-    swap = psutil.swap_memory()
-    limit, usage = cgroup_memory(cgroup_pid or os.getpid())
-    return NodeMemory(
-        total_bytes=int(vm.total),
-        available_bytes=int(vm.available),
-        used_bytes=int(vm.total - vm.available),
-        shmem_bytes=int(getattr(vm, "shared", 0)),
-        swap_used_bytes=int(swap.used),
-        cgroup_limit_bytes=limit,
-        cgroup_usage_bytes=usage,
-    )
+    files = NodeFiles(cgroup_pid)
+    try:
+        return files.read()
+    finally:
+        files.close()
 
 
 class GpuProbe:

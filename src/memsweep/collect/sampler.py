@@ -2,8 +2,10 @@
 
 One :class:`NodeSampler` runs on each node (pinned there with a hard node-affinity
 strategy, zero CPUs so it never takes a trial's place). A background thread samples at
-``interval_s``: ``/proc/PID/status`` for every process each round, USS/PSS every
-``full_interval_s``. It keeps rows in memory until the driver's collector calls
+``interval_s``: ``/proc/PID/status`` for every process each round (each kept open and
+re-read with ``os.pread``) and the node's ``/proc/meminfo`` and cgroup usage; USS/PSS,
+CPU time, process titles and new processes every ``full_interval_s`` (new processes are
+found by listing ``/proc`` and reading only the new pids). It keeps rows in memory until the driver's collector calls
 :meth:`NodeSampler.drain`; the sampler itself never writes files, so nodes that cannot
 see the driver's disk are covered too.
 
@@ -35,6 +37,7 @@ from memsweep.collect import probe
 from memsweep.store import NODE_SAMPLES, to_table
 
 SAMPLER_NAME_PREFIX = "memsweep_sampler_"
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 """Named actors ``memsweep_sampler_<node_id>`` in the sweep's namespace."""
 
 _RAW_COLUMNS = (
@@ -97,9 +100,36 @@ class SamplerConfig:
     and the drop is reported as a gap."""
 
 
+@dataclass(frozen=True)
+class Registration:
+    """A trainable's announcement (:func:`register_trial`): this pid and its placement
+    group belong to ``trial_id``."""
+
+    trial_id: str
+    placement_group_id: str | None
+    pid: int
+    node_id: str
+    ts: float
+    """When the sampler received it, epoch seconds."""
+
+
+@dataclass(frozen=True)
+class SamplerDrain:
+    """What one sampler hands the collector at a drain: everything since the last one."""
+
+    node_id: str
+    samples: pa.Table
+    """Rows of :data:`RAW_SAMPLES`: one per process per round, without trial and role."""
+    node_samples: pa.Table
+    """Rows of :data:`memsweep.store.NODE_SAMPLES`: one per round."""
+    registrations: tuple[Registration, ...]
+    dropped_rounds: int
+    """Rounds dropped because nobody drained for ``max_buffered_rounds`` rounds."""
+
+
 @dataclass
 class _Tracked:
-    process: psutil.Process
+    status: probe.StatusFile
     create_time: float
     name: str
     system: str | None
@@ -107,21 +137,61 @@ class _Tracked:
 
 @dataclass
 class _Buffer:
-    columns: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in _RAW_COLUMNS})
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    """One tuple per process per round, in :data:`_RAW_COLUMNS` order."""
     node_rows: list[dict[str, Any]] = field(default_factory=list)
     rounds: int = 0
     dropped_rounds: int = 0
 
 
-def _name_of(process: psutil.Process) -> str:
-    """The process title: ``ray::ClassName.method`` for Ray workers, else the exe name."""
-    try:
-        cmdline = process.cmdline()
-        if cmdline and cmdline[0].startswith("ray::"):
-            return str(cmdline[0]).strip()
-        return str(process.name())
-    except (psutil.Error, OSError):
-        return "?"
+def _name_of(title: str | None, comm: str) -> str:
+    """The process title: ``ray::ClassName.method`` for Ray workers, else the executable's
+    name (the kernel's 15-character ``comm``, completed from the command line)."""
+    if title and title.startswith("ray::"):
+        return title
+    if title and len(comm) >= 15:
+        base = title.rsplit("/", 1)[-1].split(" ", 1)[0]
+        if base.startswith(comm):
+            return base
+    return comm or "?"
+
+
+class _ProcessTable:
+    """pid → (parent pid, name) of every process on this node, kept up to date
+    incrementally: each :meth:`refresh` lists ``/proc`` and reads ``/proc/PID/stat`` of
+    the new pids only."""
+
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+        self.name: dict[int, str] = {}
+        self.start_ticks: dict[int, int] = {}
+
+    def refresh(self) -> set[int]:
+        """Bring the table up to date; returns the pids that are new."""
+        pids = {int(entry) for entry in os.listdir("/proc") if entry.isdigit()}  # noqa: PTH208 (hot path)
+        for pid in self.parent.keys() - pids:
+            self.forget(pid)
+        new = set()
+        for pid in pids - self.parent.keys():
+            stat = probe.read_stat(pid)
+            if stat is None:
+                continue
+            self.parent[pid], self.name[pid] = stat.ppid, stat.name
+            self.start_ticks[pid] = stat.start_ticks
+            new.add(pid)
+        return new
+
+    def forget(self, pid: int) -> None:
+        """Drop ``pid`` (it exited, or its pid may be reused): re-read when listed again."""
+        self.parent.pop(pid, None)
+        self.name.pop(pid, None)
+        self.start_ticks.pop(pid, None)
+
+    def children(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for pid, ppid in self.parent.items():
+            out.setdefault(ppid, []).append(pid)
+        return out
 
 
 class SamplerCore:
@@ -138,12 +208,16 @@ class SamplerCore:
         self._lock = threading.Lock()
         self._buffer = _Buffer()
         self._tracked: dict[int, _Tracked] = {}
-        self._registrations: list[dict[str, Any]] = []
+        self._registrations: list[Registration] = []
         self._last_full = 0.0
         self._gpu = probe.GpuProbe()
         self._own_pid = os.getpid()
+        self._boot_time = psutil.boot_time()
+        self._table = _ProcessTable()
+        self._system_verdict: dict[int, str | None] = {}
         self._raylet_pid = self._find_raylet()
         self._session_marker = self._find_session_marker()
+        self._node = probe.NodeFiles(self._raylet_pid)
 
     # -- discovery -------------------------------------------------------------------
 
@@ -170,16 +244,34 @@ class SamplerCore:
             pass
         return None
 
+    def _system_label(self, pid: int, name: str) -> str | None:
+        """``gcs`` or ``ray_system`` for a head-node process of this Ray session outside
+        any raylet's subtree (GCS, dashboard, monitor), else ``None``; decided once per
+        pid from its command line."""
+        if pid in self._system_verdict:
+            return self._system_verdict[pid]
+        label: str | None = None
+        if name in {"gcs_server", "python", "python3"} or name.startswith("ray"):
+            argv = probe.read_command_line(pid)
+            marker = self._session_marker or ""
+            # A helper with another session's folder belongs to another cluster.
+            if marker and marker in argv:
+                label = "gcs" if name == "gcs_server" else "ray_system"
+        self._system_verdict[pid] = label
+        return label
+
     def discover(self) -> dict[int, str | None]:
-        """pid → system label for every process to sample on this node now."""
-        parents: dict[int, int] = {}
-        names: dict[int, str] = {}
-        for proc in psutil.process_iter(["pid", "ppid", "name"]):
-            parents[proc.info["pid"]] = proc.info["ppid"] or 0
-            names[proc.info["pid"]] = proc.info["name"] or ""
-        children: dict[int, list[int]] = {}
-        for pid, ppid in parents.items():
-            children.setdefault(ppid, []).append(pid)
+        """pid → system label for every process to sample on this node now.
+
+        Incremental: ``/proc`` is listed and only new pids are read (their ``stat``, and
+        on the head node the command line of a candidate system process, once)."""
+        for pid in self._table.refresh():
+            self._system_verdict.pop(pid, None)
+        for pid in list(self._system_verdict):
+            if pid not in self._table.parent:
+                del self._system_verdict[pid]
+        parents, names = self._table.parent, self._table.name
+        children = self._table.children()
 
         def subtree(root: int) -> Iterable[int]:
             stack = [root]
@@ -194,25 +286,15 @@ class SamplerCore:
                 found[pid] = None
             found[self._raylet_pid] = "raylet"
         if self.is_head and self._session_marker:
-            raylets = {pid for pid, name in names.items() if name == "raylet"}
             under_raylet: set[int] = set()
-            for raylet in raylets:
+            for raylet in (pid for pid, name in names.items() if name == "raylet"):
                 under_raylet.update(subtree(raylet))
             for pid, name in names.items():
                 if pid in under_raylet or pid in found or name == "raylet":
                     continue
-                if not (name in {"gcs_server", "python", "python3"} or name.startswith("ray")):
+                label = self._system_label(pid, name)
+                if label is None:
                     continue
-                try:
-                    argv = " ".join(psutil.Process(pid).cmdline())
-                except psutil.Error:
-                    continue
-                if self._session_marker not in argv and "--gcs-address" not in argv:
-                    continue
-                if "--gcs-address" in argv and self._session_marker not in argv:
-                    # Another cluster's helper process on the same machine.
-                    continue
-                label = "gcs" if name == "gcs_server" else "ray_system"
                 for sub in subtree(pid):
                     found.setdefault(sub, label)
         driver = self.config.driver_pid
@@ -224,24 +306,32 @@ class SamplerCore:
     def _sync_tracked(self, pids: dict[int, str | None]) -> None:
         for pid in list(self._tracked):
             if pid not in pids:
-                del self._tracked[pid]
+                self._tracked.pop(pid).status.close()
         for pid, system in pids.items():
             tracked = self._tracked.get(pid)
+            comm = self._table.name.get(pid, "")
             if tracked is not None:
                 tracked.system = system
                 # Ray workers rename themselves as they start an actor or a task.
-                tracked.name = _name_of(tracked.process)
+                tracked.name = _name_of(probe.read_title(pid), comm)
                 continue
+            ticks = self._table.start_ticks.get(pid)
+            if ticks is None:
+                stat = probe.read_stat(pid)
+                if stat is None:
+                    continue
+                ticks, comm = stat.start_ticks, stat.name
             try:
-                process = psutil.Process(pid)
-                self._tracked[pid] = _Tracked(
-                    process=process,
-                    create_time=float(process.create_time()),
-                    name=_name_of(process),
-                    system=system,
-                )
-            except psutil.Error:
+                status = probe.StatusFile(pid)
+            except OSError:
                 continue
+            self._tracked[pid] = _Tracked(
+                status=status,
+                # psutil's create_time: boot time + start ticks / clock ticks per second.
+                create_time=self._boot_time + ticks / _CLOCK_TICKS,
+                name=_name_of(probe.read_title(pid), comm),
+                system=system,
+            )
 
     # -- sampling ----------------------------------------------------------------------
 
@@ -253,45 +343,52 @@ class SamplerCore:
         if full or not self._tracked:
             self._sync_tracked(self.discover())
             self._last_full = now
-        gpu = self._gpu.per_pid() if self._gpu.available else {}
-        rows: dict[str, list[Any]] = {c: [] for c in _RAW_COLUMNS}
+        gpu = self._gpu.per_pid() if self._gpu.available else None
+        ts = int(now * 1_000_000)
+        # One tuple per process in _RAW_COLUMNS order; drain() turns them into columns.
+        rows: list[tuple[Any, ...]] = []
+        append = rows.append
         gone: list[int] = []
         for pid, tracked in self._tracked.items():
-            status = probe.read_status(pid)
+            status = tracked.status.read_fields()
             if status is None:
                 gone.append(pid)
                 continue
-            uss = pss = None
+            rss, hwm, swap, anon, file, shmem, ppid = status
+            uss = pss = cpu = None
             if full:
-                memory = probe.read_full(tracked.process)
+                memory = probe.read_full_pid(pid)
                 if memory is not None:
                     uss, pss = memory.uss_bytes, memory.pss_bytes
-            cpu = None
-            if full:
-                try:
-                    times = tracked.process.cpu_times()
-                    cpu = float(times.user + times.system)
-                except psutil.Error:
-                    cpu = None
-            rows["ts"].append(int(now * 1_000_000))
-            rows["pid"].append(pid)
-            rows["ppid"].append(status.ppid)
-            rows["create_time"].append(tracked.create_time)
-            rows["name"].append(tracked.name)
-            rows["rss_bytes"].append(status.rss_bytes)
-            rows["hwm_bytes"].append(status.hwm_bytes)
-            rows["swap_bytes"].append(status.swap_bytes)
-            rows["rss_anon_bytes"].append(status.rss_anon_bytes)
-            rows["rss_file_bytes"].append(status.rss_file_bytes)
-            rows["rss_shmem_bytes"].append(status.rss_shmem_bytes)
-            rows["uss_bytes"].append(uss)
-            rows["pss_bytes"].append(pss)
-            rows["gpu_bytes"].append(gpu.get(pid) if self._gpu.available else None)
-            rows["cpu_time_s"].append(cpu)
-            rows["system"].append(tracked.system)
+                stat = probe.read_stat(pid)
+                cpu = stat.cpu_time_s if stat is not None else None
+            gpu_bytes = gpu.get(pid) if gpu is not None else None
+            append(
+                (
+                    ts,
+                    pid,
+                    ppid,
+                    tracked.create_time,
+                    tracked.name,
+                    rss,
+                    hwm,
+                    swap,
+                    anon,
+                    file,
+                    shmem,
+                    uss,
+                    pss,
+                    gpu_bytes,
+                    cpu,
+                    tracked.system,
+                )
+            )
         for pid in gone:
-            self._tracked.pop(pid, None)
-        node = probe.read_node(self._raylet_pid)
+            self._tracked.pop(pid).status.close()
+            self._table.forget(pid)
+        if full:
+            self._node.refresh()
+        node = self._node.read()
         node_row = {
             "ts": int(now * 1_000_000),
             "node_id": self.node_id,
@@ -303,25 +400,25 @@ class SamplerCore:
             "cgroup_limit_bytes": node.cgroup_limit_bytes,
             "cgroup_usage_bytes": node.cgroup_usage_bytes,
             "gpu_used_bytes": self._gpu.total_used(),
-            "num_processes": len(rows["pid"]),
+            "num_processes": len(rows),
             "sample_cost_s": time.perf_counter() - start,
         }
         with self._lock:
             buffer = self._buffer
-            for column, values in rows.items():
-                buffer.columns[column].extend(values)
+            buffer.rows.extend(rows)
             buffer.node_rows.append(node_row)
             buffer.rounds += 1
             if buffer.rounds > self.config.max_buffered_rounds:
                 self._drop_oldest_locked()
-        return len(rows["pid"])
+        return len(rows)
 
     def _drop_oldest_locked(self) -> None:
         buffer = self._buffer
-        first_ts = buffer.columns["ts"][0] if buffer.columns["ts"] else None
-        cut = sum(1 for ts in buffer.columns["ts"] if ts == first_ts)
-        for column in buffer.columns.values():
-            del column[:cut]
+        first_ts = buffer.rows[0][0] if buffer.rows else None
+        cut = 0
+        while cut < len(buffer.rows) and buffer.rows[cut][0] == first_ts:
+            cut += 1
+        del buffer.rows[:cut]
         del buffer.node_rows[:1]
         buffer.rounds -= 1
         buffer.dropped_rounds += 1
@@ -329,32 +426,40 @@ class SamplerCore:
     def register(self, trial_id: str, placement_group_id: str | None, pid: int) -> None:
         with self._lock:
             self._registrations.append(
-                {
-                    "trial_id": trial_id,
-                    "placement_group_id": placement_group_id,
-                    "pid": pid,
-                    "node_id": self.node_id,
-                    "ts": time.time(),
-                }
+                Registration(
+                    trial_id=trial_id,
+                    placement_group_id=placement_group_id,
+                    pid=pid,
+                    node_id=self.node_id,
+                    ts=time.time(),
+                )
             )
 
-    def drain(self) -> dict[str, Any]:
+    def drain(self) -> SamplerDrain:
         """Everything sampled since the last drain, as Arrow tables plus registrations."""
         with self._lock:
             buffer, self._buffer = self._buffer, _Buffer()
             registrations, self._registrations = self._registrations, []
-        samples = pa.Table.from_pydict(buffer.columns, schema=RAW_SAMPLES)
+        columns = list(zip(*buffer.rows, strict=True)) or [() for _ in _RAW_COLUMNS]
+        samples = pa.Table.from_arrays(
+            [pa.array(column, type=f.type) for column, f in zip(columns, RAW_SAMPLES, strict=True)],
+            schema=RAW_SAMPLES,
+        )
         nodes = to_table(buffer.node_rows, NODE_SAMPLES)
-        return {
-            "node_id": self.node_id,
-            "samples": samples,
-            "node_samples": nodes,
-            "registrations": registrations,
-            "dropped_rounds": buffer.dropped_rounds,
-        }
+        return SamplerDrain(
+            node_id=self.node_id,
+            samples=samples,
+            node_samples=nodes,
+            registrations=tuple(registrations),
+            dropped_rounds=buffer.dropped_rounds,
+        )
 
     def close(self) -> None:
         self._gpu.close()
+        self._node.close()
+        for tracked in self._tracked.values():
+            tracked.status.close()
+        self._tracked.clear()
 
 
 class NodeSampler:
@@ -389,7 +494,7 @@ class NodeSampler:
             "raylet_pid": self._core._raylet_pid,
         }
 
-    def drain(self) -> dict[str, Any]:
+    def drain(self) -> SamplerDrain:
         return self._core.drain()
 
     def register(self, trial_id: str, placement_group_id: str | None, pid: int) -> None:
@@ -403,7 +508,7 @@ class NodeSampler:
         started = None if create_time is None else create_time - psutil.boot_time()
         return kernel_killed(pid, started, read_kmsg())
 
-    def stop(self) -> dict[str, Any]:
+    def stop(self) -> SamplerDrain:
         """Stop sampling and hand over what is left."""
         self._stop.set()
         self._thread.join(timeout=5)

@@ -1,0 +1,141 @@
+"""The sampler without Ray: it finds processes incrementally, keeps their status files
+open, measures a known allocation and hands over a typed drain."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from memsweep.collect import probe
+from memsweep.collect.sampler import SamplerConfig, SamplerCore, SamplerDrain, _ProcessTable
+
+HOLD = """
+import sys, numpy as np
+print("ready", flush=True); sys.stdin.readline()
+a = np.ones({n}, dtype=np.uint8)
+print("allocated", flush=True); sys.stdin.readline()
+"""
+N = 200_000_000
+
+
+@pytest.fixture
+def holder() -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD.format(n=N)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def step(proc: subprocess.Popen[str], expect: str) -> None:
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == expect
+
+
+def rows_of(drain: SamplerDrain, pid: int) -> list[dict[str, object]]:
+    return [r for r in drain.samples.to_pylist() if r["pid"] == pid]
+
+
+def test_the_sampler_measures_a_known_allocation_and_drops_a_process_that_exits(
+    holder: subprocess.Popen[str],
+) -> None:
+    # GIVEN a sampler told that the holder is the driver on its node
+    config = SamplerConfig(driver_pid=holder.pid, driver_node_id="n1")
+    core = SamplerCore(config, node_id="n1", is_head=True)
+    try:
+        core.run_round(now=1000.0)
+        # WHEN the holder allocates N bytes and the sampler reads it again (no discovery)
+        step(holder, "allocated")
+        core.run_round(now=1000.1)
+        drain = core.drain()
+        # THEN the drain is typed, the rows carry the driver, and RSS grew by N within 2%
+        assert isinstance(drain, SamplerDrain) and drain.node_id == "n1"
+        first, second = rows_of(drain, holder.pid)
+        assert first["system"] == second["system"] == "driver"
+        assert second["rss_bytes"] - first["rss_bytes"] == pytest.approx(N, rel=0.02)
+        # the full round (the first) has USS, PSS and CPU time; the quick one has not
+        assert first["pss_bytes"] is not None and second["pss_bytes"] is None
+        assert first["cpu_time_s"] is not None
+        assert first["create_time"] == pytest.approx(psutil.Process(holder.pid).create_time())
+        assert first["name"] == psutil.Process(holder.pid).name()
+        # its own process is there too, as memsweep
+        assert rows_of(drain, os.getpid())[0]["system"] == "memsweep"
+        assert drain.node_samples.num_rows == 2
+        assert drain.node_samples["total_bytes"][0].as_py() == psutil.virtual_memory().total
+        # WHEN the holder exits
+        holder.kill()
+        holder.wait()
+        core.run_round(now=1000.2)
+        # THEN it is no longer sampled, and its status file is closed
+        assert rows_of(core.drain(), holder.pid) == []
+        assert holder.pid not in core._tracked
+    finally:
+        core.close()
+
+
+def test_the_process_table_reads_only_new_pids() -> None:
+    table = _ProcessTable()
+    first = table.refresh()
+    assert os.getpid() in first and table.parent[os.getpid()] == os.getppid()
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        new = table.refresh()
+        assert proc.pid in new
+        assert os.getpid() not in new
+        assert table.parent[proc.pid] == os.getpid()
+    finally:
+        proc.kill()
+        proc.wait()
+    table.refresh()
+    assert proc.pid not in table.parent
+
+
+def test_a_status_file_kept_open_reads_what_a_fresh_open_reads() -> None:
+    status = probe.StatusFile(os.getpid())
+    try:
+        kept, fresh = status.read(), probe.read_status(os.getpid())
+        assert kept is not None and fresh is not None
+        assert kept.ppid == fresh.ppid == os.getppid()
+        assert kept.rss_bytes == pytest.approx(fresh.rss_bytes, rel=0.05)
+        assert kept.hwm_bytes >= kept.rss_bytes
+    finally:
+        status.close()
+
+
+def test_fields_are_parsed_from_the_kernels_text() -> None:
+    status = (
+        b"Name:\tpython\nPPid:\t42\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n"
+        b"RssAnon:\t   512 kB\nRssFile:\t   256 kB\nRssShmem:\t   256 kB\nVmSwap:\t      8 kB\n"
+    )
+    parsed = probe.parse_status(status)
+    assert parsed == probe.StatusMemory(
+        rss_bytes=1024 * 1024,
+        hwm_bytes=2048 * 1024,
+        swap_bytes=8 * 1024,
+        rss_anon_bytes=512 * 1024,
+        rss_file_bytes=256 * 1024,
+        rss_shmem_bytes=256 * 1024,
+        ppid=42,
+    )
+    stat = probe.parse_stat(
+        b"7 (ray::My (odd) Actor) S 1 7 7 0 -1 0 0 0 0 0 300 100 0 0 20 0 1 0 555 0"
+    )
+    assert (stat.ppid, stat.name, stat.start_ticks) == (1, "ray::My (odd) Actor", 555)
+    assert stat.cpu_time_s == pytest.approx(400 / os.sysconf("SC_CLK_TCK"))
+    rollup = b"x [rollup]\nRss: 10 kB\nPss:  6 kB\nPrivate_Clean: 1 kB\nPrivate_Dirty: 2 kB\n"
+    assert probe.parse_smaps_rollup(rollup) == probe.FullMemory(
+        uss_bytes=3 * 1024, pss_bytes=6 * 1024
+    )
