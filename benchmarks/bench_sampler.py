@@ -164,10 +164,11 @@ def run(profile: Profile) -> tuple[list[Row], dict[str, Any]]:
                 tool="memsweep 10 Hz",
                 unit="x",
                 stat=Stat.one(ratio),
+                goal="≤ 2× the floor",
+                status="met" if ratio <= 2 else "MISSED",
                 note=(
                     f"{fast.median:.1f} µs per process vs the floor {floor.median:.1f} µs "
-                    f"(pread of an open status file, same run); goal ≤ 2×: "
-                    f"{'met' if ratio <= 2 else 'MISSED'}"
+                    "(pread of an open status file, same run)"
                 ),
             )
         )
@@ -186,14 +187,13 @@ def run(profile: Profile) -> tuple[list[Row], dict[str, Any]]:
                 tool="memsweep 10 Hz (+USS/PSS 1 Hz)",
                 unit="us",
                 stat=mixed,
+                goal="≤ 1% of a core at 10 Hz" if n == 50 else "",
+                status=("met" if cpu_percent <= 1 else "MISSED") if n == 50 else "info",
                 note=(
                     f"fast round {fast.median:.0f} µs, full round {full.median:.0f} µs per "
-                    f"process; {cpu_percent:.2f}% of a core at 10 Hz"
-                    + (
-                        f"; goal ≤ 1% at 50 processes: {'met' if cpu_percent <= 1 else 'MISSED'}"
-                        if n == 50
-                        else ""
-                    )
+                    f"process: {cpu_percent:.2f}% of a core at 10 Hz with USS/PSS at 1 Hz, "
+                    f"{fast.median * 1e-6 * figures['sampled'] * 10 * 100:.2f}% for the 10 Hz "
+                    "status reads alone"
                 ),
             )
         )

@@ -183,6 +183,7 @@ SECTIONS = {
     "answer": "5. Time to answer",
     "growth": "6. Growth verdict",
     "accuracy": "7. Prediction accuracy",
+    "compaction": "8. Files after compaction",
 }
 
 

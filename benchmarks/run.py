@@ -10,7 +10,8 @@ Sections: overhead (env steps/s with no monitor, memsweep at 10 and 50 Hz, Tune'
 ``log_sys_usage``) and the sampler's own cost; peak capture of 50 ms / 200 ms / 1 s
 spikes (memsweep, Tune, MLflow); attribution on a two-node cluster; analysis speed; time
 to answer; the growth verdict as a detector on real runs with planted leaks; prediction
-accuracy (leave-one-out and held out) on the committed real sweeps. Writes ``results/bench/bench.json`` and ``bench.md`` (with the machine's
+accuracy (leave-one-out and held out) on the committed real sweeps; files per table after
+compaction. Writes ``results/bench-<machine>/bench.json`` and ``bench.md`` (with the machine's
 specs) and prints the table on stdout; progress goes to stderr. A goal memsweep misses
 is marked MISSED. Exit code 0, or 1 when a section failed (its row says why), or 2 for
 bad arguments.
@@ -32,6 +33,7 @@ from typing import Any
 
 import benchlib
 from benchlib import PROFILES, REPO, Profile, Row, log
+from memsweep.claims.runner import machine_tag
 
 SECTION_ORDER = (
     "overhead",
@@ -42,6 +44,7 @@ SECTION_ORDER = (
     "answer",
     "growth",
     "accuracy",
+    "compaction",
 )
 
 
@@ -67,7 +70,13 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--smoke", action="store_true", help="tiny sizes: checks every row runs")
     size.add_argument("--full", action="store_true", help="long version, runs the default sweep")
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "bench")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for bench.md and bench.json (default results/bench-<cpus>cpu-<GiB>gb, "
+        "one per machine, committed like results/claims-<machine>)",
+    )
     parser.add_argument(
         "--mlflow-venv",
         type=Path,
@@ -87,7 +96,7 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
     name = "smoke" if args.smoke else "full" if args.full else "default"
     return BenchConfig(
         profile=PROFILES[name],
-        out=args.out.resolve(),
+        out=(args.out or REPO / "results" / f"bench-{machine_tag()}").resolve(),
         mlflow_venv=args.mlflow_venv.resolve(),
         only=tuple(args.only or SECTION_ORDER),
         keep_work=args.keep_work,
@@ -166,6 +175,10 @@ def run_sections(config: BenchConfig, work: Path) -> Outcome:
             )
         if "answer" in wanted:
             _guarded(outcome, "answer", lambda: bench_answer.time_to_answer(profile, work))
+    if "compaction" in wanted:
+        import bench_compact
+
+        _guarded(outcome, "compaction", lambda: bench_compact.run(profile, work))
     if "analysis" in wanted:
         _guarded(
             outcome,
@@ -212,7 +225,8 @@ def markdown(config: BenchConfig, machine: dict[str, Any], rows: list[Row], wall
         "a random moment, all tools watching the same trials; the truth is the process's own "
         "VmRSS before and after allocating. (3) `memsweep run`'s code path on a two-node "
         "`ray.cluster_utils.Cluster`; the truth is each trial's reported pids. (4) "
-        "`benchmarks/bench_analysis.py`. (5) `sweeps/default.yaml`. Details: the docstrings "
+        "`benchmarks/bench_analysis.py`. (5) `sweeps/default.yaml`. (6) a synthetic sweep's "
+        "part files, compacted as a sweep does when it ends. Details: the docstrings "
         "of `benchmarks/*.py`; every raw figure is in bench.json.",
         "",
     ]

@@ -44,6 +44,8 @@ FIXED_ROWS = {
     "answer.prediction_error.default",
     "accuracy.leave_one_out.plateau.total.median_error",
     "accuracy.leave_one_out.plateau.total.under_rate",
+    *(f"compaction.files.{table}" for table in ("samples", "node_samples", "progress", "events")),
+    "compaction.seconds",
 }
 """Rows whose key does not depend on the sizes of the run."""
 

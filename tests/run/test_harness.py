@@ -6,6 +6,7 @@ few minutes on 2 cores.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -110,9 +111,18 @@ def test_on_two_nodes_both_are_sampled_and_env_runners_go_to_their_trial(tmp_pat
 
     # GIVEN a two-node cluster (two raylets on this machine) and two concurrent trials
     ray.shutdown()
+    # A free dashboard port: another Ray on this machine (other test runs) may hold 8265.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dashboard_port = probe.getsockname()[1]
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1"},
+        head_node_args={
+            "num_cpus": 1,
+            "include_dashboard": True,
+            "dashboard_host": "127.0.0.1",
+            "dashboard_port": dashboard_port,
+        },
     )
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
