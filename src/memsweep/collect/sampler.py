@@ -150,7 +150,7 @@ def _name_of(title: str | None, comm: str) -> str:
     if title and title.startswith("ray::"):
         return title
     if title and len(comm) >= 15:
-        base = title.rsplit("/", 1)[-1].split(" ", 1)[0]
+        base = title.split(" ", 1)[0].rsplit("/", 1)[-1]
         if base.startswith(comm):
             return base
     return comm or "?"
