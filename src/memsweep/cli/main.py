@@ -16,6 +16,7 @@ from memsweep.cli.analyze import AnalyzeCommand, with_default_command
 from memsweep.cli.claims import ClaimsCommand
 from memsweep.cli.command import Command, Parser, add_commands
 from memsweep.cli.compact import CompactCommand
+from memsweep.cli.compare import CompareCommand
 from memsweep.cli.run import RunCommand
 from memsweep.cli.submit import StatusCommand, StopCommand, SubmitCommand
 from memsweep.cli.validate import ValidateCommand
@@ -31,6 +32,7 @@ COMMANDS: dict[str, Command] = {
     "watch": WatchCommand(),
     "compact": CompactCommand(),
     "analyze": AnalyzeCommand(),
+    "compare": CompareCommand(),
     "claims": ClaimsCommand(),
 }
 """Every command, in the order a study uses them."""
