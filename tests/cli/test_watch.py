@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -49,7 +50,12 @@ def test_watch_attached_to_a_running_job_records_its_processes_and_analyze_repor
     # GIVEN a Ray cluster started with `ray start --head`, and a job on it that holds
     # 300 MB in an actor and 200 MB in a Tune trial
     with ray_head(num_cpus=2) as head:
-        env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(head.token_path))
+        env = clean_env(
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN_PATH=str(head.token_path),
+            # As the head: a one-machine Ray on 127.0.0.1, not the outward IP.
+            RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        )
         job_log = (tmp_path / "job.log").open("w")
         job = subprocess.Popen(
             [sys.executable, str(SCRIPT), head.gcs_address, str(tmp_path / "tune")],
@@ -58,6 +64,9 @@ def test_watch_attached_to_a_running_job_records_its_processes_and_analyze_repor
             stderr=job_log,  # Tune's chatter, not left to fill a pipe nobody reads
             text=True,
         )
+        # A job that cannot reach the cluster retries for ever: end it, and the test.
+        watchdog = threading.Timer(400, job.kill)
+        watchdog.start()
         try:
             assert job.stdout is not None
             job_id = job.stdout.readline().split()[1]
@@ -65,10 +74,19 @@ def test_watch_attached_to_a_running_job_records_its_processes_and_analyze_repor
             # WHEN memsweep watch attaches to it until the job ends
             out = tmp_path / "watched"
             watch = memsweep(
-                "watch", "--address", head.gcs_address, "--job", job_id, "--out", str(out), env=env
+                "watch",
+                "--address",
+                head.gcs_address,
+                "--job",
+                job_id,
+                "--out",
+                str(out),
+                env=env,
+                timeout=400,
             )
             rest, _ = job.communicate(timeout=300)
         finally:
+            watchdog.cancel()
             if job.poll() is None:
                 job.kill()
             job_log.close()
