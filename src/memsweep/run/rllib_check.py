@@ -14,12 +14,14 @@ Errors are :class:`~memsweep.errors.SpecError`, one line naming the key and the 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
+import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from numbers import Number
 from typing import TYPE_CHECKING, Any
@@ -187,27 +189,23 @@ def _check_key(
             raise SpecError(f"{where}.{key}: {attr} is a number, got {value!r}")
 
 
-class _no_tensorflow_import:
+@contextlib.contextmanager
+def _no_tensorflow_import(study: Study) -> Iterator[None]:
     """While RLlib is first imported here for a torch-only study, keep TensorFlow out
     (``RLLIB_TEST_NO_TF_IMPORT``, as memsweep's torch trials do); restored afterwards so
-    that processes started later inherit the environment unchanged."""
-
-    def __init__(self, study: Study) -> None:
-        torch_only = all(f == "torch" for f in study.factors.framework)
-        self.active = torch_only and "ray.rllib" not in sys.modules
-        self.previous: str | None = None
-
-    def __enter__(self) -> None:
-        if self.active:
-            self.previous = os.environ.get("RLLIB_TEST_NO_TF_IMPORT")
-            os.environ["RLLIB_TEST_NO_TF_IMPORT"] = "1"
-            import logging
-
-            logging.getLogger("ray.rllib.utils.framework").setLevel(logging.ERROR)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.active:
-            if self.previous is None:
-                os.environ.pop("RLLIB_TEST_NO_TF_IMPORT", None)
-            else:
-                os.environ["RLLIB_TEST_NO_TF_IMPORT"] = self.previous
+    that processes started later (Ray's) inherit the environment unchanged."""
+    torch_only = all(f == "torch" for f in study.factors.framework)
+    if not torch_only or "ray.rllib" in sys.modules:
+        yield
+        return
+    previous = os.environ.get("RLLIB_TEST_NO_TF_IMPORT")
+    os.environ["RLLIB_TEST_NO_TF_IMPORT"] = "1"
+    # RLlib logs "Not importing TensorFlow for test purposes" on every lookup.
+    logging.getLogger("ray.rllib.utils.framework").setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("RLLIB_TEST_NO_TF_IMPORT", None)
+        else:
+            os.environ["RLLIB_TEST_NO_TF_IMPORT"] = previous
