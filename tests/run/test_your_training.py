@@ -180,7 +180,7 @@ def test_a_custom_env_by_file_entry_point_with_rllib_factors_runs(tmp_path: Path
         "env: {id: envs/corridor.py:Corridor, env_config: {episode_len: 20}}\n"
         "search: {design: one_at_a_time}\n"
         "factors: {replay_capacity: [0], model: ['16'], num_workers: [0],"
-        " train_batch_size_per_learner: [200, 400], env_config.size: [8, 1024]}\n"
+        " train_batch_size_per_learner: [200, 400], env_config.size: [8, 256, 1024]}\n"
         "rllib: {minibatch_size: 100, num_epochs: 1}\n"
         "stop: {iterations: 1}\n",
     )
@@ -193,6 +193,7 @@ def test_a_custom_env_by_file_entry_point_with_rllib_factors_runs(tmp_path: Path
     assert [(a["train_batch_size_per_learner"], a["env_config.size"]) for a in asked] == [
         (200, 8),
         (400, 8),
+        (200, 256),
         (200, 1024),
     ]
     for row, factors in zip(rows, asked, strict=True):
@@ -201,6 +202,14 @@ def test_a_custom_env_by_file_entry_point_with_rllib_factors_runs(tmp_path: Path
         # one-hot float32 cells: the env's observation is 4 bytes per cell
         assert row["obs_bytes"] == 4 * factors["env_config.size"]
         assert int(str(row["env_steps"])) >= factors["train_batch_size_per_learner"]
+    # AND the analysis reads both factors from factors_json and fits the env's size
+    analysed = memsweep("analyze", tmp_path / "out", cwd=tmp_path, timeout=300)
+    assert analysed.returncode == 0, analysed.stderr[-3000:]
+    models = json.loads((tmp_path / "out" / "analysis" / "models.json").read_text())
+    by_name = {factor["name"]: factor for factor in models["factors"]}
+    assert by_name["env_config.size"]["values"] == [8, 256, 1024]
+    assert by_name["train_batch_size_per_learner"]["values"] == [200, 400]
+    assert by_name["env_config.size"]["in_model"], by_name["env_config.size"]
 
 
 @pytest.mark.slow
