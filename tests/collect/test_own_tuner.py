@@ -21,6 +21,7 @@ from memsweep.collect.callback import ENV_STEP_KEYS, _lookup
 from memsweep.collect.collector import UNATTRIBUTED, Collector
 from memsweep.collect.sampler import SamplerConfig
 from memsweep.collect.trials import TrialRow, TrialsTable, flat_config, now_us
+from memsweep.errors import ClusterError
 from memsweep.store import TRIALS, ResultsWriter, open_results
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -174,3 +175,20 @@ def test_a_trial_rays_memory_monitor_kills_in_a_plain_tuner_fails_alone(tmp_path
     assert big["status"] == keys.OOM_KILLED, big
     assert big["killed_role"] == "trainable"
     assert small["status"] == keys.TERMINATED
+
+
+def test_without_the_gcs_actor_table_memsweep_stops_at_set_up_with_one_line(
+    tmp_path: Path,
+) -> None:
+    # GIVEN no Ray driver connection (so no actor table to attribute processes with)
+    import ray
+
+    assert not ray.is_initialized()
+    collector = Collector(ResultsWriter(tmp_path / "results"), SamplerConfig(), 1.0)
+    # WHEN the collector starts, THEN it refuses with one line saying what to change
+    with pytest.raises(ClusterError) as refused:
+        collector.start()
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith("memsweep cannot read Ray's actor table from the GCS")
+    assert "ray.init before Tuner.fit" in message

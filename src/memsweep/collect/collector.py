@@ -43,7 +43,7 @@ from memsweep.collect.sampler import (
     SamplerDrain,
 )
 from memsweep.collect.trials import TrialsTable
-from memsweep.errors import DataError
+from memsweep.errors import ClusterError, DataError
 from memsweep.store import SAMPLES, ResultsWriter
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,20 @@ class Collector:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Place samplers now (so the first trial is sampled from its start) and go."""
+        """Place samplers now (so the first trial is sampled from its start) and go.
+
+        Raises :class:`~memsweep.errors.ClusterError` if the GCS actor table cannot be
+        read: without it no process could be attributed to a trial, so memsweep stops at
+        set-up rather than record every process as Ray's own."""
+        try:
+            self._refresh_actors()
+        except Exception as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ClusterError(
+                f"memsweep cannot read Ray's actor table from the GCS ({reason}), so it "
+                "could attribute no process to a trial: run on Ray 2.60 with a driver "
+                "connected to the cluster (ray.init before Tuner.fit)."
+            ) from None
         self._follow_membership()
         self._thread = threading.Thread(target=self._loop, name="memsweep-collector", daemon=True)
         self._thread.start()
