@@ -30,8 +30,8 @@ analyze: $(STAMP) ## analyse the default sweep's results (RESULTS=results/<name>
 test: $(STAMP) ## run the whole test suite (real Ray, RLlib, Tune, Parquet; ~26 min on 2 cores)
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP) ## run the tests that do not start Ray (seconds)
-	$(PY) -m pytest -q -m "not slow"
+test-fast: $(STAMP) ## the quick tests: no Ray, no memsweep subprocess per case (under a minute)
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not medium"
 
 lint: $(STAMP) ## ruff lint + format check, strict mypy on src/, import-linter layering contracts
 	$(VENV)/bin/ruff check src tests benchmarks

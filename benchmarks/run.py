@@ -211,6 +211,12 @@ def markdown(config: BenchConfig, machine: dict[str, Any], rows: list[Row], wall
         f"- load average (1 min) at start / end: {load[0]:.1f} / {load[1]:.1f} "
         "(other work on the machine makes node-wide figures and throughput noisy)",
         f"- Python {machine['python']}; {packages}",
+        f"- sections run: {', '.join(config.only)}"
+        + (
+            ""
+            if set(config.only) == set(SECTION_ORDER)
+            else f" (not run: {', '.join(s for s in SECTION_ORDER if s not in config.only)})"
+        ),
         "",
         "Figures are medians over repeats with [min–max] and the number of repeats; ratios "
         "compare figures measured in the same run. `MISSED` marks a goal memsweep does not "

@@ -40,3 +40,80 @@ def local_ray() -> Iterator[object]:
 @pytest.fixture
 def results_dir(tmp_path: Path) -> Path:
     return tmp_path / "results"
+
+
+# -- make test-fast ---------------------------------------------------------------------
+# Tests without Ray that still take seconds each: they start a `memsweep` subprocess per
+# case (imports of Ray, pandas, statsmodels), kill writers at random moments, or analyse
+# whole sweeps. Measured with `pytest -m "not slow" --durations=0` (2026-11-30, 2 cores
+# under a load average of ~20 from other test runs): these 37 took 1,751 s of the fast
+# set's 1,791 s; the analysis tests added since (coherence, leaks, budget) were measured
+# the same way, 4-57 s each. They keep running in `make test` and under `-m "not slow"`; `make
+# test-fast` (`-m "not slow and not medium"`) leaves them out.
+MEDIUM = frozenset(
+    [
+        "tests/analyze/test_analyze_models.py::test_every_trial_of_a_complete_sweep_is_analysed_and_reaches_its_plateau",
+        "tests/analyze/test_analyze_models.py::test_results_on_a_pyarrow_filesystem_are_read_through_the_dataset",
+        "tests/analyze/test_designs.py::test_more_qmc_trials_predict_the_left_out_grid_better",
+        "tests/analyze/test_analyze_models.py::test_the_capacity_slope_recovers_bytes_per_transition_within_its_interval",
+        "tests/analyze/test_coherence.py::test_with_trials_lost_every_fitted_figure_stays_coherent",
+        "tests/analyze/test_coherence.py::test_every_figure_of_a_sweep_is_coherent",
+        "tests/analyze/test_coherence.py::test_predictions_anywhere_are_never_negative_nor_below_their_plateau",
+        "tests/analyze/test_designs.py::test_qmc_points_are_distinct_grid_trials_and_repeatable",
+        "tests/analyze/test_analyze_predict.py::test_the_budget_answer_is_the_largest_capacity_that_fits",
+        "tests/analyze/test_analyze_predict.py::test_the_budget_can_be_solved_for_workers",
+        "tests/analyze/test_analyze_leaks.py::test_a_planted_leak_in_the_trainable_is_measured_per_hour_and_per_env_step",
+        "tests/analyze/test_analyze_leaks.py::test_a_lower_threshold_flags_the_planted_leaks_on_their_roles",
+        "tests/analyze/test_designs.py::test_report_says_how_many_trials_reach_the_full_grid_error",
+        "tests/analyze/test_designs.py::test_the_half_fraction_is_balanced",
+        "tests/analyze/test_heldback.py::test_fitted_on_capacities_a_tenth_of_a_held_back_trial_the_model_predicts_its_plateau",
+        "tests/budget/test_budget.py::test_with_exact_evidence_the_answer_is_the_largest_candidate_that_fits",
+        "tests/claims/test_claims.py::test_a_folder_without_claim_sweeps_is_one_line",
+        "tests/claims/test_claims.py::test_framework_claims_compare_per_process",
+        "tests/claims/test_claims.py::test_model_claim_splits_trainable_and_per_runner_cost",
+        "tests/claims/test_claims.py::test_replay_claim_recovers_bytes_per_transition_and_depends_on_compression",
+        "tests/claims/test_claims.py::test_the_committed_claims_run_has_a_number_and_interval_for_every_claim",
+        "tests/claims/test_claims.py::test_the_table_files_say_every_number_with_its_interval",
+        "tests/claims/test_claims.py::test_workers_claim_and_the_planted_interaction",
+        "tests/cli/test_analyze_cli.py::test_a_bad_predict_request_gets_one_line_naming_the_problem",
+        "tests/cli/test_analyze_cli.py::test_a_folder_that_cannot_be_analysed_gets_one_line_and_exit_3",
+        "tests/cli/test_analyze_cli.py::test_a_sweep_on_s3_is_analysed_through_pyarrow_fs",
+        "tests/cli/test_analyze_cli.py::test_a_sweep_still_running_is_analysed_as_far_as_it_goes",
+        "tests/cli/test_analyze_cli.py::test_a_sweep_whose_buffers_never_fill_reports_per_trial_and_refuses_to_predict",
+        "tests/cli/test_analyze_cli.py::test_models_json_holds_every_coefficient_with_its_interval",
+        "tests/cli/test_analyze_cli.py::test_predict_prints_totals_per_role_with_intervals_and_warns_on_extrapolation",
+        "tests/cli/test_analyze_cli.py::test_predict_with_a_budget_prints_the_largest_capacity_that_fits",
+        "tests/cli/test_analyze_cli.py::test_the_report_writes_markdown_html_plots_and_models_json",
+        "tests/collect/test_faults.py::test_a_damaged_or_foreign_results_folder_gets_one_line_from_analyze",
+        "tests/collect/test_faults.py::test_a_malformed_sweep_file_gets_one_line_and_exit_2_and_runs_nothing",
+        "tests/collect/test_faults.py::test_a_read_only_results_disk_stops_the_run_before_ray_with_one_line",
+        "tests/collect/test_faults.py::test_a_writer_sigkilled_at_random_moments_leaves_only_complete_files",
+        "tests/collect/test_faults.py::test_an_unwritable_results_folder_stops_the_run_before_ray_with_one_line",
+        "tests/collect/test_faults.py::test_generated_malformed_inputs_get_one_line_too",
+        "tests/collect/test_faults.py::test_wrong_flags_get_one_line_and_a_non_zero_exit",
+        "tests/run/test_submit.py::test_an_unreachable_address_is_one_line_with_the_fix",
+        "tests/run/test_workloads.py::test_eight_env_runners_at_a_tenth_of_a_cpu_fit_a_two_cpu_machine",
+        "tests/spec/test_spec.py::test_validate_prints_the_expanded_trial_list_and_bad_files_exit_non_zero",
+        "tests/store/test_compact.py::test_a_kill_after_writing_the_compacted_file_counts_no_row_twice",
+        "tests/store/test_compact.py::test_compact_on_a_folder_that_is_not_a_sweep_says_so_in_one_line",
+        "tests/store/test_compact.py::test_compactions_sigkilled_at_random_moments_never_lose_or_double_a_row",
+        "tests/store/test_compact.py::test_results_on_s3_compact_through_pyarrow_fs",
+    ]
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "medium: no Ray, but seconds per test (a memsweep subprocess per case, whole-sweep "
+        "analyses); make test-fast leaves these out",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(str(config.rootpath))
+    for item in items:
+        path = Path(str(item.path)).relative_to(root).as_posix() if item.path else ""
+        name = getattr(item, "originalname", item.name)
+        if f"{path}::{name}" in MEDIUM:
+            item.add_marker(pytest.mark.medium)
