@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +34,28 @@ def local_ray() -> Iterator[object]:
         log_to_driver=False,
     )
     yield context
+    ray.shutdown()
+
+
+@pytest.fixture
+def ray_with_memory() -> Iterator[Callable[[int], object]]:
+    """Start a real local Ray (2 CPUs, no dashboard) whose node has exactly ``memory`` bytes
+    of Ray's logical ``memory`` resource; call again to restart with another size. Shut
+    down after the test."""
+    import ray
+
+    def start(memory: int) -> object:
+        ray.shutdown()
+        return ray.init(
+            address="local",
+            num_cpus=2,
+            _memory=memory,  # ray.init's name for `ray start --memory`
+            include_dashboard=False,
+            runtime_env=WORKER_ENV,
+            log_to_driver=False,
+        )
+
+    yield start
     ray.shutdown()
 
 

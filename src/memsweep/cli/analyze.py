@@ -129,6 +129,23 @@ class PredictCommand:
             help="memory of the node, e.g. 64GB: print the largest value that fits",
         )
         parser.add_argument(
+            "--emit",
+            choices=("ray",),
+            help="ray: print the Tune/Ray code that requests each role's memory "
+            "(a PlacementGroupFactory with memory per bundle) and the nodes it needs",
+        )
+        parser.add_argument(
+            "--margin",
+            default="0.2",
+            metavar="FRACTION",
+            help="with --emit: added over the upper prediction bound of the peak (default 0.2)",
+        )
+        parser.add_argument(
+            "--node-memory",
+            metavar="SIZE",
+            help="with --emit: Ray memory of one node (e.g. 16GB), to count the nodes needed",
+        )
+        parser.add_argument(
             "--solve-for",
             default="replay_capacity",
             metavar="FACTOR",
@@ -158,7 +175,15 @@ class PredictCommand:
             model_params=params,
             settings=tuple(parse_setting(text) for text in args.settings),
         )
+        margin, node_memory = _emit_values(args)
         analysis = _analyse(args)
+        if args.emit == "ray":
+            if budget is not None:
+                raise MemsweepError("--emit and --budget: give one of them")
+            from memsweep.report.emit import emit_ray
+
+            print(emit_ray(predict(analysis, point), margin, node_memory, sweep=analysis.name))
+            return 0
         if budget is None:
             print(prediction_text(predict(analysis, point)))
             return 0
@@ -248,6 +273,21 @@ def parse_setting(text: str) -> tuple[str, float | str]:
     if not math.isfinite(number):
         raise MemsweepError(f"--set {name.strip()}: expected a finite number, got {value!r}")
     return name.strip(), number
+
+
+def _emit_values(args: argparse.Namespace) -> tuple[float, int | None]:
+    try:
+        margin = float(args.margin)
+    except ValueError:
+        raise MemsweepError(
+            f"--margin: expected a fraction such as 0.2, got {args.margin!r}"
+        ) from None
+    if not 0 <= margin <= 10:
+        raise MemsweepError(
+            f"--margin must be in [0, 10] (a fraction: 0.2 = 20 %), got {args.margin}"
+        )
+    node = parse_size(args.node_memory, "--node-memory") if args.node_memory else None
+    return margin, node
 
 
 def _count(text: str | None, flag: str, minimum: int = 0) -> int | None:
