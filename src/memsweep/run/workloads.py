@@ -413,11 +413,13 @@ class BuiltFacts:
 
     model_params: int
     """Parameters of one copy of the model: the RLModule (new stack, target networks
-    excluded) or the local policy's model (old stack, target model excluded)."""
+    excluded; multi-agent: all policies' modules, summed) or the local policy's model (old
+    stack, target model excluded)."""
 
     obs_bytes: int
     """Bytes of one observation as RLlib stores it (uncompressed: with
-    ``compress_observations`` the old stack stores less, by a data-dependent amount)."""
+    ``compress_observations`` the old stack stores less, by a data-dependent amount).
+    Multi-agent (``env.multi_agent``): one observation of every agent, summed."""
 
     env_runner_pids: tuple[int, ...]
     """Pids of the local env runner (the trainable's own process) and the remote ones."""
