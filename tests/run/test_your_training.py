@@ -207,8 +207,8 @@ def test_a_custom_env_by_file_entry_point_with_rllib_factors_runs(tmp_path: Path
     assert analysed.returncode == 0, analysed.stderr[-3000:]
     models = json.loads((tmp_path / "out" / "analysis" / "models.json").read_text())
     by_name = {factor["name"]: factor for factor in models["factors"]}
-    assert by_name["env_config.size"]["values"] == [8, 256, 1024]
-    assert by_name["train_batch_size_per_learner"]["values"] == [200, 400]
+    assert sorted(by_name["env_config.size"]["values"]) == [8, 256, 1024]
+    assert sorted(by_name["train_batch_size_per_learner"]["values"]) == [200, 400]
     assert by_name["env_config.size"]["in_model"], by_name["env_config.size"]
 
 
