@@ -74,6 +74,11 @@ def results_dir(tmp_path: Path) -> Path:
 # test-fast` (`-m "not slow and not medium"`) leaves them out.
 MEDIUM = frozenset(
     [
+        "tests/analyze/test_compare.py::test_a_real_sweep_against_itself_differs_by_nothing",
+        "tests/analyze/test_compare.py::test_unmatched_trials_are_listed_not_dropped",
+        "tests/analyze/test_compare.py::test_a_planted_difference_is_recovered_within_its_interval",
+        "tests/analyze/test_emit_ray.py::test_requests_are_the_upper_bound_plus_the_margin",
+        "tests/analyze/test_emit_ray.py::test_emit_on_the_command_line",
         "tests/analyze/test_analyze_models.py::test_every_trial_of_a_complete_sweep_is_analysed_and_reaches_its_plateau",
         "tests/analyze/test_analyze_models.py::test_results_on_a_pyarrow_filesystem_are_read_through_the_dataset",
         "tests/analyze/test_designs.py::test_more_qmc_trials_predict_the_left_out_grid_better",
