@@ -18,21 +18,38 @@ ENV_STEPS: Final = "memsweep/env_steps"
 REPLAY_SIZE: Final = "memsweep/replay_size"
 """Transitions in the replay buffer now, an int (absent without a buffer)."""
 
+PLATEAU_ENV_STEPS: Final = "memsweep/plateau_env_steps"
+"""Env steps sampled since the trial's plateau began, an int: since the result at which
+its replay buffer first held its capacity, or since its first result for an algorithm
+without a buffer; 0 before that. ``stop.plateau_env_steps`` stops a trial on it."""
+
+TIME_CAPPED: Final = "memsweep/time_capped"
+"""1 once the trial's training time reached the guard derived from its estimate
+(:func:`memsweep.spec.plateau.time_cap_s`, used when ``stop.seconds`` is not given), else 0."""
+
 BUILT_REPLAY_CAPACITY: Final = "memsweep/built_replay_capacity"
 """The replay capacity RLlib built (transitions)."""
 
 RSS_BYTES: Final = "memory/rss_bytes"
-"""Σ RSS of the trial's processes at the last sample, bytes."""
+"""Σ RSS of the trial's processes now, bytes."""
+
+PSS_BYTES: Final = "memory/pss_bytes"
+"""Σ PSS of the trial's processes now, bytes (shared pages once)."""
 
 PEAK_BYTES: Final = "memory/peak_bytes"
-"""The trial's peak so far, bytes (see :mod:`memsweep.collect.collector`)."""
+"""The trial's peak so far: the largest Σ PSS of its processes at any result, bytes
+(the one definition of a peak: :mod:`memsweep.store.peaks`)."""
+
+HWM_BYTES: Final = "memory/hwm_bytes"
+"""Σ VmHWM of the trial's processes, bytes: an upper bound that shows spikes between
+results, counting shared pages once per process."""
 
 PROJECTED_PEAK_BYTES: Final = "memory/projected_peak_bytes"
 """The peak projected to a full buffer from the trial's own trajectory, bytes."""
 
-RSS_MB: Final = "memory/rss_mb"
+PSS_MB: Final = "memory/pss_mb"
 PEAK_MB: Final = "memory/peak_mb"
-"""The same two figures in MiB, for Tune's progress table."""
+"""Σ PSS now and the peak in MB (10⁶ bytes, memsweep's unit), for Tune's progress table."""
 
 BUILT_KEYS: Final = {
     "model_params": "memsweep/built_model_params",
@@ -48,3 +65,11 @@ OOM_KILLED: Final = "oom_killed"
 OVER_BUDGET: Final = "over_budget"
 ENDED: Final = frozenset({TERMINATED, ERROR, OVER_BUDGET, OOM_KILLED})
 """Statuses of a trial that will not run again."""
+
+STOP_PLATEAU: Final = "plateau"
+STOP_ENV_STEPS: Final = "env_steps"
+STOP_ITERATIONS: Final = "iterations"
+STOP_TIME_CAP: Final = "time_cap"
+"""Values of ``trials.parquet``'s ``stop_reason`` for a terminated trial: which limit of
+``stop`` it reached first. ``time_cap`` means the guard stopped it, before its plateau
+(or its other limits): its buffer may not be full, its plateau too short to measure."""

@@ -1065,3 +1065,26 @@ def test_a_results_disk_that_fills_up_stops_the_sweep_with_one_line(tmp_path: Pa
         assert results.table("samples").num_rows > 0
         assert statuses(storage) == ["running"]
         print(f"full disk: {results.table('samples').num_rows} sample rows kept")
+
+
+def test_the_budget_counts_a_shared_object_once_through_pss() -> None:
+    # GIVEN a trial of three processes that each map the same 600 MB object: each RSS
+    # shows 700 MB, each PSS 300 MB (100 MB own + a third of the object)
+    n = 3
+    columns: dict[str, Any] = {name: [None] * n for name in SAMPLES.names}
+    columns.update(
+        ts=[1] * n,
+        node_id=["n1"] * n,
+        pid=[10, 11, 12],
+        trial_id=["shared"] * n,
+        role=["trainable", "child", "child"],
+        rss_bytes=[700_000_000] * n,
+        pss_bytes=[300_000_000] * n,
+    )
+    table = pa.Table.from_pydict(columns, schema=SAMPLES)
+    # THEN a 1 GB budget holds (Σ PSS 900 MB; Σ RSS would be 2.1 GB)
+    assert over_budget(table, {}, MemoryBudget(1_000_000_000)) == []
+    # AND an 800 MB one is crossed, by the Σ PSS figure, named as such
+    [breach] = over_budget(table, {}, MemoryBudget(800_000_000))
+    assert breach.measured_bytes == 900_000_000
+    assert "900 MB (Σ PSS)" in breach.detail

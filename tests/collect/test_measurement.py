@@ -15,9 +15,11 @@ import pyarrow.compute as pc
 import pytest
 
 from memsweep.collect.callback import MemoryCallback
+from memsweep.collect.faults import MemoryBudget, over_budget
 from memsweep.spec import parse_study
 from memsweep.store import open_results
-from memsweep.testing.calibration import allocate_and_spike
+from memsweep.store.peaks import trial_peaks
+from memsweep.testing.calibration import allocate_and_spike, share_an_object
 
 pytestmark = pytest.mark.slow
 
@@ -74,3 +76,61 @@ def test_a_known_allocation_and_a_50ms_spike_are_measured_within_2_percent(
     assert [(t["trial_id"], t["status"]) for t in trials] == [
         (result.metrics["trial_id"], "terminated")
     ]
+
+
+SHARED = 512 * 2**20
+
+
+def test_an_object_three_processes_share_counts_once_in_the_trial_peak(
+    local_ray: object, tmp_path: Path
+) -> None:
+    from ray import tune
+
+    # GIVEN a trial whose trainable ray.put()s 512 MiB that it and two of its actors read
+    study = parse_study(
+        {"name": "shared", "sampling": {"full_interval_s": 0.5, "flush_interval_s": 1.0}}
+    )
+    callback = MemoryCallback.for_study(study, tmp_path / "shared")
+    tuner = tune.Tuner(
+        tune.with_resources(share_an_object, tune.PlacementGroupFactory([{"CPU": 1}])),
+        param_space={"object_bytes": SHARED, "readers": 2},
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path / "tune"), callbacks=[callback], verbose=0
+        ),
+    )
+    # WHEN it runs, sampled by memsweep
+    result = tuner.fit()[0]
+    callback.close()
+    metrics = result.metrics
+    assert metrics is not None and metrics["sums"] == [SHARED] * 3
+    samples = open_results(tmp_path / "shared").table("samples")
+    trial_id = metrics["trial_id"]
+    mine = samples.filter(pc.equal(samples["trial_id"], trial_id))
+    pids = set(mine["pid"].to_pylist())
+    # THEN the trainable and both readers are the trial's processes
+    assert {metrics["pid"], *metrics["reader_pids"]} <= pids
+    ts = pc.divide(pc.cast(pc.cast(mine["ts"], "int64"), "double"), 1e6)
+    before = mine.filter(
+        pc.and_(
+            pc.greater_equal(ts, metrics["t_before"] - 1.5),
+            pc.less_equal(ts, metrics["t_before"]),
+        )
+    )
+    baseline = trial_peaks(before)[trial_id]
+    peak = trial_peaks(samples)[trial_id]
+    assert baseline.peak_bytes is not None and peak.peak_bytes is not None
+    assert baseline.hwm_bytes is not None and peak.hwm_bytes is not None
+    # AND the trial's peak (max Σ PSS) rose by the object once, within 10%
+    assert peak.peak_bytes - baseline.peak_bytes == pytest.approx(SHARED, rel=0.10)
+    # AND Σ VmHWM, kept as its own figure, counted it once per process: three times
+    assert peak.hwm_bytes - baseline.hwm_bytes == pytest.approx(3 * SHARED, rel=0.10)
+    # AND the collector's budget check measures the same Σ PSS: a budget of the peak
+    # plus a quarter of the object is not crossed, one below the peak is
+    after = mine.filter(pc.greater_equal(ts, metrics["t_shared"]))
+    assert over_budget(after, {}, MemoryBudget(peak.peak_bytes + SHARED // 4)) == []
+    [breach] = over_budget(after, {}, MemoryBudget(peak.peak_bytes - SHARED))
+    assert breach.measured_bytes == pytest.approx(peak.peak_bytes, rel=0.05)
+    print(
+        f"shared 512 MiB: peak Σ PSS +{(peak.peak_bytes - baseline.peak_bytes) / 2**20:.0f} MiB, "
+        f"Σ VmHWM +{(peak.hwm_bytes - baseline.hwm_bytes) / 2**20:.0f} MiB"
+    )

@@ -55,7 +55,7 @@ def test_memsweep_run_writes_parquet_for_trials_that_differ_in_all_four_factors(
     )
     assert run.returncode == 0, run.stderr[-3000:]
     # THEN the summary names each trial with its peak memory and where the Parquet is
-    assert "peak PSS" in run.stdout
+    assert "peak (Σ PSS)" in run.stdout and "stopped by" in run.stdout
     assert f"Parquet: {storage}" in run.stdout
     # AND the trials table has every point, finished, with what RLlib built
     trials = pd.read_parquet(storage / "trials.parquet")

@@ -517,5 +517,9 @@ def test_the_env_runners_share_the_trial_placement_group(tune_trials: dict[str, 
     assert result["memsweep/built_num_env_runners"] == 8
     assert sorted(result["memsweep/built_env_runner_pids"][1:]) == sorted(r["pid"] for r in runners)
     assert result["memory/rss_bytes"] > 9 * 50 * 2**20  # 9 Python processes with torch
-    assert result["memory/peak_bytes"] >= result["memory/rss_bytes"]
+    # AND the peak is the largest Σ PSS: 9 processes share torch's and RLlib's pages,
+    # counted once there and nine times in Σ RSS and Σ VmHWM
+    assert result["memory/peak_bytes"] >= result["memory/pss_bytes"]
+    assert result["memory/peak_bytes"] < result["memory/rss_bytes"]
+    assert result["memory/hwm_bytes"] >= result["memory/rss_bytes"]
     assert result["memsweep/replay_size"] == result["memsweep/env_steps"] > 0

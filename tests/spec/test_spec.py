@@ -108,7 +108,10 @@ def test_tensorflow_runs_on_the_old_stack_and_torch_on_the_new_unless_asked() ->
             "name: x\nfactors: {replay_capacity: [100, 100]}\n",
             "replay_capacity lists a value twice",
         ),
-        ("name: x\nstop: {}\n", "stop: set at least one of iterations, env_steps, seconds"),
+        (
+            "name: x\nstop: {}\n",
+            "stop: set at least one of plateau_env_steps, iterations, env_steps, seconds",
+        ),
         ("name: x\nalgorithm: PPO\n", "algorithm PPO has no replay buffer"),
         ("name: x\nenv: {id: memsweep/Synthetic-v0}\n", "needs obs_shape"),
         ("name: x\nenv: ALE/Pong-v5\n", "give factors.model a conv stack"),

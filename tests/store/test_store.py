@@ -120,3 +120,43 @@ def test_the_documented_schema_is_the_schema_the_code_writes() -> None:
 
     documented = (Path(__file__).resolve().parents[2] / "docs" / "schema.md").read_text()
     assert documented.strip() == schema_markdown().strip(), "regenerate docs/schema.md"
+
+
+def test_the_trial_peak_is_the_largest_pss_sum_and_keeps_rss_and_hwm_beside_it() -> None:
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    from memsweep.store import SAMPLES
+    from memsweep.store.peaks import trial_peaks
+
+    # GIVEN two processes of one trial sampled in two rounds a second apart; in the
+    # second both map a shared 400 MB (PSS 200 MB each), and one spiked to 900 MB between
+    rounds = [
+        # (second, pid, rss, pss, hwm)
+        (0, 1, 100, 100, 100),
+        (0, 2, 100, 100, 100),
+        (1, 1, 500, 300, 900),
+        (1, 2, 500, 300, 500),
+    ]
+    n = len(rounds)
+    columns: dict[str, object] = {name: [None] * n for name in SAMPLES.names}
+    columns.update(
+        ts=[datetime(2026, 1, 1, 0, 0, r[0], tzinfo=UTC) for r in rounds],
+        node_id=["n"] * n,
+        pid=[r[1] for r in rounds],
+        create_time=[1.0] * n,
+        trial_id=["t"] * n,
+        role=["trainable"] * n,
+        rss_bytes=[r[2] * 10**6 for r in rounds],
+        pss_bytes=[r[3] * 10**6 for r in rounds],
+        hwm_bytes=[r[4] * 10**6 for r in rounds],
+    )
+    peak = trial_peaks(pa.Table.from_pydict(columns, schema=SAMPLES))["t"]
+    # THEN the peak counts the shared pages once, RSS twice, and VmHWM shows the spike
+    assert (peak.peak_bytes, peak.peak_rss_bytes, peak.hwm_bytes, peak.processes) == (
+        600 * 10**6,
+        1000 * 10**6,
+        1400 * 10**6,
+        2,
+    )

@@ -25,6 +25,7 @@ from memsweep.budget.search import (
 )
 from memsweep.run.projection import fill_fraction
 from memsweep.spec import Study
+from memsweep.units import format_bytes
 
 # -- report ----------------------------------------------------------------------------------
 
@@ -123,7 +124,7 @@ class BudgetReport:
 
 
 def _gb(value: float | None) -> str:
-    return "-" if value is None else f"{value / 1e9:.2f} GB"
+    return "-" if value is None else format_bytes(value)
 
 
 def _int(value: float | None) -> str:

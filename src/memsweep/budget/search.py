@@ -25,6 +25,10 @@ filled, and also once its buffer is full (its peak is then known). Its reasons a
 trial's last figures travel to Optuna as user attributes of the trial, where the sampler
 and the report read them. All of this runs in the driver, inside Tune's control loop.
 
+A trial's peak here is the trainable's ``memory/peak_bytes``: the largest Σ PSS of the
+trial's processes at any result (the one definition, :mod:`memsweep.store.peaks`), so an
+object that the trainable and its actors share counts once, as it does against the budget.
+
 This module knows Tune and Optuna, not the analysis: data flows spec → Tune → samples.
 """
 

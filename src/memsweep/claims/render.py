@@ -29,7 +29,7 @@ def machine_text(machine: Mapping[str, Any]) -> str:
     memory = machine.get("memory_bytes")
     parts = [
         f"{machine.get('cpus', '?')} CPUs",
-        f"{memory / 2**30:.1f} GiB RAM" if isinstance(memory, int | float) else "? RAM",
+        f"{format_bytes(memory)} RAM" if isinstance(memory, int | float) else "? RAM",
         str(machine.get("platform", "?")),
         f"Python {machine.get('python', '?')}",
     ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from memsweep.spec import describe_fields, load_study
+from memsweep.spec.plateau import GUARD_FACTOR, estimate, time_cap_s
+from memsweep.units import format_bytes
 
 EXPLAIN_FACTORS = """\
 Beyond the keys above:
@@ -53,7 +55,7 @@ class ValidateCommand:
         search = study.search
         if search.mode == "budget":
             print(
-                f" (budget {(search.budget or 0) / 1e9:.2f} GB, maximise "
+                f" (budget {format_bytes(search.budget or 0)}, maximise "
                 f"{', '.join(search.weights)}, "
                 f"at most {search.max_trials} trials, one at a time)"
             )
@@ -75,14 +77,42 @@ class ValidateCommand:
                 print(f"    {name}: {[getattr(v, 'label', v) for v in values]}")
             return 0
         points = study.points()
-        print(f"  {len(points)} trials:")
+        estimates = [estimate(study, point) for point in points]
+        total_min = sum(found.seconds for found in estimates) / 60
+        print(
+            f"  {len(points)} trials: to a measurable plateau (buffer full + "
+            f"{study.stop.plateau_env_steps or 0:,} env steps) about {total_min:.0f} min of "
+            "sweep at the speeds measured on a 2-core machine (memsweep.spec.plateau):"
+        )
         extra = list(study.factors.rllib)
-        header = f"    {'#':>3}  {'capacity':>10}  {'model':<22} {'workers':>7}  {'framework':<10} {'stack':<5} {'seed':>4}"
+        header = (
+            f"    {'#':>3}  {'capacity':>10}  {'model':<22} {'workers':>7}  {'framework':<10} "
+            f"{'stack':<5} {'seed':>4}  {'env steps':>10} {'steps/s':>8} {'min':>5} {'cap s':>6}"
+        )
         print(header + "".join(f"  {name}" for name in extra))
-        for index, point in enumerate(points):
+        for index, found in enumerate(estimates):
+            point = found.point
+            cap = time_cap_s(study, point)
+            speed = f"{found.steps_per_s:,.0f}" + ("" if found.measured else "?")
             print(
                 f"    {index:>3}  {point.replay_capacity:>10}  {point.model.label:<22} "
-                f"{point.num_workers:>7}  {point.framework:<10} {point.api_stack(study):<5} {point.seed:>4}"
+                f"{point.num_workers:>7}  {point.framework:<10} {point.api_stack(study):<5} "
+                f"{point.seed:>4}  {found.env_steps:>10,} {speed:>8} "
+                f"{found.seconds / 60:>5.1f} {'-' if cap is None else f'{cap:.0f}':>6}"
                 + "".join(f"  {point.rllib[name]!s:>{len(name)}}" for name in extra)
             )
+        if any(not found.measured for found in estimates):
+            print("  ? = speed not measured for this algorithm/env/framework: borrowed, a guess")
+        if study.stop.seconds is None and study.stop.plateau_env_steps is not None:
+            print(
+                f"  cap s: the guard on training time, {GUARD_FACTOR:g}× the estimate (a trial "
+                "it stops is reported as stop_reason time_cap)"
+            )
+        warnings = [
+            (index, found.warning) for index, found in enumerate(estimates) if found.warning
+        ]
+        for index, warning in warnings:
+            print(f"  warning: trial {index} cannot reach its plateau: {warning}")
+        if study.resources.memory_budget is not None:
+            print(f"  memory_budget: {format_bytes(study.resources.memory_budget)} (Σ PSS)")
         return 0

@@ -133,6 +133,7 @@ class MemoryCallback(Callback):
         self._budget_stops: dict[str, Any] = {}
         self._restored_groups: dict[str, str] = {}
         self._collector_error: BaseException | None = None
+        self._last_result: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def for_study(cls, study: Study, results: str | os.PathLike[str]) -> MemoryCallback:
@@ -220,11 +221,15 @@ class MemoryCallback(Callback):
             self._collector.add_progress(progress)
         row = self.trials.get(trial.trial_id)
         built = {name: _lookup(result, (key,)) for name, key in keys.BUILT_KEYS.items()}
+        # What the stop rule looks at, to name the limit that ended the trial.
+        self._last_result[trial.trial_id] = {key: result.get(key) for key in self._stop_limits()}
+        hwm = _lookup(result, (keys.HWM_BYTES,))
         self.trials.update(
             trial.trial_id,
             iterations=progress["iteration"],
             env_steps=progress["env_steps"],
             peak_bytes=max(peak or 0, row.peak_bytes or 0) or None,
+            hwm_bytes=hwm if hwm is not None else row.hwm_bytes,
             **{name: value for name, value in built.items() if value is not None},
         )
 
@@ -248,7 +253,13 @@ class MemoryCallback(Callback):
                 ) from exc
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._end(trial, keys.TERMINATED, None)
+        last = self._last_result.pop(trial.trial_id, {})
+        stop = self.describe.study.stop if isinstance(self.describe, StudyTrials) else None
+        self._end(trial, keys.TERMINATED, None, stop_reason=stop.reason(last) if stop else None)
+
+    def _stop_limits(self) -> dict[str, float]:
+        """A memsweep study's stop limits (result key → limit); none for another Tuner."""
+        return self.describe.study.stop.limits() if isinstance(self.describe, StudyTrials) else {}
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         breach = self._budget_stops.pop(trial.trial_id, None)

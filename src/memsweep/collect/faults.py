@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memsweep import result_keys as keys
+from memsweep.units import format_bytes
 
 OOM_KILLED = keys.OOM_KILLED
 OVER_BUDGET = keys.OVER_BUDGET
@@ -100,7 +101,7 @@ def read_trial_error(text: str) -> TrialKill:
             if approx:
                 used = int(float(approx.group(1)) * 10**9)
                 limit = int(float(approx.group(2)) * 10**9)
-        figure = f" at {used / 10**9:.2f} of {limit / 10**9:.2f} GB" if used and limit else ""
+        figure = f" at {format_bytes(used)} of {format_bytes(limit)}" if used and limit else ""
         who = "pid " + ", ".join(str(p) for p in pids) if pids else "the trial's worker"
         return TrialKill(
             status=OOM_KILLED,
@@ -189,8 +190,9 @@ class MemoryBudget:
     limit_bytes: int
     """The budget, bytes."""
     scope: str = "trial"
-    """``trial``: RSS summed over the trial's processes on every node; ``node``: a node's
-    used memory (total − available), whoever uses it."""
+    """``trial``: the trial's memory now, Σ PSS of its processes on every node (the
+    figure whose maximum is the trial's peak, :mod:`memsweep.store.peaks`); ``node``: a
+    node's used memory (total − available), whoever uses it."""
 
 
 @dataclass(frozen=True)
@@ -199,21 +201,19 @@ class BudgetBreach:
 
     trial_id: str
     measured_bytes: int
-    """The trial's summed RSS (scope trial) or its node's used memory (scope node)."""
+    """The trial's Σ PSS (scope trial) or its node's used memory (scope node)."""
     node_id: str | None
     detail: str
-
-
-def _gb(value: float) -> str:
-    return f"{value / 10**9:.2f} GB"
 
 
 def over_budget(
     samples: Any, node_used_bytes: dict[str, int], budget: MemoryBudget
 ) -> list[BudgetBreach]:
     """Trials over ``budget`` in the latest sampling round of each node in ``samples``
-    (a ``samples``-schema Arrow table, attributed). Scope ``node``: on each node whose
-    used memory is over the budget, the trial with the most RSS there."""
+    (a ``samples``-schema Arrow table, attributed). A trial's memory is Σ PSS of the
+    processes in that round, each at its latest PSS reading in ``samples`` (PSS is read
+    every ``full_interval_s``; a process without one yet counts its RSS). Scope ``node``:
+    on each node whose used memory is over the budget, the trial with the most there."""
     import pyarrow.compute as pc
 
     rows = samples.filter(pc.is_valid(samples["trial_id"]))
@@ -223,37 +223,46 @@ def over_budget(
         r["node_id"]: r["ts_max"]
         for r in samples.group_by("node_id").aggregate([("ts", "max")]).to_pylist()
     }
-    per_node: dict[tuple[str, str], int] = {}
-    for trial_id, node_id, ts, rss in zip(
+    pss_now: dict[tuple[str, int], tuple[Any, int]] = {}
+    in_latest: dict[tuple[str, int], tuple[str, int]] = {}
+    for trial_id, node_id, pid, ts, rss, pss in zip(
         rows["trial_id"].to_pylist(),
         rows["node_id"].to_pylist(),
+        rows["pid"].to_pylist(),
         rows["ts"].to_pylist(),
         rows["rss_bytes"].to_pylist(),
+        rows["pss_bytes"].to_pylist(),
         strict=True,
     ):
+        if pss is not None and ((node_id, pid) not in pss_now or ts >= pss_now[(node_id, pid)][0]):
+            pss_now[(node_id, pid)] = (ts, int(pss))
         if ts == latest[node_id] and rss is not None:
-            per_node[(trial_id, node_id)] = per_node.get((trial_id, node_id), 0) + int(rss)
+            in_latest[(node_id, pid)] = (trial_id, int(rss))
+    per_node: dict[tuple[str, str], int] = {}
+    for (node_id, pid), (trial_id, rss) in in_latest.items():
+        held = pss_now[(node_id, pid)][1] if (node_id, pid) in pss_now else rss
+        per_node[(trial_id, node_id)] = per_node.get((trial_id, node_id), 0) + held
     breaches: list[BudgetBreach] = []
     if budget.scope == "trial":
         per_trial: dict[str, int] = {}
-        for (trial_id, _node), rss in per_node.items():
-            per_trial[trial_id] = per_trial.get(trial_id, 0) + rss
-        for trial_id, rss in sorted(per_trial.items()):
-            if rss > budget.limit_bytes:
+        for (trial_id, _node), held in per_node.items():
+            per_trial[trial_id] = per_trial.get(trial_id, 0) + held
+        for trial_id, held in sorted(per_trial.items()):
+            if held > budget.limit_bytes:
                 breaches.append(
                     BudgetBreach(
                         trial_id,
-                        rss,
+                        held,
                         None,
-                        f"over memory_budget: the trial's processes held {_gb(rss)} (RSS), "
-                        f"budget {_gb(budget.limit_bytes)} per trial",
+                        f"over memory_budget: the trial's processes held {format_bytes(held)} "
+                        f"(Σ PSS), budget {format_bytes(budget.limit_bytes)} per trial",
                     )
                 )
         return breaches
     for node_id, used in sorted(node_used_bytes.items()):
         if used <= budget.limit_bytes:
             continue
-        here = {t: rss for (t, n), rss in per_node.items() if n == node_id}
+        here = {t: held for (t, n), held in per_node.items() if n == node_id}
         if not here:
             continue
         trial_id = max(here, key=lambda t: here[t])
@@ -262,9 +271,9 @@ def over_budget(
                 trial_id,
                 used,
                 node_id,
-                f"over memory_budget: node {node_id[:8]} used {_gb(used)}, budget "
-                f"{_gb(budget.limit_bytes)} per node; this trial held the most there "
-                f"({_gb(here[trial_id])} RSS)",
+                f"over memory_budget: node {node_id[:8]} used {format_bytes(used)}, budget "
+                f"{format_bytes(budget.limit_bytes)} per node; this trial held the most there "
+                f"({format_bytes(here[trial_id])} Σ PSS)",
             )
         )
     return breaches

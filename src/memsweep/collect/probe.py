@@ -229,6 +229,33 @@ class StatusFile:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessPeakInputs:
+    """What a trial's live peak needs from one of its processes, in bytes."""
+
+    rss_bytes: int
+    """``VmRSS`` now."""
+    pss_bytes: int
+    """PSS now (``smaps_rollup``; the USS when the kernel gives no PSS)."""
+    hwm_bytes: int
+    """``VmHWM``: the process's resident high-water mark."""
+
+
+def read_peak_inputs(pid: int) -> ProcessPeakInputs | None:
+    """RSS, PSS and VmHWM of ``pid`` now; ``None`` if it is gone or not readable. Called
+    in each of a trial's processes by the trainable, for its Tune results."""
+    status = read_status(pid)
+    if status is None:
+        return None
+    try:
+        full = read_full(psutil.Process(pid))
+    except psutil.Error:
+        full = None
+    if full is None:
+        return None
+    return ProcessPeakInputs(status.rss_bytes, full.pss_bytes, status.hwm_bytes)
+
+
+@dataclass(frozen=True, slots=True)
 class NodeMemory:
     """A node's memory now, in bytes; cgroup figures are ``None`` where there is none."""
 

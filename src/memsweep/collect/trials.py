@@ -54,6 +54,8 @@ class TrialRow:
     ended_at: int | None = None
     iterations: int | None = None
     env_steps: int | None = None
+    stop_reason: str | None = None
+    hwm_bytes: int | None = None
     peak_bytes: int | None = None
     killed_pid: int | None = None
     killed_role: str | None = None

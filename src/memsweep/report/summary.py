@@ -1,10 +1,10 @@
 """The short per-trial summary printed at the end of ``memsweep run``.
 
-Peak memory of a trial three ways, because each answers a different question:
-``peak_pss`` (shared pages split between processes: what the trial really occupies),
-``peak_rss`` (summed resident sizes at one instant: double counts shared libraries and
-the object store), and ``peak_hwm`` (summed per-process high-water marks: an upper bound
-that includes spikes shorter than the sampling period).
+The trial's peak is :data:`memsweep.store.peaks.PEAK_DEFINITION` (max over time of Σ PSS:
+shared pages once); peak Σ RSS and Σ VmHWM stay as their own columns (see
+:mod:`memsweep.store.peaks` for what each answers). Why each trial stopped comes from
+``trials.parquet``'s ``stop_reason``: a trial stopped by its time cap is named, since its
+buffer may not have filled or its plateau may be too short to measure.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import duckdb
-
+from memsweep import result_keys as keys
 from memsweep.store import Results
+from memsweep.store.peaks import trial_peaks
+from memsweep.units import format_bytes
 
 
 @dataclass(frozen=True)
@@ -22,54 +23,27 @@ class TrialSummary:
     trial_id: str
     factors: dict[str, Any]
     status: str
+    stop_reason: str | None
+    """Why a finished trial stopped (``plateau``, ``env_steps``, ``iterations``,
+    ``time_cap``); None for one that failed or was stopped by memsweep."""
     processes: int
+    peak_bytes: int | None
+    """The trial's peak: max over time of Σ PSS."""
     peak_rss_bytes: int | None
-    peak_pss_bytes: int | None
-    peak_hwm_bytes: int | None
+    hwm_bytes: int | None
 
 
-def gib(value: int | float | None) -> str:
-    return "-" if value is None else f"{value / 2**30:.2f} GiB"
+def _show(value: int | None) -> str:
+    return "-" if value is None else format_bytes(value)
 
 
 def trial_summaries(results: Results) -> list[TrialSummary]:
     """One summary per trial in the trials table, in start order."""
     trials = results.table("trials").to_pylist()
-    samples = results.dataset("samples")
-    con = duckdb.connect()
-    con.register("samples", samples)
-    peaks = con.execute(
-        """
-        WITH per_round AS (
-            SELECT trial_id, node_id, ts,
-                   SUM(rss_bytes) AS rss, SUM(pss_bytes) AS pss, COUNT(pss_bytes) AS n_pss,
-                   COUNT(*) AS n
-            FROM samples WHERE trial_id IS NOT NULL GROUP BY trial_id, node_id, ts
-        ), per_node_second AS (
-            -- Rounds on different nodes do not share timestamps: take each node's
-            -- largest round per second, then add the nodes up, so that a trial spread
-            -- over nodes is counted whole and no round is counted twice.
-            SELECT trial_id, node_id, date_trunc('second', ts) AS sec,
-                   MAX(rss) AS rss, MAX(CASE WHEN n_pss = n THEN pss END) AS pss
-            FROM per_round GROUP BY trial_id, node_id, sec
-        ), per_trial_round AS (
-            SELECT trial_id, sec, SUM(rss) AS rss, SUM(pss) AS pss
-            FROM per_node_second GROUP BY trial_id, sec
-        ), hwm AS (
-            SELECT trial_id, SUM(max_hwm) AS hwm, COUNT(*) AS processes FROM (
-                SELECT trial_id, node_id, pid, create_time, MAX(hwm_bytes) AS max_hwm
-                FROM samples WHERE trial_id IS NOT NULL
-                GROUP BY trial_id, node_id, pid, create_time
-            ) GROUP BY trial_id
-        )
-        SELECT p.trial_id, MAX(p.rss), MAX(p.pss), ANY_VALUE(h.hwm), ANY_VALUE(h.processes)
-        FROM per_trial_round p JOIN hwm h USING (trial_id) GROUP BY p.trial_id
-        """
-    ).fetchall()
-    by_trial = {row[0]: row[1:] for row in peaks}
+    peaks = trial_peaks(results.dataset("samples"))
     out = []
     for trial in sorted(trials, key=lambda t: (t.get("started_at") is None, t.get("started_at"))):
-        rss, pss, hwm, processes = by_trial.get(trial["trial_id"], (None, None, None, 0))
+        peak = peaks.get(trial["trial_id"])
         out.append(
             TrialSummary(
                 trial_id=trial["trial_id"],
@@ -80,16 +54,18 @@ def trial_summaries(results: Results) -> list[TrialSummary]:
                     "framework": trial.get("framework"),
                 },
                 status=str(trial.get("status")),
-                processes=int(processes or 0),
-                peak_rss_bytes=None if rss is None else int(rss),
-                peak_pss_bytes=None if pss is None else int(pss),
-                peak_hwm_bytes=None if hwm is None else int(hwm),
+                stop_reason=trial.get("stop_reason"),
+                processes=peak.processes if peak else 0,
+                peak_bytes=peak.peak_bytes if peak else None,
+                peak_rss_bytes=peak.peak_rss_bytes if peak else None,
+                hwm_bytes=peak.hwm_bytes if peak else None,
             )
         )
     return out
 
 
 def format_summaries(summaries: list[TrialSummary]) -> str:
+    """The table, then one line naming the trials their time cap stopped (if any)."""
     header = (
         "trial",
         "capacity",
@@ -97,9 +73,10 @@ def format_summaries(summaries: list[TrialSummary]) -> str:
         "workers",
         "framework",
         "status",
+        "stopped by",
         "procs",
-        "peak PSS",
-        "peak RSS",
+        "peak (Σ PSS)",
+        "peak Σ RSS",
         "Σ VmHWM",
     )
     rows = [
@@ -110,16 +87,23 @@ def format_summaries(summaries: list[TrialSummary]) -> str:
             str(s.factors["num_workers"]),
             str(s.factors["framework"]),
             s.status,
+            s.stop_reason or "-",
             str(s.processes),
-            gib(s.peak_pss_bytes),
-            gib(s.peak_rss_bytes),
-            gib(s.peak_hwm_bytes),
+            _show(s.peak_bytes),
+            _show(s.peak_rss_bytes),
+            _show(s.hwm_bytes),
         )
         for s in summaries
     ]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = [
-        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True))
+        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in [header, *rows]
     ]
+    capped = [s.trial_id for s in summaries if s.stop_reason == keys.STOP_TIME_CAP]
+    if capped:
+        lines.append(
+            f"{len(capped)} trial(s) stopped by their time cap (stop.seconds) before their "
+            f"plateau: {', '.join(capped)}; raise stop.seconds or lower the load"
+        )
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 A budget search (:mod:`memsweep.budget.search`) must know early whether a trial will end over
 its budget, long before the buffer is full. The buffer is what grows: each stored
-transition costs about the same, so the trial's peak (Σ VmHWM of its processes) rises
+transition costs about the same, so the trial's peak (the largest Σ PSS of its processes so far) rises
 linearly with the transitions stored. The least-squares slope of peak against stored
 transitions, over the results seen so far, extends that line to the buffer's capacity.
 
@@ -27,12 +27,12 @@ class TrajectoryPoint:
     replay_size: int
     """Transitions stored in the replay buffer."""
     peak_bytes: int
-    """Σ VmHWM of the trial's processes, bytes."""
+    """The trial's peak so far (largest Σ PSS of its processes), bytes."""
 
 
 def fill_slope(points: Sequence[TrajectoryPoint]) -> float | None:
     """Bytes of peak per stored transition (least squares), or None without enough
-    distinct buffer sizes. Never negative: VmHWM only grows, so a negative fit is noise."""
+    distinct buffer sizes. Never negative: the peak only grows, so a negative fit is noise."""
     usable = [p for p in points if p.replay_size > 0]
     if len(usable) < MIN_POINTS or len({p.replay_size for p in usable}) < 2:
         return None

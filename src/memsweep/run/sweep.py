@@ -138,14 +138,7 @@ def _search_alg(study: Study) -> Any:
 
 
 def _stop(study: Study) -> dict[str, float]:
-    stop: dict[str, float] = {}
-    if study.stop.iterations is not None:
-        stop["training_iteration"] = study.stop.iterations
-    if study.stop.env_steps is not None:
-        stop[keys.ENV_STEPS] = study.stop.env_steps
-    if study.stop.seconds is not None:
-        stop["time_total_s"] = study.stop.seconds
-    return stop
+    return study.stop.limits()
 
 
 def _num_samples(study: Study) -> int:
@@ -307,8 +300,8 @@ def run_study(
                 "training_iteration": "iter",
                 keys.ENV_STEPS: "env steps",
                 keys.REPLAY_SIZE: "in buffer",
-                keys.RSS_MB: "RSS MB",
-                keys.PEAK_MB: "peak MB",
+                keys.PSS_MB: "PSS MB",
+                keys.PEAK_MB: "peak MB (Σ PSS)",
             },
             parameter_columns={
                 f"{prefix}{name}": label

@@ -29,12 +29,17 @@ reuse a trial's actor for another trial (:meth:`MemsweepTrainable.reset_config` 
 since TensorFlow, once imported, stays.
 
 **Results.** Every ``step()`` result is RLlib's ``train()`` result plus
-``memsweep/env_steps``, ``memsweep/replay_size``, the :class:`~memsweep.run.workloads.BuiltFacts`
-as ``memsweep/built_*``, and ``memory/rss_bytes`` and ``memory/peak_bytes``: VmRSS and
-VmHWM summed over the trainable and its remote env runners, each read in its own process
-so that it works across nodes; ``memory/projected_peak_bytes`` extends the peak's
-trajectory to a full buffer (:mod:`memsweep.run.projection`), for the budget search. The peak is a sum of per-process peaks, an upper bound
-on the trial's simultaneous peak; memsweep's sampler has the time series.
+``memsweep/env_steps``, ``memsweep/replay_size``, ``memsweep/plateau_env_steps`` (env
+steps since the buffer first held its capacity, or since the first result without a
+buffer: what ``stop.plateau_env_steps`` stops on), the
+:class:`~memsweep.run.workloads.BuiltFacts` as ``memsweep/built_*``, and the trial's
+memory, each figure read in its own process so that it works across nodes:
+``memory/rss_bytes`` and ``memory/pss_bytes`` (Σ over the trainable and its remote env
+runners now), ``memory/peak_bytes`` (the largest Σ PSS at any result so far: the one
+definition of a peak, :mod:`memsweep.store.peaks`, sampled at results) and
+``memory/hwm_bytes`` (Σ VmHWM: spikes between results, shared pages once per process).
+``memory/projected_peak_bytes`` extends the peak's trajectory to a full buffer
+(:mod:`memsweep.run.projection`), for the budget search.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +56,8 @@ from ray import tune
 from memsweep import result_keys as keys
 from memsweep.errors import SpecError
 from memsweep.spec import Framework, Study, TrialPoint, point_from_config
+from memsweep.spec.plateau import time_cap_s
+from memsweep.units import MB
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm import Algorithm
@@ -139,6 +147,15 @@ class MemsweepTrainable(tune.Trainable):
     facts: BuiltFacts
     trajectory: list[TrajectoryPoint]
     """(transitions stored, peak) at every result so far: the projection's input."""
+    peak_bytes: int
+    """The largest Σ PSS of the trial's processes at any result so far."""
+    plateau_from_env_steps: int | None
+    """Env steps at the result where the plateau began (buffer full); None before."""
+    time_cap_s: float | None
+    """The guard on training time derived from the trial's estimate (None: no guard of
+    the trainable's own; ``stop.seconds`` is Tune's)."""
+    training_since: float
+    """``time.monotonic()`` when set-up ended."""
 
     @classmethod
     def default_resource_request(cls, config: dict[str, Any]) -> PlacementGroupFactory:
@@ -175,6 +192,12 @@ class MemsweepTrainable(tune.Trainable):
         self.algo = algo_config.build_algo()
         self.facts = built_facts(self.algo)
         self.trajectory = []
+        self.peak_bytes = 0
+        self.plateau_from_env_steps = None
+        self.time_cap_s = (
+            time_cap_s(self.study, self.point) if self.study.stop.seconds is None else None
+        )
+        self.training_since = time.monotonic()
 
     def step(self) -> dict[str, Any]:
         from ray.tune.result import AUTO_RESULT_KEYS, DONE
@@ -186,14 +209,30 @@ class MemsweepTrainable(tune.Trainable):
         # The algorithm is a Trainable too; its bookkeeping keys would shadow this one's.
         for key in (*AUTO_RESULT_KEYS, DONE, "trial_id"):
             result.pop(key, None)
+        stored = replay_size(self.algo)
         result[f"{RESULT_PREFIX}env_steps"] = steps
-        result[f"{RESULT_PREFIX}replay_size"] = replay_size(self.algo)
+        result[f"{RESULT_PREFIX}replay_size"] = stored
+        result[keys.PLATEAU_ENV_STEPS] = self.plateau_env_steps(steps, stored)
+        trained_s = time.monotonic() - self.training_since
+        result[keys.TIME_CAPPED] = int(self.time_cap_s is not None and trained_s >= self.time_cap_s)
         result.update(self.facts.as_result())
         result.update(self.memory_summary())
         result[PROJECTED_PEAK_KEY] = self.project_peak(
             result[f"{RESULT_PREFIX}replay_size"], result[keys.PEAK_BYTES]
         )
         return result
+
+    def plateau_env_steps(self, steps: int, stored: int | None) -> int:
+        """Env steps since the plateau began: since the first result whose buffer held
+        its capacity, or, without a buffer, since the first result; 0 before."""
+        capacity = self.facts.replay_capacity
+        if self.plateau_from_env_steps is None and (
+            not capacity or (stored is not None and stored >= capacity)
+        ):
+            self.plateau_from_env_steps = steps
+        if self.plateau_from_env_steps is None:
+            return 0
+        return steps - self.plateau_from_env_steps
 
     def project_peak(self, replay_size: int | None, peak_bytes: int) -> int:
         """The peak once the buffer is full, from this trial's trajectory so far
@@ -207,25 +246,29 @@ class MemsweepTrainable(tune.Trainable):
         return projected_peak(self.trajectory, capacity)
 
     def memory_summary(self) -> dict[str, int]:
-        """``memory/rss_bytes`` and ``memory/peak_bytes`` of this trial's processes now."""
-        from memsweep.collect.probe import read_status
+        """Σ RSS, Σ PSS, the peak (largest Σ PSS so far) and Σ VmHWM of this trial's
+        processes: the trainable and its remote env runners, each read in its process."""
+        from memsweep.collect.probe import read_peak_inputs
         from memsweep.run.workloads import env_runner_group
 
-        # The lambda ships by value; read_status by reference (memsweep.collect.probe imports
-        # only psutil into the env runner).
-        statuses = [read_status(os.getpid())]
-        statuses += env_runner_group(self.algo).foreach_env_runner(
-            lambda runner: read_status(os.getpid()), local_env_runner=False
+        # The lambda ships by value; read_peak_inputs by reference (memsweep.collect.probe
+        # imports only psutil into the env runner).
+        readings = [read_peak_inputs(os.getpid())]
+        readings += env_runner_group(self.algo).foreach_env_runner(
+            lambda runner: read_peak_inputs(os.getpid()), local_env_runner=False
         )
-        found = [status for status in statuses if status is not None]
-        rss = sum(status.rss_bytes for status in found)
-        peak = sum(status.hwm_bytes for status in found)
-        # The MiB twins are for Tune's progress table; the analysis uses the bytes.
+        found = [reading for reading in readings if reading is not None]
+        rss = sum(reading.rss_bytes for reading in found)
+        pss = sum(reading.pss_bytes for reading in found)
+        self.peak_bytes = max(self.peak_bytes, pss)
+        # The MB twins (10⁶ bytes) are for Tune's progress table; the analysis uses bytes.
         return {
             keys.RSS_BYTES: rss,
-            keys.PEAK_BYTES: peak,
-            keys.RSS_MB: rss // 2**20,
-            keys.PEAK_MB: peak // 2**20,
+            keys.PSS_BYTES: pss,
+            keys.PEAK_BYTES: self.peak_bytes,
+            keys.HWM_BYTES: sum(reading.hwm_bytes for reading in found),
+            keys.PSS_MB: round(pss / MB),
+            keys.PEAK_MB: round(self.peak_bytes / MB),
         }
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:

@@ -6,7 +6,11 @@ grid each design would have run):
 
 - ``full``: every combination (``itertools.product``);
 - ``one_at_a_time``: the base point (each factor's first level), then each factor moved
-  alone to each of its other levels;
+  alone to each of its other levels; ``base_repeats`` > 1 replicates the base point,
+  spread evenly through the run order (so that a machine whose load drifts during the
+  sweep shows as spread between the replicates, not as a factor's effect). With
+  1 + Σ(levels − 1) points for as many model terms, the replicates are the design's
+  residual degrees of freedom: ``base_repeats − 1`` of them;
 - ``half_fraction``: the half of a two-level factorial whose product of ±1 codes is +1
   (generator I = ABC…, resolution k for k factors); factors with one level are held.
 """
@@ -21,12 +25,16 @@ from typing import Any, Literal
 Design = Literal["full", "one_at_a_time", "half_fraction"]
 
 
-def expand(levels: Sequence[Sequence[Any]], design: Design) -> list[tuple[Any, ...]]:
+def expand(
+    levels: Sequence[Sequence[Any]], design: Design, base_repeats: int = 1
+) -> list[tuple[Any, ...]]:
     """The level combinations of ``design``, in run order.
 
     ``levels[i]`` lists factor ``i``'s levels, its first being the base level. Returns
     tuples of one level per factor. ``half_fraction`` codes a factor's first level -1 and
-    its second +1; it expects 2 levels for every varied factor.
+    its second +1; it expects 2 levels for every varied factor. ``base_repeats``
+    (``one_at_a_time`` only) lists the base point that many times, the first at the
+    start and the others spread evenly between the other points; ignored by the others.
     """
     if design == "full":
         return list(itertools.product(*levels))
@@ -42,10 +50,18 @@ def expand(levels: Sequence[Sequence[Any]], design: Design) -> list[tuple[Any, .
             == 1
         ]
     base = tuple(values[0] for values in levels)
-    combos = [base]
+    moved = []
     for index, values in enumerate(levels):
         for value in values[1:]:
             combo = list(base)
             combo[index] = value
-            combos.append(tuple(combo))
+            moved.append(tuple(combo))
+    extra = max(base_repeats, 1) - 1
+    # Replicate k (1..extra) comes after round(k·m/(extra+1)) of the m moved points.
+    slots = [round(k * len(moved) / (extra + 1)) for k in range(1, extra + 1)]
+    combos = [base]
+    for done in range(len(moved) + 1):
+        combos.extend([base] * slots.count(done))
+        if done < len(moved):
+            combos.append(moved[done])
     return combos

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from memsweep import result_keys as keys
 from memsweep.errors import SpecError
 from memsweep.spec.design import expand
 from memsweep.units import parse_bytes
@@ -362,6 +363,12 @@ class SearchSpec(_Frozen):
     two-level factorial (3+ factors of 2 values each; the trials whose ±1 codes
     multiply to +1: main effects stay unconfounded). See docs/designs.md."""
 
+    base_repeats: Annotated[int, Field(gt=0, le=100)] = 1
+    """``one_at_a_time`` only: times the base point runs (each with its own seed),
+    spread through the run order. The design fits one term per trial it has; each
+    replicate adds a residual degree of freedom, so ``base_repeats: 4`` leaves 3 and a
+    lost trial still leaves every factor fitted."""
+
     num_samples: Annotated[int, Field(gt=0, le=10_000)] = 8
     """``random``/``optuna``/``qmc``: how many trials to draw."""
 
@@ -373,7 +380,8 @@ class SearchSpec(_Frozen):
 
     budget: Annotated[int, Field(gt=0, le=2**60)] | None = None
     """``budget`` only, required: ``16GB``, ``512MiB`` or bytes. A candidate fits when its
-    trial's peak (Σ VmHWM of its processes, buffer full) stays at or under it."""
+    trial's peak (the largest Σ PSS of its processes: shared pages once; buffer full)
+    stays at or under it."""
 
     maximize: str | dict[str, float] | None = None
     """``budget`` only, required: ``replay_capacity``, ``num_workers``, or weights for a
@@ -414,6 +422,11 @@ class SearchSpec(_Frozen):
 
     @model_validator(mode="after")
     def _budget_keys(self) -> SearchSpec:
+        if self.base_repeats != 1 and (self.mode != "grid" or self.design != "one_at_a_time"):
+            raise ValueError(
+                f"base_repeats applies to design: one_at_a_time only (mode {self.mode}, "
+                f"design {self.design}): set design: one_at_a_time or remove base_repeats"
+            )
         if self.mode != "budget":
             # Values, not keys: a study comes back from its JSON form with every key set.
             given = [
@@ -448,7 +461,17 @@ class SearchSpec(_Frozen):
 
 
 class StopSpec(_Frozen):
-    """When a trial ends: whichever limit comes first. At least one is required."""
+    """When a trial ends: whichever limit comes first. At least one is required.
+
+    For a memory study, stop on ``plateau_env_steps``: a trial then runs until it has
+    what the analysis needs (its buffer full, then a plateau long enough to measure),
+    however fast the machine samples; ``seconds`` stays as a guard, and a trial it stops
+    is reported (``trials.parquet`` ``stop_reason: time_cap``, the end-of-run summary).
+    ``memsweep validate`` estimates each trial's env steps and minutes to its plateau."""
+
+    plateau_env_steps: Annotated[int, Field(gt=0)] | None = None
+    """Env steps to run after the replay buffer first holds its capacity (the plateau);
+    for an algorithm without a buffer, after the first result."""
 
     iterations: Annotated[int, Field(gt=0)] | None = None
     """Tune training iterations (one ``Algorithm.train()`` each)."""
@@ -457,13 +480,52 @@ class StopSpec(_Frozen):
     """Environment steps sampled over the trial's lifetime."""
 
     seconds: Annotated[float, Field(gt=0)] | None = None
-    """Wall time of the trial, set-up included."""
+    """Training time of the trial (Tune's ``time_total_s``; set-up not included): a
+    guard against a slow or loaded machine, not the way to end a memory study's trial.
+    Left out next to ``plateau_env_steps``, each trial gets a guard of 3× its estimated
+    training time (:mod:`memsweep.spec.plateau`)."""
 
     @model_validator(mode="after")
     def _one_limit(self) -> StopSpec:
-        if self.iterations is None and self.env_steps is None and self.seconds is None:
-            raise ValueError("set at least one of iterations, env_steps, seconds")
+        if (
+            self.iterations is None
+            and self.env_steps is None
+            and self.seconds is None
+            and self.plateau_env_steps is None
+        ):
+            raise ValueError(
+                "set at least one of plateau_env_steps, iterations, env_steps, seconds"
+            )
         return self
+
+    def limits(self) -> dict[str, float]:
+        """Tune result key → limit: a trial stops once ``result[key] >= limit``."""
+        derived_cap = 1 if self.seconds is None and self.plateau_env_steps is not None else None
+        pairs = (
+            (keys.PLATEAU_ENV_STEPS, self.plateau_env_steps),
+            (keys.ENV_STEPS, self.env_steps),
+            ("training_iteration", self.iterations),
+            ("time_total_s", self.seconds),
+            (keys.TIME_CAPPED, derived_cap),
+        )
+        return {key: limit for key, limit in pairs if limit is not None}
+
+    def reason(self, result: Mapping[str, Any]) -> str | None:
+        """Which limit a trial's last result reached, first in the order plateau,
+        env_steps, iterations, time cap (``result_keys.STOP_*``); None if none did
+        (another stopper, such as a budget search's, ended it)."""
+        reasons = {
+            keys.PLATEAU_ENV_STEPS: keys.STOP_PLATEAU,
+            keys.ENV_STEPS: keys.STOP_ENV_STEPS,
+            "training_iteration": keys.STOP_ITERATIONS,
+            "time_total_s": keys.STOP_TIME_CAP,
+            keys.TIME_CAPPED: keys.STOP_TIME_CAP,
+        }
+        for key, limit in self.limits().items():
+            value = result.get(key)
+            if value is not None and value >= limit:
+                return reasons[key]
+        return None
 
 
 class ResourceSpec(_Frozen):
@@ -487,8 +549,8 @@ class ResourceSpec(_Frozen):
     taking it down. Unset: only Ray's and the kernel's OOM killers stop a trial."""
 
     budget_scope: Literal["trial", "node"] = "trial"
-    """``trial``: RSS summed over the trial's processes; ``node``: the node's used memory
-    (then the trial with the most memory on that node is stopped)."""
+    """``trial``: Σ PSS of the trial's processes (shared pages once, as in its peak);
+    ``node``: the node's used memory (then the trial with the most there is stopped)."""
 
     @field_validator("memory_budget", mode="before")
     @classmethod
@@ -508,8 +570,11 @@ class TrainingSpec(_Frozen):
     train_batch_size: Annotated[int, Field(gt=0)] = 32
     """Transitions per gradient update (DQN, SAC); PPO/APPO: the per-iteration batch."""
 
-    training_intensity: Annotated[float, Field(gt=0)] | None = None
-    """Replay algorithms: trained ÷ sampled steps. Low values make the buffer fill fast."""
+    training_intensity: Annotated[float, Field(gt=0)] | None = 0.25
+    """Replay algorithms (DQN and SAC alike): trained ÷ sampled steps. memsweep studies
+    memory, not learning, so the default is low (one 32-transition update per 128 env
+    steps): buffers fill fast (SAC at RLlib's own default samples ~10 env steps/s on
+    2 cores, and a 5,000 buffer does not fill in 4 minutes). ``null``: RLlib's default."""
 
     compress_observations: bool = False
     """Old API stack only: LZ4-compress stored observations (RLlib's ``compress_observations``)."""
@@ -720,20 +785,27 @@ class Study(_Frozen):
         names = list(f.rllib)
         levels: list[tuple[Any, ...]] = [values for _, values in f.levels()]
         design = "full" if self.search.mode == "budget" else self.search.design
-        combos = expand(levels, design)
-        return [
-            TrialPoint(
-                replay_capacity=combo[0],
-                model=combo[1],
-                num_workers=combo[2],
-                framework=combo[3],
-                rllib=dict(zip(names, combo[4:], strict=True)),
-                repeat=repeat,
-                seed=self.seed + repeat,
-            )
-            for combo in combos
-            for repeat in range(self.repeats)
-        ]
+        combos = expand(levels, design, self.search.base_repeats)
+        points = []
+        runs: dict[str, int] = {}
+        for combo in combos:
+            # A replicated combination (the base point) continues its repeat numbering;
+            # keyed by repr: RLlib-key values may be lists, which do not hash.
+            first = runs.get(repr(combo), 0)
+            runs[repr(combo)] = first + self.repeats
+            points += [
+                TrialPoint(
+                    replay_capacity=combo[0],
+                    model=combo[1],
+                    num_workers=combo[2],
+                    framework=combo[3],
+                    rllib=dict(zip(names, combo[4:], strict=True)),
+                    repeat=repeat,
+                    seed=self.seed + repeat,
+                )
+                for repeat in range(first, first + self.repeats)
+            ]
+        return points
 
     def budget_factors(self) -> Factors:
         """Budget mode: the maximised factors with their listed values, every other factor

@@ -183,7 +183,9 @@ PROGRESS = pa.schema(
         pa.field(
             "trial_peak_bytes",
             pa.int64(),
-            metadata={"doc": "VmHWM summed over the trial's processes"},
+            metadata={
+                "doc": "the trial's peak so far: the largest PSS summed over its processes at any result (in results written before this column meant PSS, VmHWM summed)"
+            },
         ),
     ]
 )
@@ -257,9 +259,25 @@ TRIALS = pa.schema(
         pa.field("iterations", pa.int64()),
         pa.field("env_steps", pa.int64()),
         pa.field(
+            "stop_reason",
+            pa.string(),
+            metadata={
+                "doc": "terminated trials: the stop limit reached first: plateau (stop.plateau_env_steps after the buffer filled), env_steps, iterations, or time_cap (stop.seconds, the guard: the plateau was not reached); null otherwise"
+            },
+        ),
+        pa.field(
+            "hwm_bytes",
+            pa.int64(),
+            metadata={
+                "doc": "VmHWM summed over the trial's processes at its last result: spikes between samples show, shared pages count once per process"
+            },
+        ),
+        pa.field(
             "peak_bytes",
             pa.int64(),
-            metadata={"doc": "peak trial memory seen in results (sum of VmHWM)"},
+            metadata={
+                "doc": "the trial's peak seen in its results: the largest sum of PSS of its processes (shared pages once; memsweep.store.peaks)"
+            },
         ),
         pa.field(
             "killed_pid",
@@ -299,7 +317,7 @@ TRIALS = pa.schema(
             "budget_measured_bytes",
             pa.int64(),
             metadata={
-                "doc": "what exceeded it: the trial's summed RSS (budget_scope trial) or its node's used memory (node)"
+                "doc": "what exceeded it: the trial's summed PSS (budget_scope trial) or its node's used memory (node)"
             },
         ),
         pa.field(

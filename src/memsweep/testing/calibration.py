@@ -62,3 +62,42 @@ def grow_steadily(config: dict[str, Any]) -> None:
         time.sleep(float(config.get("step_s", 0.1)))
     time.sleep(float(config.get("hold_s", 0.5)))
     tune.report({"pid": os.getpid(), "held_bytes": total, "chunks": len(held)})
+
+
+def share_an_object(config: dict[str, Any]) -> None:
+    """Tune function trainable: start ``readers`` actors (in the trial's placement group),
+    ``ray.put`` ``object_bytes`` into Ray's object store in ``chunk_bytes`` pieces (so
+    no private copy of the whole is ever held), have every reader map and touch all of
+    it, hold ``hold_s``, report wall-clock marks. The object's pages are shared by the
+    trainable and its readers: counted once by Σ PSS, once per process by Σ RSS/VmHWM."""
+    import numpy as np
+    import ray
+    from ray import tune
+
+    @ray.remote(num_cpus=0)
+    class Reader:
+        def touch(self, refs: list[Any]) -> int:
+            # ray.get of numpy arrays maps the object store's pages read-only (no copy);
+            # summing reads every page, so each becomes resident in this process.
+            self.held = ray.get(refs)
+            return int(sum(int(part.sum()) for part in self.held))
+
+        def pid(self) -> int:
+            return os.getpid()
+
+    readers = [Reader.remote() for _ in range(int(config.get("readers", 2)))]  # type: ignore[attr-defined]
+    pids = ray.get([reader.pid.remote() for reader in readers])
+    rest_s = float(config.get("rest_s", 3.0))
+    time.sleep(rest_s)
+    marks = {"t_before": time.time()}
+    total, chunk = int(config["object_bytes"]), int(config.get("chunk_bytes", 32 * 2**20))
+    refs = [
+        ray.put(np.ones(min(chunk, total - start), dtype=np.uint8))
+        for start in range(0, total, chunk)
+    ]
+    held = ray.get(refs)
+    mine = int(sum(int(part.sum()) for part in held))
+    sums = ray.get([reader.touch.remote(refs) for reader in readers])
+    marks["t_shared"] = time.time()
+    time.sleep(float(config.get("hold_s", 4.0)))
+    tune.report({"pid": os.getpid(), "reader_pids": pids, "sums": [mine, *sums], **marks})
