@@ -72,13 +72,13 @@ class BudgetReport:
 
     def text(self) -> str:
         lines = [
-            f"budget search '{self.study}': budget {_gb(self.budget_bytes)}, maximise "
+            f"budget search '{self.study}': budget {format_bytes(self.budget_bytes)}, maximise "
             f"{_weights(self.maximize)}, fixed {self.fixed}"
         ]
         if self.answer is not None:
             lines.append(
                 f"  answer: {_point(self.answer.point)} — trial {self.answer.trial_id}, "
-                f"peak {_gb(self.answer.peak_bytes)} (buffer {self.answer.fill:.0%} full)"
+                f"peak {format_bytes(self.answer.peak_bytes)} (buffer {self.answer.fill:.0%} full)"
             )
         else:
             lines.append("  answer: none")
@@ -94,7 +94,7 @@ class BudgetReport:
             label = "next larger step" if self.answer is not None else "smallest candidate"
             lines.append(
                 f"  {label}: {_point(t.point)} — trial {t.trial_id}, peak "
-                f"{_gb(t.peak_bytes)}, projected {_gb(t.projected_bytes)}; {how}"
+                f"{format_bytes(t.peak_bytes)}, projected {format_bytes(t.projected_bytes)}; {how}"
             )
         elif self.next_step is not None:
             lines.append(f"  next larger step: {_point(self.next_step)} — not tried")
@@ -110,7 +110,7 @@ class BudgetReport:
         for t in self.trials:
             lines.append(
                 f"  {t.number:>2}  {t.trial_id or '-':<12} {_point(t.point):<28} "
-                f"{_gb(t.peak_bytes):>9} {_gb(t.projected_bytes):>9} {t.fill:>5.0%} "
+                f"{format_bytes(t.peak_bytes):>9} {format_bytes(t.projected_bytes):>9} {t.fill:>5.0%} "
                 f"{_int(t.env_steps):>9} {_int(t.seconds):>5}  {t.verdict}"
                 f"{' / ' + t.stop_reason if t.stop_reason else ''}{' / failed' if t.error else ''}"
             )
@@ -121,10 +121,6 @@ class BudgetReport:
         return "\n".join(
             [f"# Budget search: {self.study}", "", *body[:1], "", "```", *body[1:], "```", ""]
         )
-
-
-def _gb(value: float | None) -> str:
-    return "-" if value is None else format_bytes(value)
 
 
 def _int(value: float | None) -> str:
@@ -274,18 +270,18 @@ class GridReport:
 
     def text(self) -> str:
         lines = [
-            f"plain grid '{self.study}': budget {_gb(self.budget_bytes)}, "
+            f"plain grid '{self.study}': budget {format_bytes(self.budget_bytes)}, "
             f"{len(self.trials)} trials in {self.minutes:.1f} min",
             (
                 f"  answer by grid: {_point(self.answer)} — trial {self.answer_trial}, "
-                f"peak {_gb(self.answer_peak_bytes)}"
+                f"peak {format_bytes(self.answer_peak_bytes)}"
                 if self.answer
                 else "  answer by grid: none (every trial exceeded or failed)"
             ),
         ]
         for t in self.trials:
             lines.append(
-                f"  {t['trial_id']:<12} {_point(t['point']):<28} {_gb(t['peak_bytes']):>9} "
+                f"  {t['trial_id']:<12} {_point(t['point']):<28} {format_bytes(t['peak_bytes']):>9} "
                 f"{t['status']}"
             )
         return "\n".join(lines)
