@@ -19,9 +19,9 @@ REPLAY_SIZE: Final = "memsweep/replay_size"
 """Transitions in the replay buffer now, an int (absent without a buffer)."""
 
 PLATEAU_ENV_STEPS: Final = "memsweep/plateau_env_steps"
-"""Env steps sampled since the trial's plateau began, an int: since the result at which
-its replay buffer first held its capacity, or since its first result for an algorithm
-without a buffer; 0 before that. ``stop.plateau_env_steps`` stops a trial on it."""
+"""Env steps sampled since the trial's plateau began, an int: since the first result at
+which its replay buffer had been filled (env steps sampled ≥ its capacity), or since its
+first result for an algorithm without a buffer; 0 before that. ``stop.plateau_env_steps`` stops a trial on it."""
 
 TIME_CAPPED: Final = "memsweep/time_capped"
 """1 once the trial's training time reached the guard derived from its estimate

@@ -103,7 +103,8 @@ def format_summaries(summaries: list[TrialSummary]) -> str:
     capped = [s.trial_id for s in summaries if s.stop_reason == keys.STOP_TIME_CAP]
     if capped:
         lines.append(
-            f"{len(capped)} trial(s) stopped by their time cap (stop.seconds) before their "
-            f"plateau: {', '.join(capped)}; raise stop.seconds or lower the load"
+            f"{len(capped)} trial(s) stopped by their time cap before their plateau (the "
+            f"machine sampled slower than memsweep validate estimated): {', '.join(capped)}; "
+            "raise stop.seconds or lower the load"
         )
     return "\n".join(lines)

@@ -223,11 +223,14 @@ class MemsweepTrainable(tune.Trainable):
         return result
 
     def plateau_env_steps(self, steps: int, stored: int | None) -> int:
-        """Env steps since the plateau began: since the first result whose buffer held
-        its capacity, or, without a buffer, since the first result; 0 before."""
+        """Env steps since the plateau began: since the first result at which the buffer
+        had been filled (as many env steps sampled as it holds: every sampled transition
+        is stored once, and RLlib's new-stack episode buffer evicts whole episodes, so
+        its count settles just under the capacity rather than on it), or, without a
+        buffer, since the first result; 0 before."""
         capacity = self.facts.replay_capacity
         if self.plateau_from_env_steps is None and (
-            not capacity or (stored is not None and stored >= capacity)
+            not capacity or (stored is not None and stored > 0 and steps >= capacity)
         ):
             self.plateau_from_env_steps = steps
         if self.plateau_from_env_steps is None:
