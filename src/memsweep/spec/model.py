@@ -482,7 +482,7 @@ class StopSpec(_Frozen):
     seconds: Annotated[float, Field(gt=0)] | None = None
     """Training time of the trial (Tune's ``time_total_s``; set-up not included): a
     guard against a slow or loaded machine, not the way to end a memory study's trial.
-    Left out next to ``plateau_env_steps``, each trial gets a guard of 10× its estimated
+    Left out next to ``plateau_env_steps``, each trial gets a guard of 30× its estimated
     training time (:mod:`memsweep.spec.plateau`)."""
 
     @model_validator(mode="after")
