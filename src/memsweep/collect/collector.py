@@ -45,6 +45,8 @@ from memsweep.collect.sampler import (
 from memsweep.collect.trials import TrialsTable
 from memsweep.errors import ClusterError, DataError
 from memsweep.store import SAMPLES, ResultsWriter
+from memsweep.store.peaks import trial_peaks
+from memsweep.units import MB
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +80,19 @@ class TrialMemory:
     rss_bytes: int
     """Σ RSS of the trial's processes in their node's latest sampling round."""
     peak_bytes: int
-    """Σ over every process the trial has had of its peak RSS (VmHWM): an upper bound on
-    the trial's simultaneous peak, as memsweep's trainable reports it."""
+    """The trial's peak so far: the largest Σ PSS of its processes in any round with a
+    PSS reading (the one definition, :mod:`memsweep.store.peaks`); 0 before the first."""
+    hwm_bytes: int
+    """Σ over every process the trial has had of its VmHWM: spikes between samples show,
+    shared pages count once per process."""
 
     def as_result(self) -> dict[str, int]:
         """The Tune result keys (:mod:`memsweep.result_keys`) for these figures."""
         return {
             keys.RSS_BYTES: self.rss_bytes,
             keys.PEAK_BYTES: self.peak_bytes,
-            keys.RSS_MB: self.rss_bytes // 2**20,
-            keys.PEAK_MB: self.peak_bytes // 2**20,
+            keys.HWM_BYTES: self.hwm_bytes,
+            keys.PEAK_MB: round(self.peak_bytes / MB),
         }
 
 
@@ -136,6 +141,7 @@ class Collector:
         self._breaches: list[BudgetBreach] = []
         self._pending_kills: dict[str, tuple[TrialKill, float]] = {}
         self._peaks: dict[tuple[str, str, int, float | None], int] = {}
+        self._pss_peaks: dict[str, int] = {}
         self._memory: dict[str, TrialMemory] = {}
         self._seen: dict[tuple[str, int], tuple[str, str, float | None]] = {}
         self._node_memory: dict[str, tuple[int | None, int | None]] = {}
@@ -470,10 +476,15 @@ class Collector:
             )
             total = pc.sum(round_rows["rss_bytes"]).as_py() or 0
             rss[last["trial_id"]] = rss.get(last["trial_id"], 0) + int(total)
+        for trial_id, found in trial_peaks(rows).items():
+            if found.peak_bytes is not None:
+                self._pss_peaks[trial_id] = max(self._pss_peaks.get(trial_id, 0), found.peak_bytes)
         with self._lock:
             for trial_id, total in rss.items():
-                peak = sum(v for k, v in self._peaks.items() if k[0] == trial_id)
-                self._memory[trial_id] = TrialMemory(total, max(peak, total))
+                hwm = sum(v for k, v in self._peaks.items() if k[0] == trial_id)
+                self._memory[trial_id] = TrialMemory(
+                    total, self._pss_peaks.get(trial_id, 0), max(hwm, total)
+                )
 
     def trial_memory(self, trial_id: str) -> TrialMemory | None:
         """The trial's memory at memsweep's latest drain, or None before its first sample."""
