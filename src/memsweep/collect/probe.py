@@ -246,10 +246,7 @@ def read_peak_inputs(pid: int) -> ProcessPeakInputs | None:
     status = read_status(pid)
     if status is None:
         return None
-    try:
-        full = read_full(psutil.Process(pid))
-    except psutil.Error:
-        full = None
+    full = read_full_pid(pid)
     if full is None:
         return None
     return ProcessPeakInputs(status.rss_bytes, full.pss_bytes, status.hwm_bytes)
