@@ -33,3 +33,23 @@ class ClusterError(MemsweepError):
     """The Ray cluster refused or cannot do what the sweep asks."""
 
     exit_code = 4
+
+
+class OutputError(MemsweepError):
+    """An output path memsweep cannot write: a file where a folder belongs, no permission."""
+
+    exit_code = 5
+
+
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "the command ran but its answer is a failure: a sweep with failed trials, "
+    "nothing fits the --budget",
+    2: "bad input: a sweep file, a flag or an argument (SpecError, usage)",
+    3: "a results folder that cannot be read or analysed (DataError)",
+    4: "the Ray cluster refused or cannot do what the sweep asks (ClusterError)",
+    5: "an output path that cannot be written (OutputError)",
+    70: "an internal error: a bug in memsweep, reported with where to file it",
+    130: "interrupted (Ctrl-C)",
+}
+"""Every exit code of ``memsweep`` and ``python -m memsweep.analyze`` (printed by ``--help``)."""

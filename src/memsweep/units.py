@@ -16,19 +16,24 @@ from pydantic import ByteSize, TypeAdapter, ValidationError
 from memsweep.errors import MemsweepError
 
 _BINARY_SHORT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i)\s*$", re.IGNORECASE)
+_BARE_NUMBER_RE = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
 _BYTE_SIZE: TypeAdapter[ByteSize] = TypeAdapter(ByteSize)
 
 
 def parse_bytes(value: str | int | float) -> int:
-    """Parse ``"64GB"``, ``"512MiB"`` (also ``"512Mi"``) or a plain number of bytes, with
-    pydantic's :class:`~pydantic.ByteSize`: decimal units are 10³, binary ones 2¹⁰.
-    Raises ``ValueError`` naming the value."""
+    """Parse ``"64GB"``, ``"512MiB"`` (also ``"512Mi"``) or ``"1000B"``, with pydantic's
+    :class:`~pydantic.ByteSize`: decimal units are 10³, binary ones 2¹⁰.
+
+    A size needs its unit: a bare number (``64``, ``"64"``) is refused with "did you mean
+    64GB?" rather than read as 64 bytes. Raises ``ValueError`` naming the value."""
     if isinstance(value, bool):
         raise ValueError(f"expected a size such as 16GB, got {value!r}")
-    if isinstance(value, int | float):
-        if value < 0 or not math.isfinite(value):
-            raise ValueError(f"a size must be a finite number ≥ 0, got {value!r}")
-        return int(value)
+    if isinstance(value, int | float) or _BARE_NUMBER_RE.match(str(value)):
+        number = str(value).strip()
+        raise ValueError(
+            f"a size needs a unit, got {number!r}: did you mean {number}GB? "
+            f"(write bytes as {number}B)"
+        )
     text = str(value)
     short = _BINARY_SHORT_RE.match(text)
     if short:  # ByteSize knows "MiB", not Kubernetes' "Mi".
@@ -131,9 +136,12 @@ def parse_size(text: str, flag: str) -> int:
     try:
         return parse_bytes(text)
     except ValueError:
-        raise MemsweepError(
-            f"{flag}: Invalid memory size format: {text!r} (use e.g. 64GB, 16GiB or 512MB)"
-        ) from None
+        hint = (
+            f"a size needs a unit: did you mean {text.strip()}GB?"
+            if _BARE_NUMBER_RE.match(text)
+            else "use e.g. 64GB, 16GiB or 512MB"
+        )
+        raise MemsweepError(f"{flag}: Invalid memory size format: {text!r} ({hint})") from None
 
 
 _COUNT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([kKmMgG])?\s*$")

@@ -653,7 +653,7 @@ def test_a_trial_over_its_memory_budget_is_stopped_by_memsweep_and_recorded(
     grid, results = run_tune(
         {
             "name": "budget",
-            "resources": {"memory_budget": budget, "budget_scope": "trial"},
+            "resources": {"memory_budget": f"{budget}B", "budget_scope": "trial"},
             "sampling": {"interval_s": 0.1, "flush_interval_s": 0.5},
         },
         tmp_path,

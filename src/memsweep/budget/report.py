@@ -243,7 +243,7 @@ def grid_comparison_study(study: Study) -> Study:
     data["search"] = {"mode": "grid", "design": "full"}
     data["resources"] = {
         **data["resources"],
-        "memory_budget": study.search.budget,
+        "memory_budget": f"{study.search.budget}B",
         "budget_scope": "trial",
         "max_concurrent_trials": 1,
     }

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from memsweep.cli.command import Command, add_commands
+from memsweep.cli.output import writable_folder
 from memsweep.errors import DataError, MemsweepError
 from memsweep.store import is_remote
 from memsweep.units import (
@@ -86,6 +87,13 @@ class ReportCommand:
             raise MemsweepError(
                 f"{args.results} is remote: give a local --out folder for the report"
             )
+        _option_values(args)
+        from memsweep.store import open_results
+
+        # The folder is checked first (nothing is created beside what is not a results
+        # folder), then the output, then the analysis runs.
+        open_results(args.results)
+        writable_folder(out if out is not None else Path(args.results) / "analysis")
         analysis = _analyse(args)
         from memsweep.report.document import summary_text, write_report
 

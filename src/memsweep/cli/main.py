@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from memsweep import __version__
@@ -21,7 +23,16 @@ from memsweep.cli.run import RunCommand
 from memsweep.cli.submit import StatusCommand, StopCommand, SubmitCommand
 from memsweep.cli.validate import ValidateCommand
 from memsweep.cli.watch import WatchCommand
-from memsweep.errors import MemsweepError
+from memsweep.errors import EXIT_CODES, MemsweepError
+
+DEBUG_ENV = "MEMSWEEP_DEBUG"
+"""Set to 1 to print the traceback of an internal error (a bug) besides its one line."""
+
+REPORT_HINT = "file an issue with the command line and that traceback"
+"""What to do with an internal error."""
+
+INTERNAL_ERROR = 70
+"""Exit code of an unexpected exception (``EX_SOFTWARE`` of sysexits.h)."""
 
 COMMANDS: dict[str, Command] = {
     "validate": ValidateCommand(),
@@ -45,8 +56,18 @@ def get_parser() -> Parser:
         "size, env runners and framework.",
     )
     parser.add_argument("--version", action="version", version=f"memsweep {__version__}")
+    parser.epilog = exit_codes_text()
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_commands(parser, COMMANDS)
     return parser
+
+
+def exit_codes_text() -> str:
+    """The exit-code table ``--help`` prints (and the README repeats)."""
+    width = max(len(str(code)) for code in EXIT_CODES)
+    return "exit codes:\n" + "\n".join(
+        f"  {code:>{width}}  {meaning}" for code, meaning in EXIT_CODES.items()
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,6 +90,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "" if analyzing else "; resume with `memsweep run --resume SWEEP`"
         print(f"{prog}: interrupted{hint}", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # The backstop: every expected failure is a MemsweepError raised where it is
+        # known; anything else is a bug, told in one line (the traceback on request).
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            traceback.print_exc()
+        where = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"{prog}: internal error: {type(exc).__name__}{': ' + where if where else ''} "
+            f"(a bug in memsweep {__version__}: rerun with {DEBUG_ENV}=1 for the traceback "
+            f"and {REPORT_HINT})",
+            file=sys.stderr,
+        )
+        return INTERNAL_ERROR
 
 
 def entry() -> None:

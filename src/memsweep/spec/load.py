@@ -158,6 +158,36 @@ class _SweepLoader(yaml.SafeLoader):
                 )
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        # YAML says keys are unique, PyYAML lets the later one win silently: a sweep with
+        # two `factors:` would run only the second. Refuse, naming the key and both lines.
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise DuplicateKeyError(key, seen[key], key_node.start_mark)
+                    seen[key] = line
+                except TypeError:
+                    continue  # an unhashable key; construct_mapping reports it
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A key given twice in one YAML mapping (the later one would silently win)."""
+
+    def __init__(self, key: Any, first_line: int, mark: Any) -> None:
+        super().__init__(
+            None,
+            None,
+            f"duplicate key '{key}' (first on line {first_line}): keep one of them",
+            mark,
+        )
+
 
 def _expanded_size(data: Any, limit: int) -> int:
     """Values in ``data`` with shared (aliased) parts counted every time; stops at ``limit``."""

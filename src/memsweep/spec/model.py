@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -400,6 +401,11 @@ class SearchSpec(_Frozen):
     def _budget_size(cls, value: Any) -> Any:
         return None if value is None else parse_bytes(value)
 
+    @field_serializer("budget")
+    def _budget_with_unit(self, value: int | None) -> str | None:
+        # Dumped with its unit, so a dumped study validates again (sizes need a unit).
+        return None if value is None else f"{value}B"
+
     @field_validator("maximize", mode="before")
     @classmethod
     def _maximize_factors(cls, value: Any) -> Any:
@@ -556,6 +562,10 @@ class ResourceSpec(_Frozen):
     @classmethod
     def _budget_size(cls, value: Any) -> Any:
         return None if value is None else parse_bytes(value)
+
+    @field_serializer("memory_budget")
+    def _memory_budget_with_unit(self, value: int | None) -> str | None:
+        return None if value is None else f"{value}B"
 
 
 class TrainingSpec(_Frozen):

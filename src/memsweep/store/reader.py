@@ -33,10 +33,18 @@ COVERS_KEY = b"memsweep.covers"
 def list_parquet(fs: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:
     """The visible Parquet files of ``folder`` in name order (hidden temporaries skipped)."""
     selector = pafs.FileSelector(folder, recursive=False, allow_not_found=True)
+    try:
+        found = fs.get_file_info(selector)
+    except OSError as exc:
+        # A file where a table's folder belongs (a copy gone wrong), or no permission.
+        raise DataError(
+            f"{folder} cannot be listed as a table folder ({first_line(exc)}): "
+            "move it aside or restore the folder, then run again"
+        ) from None
     return sorted(
         (
             info
-            for info in fs.get_file_info(selector)
+            for info in found
             if info.type == pafs.FileType.File
             and info.base_name.endswith(".parquet")
             and not info.base_name.startswith((".", "_"))
