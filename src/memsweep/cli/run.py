@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from memsweep.cli.validate import warn
 from memsweep.errors import SpecError
 from memsweep.spec import load_study
+from memsweep.spec.runtime import check_runtime, check_same_sweep, local_machine
 
 if TYPE_CHECKING:
     from memsweep.run.sweep import SweepOutcome
@@ -38,6 +41,12 @@ class RunCommand:
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         study = load_study(args.sweep)
+        # Before Ray starts: a cluster (--address) is read only once joined, so then
+        # only the env id is checked here.
+        check_runtime(study, args.sweep, None if args.address else local_machine(), warn)
+        if not args.resume and not args.as_grid and study.search.mode != "budget":
+            storage = args.storage or study.storage_uri
+            check_same_sweep(study, _study_text(storage), storage)
         from memsweep.run.rllib_check import check_study
 
         check_study(study, args.sweep)  # Imports RLlib only when the file needs it.
@@ -89,3 +98,22 @@ def print_outcome(name: str, outcome: SweepOutcome) -> None:
     if outcome.report is not None:
         print()
         print(outcome.report)
+
+
+def _study_text(storage: str) -> str | None:
+    """The ``study.yaml`` already in a results location, or None (none, or unreadable)."""
+    from memsweep.store import is_remote
+
+    if is_remote(storage):
+        from memsweep.errors import DataError
+        from memsweep.store import open_results
+
+        try:
+            return open_results(storage).text("study.yaml")
+        except (DataError, OSError):
+            return None
+    path = Path(storage) / "study.yaml"
+    try:
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        return None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from memsweep.spec import describe_fields, load_study
 from memsweep.spec.plateau import GUARD_FACTOR, estimate, time_cap_s
 from memsweep.units import format_bytes
+from memsweep.spec.runtime import check_runtime, local_machine
 
 EXPLAIN_FACTORS = """\
 Beyond the keys above:
@@ -36,6 +38,7 @@ class ValidateCommand:
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         study = load_study(args.sweep)
+        check_runtime(study, args.sweep, local_machine(), warn)
         from memsweep.run.rllib_check import check_study
 
         checked = check_study(study, args.sweep)
@@ -116,3 +119,8 @@ class ValidateCommand:
         if study.resources.memory_budget is not None:
             print(f"  memory_budget: {format_bytes(study.resources.memory_budget)} (Σ PSS)")
         return 0
+
+
+def warn(message: str) -> None:
+    """A runtime warning: one line on stderr; the command goes on."""
+    print(f"memsweep: warning: {message}", file=sys.stderr)
