@@ -286,3 +286,10 @@ def test_the_installed_entry_points_answer_bad_input_in_one_line(argv: list[str]
     assert result.returncode in EXIT_CODES and result.returncode != 70
     if result.returncode != 0:
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_the_readme_lists_every_exit_code_as_errors_defines_it() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme.split("<!-- exit-codes:", 1)[1].split("<!-- /exit-codes -->", 1)[0]
+    rows = [line for line in block.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert rows == [f"| {code} | {meaning} |" for code, meaning in EXIT_CODES.items()]
