@@ -7,8 +7,8 @@ import sys
 
 from memsweep.spec import describe_fields, load_study
 from memsweep.spec.plateau import GUARD_FACTOR, estimate, time_cap_s
-from memsweep.units import format_bytes
 from memsweep.spec.runtime import check_runtime, local_machine
+from memsweep.units import format_bytes
 
 EXPLAIN_FACTORS = """\
 Beyond the keys above:
