@@ -94,6 +94,11 @@ class GrowthRule:
     min_step_bytes: float = 5e6
     """Smallest level shift reported as a one-time step, bytes."""
 
+    min_rise_bytes: float = 1e6
+    """Sustained growth must also have raised memory over the plateau by at least this
+    much (the last tenth's mean over the first tenth's, bytes): on a short, noisy plateau
+    a slope interval can exclude 0 by chance while the memory did not rise at all."""
+
     min_plateau_steps: float = 2000.0
     """Fewer env steps of plateau than this: too little plateau, whatever the interval."""
 
@@ -285,7 +290,7 @@ def classify_growth(
         and late_rate.value < rule.falling_ratio * early_rate.value
     ):
         kind = "settling"
-    elif late_rate.low > r:
+    elif late_rate.low > r and rise >= rule.min_rise_bytes:
         kind = "sustained growth"
     elif late_stat.high < r:
         if found is not None:
