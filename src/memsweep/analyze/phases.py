@@ -433,6 +433,16 @@ def trial_phases(
     progress = progress.sort_values("t_s")
     p_t = progress["t_s"].to_numpy(dtype=np.float64)
     p_stored = progress["stored"].to_numpy(dtype=np.float64)
+    if capacity > 0:
+        # The buffer counts as full once as many env steps as its capacity were sampled
+        # (the rule the plateau stop uses, memsweep.run.trainable): RLlib's new-stack
+        # episode buffer evicts whole episodes and settles below its capacity (90% of a
+        # 2,000 buffer with 200-step episodes), so its size alone may never reach 98%.
+        steps_now = progress["env_steps"].to_numpy(dtype=np.float64)
+        reached_capacity = np.isfinite(steps_now) & (steps_now >= capacity)
+        p_stored = np.where(
+            reached_capacity, np.maximum(np.nan_to_num(p_stored), capacity), p_stored
+        )
     p_steps = progress["env_steps"].to_numpy(dtype=np.float64)
     total_rows = rows[rows["role"] == "total"]
     bucket_s = float(total_rows["bucket_s"].iloc[0])

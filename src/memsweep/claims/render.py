@@ -51,7 +51,7 @@ def to_markdown(table: ClaimsTable, plots: Sequence[str] = ()) -> str:
         "Memory is a trial's plateau (buffer full): PSS summed over its processes (trainable "
         f'and env runners). Intervals are {level:.0%}. "At the claim\'s scale" carries the '
         "fitted model beyond what was measured where marked: an extrapolation, not a "
-        'measurement. Verdict rules: `memsweep/analyze/claims.py` (a figure is "about" '
+        'measurement. Verdict rules: `memsweep/claims/build.py` (a figure is "about" '
         f"right within ±{ABOUT:.0%}; a direction needs its whole interval on the claimed side "
         f"and more than {NEGLIGIBLE:.0%} of a process's memory).",
         "",
