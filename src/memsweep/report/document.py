@@ -200,7 +200,7 @@ def headline(analysis: Analysis) -> list[str]:
     if within is not None:
         lines.append(
             "fill slope within trials (buffer and warm-up together): "
-            f"{format_interval(within, 'bytes per transition')}"
+            + effect_text(within, "bytes per transition", analysis.options.confidence)
             + (
                 f"; analytic footprint of obs + next obs: {format_number(analytic)} bytes"
                 if analytic
