@@ -355,7 +355,10 @@ def test_generated_malformed_inputs_get_one_line_too(tmp_path: Path) -> None:
         (("analyze", "predict", "{tmp}", "--budget", "lots"), "--budget"),
         (("analyze", "predict", "{tmp}", "--num-workers", "-3"), "--num-workers"),
         (("analyze", "predict", "{tmp}", "--framework", "jax"), "--framework"),
-        (("analyze", "predict", "{tmp}", "--solve-for", "model"), "invalid choice"),
+        (
+            ("analyze", "predict", "{tmp}", "--solve-for", "model"),
+            "--solve-for: model is not a numeric factor",
+        ),
     ],
 )
 def test_wrong_flags_get_one_line_and_a_non_zero_exit(

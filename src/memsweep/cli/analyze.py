@@ -163,6 +163,11 @@ class PredictCommand:
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         _option_values(args)
+        if args.solve_for in ("model", "framework"):
+            raise MemsweepError(
+                f"--solve-for: {args.solve_for} is not a numeric factor; give replay_capacity, "
+                "num_workers or another numeric factor of the sweep"
+            )
         budget = parse_size(args.budget, "--budget") if args.budget is not None else None
         capacity = _count(args.replay_capacity, "--replay-capacity")
         workers = _count(args.num_workers, "--num-workers")
