@@ -218,7 +218,9 @@ def test_uint8_synthetic_observations_on_the_new_stack_are_refused_with_the_fix(
 
 # (algorithm, capacity, capacity RLlib builds, env runners): APPO needs a remote one.
 OTHER_ALGORITHMS = [
-    pytest.param("SAC", 700, 700, 0, id="SAC"),
+    # Large enough that one iteration (1,024 env steps at training_intensity 0.25) does
+    # not fill it: a full episode buffer evicts whole episodes.
+    pytest.param("SAC", 4000, 4000, 0, id="SAC"),
     pytest.param("PPO", 0, None, 0, id="PPO"),
     pytest.param("APPO", 0, None, 1, id="APPO"),
 ]
