@@ -22,7 +22,7 @@ from memsweep.units import format_bytes, parse_count, parse_model, parse_size
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("64GB", 64 * 10**9), ("16GiB", 16 * 2**30), ("512MB", 512 * 10**6), ("1000", 1000)],
+    [("64GB", 64 * 10**9), ("16GiB", 16 * 2**30), ("512MB", 512 * 10**6), ("1000B", 1000)],
 )
 def test_a_budget_is_read_in_decimal_or_binary_units(text: str, expected: int) -> None:
     assert parse_size(text, "--budget") == expected

@@ -144,6 +144,9 @@ class Collector:
         self._pss_peaks: dict[str, int] = {}
         self._memory: dict[str, TrialMemory] = {}
         self._seen: dict[tuple[str, int], tuple[str, str, float | None]] = {}
+        # Trials that ended before this collector started (finished in an earlier run of a
+        # resumed sweep) had their processes sampled by that run's collector, not this one.
+        self._started_us = _now_us()
         self._node_memory: dict[str, tuple[int | None, int | None]] = {}
 
     # -- called from Tune's thread ------------------------------------------------------
@@ -528,6 +531,8 @@ class Collector:
         patience_us = int((_HOLD_S + 3 * self.flush_interval_s) * 1_000_000)
         for row in self.trials.rows():
             if row.ended_at is None or row.trial_id in attributed or row.error == UNATTRIBUTED:
+                continue
+            if row.ended_at < self._started_us:
                 continue
             if not final and _now_us() - row.ended_at < patience_us:
                 continue

@@ -386,8 +386,11 @@ def run_study(
                 grid = tuner.fit()
         finally:
             callback.close()
-        if callback.collector_error is not None:
-            raise MemsweepError(f"Samples could not be written: {callback.collector_error}")
+        failure = callback.collector_error
+        if isinstance(failure, MemsweepError):
+            raise failure  # It names the problem and the fix (a full disk, a lost bucket).
+        if failure is not None:
+            raise MemsweepError(f"Samples could not be written: {failure}")
         # Every writer has stopped: merge the sweep's part files (one per table per flush).
         compact_results(uri)
         errors = sum(1 for index in range(len(grid)) if grid[index].error is not None)

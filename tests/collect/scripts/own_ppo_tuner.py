@@ -30,7 +30,9 @@ tuner = tune.Tuner(
     tune_config=tune.TuneConfig(max_concurrent_trials=1),
     run_config=tune.RunConfig(
         storage_path=f"{out}/tune",
-        stop={"training_iteration": 3},
+        # Long enough that the collector has attributed and sampled (PSS at 1 Hz) each
+        # trial before its last result, also on a loaded machine.
+        stop={"training_iteration": 6},
         callbacks=[memsweep.MemoryCallback(f"{out}/results")],
         verbose=0,
     ),
