@@ -11,10 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from memsweep.analyze.formula import ModelError
 from memsweep.analyze.load import bucket_width_s, stored_transitions
-from memsweep.analyze.models import ModelError, fit_quantity
-from memsweep.analyze.phases import PhaseOptions, segment
-from memsweep.analyze.prediction import estimate_params, largest_fitting
+from memsweep.analyze.models import fit_quantity
+from memsweep.analyze.prediction import estimate_params
+from memsweep.analyze.segments import PhaseOptions, segment
+from memsweep.analyze.solve import largest_fitting
 from memsweep.analyze.trends import fit_trend, hac_maxlags
 from memsweep.errors import MemsweepError
 from memsweep.units import format_bytes, parse_count, parse_model, parse_size

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from memsweep.analyze import analyze_results
+from memsweep.analyze.buffer_cost import buffer_cost
 from memsweep.analyze.models import fit_all
-from memsweep.analyze.phases import buffer_cost
 from memsweep.analyze.prediction import PredictPoint, predict
 from memsweep.report.document import effect_text, summary_text, write_report
 from memsweep.store import ResultsWriter, open_results

@@ -27,14 +27,8 @@ if TYPE_CHECKING:
     from memsweep.analyze.leaks import GrowthVerdict, LeakVerdict
     from memsweep.analyze.models import Effect, FittedModel, ModelSet
     from memsweep.analyze.phases import RolePhases, TrialPhases
-    from memsweep.analyze.prediction import (
-        BudgetAnswer,
-        Prediction,
-        PredictPoint,
-        RolePrediction,
-        predict,
-        solve_budget,
-    )
+    from memsweep.analyze.prediction import Prediction, PredictPoint, RolePrediction, predict
+    from memsweep.analyze.solve import BudgetAnswer, solve_budget
     from memsweep.units import Estimate
 
 _HOMES = {
@@ -51,12 +45,12 @@ _HOMES = {
     "ModelSet": "models",
     "RolePhases": "phases",
     "TrialPhases": "phases",
-    "BudgetAnswer": "prediction",
+    "BudgetAnswer": "solve",
     "Prediction": "prediction",
     "PredictPoint": "prediction",
     "RolePrediction": "prediction",
     "predict": "prediction",
-    "solve_budget": "prediction",
+    "solve_budget": "solve",
     "Estimate": "units",
 }
 

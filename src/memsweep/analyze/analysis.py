@@ -13,7 +13,8 @@ from memsweep.analyze.growth import GrowthRule
 from memsweep.analyze.leaks import DEFAULT_HORIZON_ENV_STEPS, GrowthVerdict, growth_verdicts
 from memsweep.analyze.load import TRIAL_ROLES, SweepData, load_sweep
 from memsweep.analyze.models import ModelSet, fit_all
-from memsweep.analyze.phases import PhaseOptions, TrialPhases, all_phases
+from memsweep.analyze.phases import TrialPhases, all_phases
+from memsweep.analyze.segments import PhaseOptions
 from memsweep.errors import DataError, MemsweepError
 from memsweep.store import Results
 

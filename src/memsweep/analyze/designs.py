@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 
-from memsweep.analyze.models import FACTORS, base_formula, factor_arrays
+from memsweep.analyze.formula import FACTORS, factor_arrays
+from memsweep.analyze.terms import base_formula
 from memsweep.units import format_bytes
 
 PLATEAU = "plateau__total"

@@ -18,21 +18,28 @@ are interpolated at ``t_s``.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import yaml
 
+from memsweep.analyze.factors import BUILTIN_FACTORS, FactorValue, trial_factors
+from memsweep.analyze.queries import (
+    PEAKS_SQL,
+    PER_PROCESS_SQL,
+    RANGES_SQL,
+    SERIES_SQL,
+    SYSTEM_SQL,
+    connect,
+    sample_files,
+)
 from memsweep.errors import DataError
 from memsweep.store import Results, open_results
 
@@ -64,13 +71,6 @@ TRIAL_COLUMNS = [
     "factors_json",
 ]
 """Columns of ``trials.parquet`` the analysis uses (absent ones read as null)."""
-
-BUILTIN_FACTORS = ("replay_capacity", "model", "num_workers", "framework")
-"""The factors every memsweep sweep has; results written before ``factors_json`` existed
-carry only these, in their own columns."""
-
-FactorValue = float | str
-"""A factor's value in one trial: a number (float) or a label."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,103 +152,6 @@ def _study_facts(results: Results) -> tuple[str, float]:
     return name, full_interval_s
 
 
-def _sample_files(results: Results) -> list[str]:
-    return results.files("samples")
-
-
-def _connect(results: Results, files: list[str], trials: pd.DataFrame) -> duckdb.DuckDBPyConnection:
-    """A duckdb connection with views ``samples`` (all rows) and ``trial_samples`` (rows of
-    trials, from each trial's latest driver run only)."""
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")
-    if isinstance(results.fs, pafs.LocalFileSystem):
-        listed = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
-        con.execute(
-            f"CREATE VIEW samples AS SELECT * FROM read_parquet([{listed}], union_by_name = true)"
-        )
-    else:
-        # duckdb cannot glob an arbitrary pyarrow filesystem: let it scan the dataset,
-        # which still pushes the column projection down to the Parquet reader.
-        con.register("samples", results.dataset("samples"))
-    columns = {row[0] for row in con.sql("DESCRIBE samples").fetchall()}
-    runs = trials["run_id"].dropna()
-    if "run_id" in columns and len(runs):
-        # A resumed trial restarts its processes; samples of the attempts before the
-        # resume describe other processes and an earlier buffer: keep the latest attempt.
-        con.register(
-            "trial_runs", pd.DataFrame({"trial_id": runs.index, "run_id": runs.to_numpy()})
-        )
-        con.execute(
-            "CREATE VIEW trial_samples AS SELECT s.* FROM samples s "
-            "LEFT JOIN trial_runs r ON s.trial_id = r.trial_id "
-            "WHERE s.trial_id IS NOT NULL "
-            "AND (r.run_id IS NULL OR s.run_id IS NULL OR s.run_id = r.run_id)"
-        )
-    else:
-        con.execute("CREATE VIEW trial_samples AS SELECT * FROM samples WHERE trial_id IS NOT NULL")
-    return con
-
-
-_RANGES_SQL = """
-SELECT trial_id, min(epoch_us(ts)) AS t0_us, max(epoch_us(ts)) AS t1_us
-FROM trial_samples GROUP BY trial_id
-"""
-
-_PER_PROCESS_SQL = """
-CREATE TEMP TABLE per_process AS
-SELECT s.trial_id, s.role, s.node_id, s.pid, s.create_time,
-       (epoch_us(s.ts) - w.t0_us) // w.width_us AS bucket,
-       avg(s.rss_bytes) AS rss, avg(s.pss_bytes) AS pss, avg(s.uss_bytes) AS uss,
-       max(s.hwm_bytes)::DOUBLE AS hwm, avg(s.swap_bytes) AS swap, count(*) AS rounds,
-       avg(epoch_us(s.ts) - w.t0_us) FILTER (WHERE s.pss_bytes IS NOT NULL) AS t_pss_us,
-       avg(epoch_us(s.ts) - w.t0_us) AS t_all_us
-FROM trial_samples s JOIN widths w ON s.trial_id = w.trial_id
-GROUP BY s.trial_id, s.role, s.node_id, s.pid, s.create_time, bucket
-"""
-
-_SERIES_SQL = """
-SELECT trial_id, role, bucket,
-       sum(rss) AS rss_bytes,
-       CASE WHEN count(pss) = count(*) THEN sum(pss) END AS pss_bytes,
-       CASE WHEN count(uss) = count(*) THEN sum(uss) END AS uss_bytes,
-       sum(hwm) AS hwm_bytes, sum(swap) AS swap_bytes, max(rounds) AS rounds,
-       avg(t_pss_us) / 1e6 AS t_pss_s, avg(t_all_us) / 1e6 AS t_all_s
-FROM per_process GROUP BY trial_id, role, bucket
-"""
-
-_PEAKS_SQL = """
-SELECT trial_id, role, count(*) AS processes, sum(hwm) AS hwm_sum_bytes
-FROM (
-    SELECT trial_id, role, node_id, pid, create_time, max(hwm) AS hwm
-    FROM per_process GROUP BY trial_id, role, node_id, pid, create_time
-) GROUP BY trial_id, role
-"""
-
-_SYSTEM_SQL = """
-WITH per_process AS (
-    SELECT role, node_id, pid, create_time, epoch_us(ts) // 60000000 AS minute,
-           sum(pss_bytes)::DOUBLE AS pss, count(pss_bytes) AS full_rounds,
-           sum(rss_bytes)::DOUBLE AS rss, count(*) AS rounds
-    FROM samples WHERE trial_id IS NULL AND role IN ('ray_system', 'ray_worker', 'driver')
-    GROUP BY role, node_id, pid, create_time, minute
-), per_minute AS (
-    SELECT node_id, minute, max(full_rounds) AS full_rounds, max(rounds) AS rounds
-    FROM per_process GROUP BY node_id, minute
-), per_role AS (
-    SELECT p.role, p.node_id, p.minute,
-           sum(p.pss) / NULLIF(max(m.full_rounds), 0) AS pss, sum(p.rss) / max(m.rounds) AS rss
-    FROM per_process p JOIN per_minute m ON p.node_id = m.node_id AND p.minute = m.minute
-    GROUP BY p.role, p.node_id, p.minute
-)
-SELECT role, node_id, median(pss) AS pss_bytes, median(rss) AS rss_bytes
-FROM per_role GROUP BY role, node_id
-"""
-"""Ray's own processes per node and role: the time average within each minute (a process
-counts for the rounds it was alive in, so churning idle workers are not summed; the
-minute's round count is the largest per-process count, the raylet's), then the median
-over minutes."""
-
-
 def bucket_width_s(duration_s: float, full_interval_s: float, max_buckets: int) -> float:
     """Bucket width: at least two PSS reads per bucket, at most ``max_buckets`` per trial."""
     return max(2.0 * full_interval_s, duration_s / max(max_buckets, 1))
@@ -291,15 +194,15 @@ def load_sweep(source: str | Results, max_buckets: int = 600) -> SweepData:
         .set_index("trial_id")
     )
 
-    files = _sample_files(results)
+    files = sample_files(results)
     if not files:
         raise DataError(
             f"{uri}: partial dataset: {len(trials)} trial(s) but no samples/ part files. "
             "Was the memory sampler running? See events/ and the driver log."
         )
-    con = _connect(results, files, trials)
+    con = connect(results, files, trials)
     sample_rows = int(con.sql("SELECT count(*) FROM samples").fetchall()[0][0])
-    ranges = con.sql(_RANGES_SQL).df()
+    ranges = con.sql(RANGES_SQL).df()
     if ranges.empty:
         raise DataError(
             f"{uri}: {sample_rows} sample rows but none belongs to a trial (trial_id is null "
@@ -318,12 +221,12 @@ def load_sweep(source: str | Results, max_buckets: int = 600) -> SweepData:
     )
     con.register("widths", widths)
     step = time.perf_counter()
-    con.execute(_PER_PROCESS_SQL)
-    raw = con.sql(_SERIES_SQL).df()
-    peaks = con.sql(_PEAKS_SQL).df()
+    con.execute(PER_PROCESS_SQL)
+    raw = con.sql(SERIES_SQL).df()
+    peaks = con.sql(PEAKS_SQL).df()
     timings["aggregate_trials_s"] = time.perf_counter() - step
     step = time.perf_counter()
-    system = con.sql(_SYSTEM_SQL).df()
+    system = con.sql(SYSTEM_SQL).df()
     timings["aggregate_system_s"] = time.perf_counter() - step
     con.close()
 
@@ -411,60 +314,6 @@ def load_sweep(source: str | Results, max_buckets: int = 600) -> SweepData:
         notes=tuple(dict.fromkeys(notes)),
         timings_s=timings,
     )
-
-
-def factor_value(value: Any) -> FactorValue | None:
-    """A factor value as the analysis uses it: numbers as float, labels as str, null as None."""
-    if value is None or isinstance(value, bool):
-        return None if value is None else str(value).lower()
-    if isinstance(value, int | float | np.integer | np.floating):
-        number = float(value)
-        return None if math.isnan(number) else number
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True)
-    text = str(value)
-    return None if text == "" else text
-
-
-def trial_factors(
-    trials: pd.DataFrame,
-) -> tuple[dict[str, dict[str, FactorValue]], list[str]]:
-    """Per trial: factor name → value, and one sentence per ``factors_json`` that could not
-    be read. ``factors_json`` (the shared interface) wins; a trial without it (results
-    written before it existed) has the four built-in columns; a trial of a foreign
-    trainable may have no factor at all (an empty mapping, never an error)."""
-    out: dict[str, dict[str, FactorValue]] = {}
-    problems: list[str] = []
-    for trial_id, row in trials.iterrows():
-        values: dict[str, FactorValue] = {}
-        text = row.get("factors_json")
-        parsed: Any = None
-        if isinstance(text, str) and text.strip():
-            try:
-                parsed = json.loads(text)
-            except json.JSONDecodeError as exc:
-                problems.append(
-                    f"trial {trial_id}: factors_json is not valid JSON ({exc.msg}): "
-                    "using its built-in factor columns"
-                )
-            if parsed is not None and not isinstance(parsed, dict):
-                problems.append(
-                    f"trial {trial_id}: factors_json is not a JSON object: "
-                    "using its built-in factor columns"
-                )
-                parsed = None
-        if isinstance(parsed, dict):
-            for name, raw in parsed.items():
-                value = factor_value(raw)
-                if value is not None:
-                    values[str(name)] = value
-        else:
-            for name in BUILTIN_FACTORS:
-                value = factor_value(row.get(name))
-                if value is not None:
-                    values[name] = value
-        out[str(trial_id)] = values
-    return out, problems
 
 
 def _attach_steps(

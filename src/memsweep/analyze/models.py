@@ -12,18 +12,6 @@ copy of the model), ``framework × num_workers``, ``framework × model_params`` 
 ``framework × replay_capacity`` (another framework, another per-unit cost), so a
 framework is an offset plus slopes, not a separate universe.
 
-**Form choice (stated criterion).** For each numeric factor with at least three distinct
-values, the forms ``linear`` (x), ``log`` (log x, or log(1 + x) when x can be 0) and
-``power`` (x^p, p profiled over 0.1, 0.2, …, 3) are compared by leave-one-out cross-validated
-RMSE in bytes, the other factors linear. The lowest wins, except that ``linear`` is kept
-unless another form lowers the LOO RMSE by more than 5 % (bytes add up; a linear slope is
-a cost per unit). A factor with two values is linear; one with one value is not fitted
-(and said so).
-
-**Interactions.** Added forward, one at a time, while the best addition lowers AIC by
-more than 2, and only where the design allows: the design matrix keeps full rank and at
-least two residual degrees of freedom.
-
 Intervals are OLS (Student-t) at the analysis' confidence; prediction intervals are
 for a new trial.
 """
@@ -33,209 +21,37 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.linalg
 import statsmodels.api as sm
-from statsmodels.stats.outliers_influence import OLSInfluence
 
-from memsweep.units import Estimate
-
-NUMERIC_FACTORS = ("replay_capacity", "model_params", "num_workers")
-"""The built-in numeric factors (``model`` enters through its parameter count)."""
-
-CATEGORICAL_FACTORS = ("framework",)
-FACTORS = NUMERIC_FACTORS + CATEGORICAL_FACTORS
-"""The built-in factors in the order they enter a model; any other factor of a sweep
-(``factors_json``) follows them, numeric ones as a per-unit cost, others as offsets."""
-CANDIDATE_INTERACTIONS: tuple[tuple[str, str], ...] = (
-    ("num_workers", "model_params"),
-    ("framework", "num_workers"),
-    ("framework", "model_params"),
-    ("framework", "replay_capacity"),
+from memsweep.analyze.formula import (
+    CATEGORICAL_FACTORS,
+    FACTORS,
+    NUMERIC_FACTORS,
+    Form,
+    Formula,
+    ModelError,
+    effect_name,
+    effect_unit,
+    offset_name,
 )
-FormKind = Literal["linear", "log", "log1p", "power"]
-POWER_GRID = tuple(round(p, 2) for p in np.arange(0.1, 3.0001, 0.1))
-LINEAR_PREFERENCE = 0.05
-"""``linear`` stays unless another form lowers LOO RMSE by more than this fraction."""
-
-EFFECT_UNITS = {
-    "replay_capacity": "bytes per transition",
-    "model_params": "bytes per parameter",
-    "num_workers": "bytes per env runner",
-}
-EFFECT_NAMES = {
-    "replay_capacity": "bytes_per_transition",
-    "model_params": "bytes_per_param",
-    "num_workers": "bytes_per_worker",
-}
-
-
-def effect_name(factor: str) -> str:
-    """The name of a numeric factor's marginal cost: ``bytes_per_transition`` for the
-    built-ins, ``bytes_per_unit[NAME]`` for any other factor."""
-    return EFFECT_NAMES.get(factor, f"bytes_per_unit[{factor}]")
-
-
-def effect_unit(factor: str) -> str:
-    """``bytes per transition`` for the built-ins, ``bytes per unit of NAME`` otherwise."""
-    return EFFECT_UNITS.get(factor, f"bytes per unit of {factor}")
-
-
-def offset_name(factor: str, level: str) -> str:
-    """``framework_offset[tf2]``: a categorical level's offset from the base level."""
-    return f"{factor}_offset[{level}]"
-
-
-def is_numeric(values: pd.Series) -> bool:
-    """A factor is numeric when every recorded value is a number."""
-    present = values.dropna()
-    if pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present):
-        return True
-    return len(present) > 0 and all(
-        isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
-        for v in present
-    )
-
-
-class ModelError(Exception):
-    """A quantity cannot be fitted (too few trials for its terms)."""
-
-
-@dataclass(frozen=True)
-class Form:
-    """How one numeric factor enters the model."""
-
-    factor: str
-    kind: FormKind = "linear"
-    power: float = 1.0
-    """Exponent of the ``power`` form."""
-
-    scale: float = 1.0
-    """Linear and power forms use x / scale (the largest measured value), so that a design
-    column x^p stays near 1 and the least squares stay well conditioned; coefficients are
-    converted back to natural units (bytes per transition, …) when reported."""
-
-    @property
-    def unit_factor(self) -> float:
-        """Multiply a coefficient of this column by this to get natural units."""
-        if self.kind == "linear":
-            return 1.0 / self.scale
-        if self.kind == "power":
-            return float(self.scale ** (-self.power))
-        return 1.0
-
-    @property
-    def column(self) -> str:
-        if self.kind == "linear":
-            return self.factor
-        if self.kind == "power":
-            return f"{self.factor}^{self.power:g}"
-        return f"{self.kind}({self.factor})"
-
-    def apply(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
-        values = np.asarray(x, dtype=np.float64)
-        if self.kind == "log":
-            return np.log(np.maximum(values, 1e-300))
-        if self.kind == "log1p":
-            return np.log1p(np.maximum(values, 0.0))
-        if self.kind == "power":
-            return np.power(np.maximum(values / self.scale, 0.0), self.power)
-        return values / self.scale
-
-
-def factor_arrays(
-    df: pd.DataFrame, formula: Formula | None = None
-) -> dict[str, np.ndarray[Any, Any]]:
-    """The factor columns of ``df`` as arrays: numeric as float, categorical as str.
-
-    With ``formula``, its forms are numeric and its levels categorical; without, the
-    built-in factors are (and any other column present is left out)."""
-    out: dict[str, np.ndarray[Any, Any]] = {}
-    numeric = [f.factor for f in formula.forms] if formula else list(NUMERIC_FACTORS)
-    categorical = [n for n, _ in formula.levels] if formula else list(CATEGORICAL_FACTORS)
-    for factor in numeric:
-        if factor in df:
-            out[factor] = pd.to_numeric(df[factor], errors="coerce").to_numpy(dtype=np.float64)
-    for factor in categorical:
-        if factor in df:
-            out[factor] = df[factor].astype(str).to_numpy()
-    return out
-
-
-@dataclass(frozen=True)
-class Formula:
-    """The terms of a model: numeric forms, categorical levels, interactions."""
-
-    forms: tuple[Form, ...]
-    levels: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    """Categorical factor → its levels, base level first."""
-
-    interactions: tuple[tuple[str, str], ...] = ()
-
-    def form(self, factor: str) -> Form | None:
-        return next((f for f in self.forms if f.factor == factor), None)
-
-    def factor_levels(self, factor: str) -> tuple[str, ...] | None:
-        return next((lv for name, lv in self.levels if name == factor), None)
-
-    @property
-    def factors(self) -> tuple[str, ...]:
-        return tuple(f.factor for f in self.forms) + tuple(name for name, _ in self.levels)
-
-    def _factor_columns(
-        self, factor: str, values: Mapping[str, np.ndarray[Any, Any]]
-    ) -> dict[str, np.ndarray[Any, Any]]:
-        form = self.form(factor)
-        if form is not None:
-            return {form.column: form.apply(values[factor])}
-        levels = self.factor_levels(factor)
-        if levels is None:
-            raise KeyError(factor)
-        column = values[factor]
-        return {f"{factor}[{level}]": (column == level).astype(np.float64) for level in levels[1:]}
-
-    def columns(
-        self, values: Mapping[str, np.ndarray[Any, Any]], n: int
-    ) -> dict[str, np.ndarray[Any, Any]]:
-        """Design columns (with ``const``) from factor arrays (numeric: float, categorical: str)."""
-        columns: dict[str, np.ndarray[Any, Any]] = {"const": np.ones(n)}
-        for factor in self.factors:
-            columns.update(self._factor_columns(factor, values))
-        for a, b in self.interactions:
-            for name_a, col_a in self._factor_columns(a, values).items():
-                for name_b, col_b in self._factor_columns(b, values).items():
-                    columns[f"{name_a}:{name_b}"] = col_a * col_b
-        return columns
-
-    def unit_factors(self) -> dict[str, float]:
-        """Design column → factor turning its coefficient into natural units."""
-        factors = {"const": 1.0}
-        single: dict[str, dict[str, float]] = {}
-        for factor in self.factors:
-            form = self.form(factor)
-            if form is not None:
-                single[factor] = {form.column: form.unit_factor}
-            else:
-                levels = self.factor_levels(factor) or ()
-                single[factor] = {f"{factor}[{level}]": 1.0 for level in levels[1:]}
-            factors.update(single[factor])
-        for a, b in self.interactions:
-            for name_a, unit_a in single[a].items():
-                for name_b, unit_b in single[b].items():
-                    factors[f"{name_a}:{name_b}"] = unit_a * unit_b
-        return factors
-
-    def design(self, df: pd.DataFrame) -> pd.DataFrame:
-        """The design matrix (with ``const``) for the rows of ``df``."""
-        return pd.DataFrame(self.columns(factor_arrays(df, self), len(df)), index=df.index)
-
-    def describe(self) -> str:
-        terms = [f.column for f in self.forms] + [name for name, _ in self.levels]
-        terms += [f"{a}×{b}" for a, b in self.interactions]
-        return " + ".join(["1", *terms])
+from memsweep.analyze.terms import (
+    FactorInfo,
+    FormChoice,
+    base_formula,
+    choose_forms,
+    choose_interactions,
+    fit_what_can_be,
+    identifiable,
+    loo_rmse,
+    model_factors,
+    ols,
+    without,
+)
+from memsweep.units import Estimate
 
 
 @dataclass(frozen=True)
@@ -260,17 +76,6 @@ class Effect:
     estimate: Estimate
     at: dict[str, Any]
     """The reference point (factor values) where the derivative or offset is taken."""
-
-
-@dataclass(frozen=True)
-class FormChoice:
-    """One candidate form of one factor and its cross-validated error."""
-
-    factor: str
-    form: str
-    loo_rmse_bytes: float
-    aic: float
-    chosen: bool
 
 
 @dataclass(frozen=True, eq=False)
@@ -324,299 +129,6 @@ class FittedModel:
 
     def effect(self, name: str) -> Effect | None:
         return next((e for e in self.effects if e.name == name), None)
-
-
-def _full_rank(exog: pd.DataFrame) -> bool:
-    scaled = exog / exog.abs().max().replace(0.0, 1.0)
-    return bool(np.linalg.matrix_rank(scaled.to_numpy()) == exog.shape[1])
-
-
-def _identifiable(formula: Formula, df: pd.DataFrame, min_df: int = 1) -> bool:
-    exog = formula.design(df)
-    return len(df) - exog.shape[1] >= min_df and _full_rank(exog)
-
-
-def _ols(formula: Formula, df: pd.DataFrame, y: np.ndarray[Any, Any]) -> Any:
-    return sm.OLS(y, formula.design(df)).fit()
-
-
-def _lstsq_predict(
-    formula: Formula,
-    *,
-    values: Mapping[str, np.ndarray[Any, Any]],
-    y: np.ndarray[Any, Any],
-    train: np.ndarray[Any, Any],
-    test: np.ndarray[Any, Any],
-) -> tuple[float, np.ndarray[Any, Any]]:
-    """(residual sum of squares on ``train``, predictions on ``test``) by LAPACK least squares."""
-    exog = np.column_stack(list(formula.columns(values, len(y)).values()))
-    coef = scipy.linalg.lstsq(exog[train], y[train], lapack_driver="gelsy")[0]
-    ssr = float(np.sum(np.square(y[train] - exog[train] @ coef)))
-    return ssr, exog[test] @ coef
-
-
-def _loo_rmse(formula: Formula, df: pd.DataFrame, y: np.ndarray[Any, Any]) -> float:
-    """Leave-one-out RMSE; exact PRESS residuals, or refits when a power is profiled."""
-    power = [f for f in formula.forms if f.kind == "power"]
-    if not power:
-        influence = OLSInfluence(_ols(formula, df, y))
-        if np.max(influence.hat_matrix_diag) > 1 - 1e-8:
-            # A trial alone at its factor level: leaving it out leaves that term unfitted.
-            return math.nan
-        return float(np.sqrt(np.mean(np.square(influence.resid_press))))
-    values = factor_arrays(df, formula)
-    everyone = np.arange(len(y))
-    errors = []
-    for i in everyone:
-        train = everyone != i
-        fitted = _profile_power(formula, power[0].factor, values, y, train)
-        _, predicted = _lstsq_predict(fitted, values=values, y=y, train=train, test=everyone == i)
-        errors.append(float(predicted[0] - y[i]))
-    return float(np.sqrt(np.mean(np.square(errors))))
-
-
-def _with_form(formula: Formula, form: Form) -> Formula:
-    """``formula`` with ``form`` for its factor (keeping the factor's scale)."""
-    old = formula.form(form.factor)
-    scaled = replace(form, scale=old.scale) if old is not None else form
-    forms = tuple(scaled if f.factor == form.factor else f for f in formula.forms)
-    return replace(formula, forms=forms)
-
-
-def _profile_power(
-    formula: Formula,
-    factor: str,
-    values: Mapping[str, np.ndarray[Any, Any]],
-    y: np.ndarray[Any, Any],
-    train: np.ndarray[Any, Any] | None = None,
-) -> Formula:
-    """The exponent p of x^p with the least residual sum of squares (a grid profile)."""
-    rows = np.ones(len(y), dtype=bool) if train is None else train
-    best, best_ssr = formula, math.inf
-    for p in POWER_GRID:
-        candidate = _with_form(formula, Form(factor, "power", float(p)))
-        ssr, _ = _lstsq_predict(candidate, values=values, y=y, train=rows, test=rows[:0])
-        if ssr < best_ssr:
-            best, best_ssr = candidate, ssr
-    return best
-
-
-def _forms_for(factor: str, values: np.ndarray[Any, Any]) -> list[Form]:
-    forms = [Form(factor, "linear")]
-    if len(np.unique(values)) >= 3:
-        forms.append(Form(factor, "log" if np.all(values > 0) else "log1p"))
-        forms.append(Form(factor, "power"))
-    return forms
-
-
-def choose_forms(
-    formula: Formula, df: pd.DataFrame, y: np.ndarray[Any, Any]
-) -> tuple[Formula, tuple[FormChoice, ...]]:
-    """Pick each numeric factor's form by LOO RMSE (see the module docstring)."""
-    choices: list[FormChoice] = []
-    chosen = formula
-    for form in formula.forms:
-        values = df[form.factor].to_numpy(dtype=np.float64)
-        rows = []
-        for candidate in _forms_for(form.factor, values):
-            trial = _with_form(formula, candidate)
-            if candidate.kind == "power":
-                trial = _profile_power(trial, form.factor, factor_arrays(df, trial), y)
-            if not _identifiable(trial, df):
-                continue
-            result = _ols(trial, df, y)
-            extra = 1 if candidate.kind == "power" else 0
-            aic = float(result.aic + 2 * extra)
-            used = trial.form(form.factor)
-            assert used is not None
-            rows.append((used, _loo_rmse(trial, df, y), aic))
-        if not rows:
-            continue
-        linear = rows[0]
-        best = min(rows, key=lambda r: r[1] if math.isfinite(r[1]) else math.inf)
-        # A power of 1 is the linear form; an error at rounding level cannot be beaten.
-        negligible = linear[1] <= 1e-9 * float(np.mean(np.abs(y)))
-        better = best[1] < linear[1] * (1 - LINEAR_PREFERENCE)
-        pick = best if better and not negligible and best[0].power != 1.0 else linear
-        chosen = _with_form(chosen, pick[0])
-        choices += [
-            FormChoice(form.factor, f.column, rmse, aic, f == pick[0]) for f, rmse, aic in rows
-        ]
-    return chosen, tuple(choices)
-
-
-def choose_interactions(formula: Formula, df: pd.DataFrame, y: np.ndarray[Any, Any]) -> Formula:
-    """Forward selection of candidate interactions by AIC (ΔAIC < −2), where identifiable."""
-    current = formula
-    current_aic = float(_ols(current, df, y).aic)
-    present = set(current.factors)
-    candidates = [c for c in CANDIDATE_INTERACTIONS if c[0] in present and c[1] in present]
-    while candidates:
-        scored = []
-        for pair in candidates:
-            trial = replace(current, interactions=(*current.interactions, pair))
-            if _identifiable(trial, df, min_df=2):
-                scored.append((float(_ols(trial, df, y).aic), pair, trial))
-        if not scored:
-            break
-        aic, pair, trial = min(scored, key=lambda s: s[0])
-        if aic >= current_aic - 2:
-            break
-        current, current_aic = trial, aic
-        candidates.remove(pair)
-    return current
-
-
-@dataclass(frozen=True)
-class FactorInfo:
-    """What the sweep measured of one factor."""
-
-    name: str
-    values: tuple[Any, ...]
-    """Distinct values among the trials fitted."""
-
-    in_model: bool
-    note: str
-    """Why it is (not) in the model: single value, confounded, …"""
-
-
-def model_factors(names: Sequence[str], table: pd.DataFrame) -> tuple[str, ...]:
-    """The factors a model uses for a sweep's factor ``names``: ``model`` (a label) enters
-    through its parameter count ``model_params`` when the sweep recorded it; the built-ins
-    come first in their order, any other factor after them."""
-    out: list[str] = []
-    has_params = "model_params" in table and table["model_params"].notna().any()
-    for name in names:
-        used = "model_params" if name == "model" and has_params else name
-        if used not in out:
-            out.append(used)
-    builtin = [f for f in FACTORS if f in out]
-    return tuple(builtin + [f for f in out if f not in FACTORS])
-
-
-def base_formula(
-    df: pd.DataFrame, factors: Sequence[str] | None = None
-) -> tuple[Formula, tuple[FactorInfo, ...]]:
-    """Main effects of every factor that varies and is not confounded with earlier ones.
-
-    ``factors`` default to the built-in ones present in ``df``. A factor whose recorded
-    values are all numbers is numeric (a per-unit cost), any other categorical
-    (treatment-coded offsets; base level ``torch`` for ``framework`` when present, else
-    the most common level)."""
-    infos: list[FactorInfo] = []
-    formula = Formula(forms=())
-    names = [f for f in FACTORS if f in df] if factors is None else list(factors)
-    for factor in names:
-        column = df[factor] if factor in df else pd.Series(dtype=object)
-        values = column.dropna().unique()
-        shown = tuple(sorted(values.tolist(), key=str))
-        if len(values) == 0:
-            infos.append(
-                FactorInfo(
-                    factor, (), False, f"{factor} was not recorded for these trials: not fitted"
-                )
-            )
-            continue
-        if len(values) < 2:
-            value = _show(shown[0])
-            infos.append(
-                FactorInfo(
-                    factor,
-                    shown,
-                    False,
-                    f"{factor} has a single value ({value}) in the trials fitted: nothing to fit; "
-                    "its effect is part of the intercept",
-                )
-            )
-            continue
-        if column.notna().sum() < len(df):
-            infos.append(
-                FactorInfo(
-                    factor,
-                    shown,
-                    False,
-                    f"{factor} is recorded for only {int(column.notna().sum())} of {len(df)} "
-                    "trials: not fitted",
-                )
-            )
-            continue
-        if is_numeric(column):
-            numbers = pd.to_numeric(column).to_numpy(dtype=np.float64)
-            scale = float(np.max(np.abs(numbers))) or 1.0
-            candidate = replace(formula, forms=(*formula.forms, Form(factor, scale=scale)))
-        else:
-            counts = column.astype(str).value_counts()
-            base = "torch" if "torch" in counts.index else str(counts.index[0])
-            levels = (base, *sorted(set(counts.index) - {base}))
-            candidate = replace(formula, levels=(*formula.levels, (factor, levels)))
-        if _full_rank(candidate.design(df)):
-            formula = candidate
-            infos.append(FactorInfo(factor, shown, True, f"{factor}: {len(values)} values"))
-        else:
-            infos.append(
-                FactorInfo(
-                    factor,
-                    shown,
-                    False,
-                    f"{factor} is confounded with {', '.join(formula.factors) or 'the intercept'} "
-                    "in this design (it never varies alone): not fitted",
-                )
-            )
-    return formula, tuple(infos)
-
-
-def _without(formula: Formula, factor: str) -> Formula:
-    return Formula(
-        forms=tuple(f for f in formula.forms if f.factor != factor),
-        levels=tuple((n, lv) for n, lv in formula.levels if n != factor),
-        interactions=tuple(pair for pair in formula.interactions if factor not in pair),
-    )
-
-
-def _support(df: pd.DataFrame, factor: str) -> int:
-    """Trials away from the factor's most common value: how many trials inform its term."""
-    counts = df[factor].astype(str).value_counts()
-    return int(len(df) - counts.iloc[0]) if len(counts) else 0
-
-
-def fit_what_can_be(
-    name: str, formula: Formula, df: pd.DataFrame, response: str
-) -> tuple[Formula, tuple[str, ...]]:
-    """Drop factors, one at a time, until the rest can be fitted with an interval.
-
-    An interval needs at least one residual degree of freedom (more trials than terms).
-    When there is none, the factor informed by the fewest trials (those away from its
-    most common value; a tie goes to the factor listed later, so the built-ins stay
-    longest) is left out and the others are fitted: one lost trial of a one-at-a-time
-    design then costs one factor, not all of them. Returns the formula and one sentence
-    per factor left out. :class:`ModelError` when not even the intercept can be fitted.
-    """
-    notes: list[str] = []
-    what = response.split("__", maxsplit=1)[0]
-    while not _identifiable(formula, df, min_df=1) and formula.factors:
-        terms = formula.design(df).shape[1]
-        order = {f: i for i, f in enumerate(formula.factors)}
-        factor = min(formula.factors, key=lambda f: (_support(df, f), -order[f]))
-        notes.append(
-            f"{factor} not fitted in {name}: {len(df)} trial(s) with a measured {what} cannot "
-            f"fit {terms} terms ({formula.describe()}) with an interval (that needs more "
-            f"trials than terms); {factor} is varied in only {_support(df, factor)} of them, "
-            "so it was left out and the other factors fitted (its effect, if any, widens "
-            "their intervals). Add trials that vary it to fit it"
-        )
-        formula = _without(formula, factor)
-    if not _identifiable(formula, df, min_df=1):
-        raise ModelError(
-            f"{name}: {len(df)} trial(s) with a measured {what} cannot fit even a mean "
-            "with an interval (two are needed)"
-        )
-    return formula, tuple(notes)
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return f"{value:,.0f}"
-    return str(value)
 
 
 def reference_point(df: pd.DataFrame, formula: Formula) -> dict[str, Any]:
@@ -772,11 +284,11 @@ def fit_quantity(
         formula, choices = choose_forms(formula, data, y)
         formula = choose_interactions(formula, data, y)
         constrain = True
-    elif not _identifiable(formula, data, min_df=1):
+    elif not identifiable(formula, data, min_df=1):
         if not constrain:
             raise ModelError(f"{name}: too few trials ({len(data)}) for {formula.describe()}")
         formula, dropped = fit_what_can_be(name, formula, data, response)
-    result = _ols(formula, data, y)
+    result = ols(formula, data, y)
     zero: list[Effect] = []
     while constrain:
         negative = _negative_costs(formula, result, data, confidence)
@@ -784,8 +296,8 @@ def fit_quantity(
             break
         form, effect = negative[0]
         zero.append(effect)
-        formula = _without(formula, form.factor)
-        result = _ols(formula, data, y)
+        formula = without(formula, form.factor)
+        result = ols(formula, data, y)
     alpha = 1 - confidence
     ci = np.asarray(result.conf_int(alpha=alpha))
     units = formula.unit_factors()
@@ -800,7 +312,7 @@ def fit_quantity(
         )
         for i, term in enumerate(result.params.index)
     )
-    loo = _loo_rmse(formula, data, y)
+    loo = loo_rmse(formula, data, y)
     mean_y = float(np.mean(y))
     numeric = [f for f in NUMERIC_FACTORS if f in data] + [
         f.factor for f in formula.forms if f.factor not in NUMERIC_FACTORS

@@ -20,37 +20,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from memsweep.analyze.buffer_cost import buffer_cost
 from memsweep.analyze.load import SweepData, cell_text, trial_capacity
+from memsweep.analyze.segments import PhaseOptions, Segments, segment
 from memsweep.analyze.trends import TrendFit, fit_trend, mean_estimate
 from memsweep.units import Estimate
 
 SECONDS_PER_HOUR = 3600.0
-
-
-@dataclass(frozen=True)
-class PhaseOptions:
-    """Thresholds of phase detection."""
-
-    confidence: float = 0.95
-    """Two-sided interval level of every fit."""
-
-    full_fraction: float = 0.98
-    """The buffer counts as full at this fraction of its capacity. RLlib's new-stack
-    episode buffer evicts whole episodes, so a full buffer holds capacity minus up to one
-    episode (measured: 39,856 of 40,000 with 200-step episodes), never exactly capacity."""
-
-    settle_fraction: float = 0.1
-    """Share of the plateau (and at least two buckets) skipped after the buffer fills,
-    while the last allocations settle, before drift is measured."""
-
-    min_fill_buckets: int = 5
-    """Fewer fill buckets than this: no per-trial bytes-per-transition fit."""
-
-    min_plateau_buckets: int = 3
-    """Fewer plateau buckets than this: the plateau counts as not reached."""
-
-    min_drift_buckets: int = 8
-    """Fewer plateau buckets than this: the plateau level is a mean, drift is not measured."""
 
 
 @dataclass(frozen=True)
@@ -161,63 +137,11 @@ class TrialPhases:
         return next((r for r in self.roles if r.role == name), None)
 
 
-@dataclass(frozen=True)
-class _Segments:
-    fill: np.ndarray[Any, np.dtype[np.bool_]]
-    plateau: np.ndarray[Any, np.dtype[np.bool_]]
-    plateau_start_s: float | None
-
-
-def segment(
-    t_s: np.ndarray[Any, Any],
-    stored: np.ndarray[Any, Any],
-    *,
-    bucket_s: float,
-    capacity: float,
-    progress_t_s: np.ndarray[Any, Any],
-    progress_stored: np.ndarray[Any, Any],
-    options: PhaseOptions,
-) -> _Segments:
-    """Which buckets are fill and which are plateau (a pure function of the time axis)."""
-    t = np.asarray(t_s, dtype=np.float64)
-    stored_arr = np.asarray(stored, dtype=np.float64)
-    if len(progress_t_s) == 0:
-        none = np.zeros(len(t), dtype=bool)
-        return _Segments(none, none.copy(), None)
-    first_result = float(progress_t_s[0])
-    if capacity <= 0:
-        start: float | None = first_result
-    else:
-        full = np.flatnonzero(np.asarray(progress_stored) >= options.full_fraction * capacity)
-        start = None
-        if len(full):
-            index = int(full[0])
-            start = float(progress_t_s[index])
-            if index > 0:
-                # The buffer crossed the threshold between two results: interpolate.
-                s0, s1 = float(progress_stored[index - 1]), float(progress_stored[index])
-                t0, t1 = float(progress_t_s[index - 1]), float(progress_t_s[index])
-                if s1 > s0:
-                    frac = (options.full_fraction * capacity - s0) / (s1 - s0)
-                    start = t0 + min(max(frac, 0.0), 1.0) * (t1 - t0)
-    half = bucket_s / 2
-    known = np.isfinite(stored_arr)
-    end_fill = start if start is not None else math.inf
-    fill = known & (t + half <= end_fill) & (capacity > 0)
-    if start is None:
-        plateau = np.zeros(len(t), dtype=bool)
-    else:
-        t_end = float(t.max()) + half if len(t) else start
-        settle = max(2 * bucket_s, options.settle_fraction * (t_end - start))
-        plateau = t - half >= start + settle
-    return _Segments(fill, plateau, start)
-
-
 def _role_phases(
     role: str,
     rows: pd.DataFrame,
     *,
-    seg: _Segments,
+    seg: Segments,
     capacity: float,
     hwm_sum: float | None,
     options: PhaseOptions,
@@ -325,81 +249,6 @@ def coherent_levels(
         if plateau is not None:
             peak = max(peak, plateau.value)
     return baseline, plateau, peak
-
-
-MIN_HALF_BUCKETS = 4
-"""Buckets each half of the fill needs before the buffer's cost is separated."""
-
-
-def buffer_cost(
-    y: np.ndarray[Any, Any],
-    stored: np.ndarray[Any, Any],
-    drift_per_1k_steps: Estimate | None,
-    capacity: float,
-    confidence: float,
-    *,
-    filled: bool = True,
-) -> tuple[Estimate | None, str]:
-    """The buffer's cost per transition, apart from warm-up growth at the same time.
-
-    While a buffer fills, the trial also warms up (the learner starts, the allocator and
-    the frameworks grow their pools), so the plain fill slope charges all of it to the
-    buffer. The rule: (1) only the second half of the fill counts (stored transitions
-    above half of those the fill reached): warm-up comes first; (2) the warm-up must be
-    over there, tested by the slopes of that part's two halves agreeing (their intervals
-    overlap; a slope still falling is still warm-up); (3) growth that goes on without the
-    buffer is measured after it filled (the plateau's growth per env step; one env step
-    stores one transition) and subtracted, with the intervals' ends combined the
-    conservative way. Each step that cannot be done makes the answer None, and the note
-    says why.
-    """
-    if capacity <= 0:
-        return None, ""
-    known = np.isfinite(y) & np.isfinite(stored)
-    y, stored = y[known], stored[known]
-    if len(y) < 2 * MIN_HALF_BUCKETS:
-        return None, (
-            f"cannot separate the buffer from warm-up: {len(y)} fill buckets, "
-            f"{2 * MIN_HALF_BUCKETS} needed"
-        )
-    middle = float(stored.min() + stored.max()) / 2
-    late = stored >= middle
-    if late.sum() < MIN_HALF_BUCKETS:
-        return None, "cannot separate the buffer from warm-up: too few buckets in the late fill"
-    late_fit = fit_trend(y[late], {"stored": stored[late]}, confidence)
-    if late_fit is None:
-        return None, "cannot separate the buffer from warm-up: the late fill does not fit"
-    slope = late_fit.coef("stored")
-    order = np.argsort(stored[late])
-    halves = np.array_split(order, 2)
-    if min(len(h) for h in halves) >= 3:
-        fits = [fit_trend(y[late][h], {"stored": stored[late][h]}, confidence) for h in halves]
-        if all(f is not None for f in fits):
-            first, second = (f.coef("stored") for f in fits if f is not None)
-            if second.high < first.low:
-                return None, (
-                    "cannot separate the buffer from warm-up: memory growth per transition "
-                    f"was still falling in the last quarter of the fill ({first.value:,.0f} → "
-                    f"{second.value:,.0f} B/transition): warm-up was not over when the buffer "
-                    f"filled; {slope.value:,.0f} B/transition is an upper bound. A longer "
-                    "fill (a larger capacity) separates them"
-                )
-    if drift_per_1k_steps is None:
-        why = (
-            "the plateau is too short to measure"
-            if filled
-            else "the buffer never filled, so it left unmeasured"
-        )
-        return None, (
-            f"cannot separate the buffer from warm-up: {why} the growth without the buffer; "
-            f"the late fill gives {slope.value:,.0f} B/transition, an upper bound"
-        )
-    drift = drift_per_1k_steps.scaled(1e-3)
-    buffer = Estimate(slope.value - drift.value, slope.low - drift.high, slope.high - drift.low)
-    return buffer, (
-        f"late fill {slope.value:,.0f} B/transition minus {drift.value:,.0f} B per env step "
-        "of growth without the buffer (after it filled)"
-    )
 
 
 def _true_peak(

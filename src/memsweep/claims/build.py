@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from memsweep.analyze.analysis import Analysis, AnalysisOptions, analyze_results
-from memsweep.analyze.models import FittedModel, Form, Formula, ModelError, fit_quantity
+from memsweep.analyze.formula import Form, Formula, ModelError
+from memsweep.analyze.models import FittedModel, fit_quantity
 from memsweep.claims.table import (
     ABOUT,
     NEGLIGIBLE,

@@ -178,7 +178,8 @@ class PredictCommand:
             raise MemsweepError(
                 f"--framework: expected torch, tf2 or tf2-eager, got {args.framework!r}"
             )
-        from memsweep.analyze.prediction import PredictPoint, predict, prediction_text, solve_budget
+        from memsweep.analyze.prediction import PredictPoint, predict, prediction_text
+        from memsweep.analyze.solve import solve_budget
 
         point = PredictPoint(
             replay_capacity=capacity,
