@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from memsweep.claims.build import (
+from memsweep.claims.build import build_claims
+from memsweep.claims.render import write_claims
+from memsweep.claims.rows import (
     ADDITIVE_CLAIM,
     CLAIM_SWEEPS,
     EAGER_CLAIM,
@@ -25,12 +27,9 @@ from memsweep.claims.build import (
     REPLAY_CLAIM,
     TORCH_CLAIM,
     WORKERS_CLAIM,
-    build_claims,
-    direction_verdict,
-    figure_verdict,
 )
-from memsweep.claims.render import write_claims
 from memsweep.claims.table import ClaimRow
+from memsweep.claims.verdicts import direction_verdict, figure_verdict
 from memsweep.testing.synthetic import SynthTrial, Truth, label_params, write_sweep
 from memsweep.units import Estimate
 

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from memsweep.analyze.analysis import AnalysisOptions
-from memsweep.claims.build import build_claims, span_text
+from memsweep.claims.build import build_claims
 from memsweep.claims.table import ABOUT, NEGLIGIBLE, ClaimsTable, point_text
+from memsweep.claims.verdicts import span_text
 from memsweep.units import Estimate, format_bytes, format_number, json_ready
 
 
@@ -51,7 +52,7 @@ def to_markdown(table: ClaimsTable, plots: Sequence[str] = ()) -> str:
         "Memory is a trial's plateau (buffer full): PSS summed over its processes (trainable "
         f'and env runners). Intervals are {level:.0%}. "At the claim\'s scale" carries the '
         "fitted model beyond what was measured where marked: an extrapolation, not a "
-        'measurement. Verdict rules: `memsweep/claims/build.py` (a figure is "about" '
+        'measurement. Verdict rules: `memsweep/claims/verdicts.py` (a figure is "about" '
         f"right within ±{ABOUT:.0%}; a direction needs its whole interval on the claimed side "
         f"and more than {NEGLIGIBLE:.0%} of a process's memory).",
         "",

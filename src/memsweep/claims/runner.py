@@ -39,7 +39,7 @@ def default_out() -> Path:
 
 def claim_sweep_files(folder: Path, only: list[str] | None) -> list[tuple[str, Path]]:
     """The claim sweeps to run, in the table's order; unknown ``--only`` names refused."""
-    from memsweep.claims.build import CLAIM_SWEEPS
+    from memsweep.claims.rows import CLAIM_SWEEPS
 
     names = [s.name for s in CLAIM_SWEEPS] + [BUDGET]
     for name in only or ():
