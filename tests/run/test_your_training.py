@@ -8,6 +8,7 @@ slow ones run ``memsweep run`` on real Ray, as a user would, and read back trial
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,49 +168,66 @@ def trials_of(storage: Path) -> list[dict[str, object]]:
     return sorted(rows, key=lambda row: str(row["trial_id"]))
 
 
+CORRIDOR_CELLS = 8192
+"""Cells of the test's corridor: one observation is 8,192 float32 values, 32 kB."""
+
+
 @pytest.mark.slow
-def test_a_custom_env_by_file_entry_point_with_rllib_factors_runs(tmp_path: Path) -> None:
-    # GIVEN a sweep over a config attribute and a key of the env's config, on an env
-    # class given by a file path (shipped to Ray's workers by value)
+def test_a_custom_env_by_entry_point_with_an_rllib_factor_is_fitted(tmp_path: Path) -> None:
+    # GIVEN PPO on the user's env class, given by a file path relative to the sweep file
+    # (32 kB observations), with the train batch (an RLlib config attribute) as the
+    # factor, each trial stopped 9,000 env steps into its plateau (PPO has no buffer:
+    # the plateau begins at its first result)
     envs = tmp_path / "envs"
     envs.mkdir()
     (envs / "corridor.py").write_text(EXAMPLE_ENVS.read_text())
     sweep = write(
         tmp_path,
         "name: custom-env\nalgorithm: PPO\n"
-        "env: {id: envs/corridor.py:Corridor, env_config: {episode_len: 20}}\n"
-        "search: {design: one_at_a_time}\n"
+        "env: {id: envs/corridor.py:Corridor, env_config: "
+        f"{{size: {CORRIDOR_CELLS}, episode_len: 50}}}}\n"
         "factors: {replay_capacity: [0], model: ['16'], num_workers: [0],"
-        " train_batch_size_per_learner: [200, 400], env_config.size: [8, 256, 1024]}\n"
-        "rllib: {minibatch_size: 100, num_epochs: 1}\n"
-        "stop: {iterations: 1}\n",
+        " train_batch_size_per_learner: [500, 1500, 3000, 4500]}\n"
+        "rllib: {minibatch_size: 500, num_epochs: 1}\n"
+        "resources: {max_concurrent_trials: 2}\n"
+        "sampling: {full_interval_s: 0.5}\n"
+        "stop: {plateau_env_steps: 9000}\n",
     )
     # WHEN it runs
     result = memsweep("run", sweep, "--storage", tmp_path / "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    # THEN each trial ran the env and batch it asked for
+    # THEN each trial ran the env and the batch it asked for, to its plateau
     rows = trials_of(tmp_path / "out")
-    asked = [json.loads(str(row["factors_json"])) for row in rows]
-    assert [(a["train_batch_size_per_learner"], a["env_config.size"]) for a in asked] == [
-        (200, 8),
-        (400, 8),
-        (200, 256),
-        (200, 1024),
-    ]
-    for row, factors in zip(rows, asked, strict=True):
-        assert row["status"] == "terminated"
+    batches = [json.loads(str(row["factors_json"]))["train_batch_size_per_learner"] for row in rows]
+    assert batches == [500, 1500, 3000, 4500]
+    obs_bytes = 4 * CORRIDOR_CELLS  # one-hot float32 cells
+    for row in rows:
+        assert (row["status"], row["stop_reason"]) == ("terminated", "plateau")
         assert row["env"] == "corridor.py:Corridor"
-        # one-hot float32 cells: the env's observation is 4 bytes per cell
-        assert row["obs_bytes"] == 4 * factors["env_config.size"]
-        assert int(str(row["env_steps"])) >= factors["train_batch_size_per_learner"]
-    # AND the analysis reads both factors, with their values, from factors_json (one
-    # iteration is too short for a plateau, so this test does not ask for a fit)
+        assert row["obs_bytes"] == obs_bytes
+    # AND the analysis fits the factor: a cost per unit of the batch, with an interval
     analysed = memsweep("analyze", tmp_path / "out", cwd=tmp_path, timeout=300)
     assert analysed.returncode == 0, analysed.stderr[-3000:]
+    assert "4 trials analysed (4 reached their plateau)" in analysed.stdout
+    printed = re.search(
+        r"per unit of train_batch_size_per_learner: ([\d,]+) bytes per unit of "
+        r"train_batch_size_per_learner \(95% CI ([\d,]+) – ([\d,]+)\)",
+        analysed.stdout,
+    )
+    assert printed is not None, analysed.stdout
     models = json.loads((tmp_path / "out" / "analysis" / "models.json").read_text())
-    by_name = {factor["name"]: factor for factor in models["factors"]}
-    assert sorted(by_name["env_config.size"]["values"]) == [8, 256, 1024]
-    assert sorted(by_name["train_batch_size_per_learner"]["values"]) == [200, 400]
+    effects = {
+        quantity: {e["name"]: e for e in models["models"][quantity]["effects"]}
+        for quantity in ("plateau", "peak")
+    }
+    plateau = effects["plateau"]["bytes_per_unit[train_batch_size_per_learner]"]
+    peak = effects["peak"]["bytes_per_unit[train_batch_size_per_learner]"]
+    assert f"{plateau['estimate']:,.0f}" == printed.group(1)
+    # a larger batch holds more: the interval excludes 0
+    assert 0 < plateau["ci_low"] <= plateau["estimate"] <= plateau["ci_high"]
+    # known answer: while it learns, the trainable holds every observation of its batch
+    # at least once, so the peak grows by at least one observation per unit of batch
+    assert peak["estimate"] >= obs_bytes, peak
 
 
 @pytest.mark.slow
