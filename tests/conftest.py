@@ -64,6 +64,56 @@ def results_dir(tmp_path: Path) -> Path:
     return tmp_path / "results"
 
 
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+"""Credentials of the local S3 server (moto accepts any); set in this process by
+:func:`s3_endpoint`, and on a Ray head whose jobs must reach the bucket."""
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API (moto's server) on 127.0.0.1 with a bucket ``sweeps``: ``HOST:PORT``.
+    pyarrow's S3 filesystem in this process reads the credentials from ``S3_ENV``."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    for key, value in S3_ENV.items():
+        os.environ.setdefault(key, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        boto3.client(
+            "s3",
+            endpoint_url=f"http://{host}:{port}",
+            region_name="us-east-1",
+            aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
+        ).create_bucket(Bucket="sweeps")
+        yield f"{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_credentials(s3_endpoint: str) -> dict[str, str]:
+    """The environment a process needs to reach :func:`s3_endpoint`'s bucket."""
+    return dict(S3_ENV)
+
+
+@pytest.fixture(scope="session")
+def s3_uri(s3_endpoint: str) -> Callable[[str], str]:
+    """``s3_uri(path)``: a results location in the ``sweeps`` bucket, as a user writes it."""
+
+    def uri(path: str) -> str:
+        return f"s3://sweeps/{path}?endpoint_override={s3_endpoint}&scheme=http&region=us-east-1"
+
+    return uri
+
+
 # -- make test-fast ---------------------------------------------------------------------
 # Tests without Ray that still take seconds each: they start a `memsweep` subprocess per
 # case (imports of Ray, pandas, statsmodels), kill writers at random moments, or analyse

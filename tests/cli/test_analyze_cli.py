@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -269,37 +270,22 @@ def test_main_returns_the_exit_code_instead_of_exiting(
 
 
 def test_a_sweep_on_s3_is_analysed_through_pyarrow_fs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, s3_uri: Callable[[str], str]
 ) -> None:
-    from moto.server import ThreadedMotoServer
-
     # GIVEN a sweep written to an S3 bucket (moto's server on loopback)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-        import boto3
-
-        boto3.client(
-            "s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1"
-        ).create_bucket(Bucket="sweeps")
-        uri = f"s3://sweeps/leaky?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
-        trials = [
-            SynthTrial(name, cap, plateau_s=30)
-            for name, cap in (("a", 5000), ("b", 10_000), ("c", 20_000))
-        ]
-        write_sweep(uri, trials)
-        # WHEN the report is asked for without a local output folder, then with one
-        assert main([uri]) == 2
-        assert main([uri, "--out", str(tmp_path / "out")]) == 0
-        # THEN it reads the bucket and writes the report locally
-        document = json.loads((tmp_path / "out" / "models.json").read_text())
-        assert [t["trial_id"] for t in document["trials"]] == ["a", "b", "c"]
-        assert document["models"]["plateau"]["n_trials"] == 3
-    finally:
-        server.stop()
+    uri = s3_uri("leaky")
+    trials = [
+        SynthTrial(name, cap, plateau_s=30)
+        for name, cap in (("a", 5000), ("b", 10_000), ("c", 20_000))
+    ]
+    write_sweep(uri, trials)
+    # WHEN the report is asked for without a local output folder, then with one
+    assert main([uri]) == 2
+    assert main([uri, "--out", str(tmp_path / "out")]) == 0
+    # THEN it reads the bucket and writes the report locally
+    document = json.loads((tmp_path / "out" / "models.json").read_text())
+    assert [t["trial_id"] for t in document["trials"]] == ["a", "b", "c"]
+    assert document["models"]["plateau"]["n_trials"] == 3
 
 
 def test_a_sweep_whose_buffers_never_fill_reports_per_trial_and_refuses_to_predict(

@@ -8,7 +8,7 @@ tests at the end check the token lookup and the refusals that need no cluster.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,42 +29,10 @@ from memsweep.testing.raycluster import (
     write_sweep,
 )
 
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "test",
-    "AWS_SECRET_ACCESS_KEY": "test",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-"""Credentials of the local S3 server, set on the head (so its job and trials have them)."""
-
 
 @pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """A real S3 API (moto's server) on 127.0.0.1 with a bucket ``sweeps``; ``HOST:PORT``."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        boto3.client(
-            "s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1", **_boto_keys()
-        ).create_bucket(Bucket="sweeps")
-        yield f"{host}:{port}"
-    finally:
-        server.stop()
-
-
-def _boto_keys() -> dict[str, str]:
-    return {
-        "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
-    }
-
-
-@pytest.fixture(scope="module")
-def head(s3_endpoint: str) -> Iterator[Head]:
-    with ray_head(num_cpus=2, env=S3_ENV) as started:
+def head(s3_credentials: dict[str, str]) -> Iterator[Head]:
+    with ray_head(num_cpus=2, env=s3_credentials) as started:
         yield started
 
 
@@ -105,14 +73,15 @@ def test_a_sweep_submitted_as_a_ray_job_leaves_its_parquet_and_report_in_storage
 
 @pytest.mark.slow
 def test_a_sweep_submitted_with_s3_storage_is_analysed_from_s3(
-    head: Head, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    head: Head,
+    s3_uri: Callable[[str], str],
+    s3_credentials: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     # GIVEN shared storage that the head, its trials and this machine all reach
-    for key, value in S3_ENV.items():
-        monkeypatch.setenv(key, value)
-    uri = f"s3://sweeps/tiny?endpoint_override={s3_endpoint}&scheme=http&region=us-east-1"
+    uri = s3_uri("tiny")
     sweep = write_sweep(tmp_path, storage=uri)
-    env = clean_env(RAY_AUTH_TOKEN_PATH=str(head.token_path), **S3_ENV)
+    env = clean_env(RAY_AUTH_TOKEN_PATH=str(head.token_path), **s3_credentials)
     # WHEN the sweep is submitted with the storage set in its file
     done = memsweep("submit", str(sweep), "--address", head.dashboard, "--follow", env=env)
     # THEN memsweep's Parquet and Tune's experiment are both in the bucket

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -187,32 +187,8 @@ def test_compact_on_a_folder_that_is_not_a_sweep_says_so_in_one_line(tmp_path: P
     assert done.stderr.strip() == f"memsweep: No such results folder: {tmp_path / 'nope'}"
 
 
-@pytest.fixture(scope="module")
-def s3_uri() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        import boto3
-
-        boto3.client(
-            "s3",
-            endpoint_url=f"http://{host}:{port}",
-            region_name="us-east-1",
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-        ).create_bucket(Bucket="sweeps")
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
-        yield f"s3://sweeps/{{}}?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
-    finally:
-        server.stop()
-
-
-def test_results_on_s3_compact_through_pyarrow_fs(s3_uri: str) -> None:
-    uri = s3_uri.format("compact-demo")
+def test_results_on_s3_compact_through_pyarrow_fs(s3_uri: Callable[[str], str]) -> None:
+    uri = s3_uri("compact-demo")
     make_sweep(uri, parts=6, rows=10)
     results = open_results(uri)
     assert len(results.files("samples")) == 6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -84,35 +85,16 @@ def test_an_unwritable_results_folder_is_a_clear_error(tmp_path: Path) -> None:
         ResultsWriter(blocker / "sweep")
 
 
-def test_results_on_s3_are_written_and_read_through_pyarrow_fs() -> None:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        import boto3
-
-        boto3.client(
-            "s3",
-            endpoint_url=f"http://{host}:{port}",
-            region_name="us-east-1",
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-        ).create_bucket(Bucket="sweeps")
-        import os
-
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
-        uri = f"s3://sweeps/demo?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
-        writer = ResultsWriter(uri)
-        writer.append_rows("samples", sample_rows(4))
-        writer.replace("trials", [{"trial_id": "t1"}])
-        results = open_results(uri)
-        assert results.table("samples").num_rows == 4
-        assert results.table("trials").num_rows == 1
-    finally:
-        server.stop()
+def test_results_on_s3_are_written_and_read_through_pyarrow_fs(
+    s3_uri: Callable[[str], str],
+) -> None:
+    uri = s3_uri("demo")
+    writer = ResultsWriter(uri)
+    writer.append_rows("samples", sample_rows(4))
+    writer.replace("trials", [{"trial_id": "t1"}])
+    results = open_results(uri)
+    assert results.table("samples").num_rows == 4
+    assert results.table("trials").num_rows == 1
 
 
 def test_the_documented_schema_is_the_schema_the_code_writes() -> None:
