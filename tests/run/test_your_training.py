@@ -19,6 +19,7 @@ import pytest
 from memsweep.errors import SpecError
 from memsweep.run.rllib_check import check_study, needs_rllib
 from memsweep.spec import load_study
+from memsweep.store import open_results
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_ENVS = REPO / "sweeps" / "examples" / "envs" / "corridor.py"
@@ -230,13 +231,28 @@ def test_a_custom_env_by_entry_point_with_an_rllib_factor_is_fitted(tmp_path: Pa
     assert peak["estimate"] >= obs_bytes, peak
 
 
+IMPORT_LOG_LINE = """
+import os as _os
+
+with open({log!r}, "a") as _log:
+    _log.write(f"{{_os.getpid()}}\\n")
+"""
+"""Appended to a copy of the example envs: each process that executes the file logs its pid."""
+
+
 @pytest.mark.slow
-def test_a_two_policy_multi_agent_ppo_sweep_runs(tmp_path: Path) -> None:
-    # GIVEN two agents, each trained by its own policy, sampled by a remote env runner
+def test_a_two_policy_multi_agent_ppo_sweep_runs_on_the_env_file_shipped_by_value(
+    tmp_path: Path,
+) -> None:
+    # GIVEN two agents, each trained by its own policy, sampled by a remote env runner, on
+    # a MultiAgentEnv class from a file that logs the pid of every process executing it
+    log = tmp_path / "imported-by.txt"
+    env_file = tmp_path / "corridor.py"
+    env_file.write_text(EXAMPLE_ENVS.read_text() + IMPORT_LOG_LINE.format(log=str(log)))
     sweep = write(
         tmp_path,
         "name: multi-agent\nalgorithm: PPO\n"
-        f"env:\n  id: {EXAMPLE_ENVS}:TwoCorridors\n"
+        f"env:\n  id: {env_file}:TwoCorridors\n"
         "  env_config: {size: 8, episode_len: 10}\n"
         "  multi_agent: {policies: [p0, p1], mapping: {agent_0: p0, agent_1: p1}}\n"
         "factors: {replay_capacity: [0], model: ['16'], num_workers: [1]}\n"
@@ -245,8 +261,15 @@ def test_a_two_policy_multi_agent_ppo_sweep_runs(tmp_path: Path) -> None:
         "stop: {iterations: 1}\n",
     )
     # WHEN it runs
-    result = memsweep("run", sweep, "--storage", tmp_path / "out", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "memsweep", "run", str(sweep), "--storage", str(tmp_path / "out")],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, stderr = driver.communicate(timeout=900)
+    assert driver.returncode == 0, stderr[-3000:]
     # THEN the trial trained two modules, each an 8 → 16 encoder (shared by policy and
     # value: RLlib's default vf_share_layers) with a 2-logit and a 1-value head: twice
     # one policy's parameters
@@ -256,6 +279,20 @@ def test_a_two_policy_multi_agent_ppo_sweep_runs(tmp_path: Path) -> None:
     one_policy = (8 * 16 + 16) + (16 * 2 + 2) + (16 * 1 + 1)
     assert row["model_params"] == 2 * one_policy
     assert int(str(row["env_steps"])) >= 200
+    # AND only the driver executed the file: the trainable and its env runner built the
+    # env from the class the driver pickled by value, so a node without the file runs it
+    assert set(log.read_text().split()) == {str(driver.pid)}
+    # AND the trainable shipped that way is still known as the trial's trainable
+    samples = open_results(tmp_path / "out").table("samples", ["trial_id", "role", "actor_class"])
+    roles = {
+        (sample["role"], sample["actor_class"])
+        for sample in samples.to_pylist()
+        if sample["trial_id"] == row["trial_id"]
+    }
+    assert roles == {
+        ("trainable", "MemsweepTrainable"),
+        ("env_runner", "TorchMultiAgentEnvRunner"),
+    }
 
 
 TRAIN_PY = """\

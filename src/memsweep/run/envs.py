@@ -18,7 +18,7 @@ import importlib
 import importlib.util
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -164,7 +164,8 @@ class AtariEnv(gym.Wrapper[Any, Any, Any, Any]):
 
 def load_entry_point(entry_point: str) -> Any:
     """The object an entry point names: ``package.module:Name`` (imported as any module)
-    or ``/abs/path/file.py:Name`` (loaded from the file under a module name of its own).
+    or ``/abs/path/file.py:Name`` (loaded from the file under a module name of its own;
+    in a trial, the copy the driver shipped, see :class:`ShippedCode`).
 
     A file's module is registered with cloudpickle to pickle *by value*, so env runners and
     other Ray workers get the class inside the pickled ``AlgorithmConfig`` without the
@@ -173,9 +174,11 @@ def load_entry_point(entry_point: str) -> Any:
     when the module does not import or has no such name. This runs the user's code: it is
     what the sweep file asks for.
     """
+    if entry_point in _SHIPPED:
+        return _shipped_object(entry_point)
     target, _, name = entry_point.rpartition(":")
     try:
-        if target.endswith(".py"):
+        if is_file_entry_point(entry_point):
             module = _load_file_module(Path(target))
         else:
             module = importlib.import_module(target)
@@ -188,6 +191,64 @@ def load_entry_point(entry_point: str) -> Any:
     if not hasattr(module, name):
         raise SpecError(f"{target} has no {name!r} (entry point {entry_point})")
     return getattr(module, name)
+
+
+@dataclass(frozen=True)
+class ShippedCode:
+    """The sweep file's own code (its file entry points: ``env.id`` and ``config``),
+    pickled by value in the driver, so that a trial on any node builds its config without
+    the files: a trainable never opens the driver's path, which another node lacks.
+
+    Ray's cloudpickle bytes, not the objects: unpickling a class or function of the user's
+    imports what its module imports (RLlib, often), and a trial must decide whether its
+    process imports TensorFlow before that (:func:`memsweep.run.trainable.prepare_process_for`).
+    Made by :func:`ship_file_entry_points`, installed in a trial by :func:`install_shipped`.
+    """
+
+    pickled: tuple[tuple[str, bytes], ...]
+    """(entry point as the study names it, ``ray.cloudpickle.dumps`` of its object)."""
+
+
+_SHIPPED: dict[str, bytes] = {}
+"""Entry point → pickled object, installed in this process by :func:`install_shipped`."""
+
+_UNPICKLED: dict[str, Any] = {}
+"""Entry point → its shipped object, unpickled once per process."""
+
+
+def ship_file_entry_points(entry_points: Iterable[str | None]) -> ShippedCode:
+    """Load each file entry point (``/abs/x.py:Name``; others are skipped: a
+    ``package.module`` imports in every worker) here, in the driver, and pickle its
+    object by value. Raises :class:`SpecError` as :func:`load_entry_point` does."""
+    from ray import cloudpickle
+
+    pickled = []
+    for entry_point in entry_points:
+        if entry_point is None or not is_file_entry_point(entry_point):
+            continue
+        value = load_entry_point(entry_point)
+        pickled.append((entry_point, cloudpickle.dumps(value)))
+    return ShippedCode(tuple(pickled))
+
+
+def is_file_entry_point(entry_point: str) -> bool:
+    """``x.py:Name``: a file, loaded by :func:`load_entry_point` from its path."""
+    return entry_point.rpartition(":")[0].endswith(".py")
+
+
+def install_shipped(code: ShippedCode | None) -> None:
+    """Make :func:`load_entry_point` return the shipped objects in this process (a trial),
+    unpickled on first use."""
+    if code is not None:
+        _SHIPPED.update(code.pickled)
+
+
+def _shipped_object(entry_point: str) -> Any:
+    if entry_point not in _UNPICKLED:
+        from ray import cloudpickle
+
+        _UNPICKLED[entry_point] = cloudpickle.loads(_SHIPPED[entry_point])
+    return _UNPICKLED[entry_point]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -277,7 +277,7 @@ def run_study(
 
     from memsweep.collect.callback import MemoryCallback
     from memsweep.run.rllib_check import check_study
-    from memsweep.run.trainable import MemsweepTrainable
+    from memsweep.run.trainable import trainable_for
     from memsweep.run.workarounds.tune import (
         SweepStopper,
         credentials_kept_from_trials,
@@ -343,7 +343,7 @@ def run_study(
             try:
                 tuner = Tuner.restore(
                     tune_dir,
-                    trainable=MemsweepTrainable,
+                    trainable=trainable_for(study),
                     resume_unfinished=True,
                     resume_errored=False,
                     restart_errored=False,
@@ -365,7 +365,7 @@ def run_study(
             restored.stop = run_config.stop
         else:
             tuner = Tuner(
-                MemsweepTrainable,
+                trainable_for(study),
                 param_space=param_space(study),
                 tune_config=TuneConfig(
                     num_samples=_num_samples(study),

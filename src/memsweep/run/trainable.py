@@ -55,6 +55,7 @@ from ray import tune
 
 from memsweep import result_keys as keys
 from memsweep.errors import SpecError
+from memsweep.run.envs import ShippedCode, install_shipped, ship_file_entry_points
 from memsweep.spec import Framework, Study, TrialPoint, point_from_config
 from memsweep.spec.plateau import time_cap_s
 from memsweep.units import MB
@@ -133,6 +134,20 @@ def _register_trial(trial_id: str) -> None:
     register_trial(trial_id)
 
 
+def trainable_for(study: Study) -> type[tune.Trainable]:
+    """The trainable a sweep of ``study`` runs: :class:`MemsweepTrainable`, given the
+    sweep file's own code by value (``tune.with_parameters``, through Ray's object store)
+    when the study names a file entry point; loads those files here, in the driver."""
+    shipped = ship_file_entry_points((study.env.id, study.config))
+    if not shipped.pickled:
+        return MemsweepTrainable
+    wrapped: type[tune.Trainable] = tune.with_parameters(MemsweepTrainable, shipped=shipped)
+    # Ray names an actor by its class's __qualname__ (here "with_parameters.<locals>._Inner"),
+    # and memsweep's attribution knows a trainable by that name.
+    wrapped.__qualname__ = MemsweepTrainable.__qualname__
+    return wrapped
+
+
 class MemsweepTrainable(tune.Trainable):
     """One trial: builds the RLlib algorithm for its point and trains it step by step.
 
@@ -173,11 +188,16 @@ class MemsweepTrainable(tune.Trainable):
             raise TypeError(f"expected a PlacementGroupFactory from RLlib, got {request!r}")
         return request
 
-    def setup(self, config: dict[str, Any]) -> None:
+    def setup(self, config: dict[str, Any], shipped: ShippedCode | None = None) -> None:
+        """Build the algorithm. ``shipped``: the sweep file's own code (a file env or
+        ``config:`` function), pickled by value in the driver and given through
+        ``tune.with_parameters`` (:func:`trainable_for`): this process may be on a node
+        without the file, so it never loads the driver's path."""
         _register_trial(self.trial_id)
         self.study = study_from_config(config)
         self.point = point_from_config(self.study, config)
         prepare_process_for(self.point.framework)
+        install_shipped(shipped)  # Unpickled on first use: after the TensorFlow decision.
 
         from memsweep.run.workloads import build_config, built_facts
 
