@@ -227,7 +227,7 @@ def ship_file_entry_points(entry_points: Iterable[str | None]) -> ShippedCode:
         if entry_point is None or not is_file_entry_point(entry_point):
             continue
         value = load_entry_point(entry_point)
-        pickled.append((entry_point, cloudpickle.dumps(value)))
+        pickled.append((entry_point, cloudpickle.dumps(value)))  # type: ignore[no-untyped-call]
     return ShippedCode(tuple(pickled))
 
 
