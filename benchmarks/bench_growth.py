@@ -43,6 +43,11 @@ FALSE_FLAG_GOAL = 0.05
 COVERAGE_GOAL = 0.90
 GOAL_RATE = 0.25
 GOAL_LENGTH = 50_000
+SHORT_PLATEAU_STEPS = (0, 20_000, 25_000, 30_000, 35_000, 40_000)
+"""Plateau lengths below which a slow rate is "too little plateau" (the sweep that chose
+``GrowthRule.min_sustained_env_steps``)."""
+CREEP_CEILINGS = (0.5, 1.0)
+"""MB per 1k env steps: a short plateau's rate above this is sustained at once."""
 
 
 def folders(smoke: bool) -> list[Any]:
@@ -116,6 +121,7 @@ def measure(series: Sequence[CorpusSeries], rule: GrowthRule) -> dict[str, Any]:
     untouched = [flag(s) for s in free]
     untouched += [flag(w) for length in (25_000, 50_000) for w in _windows(free, length)]
     out["false_flags_untouched"] = untouched
+    out["flagged_untouched"] = sorted({s.name for s in free if flag(s)})
     steps_ff = []
     settling_ff = []
     for length in (25_000, 50_000, 100_000):
@@ -209,7 +215,12 @@ def run(profile: Profile) -> tuple[list[Row], dict[str, Any]]:
                 stat=_fraction(hits),
                 goal=f"≤ {FALSE_FLAG_GOAL:.0%}",
                 status=_status(value, FALSE_FLAG_GOAL, False),
-                note=f"{len(hits)} cases from {n_free} leak-free series",
+                note=f"{len(hits)} cases from {n_free} leak-free series"
+                + (
+                    "; flagged whole: " + ", ".join(figures["flagged_untouched"])
+                    if name == "untouched" and figures["flagged_untouched"]
+                    else ""
+                ),
             )
         )
     real = figures["real_growth"]
@@ -269,6 +280,51 @@ def run(profile: Profile) -> tuple[list[Row], dict[str, Any]]:
                         note=(
                             f"detection of 0.25 MB/1k at 50k: {value['detection_0.25_at_50k']:.0%}"
                             f", coverage {value['coverage']:.0%}"
+                        ),
+                    )
+                )
+        details["short_plateau_sweep"] = short = {}
+        for min_steps in SHORT_PLATEAU_STEPS:
+            for ceiling in CREEP_CEILINGS:
+                other = replace(
+                    rule,
+                    min_sustained_env_steps=float(min_steps),
+                    creep_ceiling_bytes_per_step=ceiling * MB / 1000,
+                )
+                f = measure(series, other)
+                untouched = f["false_flags_untouched"]
+                det = f["detection"][f"{GOAL_RATE:g}@{GOAL_LENGTH}"]
+                det25 = f["detection"][f"{GOAL_RATE:g}@25000"]
+                real_kinds = f["real_growth"].values()
+                key = f"{min_steps // 1000}k/{ceiling:g}"
+                short[key] = value = {
+                    "false_flags_untouched": sum(untouched) / len(untouched),
+                    "detection_0.25_at_50k": sum(det) / len(det) if det else None,
+                    "detection_0.25_at_25k": sum(det25) / len(det25) if det25 else None,
+                    "real_growth_flagged": sum(k == "sustained growth" for k in real_kinds)
+                    / max(len(real_kinds), 1),
+                }
+                log(f"growth: short plateau {key}: {value}")
+                chosen = (
+                    min_steps == rule.min_sustained_env_steps
+                    and ceiling * MB / 1000 == rule.creep_ceiling_bytes_per_step
+                )
+                rows.append(
+                    Row(
+                        key=f"growth.short_plateau.{min_steps // 1000}k.{ceiling:g}",
+                        section="growth",
+                        figure=(
+                            f"sustained needs ≥ {min_steps // 1000}k plateau steps unless the "
+                            f"rate is above {ceiling:g} MB/1k: false flags on untouched plateaus"
+                            + (" (the rule)" if chosen else "")
+                        ),
+                        tool="memsweep",
+                        unit="fraction",
+                        stat=Stat.one(value["false_flags_untouched"]),
+                        note=(
+                            f"detection of 0.25 MB/1k at 50k: {value['detection_0.25_at_50k']:.0%}"
+                            f", at 25k: {value['detection_0.25_at_25k']:.0%}; real growth "
+                            f"flagged {value['real_growth_flagged']:.0%}"
                         ),
                     )
                 )
