@@ -110,12 +110,29 @@ def test_a_trial_that_never_plateaus_says_so_and_extrapolates_with_an_interval(
     assert trial_id not in analysis.models.get("plateau").trial_ids  # type: ignore[union-attr]
 
 
-def test_the_true_peak_includes_a_spike_between_samples(analysis: Analysis) -> None:
+def test_the_peak_is_max_sampled_pss_and_a_spike_between_samples_shows_in_vmhwm_only(
+    analysis: Analysis,
+) -> None:
     # GIVEN a 150 MB spike that no sample saw but VmHWM recorded
     total = analysis.trial("clean").total
     assert total.peak_bytes is not None and total.peak_sampled_bytes is not None
-    # THEN the peak is above every sample by about the spike (shared pages counted once)
-    assert total.peak_bytes - total.peak_sampled_bytes == pytest.approx(SPIKE_BYTES, abs=25 * MB)
+    assert total.hwm_sum_bytes is not None
+    # THEN the peak is the one definition, max Σ PSS over the samples: the spike is not in it
+    # (a deliberate choice, docs/analysis.md: one peak everywhere, shared pages once)
+    assert total.peak_bytes == pytest.approx(total.peak_sampled_bytes, rel=0.02)
+    # AND Σ VmHWM, kept beside it as an upper bound, is above the peak by at least the spike
+    assert total.hwm_sum_bytes - total.peak_bytes >= SPIKE_BYTES - 25 * MB
+
+
+def test_the_analysis_peak_is_the_live_tables_peak(sweep: SynthSweep, analysis: Analysis) -> None:
+    # GIVEN the samples the analysis read
+    from memsweep.store import open_results
+    from memsweep.store.peaks import trial_peaks
+
+    peaks = trial_peaks(open_results(str(sweep.path)).dataset("samples"))
+    # THEN every trial's total peak is the figure the live table and run summary show
+    for trial in analysis.trials:
+        assert trial.total.peak_bytes == pytest.approx(peaks[trial.trial_id].peak_bytes, rel=1e-9)
 
 
 def test_the_planted_baseline_and_buffer_cost_come_out_of_the_fill(

@@ -96,8 +96,10 @@ class SweepData:
     ``stored`` (transitions in the buffer), ``bucket_s``."""
 
     peaks: pd.DataFrame
-    """Per trial and role: ``hwm_sum_bytes`` (Σ over processes of their VmHWM),
-    ``processes`` (distinct processes seen)."""
+    """Per trial and role, and per trial as role ``total``: ``peak_bytes`` (the one peak,
+    max over time of Σ PSS: :mod:`memsweep.store.peaks`), ``peak_rss_bytes`` (max Σ RSS),
+    ``hwm_bytes`` (Σ over processes of their VmHWM: an upper bound that shows spikes
+    between samples but counts shared pages once per process), ``processes``."""
 
     progress: pd.DataFrame
     """Tune results: ``trial_id``, ``t_s`` (since the trial's first sample), ``env_steps``,

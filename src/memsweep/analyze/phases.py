@@ -1,4 +1,4 @@
-"""A trial's memory, cut into phases: set-up, buffer fill, plateau; with drift and true peak.
+"""A trial's memory, cut into phases: set-up, buffer fill, plateau; with drift and peak.
 
 The buffer's fill is known from the Tune results, not guessed from the memory curve:
 it holds ``replay_size`` transitions when RLlib reports it, else ``min(env steps,
@@ -8,6 +8,14 @@ buffer (capacity 0) is all plateau after set-up.
 
 Every fit is done per role and for the trial's ``total`` (sum over roles without
 double-counting shared pages: PSS when sampled).
+
+**Peak** is the one definition memsweep uses everywhere (:mod:`memsweep.store.peaks`):
+max over time of Σ PSS over the processes (of the role, or of the trial), read per
+second from the samples. A spike shorter than the PSS reads' period (1 s by default)
+can fall between two reads and be missed; Σ VmHWM (each process's kernel high-water
+mark, summed) still shows it, but counts a shared page once per process that maps it
+and adds peaks of different moments, so it is kept beside the peak as an upper bound
+(``hwm_sum_bytes``), never used as the peak.
 """
 
 from __future__ import annotations
@@ -66,8 +74,8 @@ class RolePhases:
     """p-value of zero residual drift before the plateau."""
 
     peak_bytes: float | None
-    """True peak: Σ VmHWM over the role's processes minus the shared pages RSS
-    counts once per sharer, and never below the largest sampled value."""
+    """The peak: max over time of Σ PSS over the role's processes (shared pages once;
+    Σ RSS when the sweep has no PSS), :mod:`memsweep.store.peaks`; at least the plateau."""
 
     peak_sampled_bytes: float | None
     """Largest bucket value of the memory series."""
@@ -83,6 +91,11 @@ class RolePhases:
 
     buffer_note: str = ""
     """Why the buffer's cost could not be separated from warm-up, or what was excluded."""
+
+    hwm_sum_bytes: float | None = None
+    """Σ over the role's processes of each one's VmHWM: an upper bound on the peak that
+    still shows a spike between two PSS reads, but counts shared pages once per process
+    and adds peaks of different moments (a separate figure, never the peak)."""
 
     @property
     def plateau_or_extrapolated(self) -> Estimate | None:
@@ -143,6 +156,7 @@ def _role_phases(
     *,
     seg: Segments,
     capacity: float,
+    measured_peak: float | None,
     hwm_sum: float | None,
     options: PhaseOptions,
 ) -> RolePhases:
@@ -197,7 +211,11 @@ def _role_phases(
         y[fill], stored[fill], drift_k if reached else None, capacity, conf, filled=reached
     )
     peak_sampled = float(np.nanmax(y)) if has_y.any() else None
-    peak = _true_peak(rows, hwm_sum, peak_sampled)
+    # The measured peak (per second) is at least the largest bucket mean; a sweep
+    # without per-second peaks (none in the samples) falls back to the bucket maximum.
+    peak = measured_peak if measured_peak is not None else peak_sampled
+    if peak is not None and peak_sampled is not None:
+        peak = max(peak, peak_sampled)
     last = float(y[has_y][-1]) if has_y.any() else None
     baseline = fill_fit.coef("const") if fill_fit else None
     level = plateau_level if reached else None
@@ -218,6 +236,7 @@ def _role_phases(
         last_bytes=last,
         buffer_bytes_per_transition=buffer,
         buffer_note=buffer_note,
+        hwm_sum_bytes=hwm_sum,
     )
 
 
@@ -251,19 +270,6 @@ def coherent_levels(
     return baseline, plateau, peak
 
 
-def _true_peak(
-    rows: pd.DataFrame, hwm_sum: float | None, peak_sampled: float | None
-) -> float | None:
-    """Σ VmHWM catches spikes between samples but counts shared pages in every sharer;
-    subtract the recent RSS − PSS gap (the double-counted part) to put it on PSS's scale."""
-    if hwm_sum is None or not math.isfinite(hwm_sum):
-        return peak_sampled
-    both = rows.dropna(subset=["rss_bytes", "pss_bytes"])
-    overcount = float((both["rss_bytes"] - both["pss_bytes"]).tail(10).mean()) if len(both) else 0.0
-    peak = hwm_sum - max(overcount, 0.0)
-    return max(peak, peak_sampled) if peak_sampled is not None else peak
-
-
 def trial_phases(
     trial_id: str,
     trial: pd.Series,
@@ -273,9 +279,12 @@ def trial_phases(
     peaks_frame: pd.DataFrame,
     options: PhaseOptions,
     factor_values: Mapping[str, Any] | None = None,
+    metric: str = "pss_bytes",
 ) -> TrialPhases | None:
     """Phases of one trial from its rows of the sweep's frames; None without samples.
-    ``factor_values`` are the trial's factors (:func:`~memsweep.analyze.load.trial_factors`)."""
+    ``factor_values`` are the trial's factors (:func:`~memsweep.analyze.load.trial_factors`);
+    ``metric`` is the sweep's memory figure (:attr:`SweepData.metric`): the peak is max
+    Σ PSS, or max Σ RSS for a sweep sampled without PSS."""
     if rows.empty:
         return None
     capacity = trial_capacity(trial)
@@ -303,16 +312,24 @@ def trial_phases(
         "options": options,
     }
     seg_total = segment(total_rows["t_s"].to_numpy(), total_rows["stored"].to_numpy(), **cut)
-    peaks = peaks_frame.set_index("role")["hwm_sum_bytes"]
+    peaks = peaks_frame.set_index("role")
+    peak_column = "peak_bytes" if metric == "pss_bytes" else "peak_rss_bytes"
     by_role = dict(tuple(rows.groupby("role", sort=False)))
     role_names = [r for r in _ordered_roles(by_role) if r != "total"] + ["total"]
     roles = []
     for role in role_names:
         role_rows = by_role[role]
         seg = segment(role_rows["t_s"].to_numpy(), role_rows["stored"].to_numpy(), **cut)
-        hwm = float(peaks.sum()) if role == "total" else _get(peaks, role)
         roles.append(
-            _role_phases(role, role_rows, seg=seg, capacity=capacity, hwm_sum=hwm, options=options)
+            _role_phases(
+                role,
+                role_rows,
+                seg=seg,
+                capacity=capacity,
+                measured_peak=_get(peaks, role, peak_column),
+                hwm_sum=_get(peaks, role, "hwm_bytes"),
+                options=options,
+            )
         )
 
     reached = roles[-1].plateau is not None
@@ -392,8 +409,11 @@ def _ordered_roles(roles: Any) -> list[str]:
     return known + sorted(set(roles) - set(known))
 
 
-def _get(series: pd.Series, key: str) -> float | None:
-    return float(series[key]) if key in series.index else None
+def _get(frame: pd.DataFrame, role: str, column: str) -> float | None:
+    if role not in frame.index or column not in frame.columns:
+        return None
+    value = frame.at[role, column]
+    return None if value is None or pd.isna(value) else float(value)
 
 
 def _num(value: Any) -> float | None:
@@ -424,6 +444,7 @@ def all_phases(data: SweepData, options: PhaseOptions) -> tuple[TrialPhases, ...
             progress=progress.get(trial_id, empty_progress),
             peaks_frame=peaks.get(trial_id, empty_peaks),
             options=options,
+            metric=data.metric,
             factor_values=data.factors.get(str(trial_id)),
         )
         if phases is not None:

@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from memsweep.store import Results
+from memsweep.store.peaks import peaks_sql
 
 
 def sample_files(results: Results) -> list[str]:
@@ -74,13 +75,13 @@ SELECT trial_id, role, bucket,
 FROM per_process GROUP BY trial_id, role, bucket
 """
 
-PEAKS_SQL = """
-SELECT trial_id, role, count(*) AS processes, sum(hwm) AS hwm_sum_bytes
-FROM (
-    SELECT trial_id, role, node_id, pid, create_time, max(hwm) AS hwm
-    FROM per_process GROUP BY trial_id, role, node_id, pid, create_time
-) GROUP BY trial_id, role
+PEAKS_SQL = f"""
+SELECT * FROM ({peaks_sql("trial_samples", by_role=True)})
+UNION ALL BY NAME
+SELECT *, 'total' AS role FROM ({peaks_sql("trial_samples")})
 """
+"""Per trial, per role and for the trial (role ``total``): the one peak (max over time of
+Σ PSS, :mod:`memsweep.store.peaks`) with peak Σ RSS and Σ VmHWM beside it."""
 
 SYSTEM_SQL = """
 WITH per_process AS (

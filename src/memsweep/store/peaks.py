@@ -43,31 +43,40 @@ class TrialPeak:
     """Distinct processes (node, pid, start time) sampled in the trial."""
 
 
-_PEAKS_SQL = """
+def peaks_sql(view: str = "samples", *, by_role: bool = False) -> str:
+    """The one peak query over a ``samples``-schema view (``view`` names it).
+
+    Columns: ``trial_id`` (and ``role`` with ``by_role``), ``peak_bytes`` (max over time of
+    Σ PSS), ``peak_rss_bytes`` (max over time of Σ RSS), ``hwm_bytes`` (Σ of each process's
+    largest VmHWM) and ``processes``. ``by_role`` sums over the processes of one role
+    instead of the whole trial (a role's peak; the roles' peaks come at different moments,
+    so they do not add up to the trial's). Rounds on different nodes do not share
+    timestamps: each node's largest round per second is taken, then the nodes are added
+    up, so that a trial spread over nodes is counted whole and no round twice."""
+    keys = "trial_id, role" if by_role else "trial_id"
+    return f"""
 WITH per_round AS (
-    SELECT trial_id, node_id, ts,
+    SELECT {keys}, node_id, ts,
            SUM(rss_bytes) AS rss, SUM(pss_bytes) AS pss, COUNT(pss_bytes) AS n_pss,
            COUNT(*) AS n
-    FROM samples WHERE trial_id IS NOT NULL GROUP BY trial_id, node_id, ts
+    FROM {view} WHERE trial_id IS NOT NULL GROUP BY {keys}, node_id, ts
 ), per_node_second AS (
-    -- Rounds on different nodes do not share timestamps: take each node's largest
-    -- round per second, then add the nodes up, so that a trial spread over nodes is
-    -- counted whole and no round is counted twice.
-    SELECT trial_id, node_id, date_trunc('second', ts) AS sec,
+    SELECT {keys}, node_id, date_trunc('second', ts) AS sec,
            MAX(rss) AS rss, MAX(CASE WHEN n_pss = n THEN pss END) AS pss
-    FROM per_round GROUP BY trial_id, node_id, sec
-), per_trial_second AS (
-    SELECT trial_id, sec, SUM(rss) AS rss, SUM(pss) AS pss
-    FROM per_node_second GROUP BY trial_id, sec
+    FROM per_round GROUP BY {keys}, node_id, sec
+), per_second AS (
+    SELECT {keys}, sec, SUM(rss) AS rss, SUM(pss) AS pss
+    FROM per_node_second GROUP BY {keys}, sec
 ), hwm AS (
-    SELECT trial_id, SUM(max_hwm) AS hwm, COUNT(*) AS processes FROM (
-        SELECT trial_id, node_id, pid, create_time, MAX(hwm_bytes) AS max_hwm
-        FROM samples WHERE trial_id IS NOT NULL
-        GROUP BY trial_id, node_id, pid, create_time
-    ) GROUP BY trial_id
+    SELECT {keys}, SUM(max_hwm) AS hwm, COUNT(*) AS processes FROM (
+        SELECT {keys}, node_id, pid, create_time, MAX(hwm_bytes) AS max_hwm
+        FROM {view} WHERE trial_id IS NOT NULL
+        GROUP BY {keys}, node_id, pid, create_time
+    ) GROUP BY {keys}
 )
-SELECT p.trial_id, MAX(p.pss), MAX(p.rss), ANY_VALUE(h.hwm), ANY_VALUE(h.processes)
-FROM per_trial_second p JOIN hwm h USING (trial_id) GROUP BY p.trial_id
+SELECT {keys}, MAX(p.pss)::DOUBLE AS peak_bytes, MAX(p.rss)::DOUBLE AS peak_rss_bytes,
+       ANY_VALUE(h.hwm)::DOUBLE AS hwm_bytes, ANY_VALUE(h.processes) AS processes
+FROM per_second p JOIN hwm h USING ({keys}) GROUP BY {keys}
 """
 
 
@@ -80,7 +89,7 @@ def trial_peaks(samples: Any) -> dict[str, TrialPeak]:
     con = duckdb.connect()
     try:
         con.register("samples", samples)
-        rows = con.execute(_PEAKS_SQL).fetchall()
+        rows = con.execute(peaks_sql()).fetchall()
     finally:
         con.close()
 
