@@ -8,6 +8,8 @@ from memsweep.analyze import Analysis, PredictPoint, predict, solve_budget
 from memsweep.analyze.prediction import prediction_text
 from memsweep.errors import DataError
 from memsweep.testing.synthetic import (
+    PSS_SHARE,
+    SYSTEM_PROCESSES,
     SynthSweep,
     analysis_of,
     factorial_sweep,
@@ -42,11 +44,19 @@ def test_a_prediction_gives_plateau_and_peak_per_role_and_in_total_with_interval
     assert prediction.total.plateau.contains(truth)
     assert prediction.model_params_source == "measured"
     assert prediction.warnings == ()
-    # AND the node total adds Ray's own processes
+    # AND the node total adds Ray's own processes and the driver, each its own figure
     assert prediction.total_with_system.plateau.value == pytest.approx(
-        prediction.total.plateau.value + prediction.system_bytes
+        prediction.total.plateau.value + prediction.system_bytes + prediction.driver_bytes
     )
-    assert prediction.system_bytes == pytest.approx(405e6, rel=0.01)  # not the sampler
+    ray_system, driver, sampler = (
+        SYSTEM_PROCESSES[r] * PSS_SHARE for r in ("ray_system", "driver", "memsweep")
+    )
+    assert prediction.system_bytes == pytest.approx(ray_system, rel=0.01)  # Ray's own only
+    assert prediction.driver_bytes == pytest.approx(driver, rel=0.01)
+    assert prediction.sampler_bytes == pytest.approx(sampler, rel=0.01)
+    # AND the table says what the node row includes and what it leaves out
+    text = prediction_text(prediction)
+    assert "Tune driver" in text and "Not included: memsweep's samplers" in text
 
 
 def test_a_prediction_beyond_the_measured_range_warns_and_estimates_an_unseen_model(
@@ -62,7 +72,7 @@ def test_a_prediction_beyond_the_measured_range_warns_and_estimates_an_unseen_mo
     truth = sweep.truth.plateau_bytes(1_000_000, mlp_params([512, 512]), 8, "torch")
     assert prediction.total.plateau.contains(truth)
     text = prediction_text(prediction)
-    assert "total + ray system" in text and "warning: extrapolating" in text
+    assert "total + ray + driver" in text and "warning: extrapolating" in text
 
 
 def test_the_budget_answer_is_the_largest_capacity_that_fits(analysis: Analysis) -> None:
@@ -86,6 +96,7 @@ def test_the_budget_answer_is_the_largest_capacity_that_fits(analysis: Analysis)
         return (
             float(model.predict(pd.DataFrame([row]))["obs_ci_upper"].iloc[0])
             + analysis.system_bytes_per_node
+            + analysis.driver_bytes
         )
 
     assert upper(answer.largest_safe) <= budget < upper(answer.largest_safe + 1)

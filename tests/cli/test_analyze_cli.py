@@ -138,7 +138,7 @@ def test_predict_prints_totals_per_role_with_intervals_and_warns_on_extrapolatio
     for role in ("trainable", "env_runner", "total"):
         size = r"[\d.]+ [kMG]?B"
         assert re.search(rf"{size}\s+{size} – {size}\s+{size}\s+{size} – {size}", rows[role])
-    assert "total + ray system" in result.stdout
+    assert "total + ray + driver" in result.stdout
     # AND it warns that it extrapolates
     assert (
         "warning: extrapolating: replay_capacity 1,000,000 is above the measured range"

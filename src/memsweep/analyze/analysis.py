@@ -11,7 +11,7 @@ import pandas as pd
 
 from memsweep.analyze.growth import GrowthRule
 from memsweep.analyze.leaks import DEFAULT_HORIZON_ENV_STEPS, GrowthVerdict, growth_verdicts
-from memsweep.analyze.load import TRIAL_ROLES, SweepData, load_sweep
+from memsweep.analyze.load import SYSTEM_ROLES, TRIAL_ROLES, SweepData, load_sweep
 from memsweep.analyze.models import ModelSet, fit_all
 from memsweep.analyze.phases import TrialPhases, all_phases
 from memsweep.analyze.segments import PhaseOptions
@@ -68,11 +68,20 @@ class Analysis:
     """One row per analysed trial: factors and trial-level quantities (bytes)."""
 
     system_bytes_per_node: float
-    """Median memory of Ray's own processes on a node (raylet, GCS, idle workers, driver)."""
+    """Median memory of Ray's own processes on a node (raylet, GCS, dashboard, idle
+    workers): not the Tune driver, not memsweep's samplers."""
 
     missing: tuple[str, ...]
     notes: tuple[str, ...]
     timings_s: dict[str, float]
+
+    driver_bytes: float = 0.0
+    """Median memory of the process that ran Tune (``memsweep run``'s own driver, or the
+    user's script with ``MemoryCallback``): one per run, on the head node."""
+
+    sampler_bytes_per_node: float = 0.0
+    """Median memory of memsweep's sampler actor on a node: runs only while memsweep
+    measures, so no prediction includes it."""
 
     def trial(self, trial_id: str) -> TrialPhases:
         return next(t for t in self.trials if t.trial_id == trial_id)
@@ -185,9 +194,13 @@ def analyze_results(
             f"models (their plateau is extrapolated per trial): {', '.join(no_plateau)}"
         )
     system = data.system
-    per_node = (
-        system.groupby("node_id")["mem_bytes"].sum() if len(system) else pd.Series(dtype=float)
-    )
+
+    def per_node(roles: tuple[str, ...]) -> float:
+        rows = system[system["role"].isin(roles)] if len(system) else system
+        sums = rows.groupby("node_id")["mem_bytes"].sum() if len(rows) else None
+        return float(sums.mean()) if sums is not None and len(sums) else 0.0
+
+    drivers = system[system["role"] == "driver"] if len(system) else system
     timings = {**data.timings_s, "phases_s": phases_s, "models_s": models_s}
     timings["analysis_s"] = time.perf_counter() - clock
     return Analysis(
@@ -199,7 +212,9 @@ def analyze_results(
         verdicts=verdicts,
         models=models,
         trial_table=table,
-        system_bytes_per_node=float(per_node.mean()) if len(per_node) else 0.0,
+        system_bytes_per_node=per_node(SYSTEM_ROLES),
+        driver_bytes=float(drivers["mem_bytes"].sum()) if len(drivers) else 0.0,
+        sampler_bytes_per_node=per_node(("memsweep",)),
         missing=data.missing,
         notes=tuple(dict.fromkeys(notes)),
         timings_s=timings,

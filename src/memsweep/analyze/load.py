@@ -46,8 +46,15 @@ from memsweep.store import Results, open_results
 TRIAL_ROLES = ("trainable", "learner", "replay", "aggregator", "env_runner", "actor", "child")
 """Roles whose processes belong to a trial, in display order."""
 
-SYSTEM_ROLES = ("ray_system", "ray_worker", "driver")
-"""Processes of no trial that a real run also has (not the sampler, role ``memsweep``)."""
+SYSTEM_ROLES = ("ray_system", "ray_worker")
+"""Ray's own processes (raylet, GCS, dashboard, idle or task workers): of no trial, and in
+every Ray run."""
+
+OWN_ROLES = ("driver", "memsweep")
+"""Processes of no trial that are not Ray's: ``driver``, the process that ran Tune
+(``memsweep run``'s own, or the user's script with :class:`memsweep.MemoryCallback`), and
+``memsweep``, memsweep's sampler actors (one per node, only while memsweep measures).
+Never counted as Ray system."""
 
 TRIAL_COLUMNS = [
     "trial_id",
@@ -106,7 +113,8 @@ class SweepData:
     ``stored``."""
 
     system: pd.DataFrame
-    """Per node and system role: median ``mem_bytes`` of a round."""
+    """Per node and role of no trial (``SYSTEM_ROLES``: Ray's own; ``OWN_ROLES``: the Tune
+    driver and memsweep's samplers): median ``mem_bytes`` of a round."""
 
     sample_rows: int
     """Rows in ``samples/``."""

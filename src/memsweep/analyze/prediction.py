@@ -72,15 +72,29 @@ class Prediction:
     roles: tuple[RolePrediction, ...]
     total: RolePrediction
     system_bytes: float
-    """Ray's own processes on a node (raylet, GCS, idle workers, driver): measured median."""
+    """Ray's own processes on a node (raylet, GCS, dashboard, idle workers): measured median.
+    Not the driver, not memsweep's samplers."""
 
     total_with_system: RolePrediction
-    """``total`` plus ``system_bytes``: what the node needs."""
+    """``total`` plus ``system_bytes`` plus ``driver_bytes``: what the node running the
+    trial and its driver needs (memsweep's samplers not included)."""
 
     warnings: tuple[str, ...]
     """Extrapolation and estimation warnings, one sentence each."""
 
     confidence: float
+
+    driver_bytes: float = 0.0
+    """The process that ran Tune, measured in the sweep (``memsweep run``'s own driver; the
+    user's own script takes its place): included in ``total_with_system``."""
+
+    sampler_bytes: float = 0.0
+    """memsweep's sampler actor per node, measured: included in no figure (it runs only
+    while memsweep measures)."""
+
+
+NODE_ROW = "total + ray + driver"
+"""The row of a prediction that adds Ray's own processes and the Tune driver to the total."""
 
 
 def _measured_values(analysis: Analysis, factor: str) -> list[float | str]:
@@ -390,21 +404,23 @@ def predict(analysis: Analysis, point: PredictPoint) -> Prediction:
         roles.append(_role_prediction(role, plateau, peak))
     plateau, peak = _predict_many(analysis, frame, "total")
     total = _role_prediction("total", plateau, peak)
-    system = analysis.system_bytes_per_node
+    node = analysis.system_bytes_per_node + analysis.driver_bytes
     with_system = RolePrediction(
-        "total + ray system",
-        total.plateau.shifted(system),
-        total.peak.shifted(system) if total.peak else None,
+        NODE_ROW,
+        total.plateau.shifted(node),
+        total.peak.shifted(node) if total.peak else None,
     )
     return Prediction(
         point=resolved,
         model_params_source=source,
         roles=tuple(roles),
         total=total,
-        system_bytes=system,
+        system_bytes=analysis.system_bytes_per_node,
         total_with_system=with_system,
         warnings=tuple(dict.fromkeys(warnings)),
         confidence=analysis.options.confidence,
+        driver_bytes=analysis.driver_bytes,
+        sampler_bytes=analysis.sampler_bytes_per_node,
     )
 
 
@@ -436,7 +452,12 @@ def prediction_text(prediction: Prediction) -> str:
             f"{format_bytes(peak.value) if peak else 'n/a':>10}  {_span(peak) if peak else '':<25}"
         )
     lines.append(
-        f"(ray system processes on the node, measured: {format_bytes(prediction.system_bytes)})"
+        f"({NODE_ROW} = total + Ray's own processes (raylet, GCS, idle workers), measured "
+        f"{format_bytes(prediction.system_bytes)} per node, + the Tune driver, measured "
+        f"{format_bytes(prediction.driver_bytes)} (memsweep's own here; your script's driver "
+        "takes its place). Not included: memsweep's samplers, measured "
+        f"{format_bytes(prediction.sampler_bytes)} per node, which run only while memsweep "
+        "measures)"
     )
     lines += [f"warning: {w}" for w in prediction.warnings]
     return "\n".join(lines)

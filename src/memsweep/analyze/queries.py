@@ -88,7 +88,8 @@ WITH per_process AS (
     SELECT role, node_id, pid, create_time, epoch_us(ts) // 60000000 AS minute,
            sum(pss_bytes)::DOUBLE AS pss, count(pss_bytes) AS full_rounds,
            sum(rss_bytes)::DOUBLE AS rss, count(*) AS rounds
-    FROM samples WHERE trial_id IS NULL AND role IN ('ray_system', 'ray_worker', 'driver')
+    FROM samples
+    WHERE trial_id IS NULL AND role IN ('ray_system', 'ray_worker', 'driver', 'memsweep')
     GROUP BY role, node_id, pid, create_time, minute
 ), per_minute AS (
     SELECT node_id, minute, max(full_rounds) AS full_rounds, max(rounds) AS rounds
@@ -102,7 +103,7 @@ WITH per_process AS (
 SELECT role, node_id, median(pss) AS pss_bytes, median(rss) AS rss_bytes
 FROM per_role GROUP BY role, node_id
 """
-"""Ray's own processes per node and role: the time average within each minute (a process
+"""Processes of no trial per node and role (Ray's own, the Tune driver, memsweep's samplers): the time average within each minute (a process
 counts for the rounds it was alive in, so churning idle workers are not summed; the
 minute's round count is the largest per-process count, the raylet's), then the median
 over minutes."""

@@ -33,10 +33,11 @@ class BudgetAnswer:
 
     budget_bytes: int
     largest_safe: int | None
-    """Largest value whose upper prediction bound (peak + Ray system) fits; None if none."""
+    """Largest value whose upper prediction bound (peak + Ray system + driver) fits; None
+    if none."""
 
     largest_expected: int | None
-    """Largest value whose predicted peak (+ Ray system) fits."""
+    """Largest value whose predicted peak (+ Ray system + driver) fits."""
 
     prediction: Prediction | None
     """The prediction at ``largest_safe`` (or ``largest_expected`` when nothing is safe)."""
@@ -76,7 +77,7 @@ def solve_budget(
     factor: str = "replay_capacity",
 ) -> BudgetAnswer:
     """The largest ``factor`` (any numeric factor of the sweep) whose predicted peak
-    (+ Ray system) fits ``budget_bytes``. The peak is the coherent one ``predict`` prints
+    (+ Ray system + the Tune driver) fits ``budget_bytes``. The peak is the coherent one ``predict`` prints
     (never below the plateau, never negative)."""
     require_models(analysis)
     info = next((f for f in analysis.models.factors if f.name == factor), None)
@@ -87,7 +88,9 @@ def solve_budget(
         raise DataError(f"--budget: cannot solve for {factor}: it is a label, not a number")
     fixed = _with_value(point, factor, 0)
     resolved, _, _ = resolve_point(analysis, fixed)
-    system = analysis.system_bytes_per_node
+    # What the node needs besides the trial: Ray's own processes and the Tune driver
+    # (memsweep's samplers are not included: they run only while memsweep measures).
+    system = analysis.system_bytes_per_node + analysis.driver_bytes
     high = 10**12 if factor == "replay_capacity" else 1024 if factor == "num_workers" else 10**9
 
     def peak_at(value: int) -> Estimate:

@@ -128,8 +128,12 @@ class SynthSweep:
 
 
 SYSTEM_PROCESSES = {"ray_system": 150e6, "driver": 300e6, "memsweep": 80e6}
-"""Processes of no trial (RSS); their PSS is 90 % of it. The sampler (``memsweep``) does
-not count as Ray's overhead: 0.9 × (150 + 300) MB = 405 MB per node."""
+"""Processes of no trial (RSS); their PSS is ``PSS_SHARE`` of it. Ray's own overhead is
+``ray_system`` alone (0.9 × 150 MB = 135 MB per node); the driver (270 MB) and the sampler
+(``memsweep``, 72 MB) are their own figures."""
+
+PSS_SHARE = 0.9
+"""PSS ÷ RSS of the processes of no trial."""
 
 
 def _complete(columns: dict[str, pa.Array], schema: pa.Schema, size: int) -> pa.Table:
@@ -247,7 +251,7 @@ def write_sweep(
                     "role": pa.array([role] * n),
                     "rss_bytes": _ints(rss),
                     "hwm_bytes": _ints(np.maximum.accumulate(rss)),
-                    "pss_bytes": _ints(rss * 0.9, ~full),
+                    "pss_bytes": _ints(rss * PSS_SHARE, ~full),
                     "uss_bytes": _ints(rss * 0.8, ~full),
                 }
             )
