@@ -184,6 +184,7 @@ SECTIONS = {
     "growth": "6. Growth verdict",
     "accuracy": "7. Prediction accuracy",
     "compaction": "8. Files after compaction",
+    "driver": "9. Driver memory",
 }
 
 

@@ -11,7 +11,7 @@ Sections: overhead (env steps/s with no monitor, memsweep at 10 and 50 Hz, Tune'
 spikes (memsweep, Tune, MLflow); attribution on a two-node cluster; analysis speed; time
 to answer; the growth verdict as a detector on real runs with planted leaks; prediction
 accuracy (leave-one-out and held out) on the committed real sweeps; files per table after
-compaction. Writes ``results/bench-<machine>/bench.json`` and ``bench.md`` (with the machine's
+compaction; the driver's peak RSS during the default sweep. Writes ``results/bench-<machine>/bench.json`` and ``bench.md`` (with the machine's
 specs) and prints the table on stdout; progress goes to stderr. A goal memsweep misses
 is marked MISSED. Exit code 0, or 1 when a section failed (its row says why), or 2 for
 bad arguments.
@@ -45,6 +45,7 @@ SECTION_ORDER = (
     "growth",
     "accuracy",
     "compaction",
+    "driver",
 )
 
 
@@ -175,6 +176,10 @@ def run_sections(config: BenchConfig, work: Path) -> Outcome:
             )
         if "answer" in wanted:
             _guarded(outcome, "answer", lambda: bench_answer.time_to_answer(profile, work))
+    if "driver" in wanted:
+        import bench_driver
+
+        _guarded(outcome, "driver", lambda: bench_driver.run(profile, work / "driver"))
     if "compaction" in wanted:
         import bench_compact
 

@@ -46,6 +46,7 @@ FIXED_ROWS = {
     "accuracy.leave_one_out.plateau.total.under_rate",
     *(f"compaction.files.{table}" for table in ("samples", "node_samples", "progress", "events")),
     "compaction.seconds",
+    "driver.peak_rss",
 }
 """Rows whose key does not depend on the sizes of the run."""
 

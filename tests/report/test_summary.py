@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from memsweep import result_keys as keys
-from memsweep.report.summary import TrialSummary, format_summaries
+from memsweep.report.summary import (
+    TrialSummary,
+    driver_peak_rss,
+    format_driver_peak,
+    format_summaries,
+)
 from memsweep.run.trainable import MemsweepTrainable
 
 
@@ -49,3 +59,36 @@ def test_the_plateau_counts_env_steps_from_the_result_that_filled_the_buffer() -
     )
     assert count(no_buffer, 4000, None) == 0
     assert count(no_buffer, 12000, None) == 8000
+
+
+def test_the_driver_peak_is_the_largest_rss_of_the_driver_rows(tmp_path: Path) -> None:
+    # GIVEN samples of a driver whose RSS rises to 280 MB and falls, next to a bigger trainable
+    from memsweep.store import open_results
+    from memsweep.store.schema import SAMPLES
+
+    folder = tmp_path / "run" / "samples"
+    folder.mkdir(parents=True)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [
+        {"ts": start + timedelta(seconds=i), "pid": 7, "role": "driver", "rss_bytes": rss}
+        for i, rss in enumerate([200_000_000, 280_000_000, 250_000_000])
+    ] + [{"ts": start, "pid": 8, "role": "trainable", "rss_bytes": 900_000_000}]
+    filler = {pa.string(): "n", pa.int64(): 0, pa.int32(): 0, pa.float64(): 0.0, pa.bool_(): False}
+    full = [
+        {
+            f.name: row.get(f.name, None if f.nullable else filler.get(f.type, start))
+            for f in SAMPLES
+        }
+        for row in rows
+    ]
+    pq.write_table(pa.Table.from_pylist(full, schema=SAMPLES), folder / "part-0.parquet")
+    results = open_results(str(tmp_path / "run"))
+    # THEN the driver's peak is its largest row, within the goal
+    assert driver_peak_rss(results) == 280_000_000
+    assert format_driver_peak(280_000_000).endswith("goal ≤ 300 MB: met)")
+    assert format_driver_peak(1_330_000_000).endswith("MISSED)")
+    # AND without driver rows there is no figure, and the line says why
+    (folder / "part-0.parquet").unlink()
+    pq.write_table(pa.Table.from_pylist(full[3:], schema=SAMPLES), folder / "part-0.parquet")
+    assert driver_peak_rss(open_results(str(tmp_path / "run"))) is None
+    assert "not sampled" in format_driver_peak(None)

@@ -82,16 +82,23 @@ class RunCommand:
 
 def print_outcome(name: str, outcome: SweepOutcome) -> None:
     """The end-of-run summary: one line per trial, where the Parquet is, what to run next."""
-    from memsweep.report.summary import format_summaries, trial_summaries
+    from memsweep.report.summary import (
+        driver_peak_rss,
+        format_driver_peak,
+        format_summaries,
+        trial_summaries,
+    )
     from memsweep.store import open_results
 
-    summaries = trial_summaries(open_results(outcome.storage))
+    results = open_results(outcome.storage)
+    summaries = trial_summaries(results)
     print()
     print(
         f"memsweep: {name}: {len(summaries)} trials, {outcome.num_errors} failed, "
         f"{outcome.seconds:.0f} s"
     )
     print(format_summaries(summaries))
+    print(format_driver_peak(driver_peak_rss(results)))
     uri = outcome.storage
     print(f"Parquet: {uri}/samples (per process), node_samples, progress, trials.parquet")
     print(f"Next: memsweep analyze {uri}")

@@ -33,6 +33,33 @@ class TrialSummary:
     hwm_bytes: int | None
 
 
+DRIVER_GOAL_BYTES = 300_000_000
+"""Goal for the driver's peak RSS during a sweep (issue #16): 300 MB."""
+
+
+def driver_peak_rss(results: Results) -> int | None:
+    """The sweep driver's (``memsweep run``'s own process) largest RSS in bytes, from the
+    ``samples`` rows of role ``driver``; None when no driver was sampled (a driver on
+    another node than any sampler, or a run before the samplers started)."""
+    import pyarrow.compute as pc
+
+    dataset = results.dataset("samples")
+    table = dataset.to_table(columns=["rss_bytes"], filter=pc.field("role") == "driver")
+    peak = pc.max(table["rss_bytes"]).as_py() if table.num_rows else None
+    return None if peak is None else int(peak)
+
+
+def format_driver_peak(peak: int | None) -> str:
+    """One line: the driver's peak RSS against its goal (or why there is none)."""
+    if peak is None:
+        return "driver peak RSS: not sampled (the driver ran on no sampled node)"
+    verdict = "met" if peak <= DRIVER_GOAL_BYTES else "MISSED"
+    return (
+        f"driver peak RSS: {format_bytes(peak)} (memsweep's own process; goal ≤ "
+        f"{format_bytes(DRIVER_GOAL_BYTES)}: {verdict})"
+    )
+
+
 def _show(value: int | None) -> str:
     return "-" if value is None else format_bytes(value)
 

@@ -9,6 +9,15 @@ it (:func:`needs_rllib`): a sweep of memsweep's own algorithms, gymnasium ids an
 four built-in factors imports nothing. Importing RLlib and one algorithm's config costs
 about 3 s of CPU (several more on a loaded machine); :class:`RllibCheck` records it.
 
+**Where it runs.** In a short-lived subprocess (``python -m memsweep.run.rllib_check``),
+so that the driver of a sweep never holds RLlib (and TensorFlow) itself: they cost it
+about 1 GB of RSS on the node it measures. The subprocess hands back what it found and
+the :class:`~memsweep.run.placement.RllibResources` of the algorithm's (or the user's)
+config, from which :mod:`memsweep.run.placement` computes every trial's placement group.
+A process that has already imported RLlib checks in-process (nothing to save). Each study
+is checked once per process: ``memsweep run`` checks before Ray starts and
+:func:`~memsweep.run.sweep.run_study` reuses that result.
+
 Errors are :class:`~memsweep.errors.SpecError`, one line naming the key and the fix.
 """
 
@@ -17,16 +26,21 @@ from __future__ import annotations
 import contextlib
 import difflib
 import inspect
+import json
 import logging
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from numbers import Number
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memsweep.errors import SpecError
+from memsweep.errors import MemsweepError, SpecError
+from memsweep.run.placement import RLLIB_DEFAULTS, RllibResources, resources_of
 from memsweep.run.workloads import OWNED_KEYS
 from memsweep.spec import ALGORITHMS, FACTOR_NAMES, Study
 
@@ -48,7 +62,12 @@ class RllibCheck:
     """The user's env class (``module.Class``) when ``env.id`` is an entry point."""
 
     seconds: float
-    """Wall time of the check: importing RLlib, the algorithm and the user's code."""
+    """Wall time of the check: importing RLlib, the algorithm and the user's code (in
+    the subprocess, without its start)."""
+
+    resources: RllibResources = RLLIB_DEFAULTS
+    """The resource settings of the algorithm's default config or the user's
+    ``config:`` (before memsweep's own): the base of every trial's placement group."""
 
 
 def needs_rllib(study: Study) -> bool:
@@ -69,15 +88,98 @@ def check_study(study: Study, source: str) -> RllibCheck | None:
     does not register, a replay capacity for an algorithm without a buffer, an
     ``AlgorithmConfig`` attribute that does not exist (with the nearest names), a value
     whose type cannot be the attribute's, an entry point that does not import or is not
-    an env class.
+    an env class; :class:`MemsweepError` when the check's subprocess fails otherwise.
+    Runs in a subprocess unless RLlib is already imported here; a study checked before in
+    this process is not checked again.
     """
     if not needs_rllib(study):
         return None
-    started = time.monotonic()
+    key = _cache_key(study)
+    if key not in _CHECKED:
+        try:
+            if "ray.rllib" in sys.modules:
+                _CHECKED[key] = _check(study, time.monotonic())
+            else:
+                _CHECKED[key] = _check_in_subprocess(study)
+        except SpecError as exc:
+            raise SpecError(f"{source}: {exc}") from None
+    return _CHECKED[key]
+
+
+def base_resources(study: Study) -> RllibResources:
+    """The base of the study's placement groups (:mod:`memsweep.run.placement`): RLlib's
+    defaults for memsweep's own algorithms, else what the RLlib check read from the real
+    config (checked now if it was not yet)."""
+    checked = check_study(study, study.name)
+    return RLLIB_DEFAULTS if checked is None else checked.resources
+
+
+_CHECKED: dict[str, RllibCheck] = {}
+"""Studies checked in this process, by their JSON."""
+
+
+def _cache_key(study: Study) -> str:
+    return json.dumps(study.model_dump(mode="json"), sort_keys=True)
+
+
+def _check_in_subprocess(study: Study) -> RllibCheck:
+    """Run :func:`_check` in ``python -m memsweep.run.rllib_check``; its output (also
+    whatever RLlib or the user's code print) is kept from the user unless it fails
+    without a :class:`SpecError`."""
+    env = dict(os.environ)
+    if all(f == "torch" for f in study.factors.framework):
+        env["RLLIB_TEST_NO_TF_IMPORT"] = "1"
+    else:
+        env.pop("RLLIB_TEST_NO_TF_IMPORT", None)
+        env.setdefault("TF_USE_LEGACY_KERAS", "1")
+    # The child finds memsweep where this process did (a source checkout on sys.path).
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    with tempfile.TemporaryDirectory(prefix="memsweep-check-") as folder:
+        answer = Path(folder) / "answer.json"
+        done = subprocess.run(
+            [sys.executable, "-m", "memsweep.run.rllib_check", str(answer)],
+            input=json.dumps(study.model_dump(mode="json")),
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        try:
+            result = json.loads(answer.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            lines = (done.stderr or done.stdout or "").strip().splitlines()
+            last = lines[-1] if lines else f"exit code {done.returncode}"
+            raise MemsweepError(f"The RLlib check of the sweep failed: {last}") from None
+    if "error" in result:
+        raise SpecError(result["error"])
+    found = result["check"]
+    return RllibCheck(
+        config_class=found["config_class"],
+        has_replay_buffer=found["has_replay_buffer"],
+        env_class=found["env_class"],
+        seconds=found["seconds"],
+        resources=RllibResources.from_json(found["resources"]),
+    )
+
+
+def _child(answer: str) -> None:
+    """The subprocess's side: the study as JSON on stdin, the answer to file ``answer``."""
+    study = Study.model_validate(json.loads(sys.stdin.read()))
     try:
-        return _check(study, started)
+        checked = _check(study, time.monotonic())
     except SpecError as exc:
-        raise SpecError(f"{source}: {exc}") from None
+        result: dict[str, Any] = {"error": str(exc)}
+    else:
+        result = {
+            "check": {
+                "config_class": checked.config_class,
+                "has_replay_buffer": checked.has_replay_buffer,
+                "env_class": checked.env_class,
+                "seconds": checked.seconds,
+                "resources": checked.resources.to_json(),
+            }
+        }
+    Path(answer).write_text(json.dumps(result), encoding="utf-8")
 
 
 def _check(study: Study, started: float) -> RllibCheck:
@@ -130,6 +232,7 @@ def _check(study: Study, started: float) -> RllibCheck:
         has_replay_buffer=replay,
         env_class=found_env,
         seconds=time.monotonic() - started,
+        resources=resources_of(config),
     )
 
 
@@ -209,3 +312,7 @@ def _no_tensorflow_import(study: Study) -> Iterator[None]:
             os.environ.pop("RLLIB_TEST_NO_TF_IMPORT", None)
         else:
             os.environ["RLLIB_TEST_NO_TF_IMPORT"] = previous
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1])

@@ -150,15 +150,12 @@ def _num_samples(study: Study) -> int:
     return study.search.num_samples
 
 
-def _bundle_cpus(factory: Any) -> list[float]:
-    return [float(bundle.get("CPU", 0.0)) for bundle in factory.bundles]
-
-
 def check_placeable(study: Study, source: str = "") -> None:
     """Refuse, before any trial starts, a point the cluster can never place."""
 
     from memsweep.collect.collector import cluster_nodes
-    from memsweep.run.trainable import MemsweepTrainable
+    from memsweep.run.placement import bundles, trial_resources
+    from memsweep.run.rllib_check import base_resources
 
     nodes = [n for n in cluster_nodes() if n.get("Alive")]
     node_cpus = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes]
@@ -166,11 +163,11 @@ def check_placeable(study: Study, source: str = "") -> None:
     biggest = max(node_cpus, default=0.0)
     points: list[TrialPoint] = study.points()
     where = f"{source}: " if source else ""
+    base = base_resources(study)
     for point in points:
-        config = {"study": study.model_dump(mode="json"), "point": point.model_dump(mode="json")}
-        bundles = _bundle_cpus(MemsweepTrainable.default_resource_request(config))
-        need = sum(bundles)
-        if need > total + 1e-9 or max(bundles, default=0.0) > biggest + 1e-9:
+        cpus = [float(b.get("CPU", 0.0)) for b in bundles(trial_resources(study, point, base))]
+        need = sum(cpus)
+        if need > total + 1e-9 or max(cpus, default=0.0) > biggest + 1e-9:
             raise ClusterError(
                 f"{where}the trial with num_workers={point.num_workers} needs {need:g} CPUs "
                 f"(trainable {study.resources.cpus_per_trainable:g} + env runners at "

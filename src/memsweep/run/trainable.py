@@ -175,18 +175,17 @@ class MemsweepTrainable(tune.Trainable):
     @classmethod
     def default_resource_request(cls, config: dict[str, Any]) -> PlacementGroupFactory:
         """The algorithm's own placement group: one bundle for this process, one per
-        remote env runner. Tune creates the trial's actor in it and captures child
-        actors, so the env runners RLlib starts land in the same placement group (which
-        is how memsweep attributes processes to trials)."""
-        from memsweep.run.workloads import algorithm_class, build_config
+        remote env runner (and RLlib's other actors, if configured). Tune creates the
+        trial's actor in it and captures child actors, so the env runners RLlib starts
+        land in the same placement group (which is how memsweep attributes processes to
+        trials). Tune calls this in the driver: it is computed from the spec by RLlib's
+        rules (:mod:`memsweep.run.placement`), without importing RLlib here."""
+        from memsweep.run.placement import placement_group_factory, trial_resources
+        from memsweep.run.rllib_check import base_resources
 
         study = study_from_config(config)
         point = point_from_config(study, config)
-        algo_config = build_config(study, point)
-        request = algorithm_class(study, point).default_resource_request(algo_config)
-        if not isinstance(request, tune.PlacementGroupFactory):  # Old-style Resources.
-            raise TypeError(f"expected a PlacementGroupFactory from RLlib, got {request!r}")
-        return request
+        return placement_group_factory(trial_resources(study, point, base_resources(study)))
 
     def setup(self, config: dict[str, Any], shipped: ShippedCode | None = None) -> None:
         """Build the algorithm. ``shipped``: the sweep file's own code (a file env or

@@ -1,0 +1,86 @@
+"""Driver: the peak RSS of ``memsweep run``'s own process during the default sweep.
+
+The driver runs Tune's loop and memsweep's collector on the node it measures, so its
+memory is part of what a user sees. Goal (issue #16): ≤ 300 MB. The figure is the largest
+RSS of the samples of role ``driver`` (the sampler reads the driver like any other
+process; :func:`memsweep.report.summary.driver_peak_rss`), from a real ``memsweep run``
+subprocess of ``sweeps/default.yaml``: every trial of it (torch and tf2 ones, 0 and 2 env
+runners), stopped after a few iterations in the default profile (the driver's memory
+depends on what it imports and on Tune's bookkeeping, not on how long a trial trains),
+only the base point in the smoke profile, and unchanged in the full one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from benchlib import REPO, Profile, Row, Stat, Timer, log
+
+from memsweep.report.summary import DRIVER_GOAL_BYTES, driver_peak_rss
+from memsweep.store import open_results
+
+ITERATIONS = {"smoke": 2, "default": 3}
+"""Iterations per trial by profile (the full profile keeps the sweep's own stop rule)."""
+
+
+def _sweep_file(profile: Profile, work: Path) -> Path:
+    data: dict[str, Any] = yaml.safe_load((REPO / "sweeps" / "default.yaml").read_text())
+    data["name"] = "bench-driver"
+    data.pop("storage", None)
+    if profile.name in ITERATIONS:
+        data["stop"] = {"iterations": ITERATIONS[profile.name]}
+    if profile.name == "smoke":
+        data["search"] = {"mode": "grid", "design": "one_at_a_time", "base_repeats": 1}
+        data["factors"] = {name: levels[:1] for name, levels in data["factors"].items()}
+    path = work / "driver-sweep.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def run(profile: Profile, work: Path) -> tuple[list[Row], dict[str, Any]]:
+    """Run the sweep in a ``memsweep run`` subprocess and read its driver's samples."""
+    timer = Timer()
+    work.mkdir(parents=True, exist_ok=True)
+    sweep = _sweep_file(profile, work)
+    storage = work / "driver-results"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    log(f"driver: memsweep run {sweep.name} ({profile.name} profile)")
+    done = subprocess.run(
+        [sys.executable, "-m", "memsweep", "run", str(sweep), "--storage", str(storage)],
+        cwd=REPO,
+        env=env,
+        stdout=sys.stderr,
+        stderr=sys.stderr,
+        check=False,
+        timeout=3 * 3600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"memsweep run {sweep.name} exited {done.returncode}")
+    results = open_results(str(storage))
+    peak = driver_peak_rss(results)
+    trials = results.table("trials").num_rows
+    if peak is None:
+        raise RuntimeError("the sweep's samples hold no row of role driver")
+    stop = (
+        f"{ITERATIONS[profile.name]} iterations per trial"
+        if profile.name in ITERATIONS
+        else "the sweep's own stop rule"
+    )
+    row = Row(
+        key="driver.peak_rss",
+        section="driver",
+        figure=f"driver peak RSS during the default sweep ({trials} trials, {stop})",
+        tool="memsweep run",
+        unit="bytes",
+        stat=Stat.one(float(peak)),
+        goal=f"≤ {DRIVER_GOAL_BYTES / 1e6:.0f} MB",
+        status="met" if peak <= DRIVER_GOAL_BYTES else "MISSED",
+        note="largest RSS of the driver's own samples (role driver); before #16.3 the "
+        "driver imported RLlib/TF for placement groups: 1.33 GB in results/reference-default",
+    )
+    return [row], {"peak_rss_bytes": peak, "trials": trials, **timer.done()}
