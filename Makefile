@@ -46,7 +46,7 @@ format: $(STAMP) ## apply ruff's formatting and safe fixes
 claims: $(STAMP) ## the claims study: run sweeps/claims/ and write results/claims-<machine>/claims.md (~40 min)
 	$(VENV)/bin/memsweep claims run $(CLAIMS_ARGS)
 
-bench: $(STAMP) ## benchmarks: overhead, sampler cost vs the read floor, peak capture, attribution, analysis speed, compaction (results/bench-<machine>/)
+bench: $(STAMP) ## benchmarks: overhead (A/B interval), sampler cost vs the read floor, peak capture, attribution, analysis speed, compaction, driver RSS (results/bench-<machine>/)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 submit: $(STAMP) ## submit SWEEP to a Ray cluster at ADDRESS (http://HEAD:8265) as a Ray job

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from benchlib import REPO, Profile, Row, Stat, Timer, log
 
+from benchlib import REPO, Profile, Row, Stat, Timer, log
 from memsweep.report.summary import DRIVER_GOAL_BYTES, driver_peak_rss
 from memsweep.store import open_results
 

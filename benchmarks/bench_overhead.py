@@ -197,13 +197,6 @@ def run(profile: Profile, work: Path) -> tuple[list[Row], dict[str, Any]]:
     """Interleaved runs of every variant (Ray must be up: one local node of 2 CPUs)."""
     timer = Timer()
     study, point = overhead_study(profile)
-    # Tune asks the trainable for its resources in this process, which imports RLlib here:
-    # do it now, so that the first run's driver CPU does not include that import.
-    from memsweep.run.trainable import MemsweepTrainable
-
-    MemsweepTrainable.default_resource_request(
-        {"study": study.model_dump(mode="json"), "point": point.model_dump(mode="json")}
-    )
     runs: list[RunFigures] = []
     total = profile.overhead_repeats * len(VARIANTS)
     for repeat in range(profile.overhead_repeats):

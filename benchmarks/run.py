@@ -157,6 +157,9 @@ def run_sections(config: BenchConfig, work: Path) -> Outcome:
             benchlib.start_local_ray()
             try:
                 if "overhead" in wanted:
+                    import bench_ab
+
+                    _guarded(outcome, "overhead_ab", lambda: bench_ab.run(profile, work / "ab"))
                     _guarded(
                         outcome, "overhead", lambda: bench_overhead.run(profile, work / "overhead")
                     )

@@ -23,6 +23,7 @@ FIXED_ROWS = {
     "overhead.memsweep_10hz",
     "overhead.memsweep_50hz",
     "overhead.tune_log_sys_usage",
+    "overhead.ab_ratio",
     "sampler.actor_cpu.memsweep_10hz",
     "sampler.actor_rss.memsweep_10hz",
     "sampler.scaling",

@@ -239,3 +239,23 @@ def test_a_check_error_from_the_subprocess_is_the_same_one_line(tmp_path: Path) 
         "x.yaml: rllib.minibatch_sise: PPOConfig has no attribute 'minibatch_sise'; "
         "nearest: minibatch_size, sgd_minibatch_size, train_batch_size"
     )
+
+
+def test_tunes_tensorboard_logger_does_not_bring_torch_into_the_driver() -> None:
+    # GIVEN a fresh process that prepares the driver as run_study does
+    code = (
+        "import sys\n"
+        "from memsweep.run.workarounds.tune import tensorboard_logger_without_torch\n"
+        "tensorboard_logger_without_torch()\n"
+        "from ray.tune.logger import TBXLoggerCallback\n"
+        "TBXLoggerCallback()\n"
+        "assert 'torch' not in sys.modules, 'the TensorBoard logger imported torch'\n"
+        "import torch\n"
+        "print(torch.tensor([2]).sum().item())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300
+    )
+    # THEN Tune's logger is built without torch, and torch still imports afterwards
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "2"

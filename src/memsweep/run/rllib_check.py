@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any
 
 from memsweep.errors import MemsweepError, SpecError
 from memsweep.run.placement import RLLIB_DEFAULTS, RllibResources, resources_of
-from memsweep.run.workloads import OWNED_KEYS
 from memsweep.spec import ALGORITHMS, FACTOR_NAMES, Study
 
 if TYPE_CHECKING:
@@ -263,6 +262,8 @@ def _check_key(
     where: str,
     builtins: tuple[str, ...],
 ) -> None:
+    from memsweep.run.workloads import OWNED_KEYS
+
     attr, _, inner = key.partition(".")
     if attr in OWNED_KEYS and not (attr == "env_config" and inner):
         raise SpecError(

@@ -279,10 +279,12 @@ def run_study(
         SweepStopper,
         credentials_kept_from_trials,
         storage_errors_in_one_line,
+        tensorboard_logger_without_torch,
         tune_survives_oom_kills,
     )
 
     check_study(study, source or study.name)
+    tensorboard_logger_without_torch()
     uri = storage or study.storage_uri
     writer = ResultsWriter(uri)
     writer.write_text("study.yaml", yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))

@@ -8,6 +8,8 @@
   message that says what to do.
 - The driver's cloud credentials stay in the driver when the results are on a local
   disk (:func:`credentials_kept_from_trials`).
+- The driver does not import PyTorch for Tune's TensorBoard logger
+  (:func:`tensorboard_logger_without_torch`).
 
 **A Ray 2.60 bug worked around here.** Tune's actor manager
 (``RayActorManager._actor_task_failed``) handles ``RayActorError`` and ``RayTaskError``
@@ -26,11 +28,34 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ray.exceptions import RayActorError
 from ray.tune.stopper import Stopper
+
+
+def tensorboard_logger_without_torch() -> None:
+    """Import tensorboardX here without letting it import PyTorch.
+
+    Tune adds its TensorBoard logger (``TBXLoggerCallback``) to every run, in the driver;
+    ``tensorboardX.writer`` imports ``torch`` when it is installed, only to accept torch
+    tensors as values (``numpy_compatible``). Tune logs numbers, so torch (~250 MB of
+    RSS) would sit in memsweep's driver, on the node it measures, for nothing. While
+    tensorboardX is first imported, ``import torch`` fails as if torch were not
+    installed (tensorboardX handles that); afterwards torch imports normally. No effect
+    when torch or tensorboardX is already imported.
+    """
+    if "torch" in sys.modules or "tensorboardX" in sys.modules:
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment]  # import torch: ImportError
+    try:
+        import tensorboardX  # noqa: F401
+    except ImportError:
+        pass  # Tune then runs without its TensorBoard logger, as it does without it.
+    finally:
+        del sys.modules["torch"]
 
 
 class TrialOutOfMemoryError(RayActorError):
