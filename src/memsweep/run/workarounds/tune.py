@@ -51,7 +51,7 @@ def tensorboard_logger_without_torch() -> None:
         return
     sys.modules["torch"] = None  # type: ignore[assignment]  # import torch: ImportError
     try:
-        import tensorboardX  # noqa: F401
+        import tensorboardX  # type: ignore[import-untyped]  # noqa: F401
     except ImportError:
         pass  # Tune then runs without its TensorBoard logger, as it does without it.
     finally:
