@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import threading
@@ -11,7 +13,7 @@ import pyarrow.compute as pc
 import pytest
 
 from memsweep.collect.attribution import ActorInfo
-from memsweep.run.watch import trials_from_actors
+from memsweep.run.watch import trials_from_actors, tune_trial_of
 from memsweep.store import open_results
 from memsweep.testing.raycluster import analyze, clean_env, memsweep, ray_head
 
@@ -35,6 +37,28 @@ def test_a_placement_group_is_a_tune_trial_whose_root_actor_is_its_trainable() -
     assert trials["job-02"].kind == "job"
 
 
+def test_a_trainable_in_its_tune_trial_directory_names_its_trial_and_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a process in the working directory Tune gives a trial's trainable, and the
+    # params.json Tune's driver writes for it (the layout of Ray 2.60, on one node)
+    experiment = tmp_path / "artifacts" / "2026-11-30_03-33-15" / "hold_2026-11-30_03-33-15"
+    name = "hold_c740d_00001_1_held_mb=250_2026-11-30_03-33-20"
+    (experiment / "working_dirs" / name).mkdir(parents=True)
+    monkeypatch.chdir(experiment / "working_dirs" / name)
+    # WHEN the watch reads it from /proc, before and after Tune wrote the config
+    found = tune_trial_of(os.getpid())
+    assert found is not None
+    before = found.config()
+    (experiment / "driver_artifacts" / name).mkdir(parents=True)
+    (experiment / "driver_artifacts" / name / "params.json").write_text('{"held_mb": 250}')
+    # THEN it names Tune's trial id, and the config once it is there
+    assert (found.trial_id, before, found.config()) == ("c740d_00001", None, {"held_mb": 250})
+    # AND a process anywhere else is in no Tune trial
+    monkeypatch.chdir(tmp_path)
+    assert tune_trial_of(os.getpid()) is None
+
+
 def test_watch_refuses_a_cluster_it_cannot_reach_with_one_line() -> None:
     result = memsweep("watch", "--address", "127.0.0.1:1", "--seconds", "1", timeout=300)
     assert result.returncode == 4, result.stderr[-2000:]
@@ -48,7 +72,7 @@ def test_watch_attached_to_a_running_job_records_its_processes_and_analyze_repor
     tmp_path: Path,
 ) -> None:
     # GIVEN a Ray cluster started with `ray start --head`, and a job on it that holds
-    # 300 MB in an actor and 200 MB in a Tune trial
+    # 300 MB in an actor and 200 and 250 MB in two Tune trials (a grid over held_mb)
     with ray_head(num_cpus=2) as head:
         env = clean_env(
             RAY_AUTH_MODE="token",
@@ -91,7 +115,7 @@ def test_watch_attached_to_a_running_job_records_its_processes_and_analyze_repor
                 job.kill()
             job_log.close()
         assert job.returncode == 0, (tmp_path / "job.log").read_text()[-3000:]
-        trial_pid = int(rest.split("TRIAL")[1].split()[0])
+        ran = [line.split()[1:] for line in rest.splitlines() if line.startswith("TRIAL")]
     # THEN the watch stopped when the job ended
     assert watch.returncode == 0, watch.stderr[-3000:]
     assert "job ended" in watch.stdout
@@ -108,13 +132,20 @@ def test_watch_attached_to_a_running_job_records_its_processes_and_analyze_repor
         (f"job-{job_id}", "actor", "Hog")
     }
     assert max(int(r["rss_bytes"]) for r in hog) > 300_000_000
-    # AND the Tune trial's trainable is attributed to a trial of its own, holding 200 MB
-    mine = [r for r in rows_of(trial_pid) if r["trial_id"] is not None]
-    assert {(r["role"], r["actor_class"]) for r in mine} == {("trainable", "ImplicitFunc")}
-    (tune_trial,) = {r["trial_id"] for r in mine}
-    assert trials[tune_trial]["status"] == "terminated"
-    assert max(int(r["rss_bytes"]) for r in mine) > 200_000_000
+    # AND each Tune trial's trainable is attributed to its trial, by Tune's own trial id,
+    # with the config Tune gave it and the key the trials differ in as their factor
+    assert len(ran) == 2, rest
+    for pid, tune_trial_id, held_mb in ran:
+        mine = [r for r in rows_of(int(pid)) if r["trial_id"] is not None]
+        assert {(r["trial_id"], r["role"], r["actor_class"]) for r in mine} == {
+            (tune_trial_id, "trainable", "ImplicitFunc")
+        }
+        assert max(int(r["rss_bytes"]) for r in mine) > int(held_mb) * 1_000_000
+        row = trials[tune_trial_id]
+        assert row["status"] == "terminated"
+        assert json.loads(str(row["config_json"]))["held_mb"] == int(held_mb)
+        assert json.loads(str(row["factors_json"])) == {"held_mb": int(held_mb)}
     # AND memsweep analyze reports on what it wrote
     report = analyze(str(out), "--out", str(tmp_path / "report"))
     assert report.returncode == 0, report.stderr[-3000:]
-    assert (tmp_path / "report" / "report.md").is_file()
+    assert "| trial | held_mb |" in (tmp_path / "report" / "report.md").read_text()

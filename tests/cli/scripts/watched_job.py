@@ -1,7 +1,9 @@
 """A Ray job that memsweep watch attaches to: an actor holding HOG_BYTES outside any
-placement group, and a Tune trial holding TRIAL_BYTES, for HOLD_S seconds each.
+placement group, and two Tune trials holding ``held_mb`` MB each (200 and 250, a grid
+over the trial's config), for HOLD_S seconds each.
 
-Usage: python watched_job.py GCS_ADDRESS TUNE_DIR. Prints its job id first.
+Usage: python watched_job.py GCS_ADDRESS TUNE_DIR. Prints its job id first, then the
+hog's pid, then one line per trial: TRIAL <pid> <Tune trial id> <held_mb>.
 """
 
 import os
@@ -13,7 +15,6 @@ import ray
 from ray import tune
 
 HOG_BYTES = 300_000_000
-TRIAL_BYTES = 200_000_000
 HOLD_S = 25.0
 
 ray.init(address=sys.argv[1], log_to_driver=False)
@@ -30,7 +31,7 @@ class Hog:
 
 
 def hold(config: dict) -> None:
-    held = np.ones(TRIAL_BYTES, dtype=np.uint8)
+    held = np.ones(config["held_mb"] * 1_000_000, dtype=np.uint8)
     time.sleep(HOLD_S)
     tune.report({"pid": os.getpid(), "held": int(held[0])})
 
@@ -40,7 +41,9 @@ print("HOG", ray.get(hog.pid.remote()), flush=True)
 time.sleep(5)  # the watch attaches
 tuner = tune.Tuner(
     tune.with_resources(hold, {"cpu": 1}),
+    param_space={"held_mb": tune.grid_search([200, 250])},
     run_config=tune.RunConfig(storage_path=sys.argv[2], verbose=0),
 )
-result = tuner.fit()[0]
-print("TRIAL", result.metrics["pid"], flush=True)
+for result in tuner.fit():
+    metrics = result.metrics
+    print("TRIAL", metrics["pid"], metrics["trial_id"], result.config["held_mb"], flush=True)
