@@ -19,6 +19,7 @@ from memsweep.cli.claims import ClaimsCommand
 from memsweep.cli.command import Command, Parser, add_commands
 from memsweep.cli.compact import CompactCommand
 from memsweep.cli.compare import CompareCommand
+from memsweep.cli.diagnose import DiagnoseCommand
 from memsweep.cli.run import RunCommand
 from memsweep.cli.submit import StatusCommand, StopCommand, SubmitCommand
 from memsweep.cli.validate import ValidateCommand
@@ -44,6 +45,7 @@ COMMANDS: dict[str, Command] = {
     "compact": CompactCommand(),
     "analyze": AnalyzeCommand(),
     "compare": CompareCommand(),
+    "diagnose": DiagnoseCommand(),
     "claims": ClaimsCommand(),
 }
 """Every command, in the order a study uses them."""

@@ -217,6 +217,10 @@ class MemsweepTrainable(tune.Trainable):
             time_cap_s(self.study, self.point) if self.study.stop.seconds is None else None
         )
         self.training_since = time.monotonic()
+        from memsweep.run import profile
+
+        # Only under memsweep diagnose: track what training allocates and keeps.
+        profile.start("trainable")
 
     def step(self) -> dict[str, Any]:
         from ray.tune.result import AUTO_RESULT_KEYS, DONE
@@ -314,3 +318,6 @@ class MemsweepTrainable(tune.Trainable):
         algo = getattr(self, "algo", None)
         if algo is not None:
             stop_algorithm(algo)
+        from memsweep.run import profile
+
+        profile.stop()
