@@ -14,6 +14,8 @@ import pytest
 from memsweep.errors import DataError
 from memsweep.store import SAMPLES, ResultsWriter, open_results
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def sample_rows(n: int, trial: str = "t1") -> list[dict[str, object]]:
     return [
@@ -110,7 +112,7 @@ def test_the_trial_peak_is_the_largest_pss_sum_and_keeps_rss_and_hwm_beside_it()
     import pyarrow as pa
 
     from memsweep.store import SAMPLES
-    from memsweep.store.peaks import trial_peaks
+    from memsweep.store.peaks import trial_peaks, trial_peaks_arrow
 
     # GIVEN two processes of one trial sampled in two rounds a second apart; in the
     # second both map a shared 400 MB (PSS 200 MB each), and one spiked to 900 MB between
@@ -134,7 +136,8 @@ def test_the_trial_peak_is_the_largest_pss_sum_and_keeps_rss_and_hwm_beside_it()
         pss_bytes=[r[3] * 10**6 for r in rounds],
         hwm_bytes=[r[4] * 10**6 for r in rounds],
     )
-    peak = trial_peaks(pa.Table.from_pydict(columns, schema=SAMPLES))["t"]
+    table = pa.Table.from_pydict(columns, schema=SAMPLES)
+    peak = trial_peaks(table)["t"]
     # THEN the peak counts the shared pages once, RSS twice, and VmHWM shows the spike
     assert (peak.peak_bytes, peak.peak_rss_bytes, peak.hwm_bytes, peak.processes) == (
         600 * 10**6,
@@ -142,3 +145,22 @@ def test_the_trial_peak_is_the_largest_pss_sum_and_keeps_rss_and_hwm_beside_it()
         1400 * 10**6,
         2,
     )
+    # AND the Arrow twin the driver uses gives the same
+    assert trial_peaks_arrow(table) == {"t": peak}
+
+
+RUNS_WITH_SAMPLES = sorted(
+    {path.parent for path in (REPO / "results").glob("**/samples") if path.is_dir()}
+)
+
+
+@pytest.mark.parametrize("run", RUNS_WITH_SAMPLES, ids=lambda p: p.name)
+def test_the_drivers_arrow_peaks_equal_the_duckdb_query_on_committed_runs(run: Path) -> None:
+    # GIVEN a committed real run's samples (every trial, incomplete PSS rounds included)
+    from memsweep.store.peaks import trial_peaks, trial_peaks_arrow
+
+    samples = open_results(str(run)).dataset("samples").to_table()
+    # THEN the live peaks the collector computes in Arrow are the query's, trial by trial
+    expected = trial_peaks(samples)
+    assert expected
+    assert trial_peaks_arrow(samples) == expected

@@ -45,7 +45,7 @@ from memsweep.collect.sampler import (
 from memsweep.collect.trials import TrialsTable
 from memsweep.errors import ClusterError, DataError
 from memsweep.store import SAMPLES, ResultsWriter
-from memsweep.store.peaks import trial_peaks
+from memsweep.store.peaks import trial_peaks_arrow
 from memsweep.units import MB
 
 log = logging.getLogger(__name__)
@@ -479,7 +479,7 @@ class Collector:
             )
             total = pc.sum(round_rows["rss_bytes"]).as_py() or 0
             rss[last["trial_id"]] = rss.get(last["trial_id"], 0) + int(total)
-        for trial_id, found in trial_peaks(rows).items():
+        for trial_id, found in trial_peaks_arrow(rows).items():
             if found.peak_bytes is not None:
                 self._pss_peaks[trial_id] = max(self._pss_peaks.get(trial_id, 0), found.peak_bytes)
         with self._lock:
