@@ -13,7 +13,9 @@ with at most one level shift. The shift ``s₀`` is the best single change point
 piecewise-linear model (``ruptures``' binary segmentation, ``CostLinear``), kept only
 when the line-plus-shift beats the line by BIC, the shift is at least ``min_step_bytes``
 and at least half of it happens within two buckets of the break (a knee of a settling
-curve is not a step). The rate ``b`` that decides is the **late rate**: the slope over the
+curve is not a step), and it goes up: a drop is memory given back, whose regrowth a
+shift regressor would read as a slope (a leak-free torch trial on a loaded machine
+dropped 8 MB and crept back, and read as "sustained growth" at 1.1 MB per 1k env steps). The rate ``b`` that decides is the **late rate**: the slope over the
 second half of the plateau (in env steps), with the shift as a regressor when it falls
 there, fitted by OLS with Newey–West intervals (:func:`memsweep.analyze.trends.fit_trend`).
 The early rate is the same over the first half.
@@ -284,6 +286,11 @@ def classify_growth(
         )
 
     found = _level_shift(x, y, rule)
+    if found is not None and found[1] < 0:
+        # A drop is memory given back (a trimmed heap, a freed cache), not a bound on
+        # growth: as a regressor it would turn the regrowth after it into a slope. The
+        # rates below then see the net movement across it.
+        found = None
     shift = None
     if found is not None:
         shift = (np.arange(n) >= found[0]).astype(np.float64)
