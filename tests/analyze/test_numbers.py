@@ -189,6 +189,15 @@ def test_the_buffer_cost_excludes_a_warm_up_that_ends_early() -> None:
     assert cost is not None and cost.contains(8_000), note
 
 
+def test_memory_that_fell_after_the_fill_is_added_back_and_said_so() -> None:
+    # GIVEN a fill of 8,000 B/transition, and memory falling 1 MB per 1k env steps after it
+    y, stored = _fill(warmup_scale=2_000)
+    cost, note = buffer_cost(y, stored, Estimate(-1e6, -1.1e6, -0.9e6), 30_000, 0.95)
+    # THEN the fall is added back, and the note says so in words, not "minus -1,000"
+    assert cost is not None and cost.value > 8_500
+    assert "plus 1,000 B per env step by which memory fell" in note and "minus -" not in note
+
+
 def test_a_warm_up_lasting_the_whole_fill_is_said_not_separable() -> None:
     y, stored = _fill(warmup_scale=40_000)
     cost, note = buffer_cost(y, stored, Estimate(0.0, -1.0, 1.0), 30_000, 0.95)

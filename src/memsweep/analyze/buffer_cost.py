@@ -79,7 +79,8 @@ def buffer_cost(
         )
     drift = drift_per_1k_steps.scaled(1e-3)
     buffer = Estimate(slope.value - drift.value, slope.low - drift.high, slope.high - drift.low)
-    return buffer, (
-        f"late fill {slope.value:,.0f} B/transition minus {drift.value:,.0f} B per env step "
-        "of growth without the buffer (after it filled)"
-    )
+    if drift.value >= 0:
+        net = f"minus {drift.value:,.0f} B per env step of growth without the buffer"
+    else:
+        net = f"plus {-drift.value:,.0f} B per env step by which memory fell without the buffer"
+    return buffer, f"late fill {slope.value:,.0f} B/transition {net} (after it filled)"
