@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from memsweep.errors import SpecError
+from memsweep.run.envs import SHIPPED_ORIGIN
 from memsweep.run.rllib_check import check_study, needs_rllib
 from memsweep.spec import load_study
 from memsweep.store import open_results
@@ -235,9 +236,26 @@ IMPORT_LOG_LINE = """
 import os as _os
 
 with open({log!r}, "a") as _log:
-    _log.write(f"{{_os.getpid()}}\\n")
+    _log.write(f"{{_os.getpid()}}\\t{{__spec__.origin}}\\n")
 """
-"""Appended to a copy of the example envs: each process that executes the file logs its pid."""
+"""Appended to a copy of the user's file: each process that executes it logs its pid and
+where the code came from (the file's path, or memsweep's SHIPPED_ORIGIN)."""
+
+
+def executions(log: Path) -> dict[int, set[str]]:
+    """pid → where the code it executed came from, from :data:`IMPORT_LOG_LINE`'s log."""
+    seen: dict[int, set[str]] = {}
+    for line in log.read_text().splitlines():
+        pid, origin = line.split("\t")
+        seen.setdefault(int(pid), set()).add(origin)
+    return seen
+
+
+def trial_pids(storage: Path, trial_id: object, role: str) -> set[int]:
+    samples = open_results(storage).table("samples", ["trial_id", "role", "pid"])
+    return {
+        int(s["pid"]) for s in samples.to_pylist() if (s["trial_id"], s["role"]) == (trial_id, role)
+    }
 
 
 @pytest.mark.slow
@@ -279,9 +297,15 @@ def test_a_two_policy_multi_agent_ppo_sweep_runs_on_the_env_file_shipped_by_valu
     one_policy = (8 * 16 + 16) + (16 * 2 + 2) + (16 * 1 + 1)
     assert row["model_params"] == 2 * one_policy
     assert int(str(row["env_steps"])) >= 200
-    # AND only the driver executed the file: the trainable and its env runner built the
-    # env from the class the driver pickled by value, so a node without the file runs it
-    assert set(log.read_text().split()) == {str(driver.pid)}
+    # AND the trainable ran the source the driver shipped, never reading the file (a node
+    # without it runs the trial), its env runner got the class by value, and the driver
+    # ran none of the user's code (its RLlib check runs in a subprocess of its own)
+    ran = executions(log)
+    (trainable,) = trial_pids(tmp_path / "out", row["trial_id"], "trainable")
+    (env_runner,) = trial_pids(tmp_path / "out", row["trial_id"], "env_runner")
+    assert ran[trainable] == {SHIPPED_ORIGIN}
+    assert env_runner not in ran and driver.pid not in ran
+    assert all(origins == {str(env_file)} for pid, origins in ran.items() if pid != trainable)
     # AND the trainable shipped that way is still known as the trial's trainable
     samples = open_results(tmp_path / "out").table("samples", ["trial_id", "role", "actor_class"])
     roles = {
@@ -402,3 +426,20 @@ def test_a_searcher_draws_config_factors_and_they_map_back_to_the_point(tmp_path
         point = point_from_config(study, config)
         drawn.add(point.rllib["train_batch_size_per_learner"])
     assert drawn == {500, 2000}
+
+
+def test_a_trial_runs_the_shipped_source_of_a_file_it_does_not_have(tmp_path: Path) -> None:
+    # GIVEN the driver's copy of an env file, shipped, and the file gone (another node)
+    from memsweep.run.envs import install_shipped, load_entry_point, ship_file_entry_points
+
+    path = tmp_path / "far_away_env.py"
+    path.write_text(EXAMPLE_ENVS.read_text())
+    shipped = ship_file_entry_points([f"{path}:Corridor", "CartPole-v1", None])
+    path.unlink()
+    # WHEN the trial loads the entry point
+    install_shipped(shipped)
+    corridor = load_entry_point(f"{path}:Corridor")
+    # THEN it has the class, from the shipped source, and the env works
+    assert [source for source, _ in shipped.sources] == [str(path)]
+    assert sys.modules[corridor.__module__].__spec__.origin == SHIPPED_ORIGIN
+    assert corridor({"size": 5}).reset()[0].shape == (5,)

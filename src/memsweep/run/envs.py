@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import re
 import sys
@@ -165,7 +166,7 @@ class AtariEnv(gym.Wrapper[Any, Any, Any, Any]):
 def load_entry_point(entry_point: str) -> Any:
     """The object an entry point names: ``package.module:Name`` (imported as any module)
     or ``/abs/path/file.py:Name`` (loaded from the file under a module name of its own;
-    in a trial, the copy the driver shipped, see :class:`ShippedCode`).
+    in a trial, from the source the driver shipped, see :class:`ShippedCode`).
 
     A file's module is registered with cloudpickle to pickle *by value*, so env runners and
     other Ray workers get the class inside the pickled ``AlgorithmConfig`` without the
@@ -174,8 +175,6 @@ def load_entry_point(entry_point: str) -> Any:
     when the module does not import or has no such name. This runs the user's code: it is
     what the sweep file asks for.
     """
-    if entry_point in _SHIPPED:
-        return _shipped_object(entry_point)
     target, _, name = entry_point.rpartition(":")
     try:
         if is_file_entry_point(entry_point):
@@ -195,40 +194,41 @@ def load_entry_point(entry_point: str) -> Any:
 
 @dataclass(frozen=True)
 class ShippedCode:
-    """The sweep file's own code (its file entry points: ``env.id`` and ``config``),
-    pickled by value in the driver, so that a trial on any node builds its config without
-    the files: a trainable never opens the driver's path, which another node lacks.
-
-    Ray's cloudpickle bytes, not the objects: unpickling a class or function of the user's
-    imports what its module imports (RLlib, often), and a trial must decide whether its
-    process imports TensorFlow before that (:func:`memsweep.run.trainable.prepare_process_for`).
+    """The sweep file's own code (its file entry points: ``env.id`` and ``config``) as
+    source text, read in the driver and executed in the trial, so that a trial on any node
+    builds its config without the files: a trainable never opens the driver's path, which
+    another node lacks. The driver only reads the files (it runs no user code and stays
+    free of RLlib); the trial executes each once it has decided whether its process
+    imports TensorFlow (:func:`memsweep.run.trainable.prepare_process_for`), and its env
+    runners get the classes pickled by value, as from a file loaded in place.
     Made by :func:`ship_file_entry_points`, installed in a trial by :func:`install_shipped`.
     """
 
-    pickled: tuple[tuple[str, bytes], ...]
-    """(entry point as the study names it, ``ray.cloudpickle.dumps`` of its object)."""
+    sources: tuple[tuple[str, str], ...]
+    """(``/abs/path/file.py``, that file's source text)."""
 
 
-_SHIPPED: dict[str, bytes] = {}
-"""Entry point → pickled object, installed in this process by :func:`install_shipped`."""
+SHIPPED_ORIGIN = "shipped by the driver"
+"""``__spec__.origin`` of a module executed from shipped source (a file's is its path)."""
 
-_UNPICKLED: dict[str, Any] = {}
-"""Entry point → its shipped object, unpickled once per process."""
+_SHIPPED: dict[str, str] = {}
+"""File path → source text, installed in this process by :func:`install_shipped`."""
 
 
 def ship_file_entry_points(entry_points: Iterable[str | None]) -> ShippedCode:
-    """Load each file entry point (``/abs/x.py:Name``; others are skipped: a
-    ``package.module`` imports in every worker) here, in the driver, and pickle its
-    object by value. Raises :class:`SpecError` as :func:`load_entry_point` does."""
-    from ray import cloudpickle
-
-    pickled = []
+    """The source of each file entry point (``/abs/x.py:Name``; a ``package.module``
+    imports in every worker and is skipped), read here; :class:`SpecError` with one line
+    when a file cannot be read."""
+    sources: dict[str, str] = {}
     for entry_point in entry_points:
         if entry_point is None or not is_file_entry_point(entry_point):
             continue
-        value = load_entry_point(entry_point)
-        pickled.append((entry_point, cloudpickle.dumps(value)))  # type: ignore[no-untyped-call]
-    return ShippedCode(tuple(pickled))
+        path = entry_point.rpartition(":")[0]
+        try:
+            sources[path] = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecError(f"cannot read {path} for {entry_point}: {exc}") from None
+    return ShippedCode(tuple(sources.items()))
 
 
 def is_file_entry_point(entry_point: str) -> bool:
@@ -237,18 +237,10 @@ def is_file_entry_point(entry_point: str) -> bool:
 
 
 def install_shipped(code: ShippedCode | None) -> None:
-    """Make :func:`load_entry_point` return the shipped objects in this process (a trial),
-    unpickled on first use."""
+    """Make :func:`load_entry_point` execute the shipped source of a file instead of
+    reading the file, in this process (a trial)."""
     if code is not None:
-        _SHIPPED.update(code.pickled)
-
-
-def _shipped_object(entry_point: str) -> Any:
-    if entry_point not in _UNPICKLED:
-        from ray import cloudpickle
-
-        _UNPICKLED[entry_point] = cloudpickle.loads(_SHIPPED[entry_point])
-    return _UNPICKLED[entry_point]
+        _SHIPPED.update(code.sources)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -265,6 +257,20 @@ def _load_file_module(path: Path) -> ModuleType:
     module_name = f"memsweep_user_{stem}_{digest}"
     if module_name in sys.modules:
         return sys.modules[module_name]
+    shipped = _SHIPPED.get(str(path))
+    if shipped is not None:
+        # The driver's copy: this process may be on a node without the file.
+        module = ModuleType(module_name)
+        module.__file__ = str(path)
+        module.__spec__ = importlib.machinery.ModuleSpec(module_name, None, origin=SHIPPED_ORIGIN)
+        sys.modules[module_name] = module
+        try:
+            exec(compile(shipped, str(path), "exec"), module.__dict__)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+        cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
+        return module
     if not path.is_file():
         raise SpecError(f"no such file {path}")
     spec = importlib.util.spec_from_file_location(module_name, path)

@@ -136,10 +136,11 @@ def _register_trial(trial_id: str) -> None:
 
 def trainable_for(study: Study) -> type[tune.Trainable]:
     """The trainable a sweep of ``study`` runs: :class:`MemsweepTrainable`, given the
-    sweep file's own code by value (``tune.with_parameters``, through Ray's object store)
-    when the study names a file entry point; loads those files here, in the driver."""
+    source of the sweep file's own code (``tune.with_parameters``, through Ray's object
+    store) when the study names a file entry point; reads those files here, in the
+    driver, without running them."""
     shipped = ship_file_entry_points((study.env.id, study.config))
-    if not shipped.pickled:
+    if not shipped.sources:
         return MemsweepTrainable
     wrapped: type[tune.Trainable] = tune.with_parameters(MemsweepTrainable, shipped=shipped)
     # Ray names an actor by its class's __qualname__ (here "with_parameters.<locals>._Inner"),
@@ -188,15 +189,15 @@ class MemsweepTrainable(tune.Trainable):
         return placement_group_factory(trial_resources(study, point, base_resources(study)))
 
     def setup(self, config: dict[str, Any], shipped: ShippedCode | None = None) -> None:
-        """Build the algorithm. ``shipped``: the sweep file's own code (a file env or
-        ``config:`` function), pickled by value in the driver and given through
+        """Build the algorithm. ``shipped``: the source of the sweep file's own code (a
+        file env or ``config:`` function), read in the driver and given through
         ``tune.with_parameters`` (:func:`trainable_for`): this process may be on a node
-        without the file, so it never loads the driver's path."""
+        without the file, so it never reads the driver's path."""
         _register_trial(self.trial_id)
         self.study = study_from_config(config)
         self.point = point_from_config(self.study, config)
         prepare_process_for(self.point.framework)
-        install_shipped(shipped)  # Unpickled on first use: after the TensorFlow decision.
+        install_shipped(shipped)  # Executed on first use: after the TensorFlow decision.
 
         from memsweep.run.workloads import build_config, built_facts
 
