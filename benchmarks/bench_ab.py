@@ -10,8 +10,10 @@ The trainable (:func:`fixed_work_trial`) does the same work in every step: a cha
 SHA-256 digests over a 1 MB buffer, single-threaded, whose final digest is the known
 answer (every run must give the same one, proving the same work was done). Throughput is
 digests per second of the trainable's own measured work time (``time.perf_counter``
-around the work only), after warm-up steps that cover the trial's and the sampler's
-start. The figure is the ratio on/off per pair; its 95% interval is Student's t on the
+around the work only), after warm-up steps. With the sampler on, the trainable first
+waits until the sampler actor's process (``ray::NodeSampler``) runs on its node, so that
+the sampler's start (imports, on a loaded machine several seconds of CPU) is not
+counted as its steady cost; the sampler then reads the trainable too. The figure is the ratio on/off per pair; its 95% interval is Student's t on the
 pairs' log ratios (``scipy.stats.ttest_1samp(...).confidence_interval``), back-transformed
 (a geometric mean ratio). Goal: ≥ 0.99 (≤ 1% loss), met when the interval's low end is
 at or above 0.99.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,8 +35,9 @@ from benchlib import Profile, Row, Stat, Timer, log
 GOAL_RATIO = 0.99
 BUFFER_BYTES = 1 << 20
 PAIRS = {"smoke": 2, "default": 20, "full": 40}
-STEPS = 8
-WARMUP_STEPS = 3
+"""On/off pairs by profile (``MEMSWEEP_BENCH_AB_PAIRS`` overrides)."""
+STEPS = 6
+WARMUP_STEPS = 1
 DIGESTS_PER_STEP = 200
 """About 0.4 s of work per step on this machine (SHA-256 runs at ~500 MB/s per core)."""
 
@@ -43,6 +47,8 @@ def fixed_work_trial(config: dict[str, Any]) -> None:
     reports the work's own seconds and the chain's final digest (the known answer)."""
     from ray import tune
 
+    if config.get("wait_for_sampler"):
+        _wait_for_sampler(timeout_s=120.0)
     block = bytearray(BUFFER_BYTES)
     digest = b""
     for _ in range(config["steps"]):
@@ -50,6 +56,22 @@ def fixed_work_trial(config: dict[str, Any]) -> None:
         for _ in range(config["digests"]):
             digest = hashlib.sha256(digest + block).digest()
         tune.report({"work_s": time.perf_counter() - started, "digest": digest.hex()})
+
+
+def _wait_for_sampler(timeout_s: float) -> None:
+    """Until a ``ray::NodeSampler`` process has run for a second (RuntimeError after
+    ``timeout_s``)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for process in psutil.process_iter(["cmdline", "create_time"]):
+            cmdline = process.info["cmdline"] or []
+            if cmdline and cmdline[0].startswith("ray::NodeSampler"):
+                time.sleep(max(0.0, process.info["create_time"] + 1.0 - time.time()) + 1.0)
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"no ray::NodeSampler process after {timeout_s:.0f} s")
 
 
 def expected_digest(steps: int, digests: int) -> str:
@@ -82,7 +104,7 @@ def _one_run(monitored: bool, index: int, work: Path) -> tuple[float, str]:
         callback = MemoryCallback.for_study(study, str(work / f"on-{index}"))
     tuner = tune.Tuner(
         tune.with_resources(bench_ab.fixed_work_trial, {"cpu": 1}),
-        param_space={"steps": STEPS, "digests": DIGESTS_PER_STEP},
+        param_space={"steps": STEPS, "digests": DIGESTS_PER_STEP, "wait_for_sampler": monitored},
         tune_config=tune.TuneConfig(reuse_actors=False),
         run_config=tune.RunConfig(
             name=f"{'on' if monitored else 'off'}-{index}",
@@ -119,7 +141,7 @@ def ratio_interval(ratios: list[float]) -> tuple[float, float, float]:
 def run(profile: Profile, work: Path) -> tuple[list[Row], dict[str, Any]]:
     """``PAIRS[profile]`` interleaved on/off pairs (Ray must be up)."""
     timer = Timer()
-    pairs = PAIRS.get(profile.name, PAIRS["default"])
+    pairs = int(os.environ.get("MEMSWEEP_BENCH_AB_PAIRS") or PAIRS.get(profile.name, 20))
     answer = expected_digest(STEPS, DIGESTS_PER_STEP)
     on: list[float] = []
     off: list[float] = []
