@@ -44,6 +44,23 @@ HWM_BYTES: Final = "memory/hwm_bytes"
 """Σ VmHWM of the trial's processes, bytes: an upper bound that shows spikes between
 results, counting shared pages once per process."""
 
+ROLE_CURRENT_BYTES: Final = "memory/{role}/current_bytes"
+"""Σ PSS of the trial's processes of one role now, bytes, for ``role`` in ``trainable``,
+``env_runner``, ``learner``, ``aggregator``, ``replay``, ``child`` (the roles the trial has)
+and ``total`` (all of them). From memsweep's sampler, added by its callback to every
+Tune result of any trainable: the keys trackers (TensorBoard, W&B, MLflow) show."""
+
+ROLE_PEAK_BYTES: Final = "memory/{role}/peak_bytes"
+"""The largest Σ PSS of the trial's processes of one role so far, bytes (the peak's
+definition, :mod:`memsweep.store.peaks`, per role); ``memory/total/peak_bytes`` is the
+trial's peak as memsweep's sampler saw it."""
+
+
+def role_keys(role: str) -> tuple[str, str]:
+    """(current, peak) result keys of ``role``."""
+    return ROLE_CURRENT_BYTES.format(role=role), ROLE_PEAK_BYTES.format(role=role)
+
+
 PROJECTED_PEAK_BYTES: Final = "memory/projected_peak_bytes"
 """The peak projected to a full buffer from the trial's own trajectory, bytes."""
 

@@ -45,7 +45,7 @@ from memsweep.collect.sampler import (
 from memsweep.collect.trials import TrialsTable
 from memsweep.errors import ClusterError, DataError
 from memsweep.store import SAMPLES, ResultsWriter
-from memsweep.store.peaks import trial_peaks_arrow
+from memsweep.store.peaks import role_memory, trial_peaks_arrow
 from memsweep.units import MB
 
 log = logging.getLogger(__name__)
@@ -85,15 +85,22 @@ class TrialMemory:
     hwm_bytes: int
     """Σ over every process the trial has had of its VmHWM: spikes between samples show,
     shared pages count once per process."""
+    roles: tuple[tuple[str, int, int], ...] = ()
+    """(role, Σ PSS now, largest Σ PSS so far) per role of the trial, bytes, and ``total``."""
 
     def as_result(self) -> dict[str, int]:
         """The Tune result keys (:mod:`memsweep.result_keys`) for these figures."""
-        return {
+        result = {
             keys.RSS_BYTES: self.rss_bytes,
             keys.PEAK_BYTES: self.peak_bytes,
             keys.HWM_BYTES: self.hwm_bytes,
             keys.PEAK_MB: round(self.peak_bytes / MB),
         }
+        for role, current, peak in self.roles:
+            current_key, peak_key = keys.role_keys(role)
+            result[current_key] = current
+            result[peak_key] = peak
+        return result
 
 
 UNATTRIBUTED = (
@@ -143,6 +150,8 @@ class Collector:
         self._peaks: dict[tuple[str, str, int, float | None], int] = {}
         self._pss_peaks: dict[str, int] = {}
         self._memory: dict[str, TrialMemory] = {}
+        self._roles: dict[tuple[str, str], tuple[int, int]] = {}
+        """(trial, role) → (Σ PSS now, largest Σ PSS so far), bytes."""
         self._seen: dict[tuple[str, int], tuple[str, str, float | None]] = {}
         # Trials that ended before this collector started (finished in an earlier run of a
         # resumed sweep) had their processes sampled by that run's collector, not this one.
@@ -482,11 +491,20 @@ class Collector:
         for trial_id, found in trial_peaks_arrow(rows).items():
             if found.peak_bytes is not None:
                 self._pss_peaks[trial_id] = max(self._pss_peaks.get(trial_id, 0), found.peak_bytes)
+        for (trial_id, role), seen in role_memory(rows).items():
+            before = self._roles.get((trial_id, role), (0, 0))
+            self._roles[(trial_id, role)] = (
+                seen.current_bytes if seen.current_bytes is not None else before[0],
+                max(before[1], seen.peak_bytes or 0),
+            )
         with self._lock:
             for trial_id, total in rss.items():
                 hwm = sum(v for k, v in self._peaks.items() if k[0] == trial_id)
+                roles = sorted((r, *v) for (t, r), v in self._roles.items() if t == trial_id)
+                current = sum(role[1] for role in roles)
+                roles.append(("total", current, max(self._pss_peaks.get(trial_id, 0), current)))
                 self._memory[trial_id] = TrialMemory(
-                    total, self._pss_peaks.get(trial_id, 0), max(hwm, total)
+                    total, self._pss_peaks.get(trial_id, 0), max(hwm, total), tuple(roles)
                 )
 
     def trial_memory(self, trial_id: str) -> TrialMemory | None:

@@ -171,3 +171,59 @@ def trial_peaks_arrow(samples: pa.Table) -> dict[str, TrialPeak]:
             int(processes or 0),
         )
     return out
+
+
+@dataclass(frozen=True)
+class RoleMemory:
+    """One role's memory in one trial (bytes; None before its first PSS reading)."""
+
+    trial_id: str
+    role: str
+    current_bytes: int | None
+    """Σ PSS of the role's processes in the latest second with a PSS reading."""
+    peak_bytes: int | None
+    """Max over time of Σ PSS of the role's processes: the trial's peak definition,
+    restricted to this role's processes."""
+
+
+def role_memory(samples: pa.Table) -> dict[tuple[str, str], RoleMemory]:
+    """(trial id, role) → its :class:`RoleMemory`, from a ``samples``-schema
+    ``pyarrow.Table``, by the rounds rule of :func:`trial_peaks_arrow` per role (only
+    rounds in which every process of the role on that node has a PSS reading; each
+    node's largest round per second; nodes added up per second)."""
+    import pyarrow.compute as pc
+
+    table = samples.select(["trial_id", "role", "node_id", "ts", "pid", "pss_bytes"]).filter(
+        pc.is_valid(samples["trial_id"])
+    )
+    if table.num_rows == 0:
+        return {}
+    per_round = table.group_by(["trial_id", "role", "node_id", "ts"], use_threads=False).aggregate(
+        [
+            ("pss_bytes", "sum"),
+            ("pss_bytes", "count"),
+            ("pid", "count", pc.CountOptions(mode="all")),
+        ]
+    )
+    complete = pc.equal(per_round["pss_bytes_count"], per_round["pid_count"])
+    per_round = per_round.append_column(
+        "pss", pc.if_else(complete, per_round["pss_bytes_sum"], None)
+    ).append_column("sec", pc.floor_temporal(per_round["ts"], unit="second"))
+    per_node_second = per_round.group_by(
+        ["trial_id", "role", "node_id", "sec"], use_threads=False
+    ).aggregate([("pss", "max")])
+    per_second = (
+        per_node_second.group_by(["trial_id", "role", "sec"], use_threads=False)
+        .aggregate([("pss_max", "sum", pc.ScalarAggregateOptions(min_count=1))])
+        .filter(pc.is_valid(pc.field("pss_max_sum")))
+    )
+    out: dict[tuple[str, str], RoleMemory] = {}
+    for row in sorted(per_second.to_pylist(), key=lambda r: r["sec"]):
+        key = (str(row["trial_id"]), str(row["role"]))
+        value = int(row["pss_max_sum"])
+        before = out.get(key)
+        peak = (
+            value if before is None or before.peak_bytes is None else max(before.peak_bytes, value)
+        )
+        out[key] = RoleMemory(key[0], key[1], value, peak)
+    return out

@@ -1,0 +1,60 @@
+"""Per-role memory in every Tune result, so trackers show memory against hyperparameters:
+a plain function trainable holding a known number of bytes, run by a plain Tuner with
+memsweep's callback, reports ``memory/<role>/current_bytes`` and ``peak_bytes`` (the
+difference between the trials is the difference they hold), and Tune's own TensorBoard
+logger writes them into its HParams summary next to the trial's hyperparameter."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from memsweep import result_keys as keys
+
+SCRIPT = Path(__file__).parent / "scripts" / "tracked_tuner.py"
+MiB = 2**20
+
+
+@pytest.mark.slow
+def test_per_role_memory_reaches_tune_results_and_tensorboard_hparams(tmp_path: Path) -> None:
+    # GIVEN a plain Tuner of a function holding 64 MiB or 320 MiB, memsweep's callback added
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    lines = [line.split(" ", 3) for line in run.stdout.splitlines() if line.startswith("ROLEKEYS")]
+    by_hold = {int(hold): (json.loads(memory), path) for _, hold, memory, path in lines}
+    assert sorted(by_hold) == [64 * MiB, 320 * MiB]
+    # THEN each trial's last result has the trainable's and the total's keys, current ≤ peak
+    for memory, _ in by_hold.values():
+        for role in ("trainable", "total"):
+            current, peak = (memory[key] for key in keys.role_keys(role))
+            assert 0 < current <= peak, memory
+        assert memory["memory/total/peak_bytes"] >= memory["memory/trainable/peak_bytes"]
+    # AND the trainable's peak differs between the trials by what they hold (known answer)
+    small, large = (by_hold[h][0]["memory/trainable/peak_bytes"] for h in sorted(by_hold))
+    assert large - small == pytest.approx(256 * MiB, rel=0.15)
+    # AND Tune's TensorBoard logger put them in its HParams summary with hold_bytes
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    _, path = by_hold[320 * MiB]
+    accumulator = EventAccumulator(path, size_guidance={"tensors": 0})
+    accumulator.Reload()
+    content = accumulator.PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    metrics = {m.name.tag for m in experiment.experiment.metric_infos}
+    hparams = {h.name for h in experiment.experiment.hparam_infos}
+    assert "hold_bytes" in hparams
+    assert {"ray/tune/memory/trainable/peak_bytes", "ray/tune/memory/total/peak_bytes"} <= metrics
