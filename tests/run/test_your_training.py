@@ -108,17 +108,15 @@ def test_what_only_rllib_knows_is_refused_with_one_exact_line(
     assert str(caught.value) == f"{path}: {expected}"
 
 
-def test_validate_exits_non_zero_with_that_one_line(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
-        "name: x\nalgorithm: PPO\nrllib: {minibatch_sise: 64}\nfactors: {replay_capacity: [0]}\n",
-    )
+@pytest.mark.parametrize(("text", "expected"), BAD_FILES[:3])
+def test_validate_exits_non_zero_with_that_one_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    # an unknown rllib: key, an entry point that does not import, a factor PPO lacks
+    path = write(tmp_path, f"name: x\n{text}")
     result = memsweep("validate", path, cwd=tmp_path, timeout=300)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"memsweep: {path}: rllib.minibatch_sise: PPOConfig has no attribute "
-        "'minibatch_sise'; nearest: minibatch_size, sgd_minibatch_size, train_batch_size"
-    ]
+    assert result.stderr.strip().splitlines() == [f"memsweep: {path}: {expected}"]
 
 
 def test_a_sweep_of_memsweeps_own_algorithms_imports_neither_rllib_nor_user_code() -> None:
@@ -354,6 +352,58 @@ def test_a_users_config_function_gets_the_factor_values_on_top(tmp_path: Path) -
     for config in built:
         assert (config.lr, config.num_epochs, config.env) == (0.001234, 2, "CartPole-v1")
         assert (config.minibatch_size, config.num_env_runners) == (100, 0)
+
+
+@pytest.mark.slow
+def test_a_users_config_function_runs_on_real_ray_with_the_factors_on_top(
+    tmp_path: Path,
+) -> None:
+    # GIVEN the user's own train.py (their model: one dense layer of 32) and a sweep that
+    # varies the train batch on top of it; the file logs every process that executes it
+    log = tmp_path / "imported-by.txt"
+    train_py = TRAIN_PY.replace(
+        ".training(lr=0.001234, num_epochs=2)",
+        '.training(lr=0.001234, num_epochs=1).rl_module(model_config={"fcnet_hiddens": [32]})',
+    )
+    (tmp_path / "train.py").write_text(train_py + IMPORT_LOG_LINE.format(log=str(log)))
+    sweep = write(
+        tmp_path,
+        "name: own-config\nalgorithm: PPO\nconfig: train.py:make_config\n"
+        "factors: {replay_capacity: [0], num_workers: [0],"
+        " train_batch_size_per_learner: [200, 400]}\n"
+        "rllib: {minibatch_size: 100}\n"
+        "resources: {max_concurrent_trials: 2}\n"
+        "stop: {iterations: 1}\n",
+    )
+    # WHEN it runs
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "memsweep", "run", str(sweep), "--storage", str(tmp_path / "out")],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stdout, stderr = driver.communicate(timeout=900)
+    assert driver.returncode == 0, stderr[-3000:]
+    # THEN each trial sampled the batch memsweep set on top of the user's config
+    rows = trials_of(tmp_path / "out")
+    factors = [json.loads(str(row["factors_json"])) for row in rows]
+    assert [f["train_batch_size_per_learner"] for f in factors] == [200, 400]
+    for row, asked in zip(rows, factors, strict=True):
+        assert row["status"] == "terminated"
+        assert row["env"] == "CartPole-v1"
+        assert int(str(row["env_steps"])) >= asked["train_batch_size_per_learner"]
+        # AND the model is the user's: named after their function, with their layer of
+        # 32: RLlib's default model (vf_share_layers off) has a 4 → 32 encoder each for
+        # policy and value, a 2-logit and a 1-value head
+        assert row["model"] == asked["model"] == "train.py:make_config"
+        assert row["model_params"] == 2 * (4 * 32 + 32) + (32 * 2 + 2) + (32 * 1 + 1)
+    # AND the end-of-run table names it so too
+    assert stdout.count("train.py:make_config") >= 2, stdout[-2000:]
+    # AND each trainable ran the train.py the driver shipped, not the file
+    for row in rows:
+        (trainable,) = trial_pids(tmp_path / "out", row["trial_id"], "trainable")
+        assert executions(log)[trainable] == {SHIPPED_ORIGIN}
 
 
 @pytest.mark.parametrize(

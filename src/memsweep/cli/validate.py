@@ -98,7 +98,7 @@ class ValidateCommand:
             cap = time_cap_s(study, point)
             speed = f"{found.steps_per_s:,.0f}" + ("" if found.measured else "?")
             print(
-                f"    {index:>3}  {point.replay_capacity:>10}  {point.model.label:<22} "
+                f"    {index:>3}  {point.replay_capacity:>10}  {study.config_label or point.model.label:<22} "
                 f"{point.num_workers:>7}  {point.framework:<10} {point.api_stack(study):<5} "
                 f"{point.seed:>4}  {found.env_steps:>10,} {speed:>8} "
                 f"{found.seconds / 60:>5.1f} {'-' if cap is None else f'{cap:.0f}':>6}"

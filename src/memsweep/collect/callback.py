@@ -72,7 +72,7 @@ class StudyTrials:
             "algorithm": study.algorithm,
             "env": study.env.label,
             "api_stack": point.api_stack(study),
-            **point.as_row(),  # factors_json included
+            **point.as_row(study.config_label),  # factors_json included
             "cpus_per_trainable": study.resources.cpus_per_trainable,
             "cpus_per_env_runner": study.resources.cpus_per_env_runner,
         }

@@ -635,8 +635,9 @@ class Study(_Frozen):
     Makefile; ``algorithm:`` must name the config's algorithm) and sets on top: the env
     (only when the config has none), ``num_env_runners`` (``factors.num_workers``), the CPU
     shares, the replay capacity where there is a buffer, the seed, ``rllib`` and the
-    RLlib-config factors; the model and ``training`` stay the config's. Torch on the new
-    API stack only."""
+    RLlib-config factors; the model and ``training`` stay the config's (the trials table's
+    ``model`` column names it after the function). Torch on the new API stack only. The
+    driver only reads the file; each trial runs the source it was sent."""
 
     api_stack: Literal["auto", "old"] = "auto"
     """``auto``: torch on RLlib's new API stack, TensorFlow on the old one (RLlib has TF
@@ -885,6 +886,12 @@ class Study(_Frozen):
     def storage_uri(self) -> str:
         return self.storage or f"results/{self.name}"
 
+    @property
+    def config_label(self) -> str | None:
+        """With ``config:``, the model is the user's: the trials table names it after their
+        function (``train.py:make_config``, without its folder); None without ``config:``."""
+        return None if self.config is None else self.config.rsplit("/", 1)[-1]
+
 
 class TrialPoint(_Frozen):
     """One trial's factor values: what a Tune trial's config carries."""
@@ -904,18 +911,19 @@ class TrialPoint(_Frozen):
             return "old"
         return "new"
 
-    def factor_values(self) -> dict[str, FactorValue]:
-        """Every factor's value at this point: the four built-ins (the model as its label),
-        then each RLlib-config factor by its config key (``env_config.size``)."""
+    def factor_values(self, model_label: str | None = None) -> dict[str, FactorValue]:
+        """Every factor's value at this point: the four built-ins (the model as its label,
+        or ``model_label``: :attr:`Study.config_label`), then each RLlib-config factor by
+        its config key (``env_config.size``)."""
         return {
             "replay_capacity": self.replay_capacity,
-            "model": self.model.label,
+            "model": model_label or self.model.label,
             "num_workers": self.num_workers,
             "framework": self.framework,
             **self.rllib,
         }
 
-    def factors_json(self) -> str:
+    def factors_json(self, model_label: str | None = None) -> str:
         """:meth:`factor_values` as the trials table's ``factors_json``: a JSON object,
         numbers as JSON numbers and everything else (booleans included) as strings."""
         return json.dumps(
@@ -923,21 +931,22 @@ class TrialPoint(_Frozen):
                 name: value
                 if isinstance(value, int | float) and not isinstance(value, bool)
                 else str(value)
-                for name, value in self.factor_values().items()
+                for name, value in self.factor_values(model_label).items()
             },
             sort_keys=False,
         )
 
-    def as_row(self) -> dict[str, Any]:
-        """Flat, Parquet-friendly form (model as its label; every factor in ``factors_json``)."""
+    def as_row(self, model_label: str | None = None) -> dict[str, Any]:
+        """Flat, Parquet-friendly form (model as its label, or ``model_label``; every
+        factor in ``factors_json``)."""
         return {
             "replay_capacity": self.replay_capacity,
-            "model": self.model.label,
+            "model": model_label or self.model.label,
             "num_workers": self.num_workers,
             "framework": self.framework,
             "repeat": self.repeat,
             "seed": self.seed,
-            "factors_json": self.factors_json(),
+            "factors_json": self.factors_json(model_label),
         }
 
 
