@@ -1,6 +1,6 @@
 """Design expansion: which combinations of factor levels a study runs.
 
-One home for the three fixed designs, used by :meth:`memsweep.spec.model.Study.points`
+One home for the three fixed designs, used by :meth:`memsweep.spec.study.Study.points`
 (the trials a sweep runs) and by :mod:`memsweep.analyze.designs` (which trials of a full
 grid each design would have run):
 

@@ -1,4 +1,4 @@
-"""Sweep file → :class:`~memsweep.spec.model.Study`, hardened against hostile YAML.
+"""Sweep file → :class:`~memsweep.spec.study.Study`, hardened against hostile YAML.
 
 :func:`load_study` reads a file (size, alias and node limits; ``yaml.safe_load`` rules:
 no tag constructs an object, nothing is evaluated) and raises
@@ -21,7 +21,8 @@ from pydantic import (
 )
 
 from memsweep.errors import SpecError
-from memsweep.spec.model import FILE_ENTRY_POINT_RE, Study, short_value
+from memsweep.spec.base import FILE_ENTRY_POINT_RE, short_value
+from memsweep.spec.study import Study
 
 _KEYED_MESSAGE_RE = re.compile(r"^[a-z_]+(?:\.[a-z_]+)+: ")
 

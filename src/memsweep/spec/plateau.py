@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memsweep.spec.model import REPLAY_ALGORITHMS, Study, TrialPoint
+from memsweep.spec.point import TrialPoint
+from memsweep.spec.study import REPLAY_ALGORITHMS, Study
 
 STEPS_PER_S: dict[tuple[str, str, str, bool], float] = {
     # (algorithm, env kind, framework, remote env runners?) → env steps per second, on

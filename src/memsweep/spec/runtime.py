@@ -23,7 +23,8 @@ from typing import Literal
 import psutil
 
 from memsweep.errors import SpecError
-from memsweep.spec.model import EnvSpec, Study
+from memsweep.spec.env import EnvSpec
+from memsweep.spec.study import Study
 from memsweep.units import format_bytes
 
 ENV_RUNNER_BYTES = 382_000_000
