@@ -17,7 +17,9 @@ from memsweep.analyze import Analysis, PredictPoint, analyze_results, predict
 from memsweep.analyze.models import ModelSet, fit_all
 from memsweep.analyze.prediction import prediction_text
 from memsweep.errors import DataError
-from memsweep.report.document import report_blocks, summary_text, to_markdown
+from memsweep.report.blocks import to_markdown
+from memsweep.report.document import summary_text
+from memsweep.report.sections import report_blocks
 from memsweep.testing.synthetic import analysis_of, capacity_sweep, leak_sweep
 from memsweep.units import Estimate
 

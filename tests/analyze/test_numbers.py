@@ -17,7 +17,8 @@ from memsweep.analyze import analyze_results
 from memsweep.analyze.buffer_cost import buffer_cost
 from memsweep.analyze.models import fit_all
 from memsweep.analyze.prediction import PredictPoint, predict
-from memsweep.report.document import effect_text, summary_text, write_report
+from memsweep.report.document import summary_text, write_report
+from memsweep.report.headline import effect_text
 from memsweep.store import ResultsWriter, open_results
 from memsweep.testing.synthetic import SynthTrial, Truth, label_params, write_sweep
 from memsweep.units import Estimate
