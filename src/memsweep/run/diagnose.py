@@ -112,7 +112,7 @@ def trial_point(study: Study, row: dict[str, Any]) -> TrialPoint:
 
 def rerun_study(study: Study, point: TrialPoint, storage: str) -> Study:
     """``study`` narrowed to the one trial at ``point``, stored in ``storage``."""
-    from memsweep.spec.model import Factors, SearchSpec
+    from memsweep.spec import Factors, SearchSpec
 
     factors = Factors(
         replay_capacity=(point.replay_capacity,),
