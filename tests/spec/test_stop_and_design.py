@@ -46,6 +46,35 @@ def test_a_replicated_base_point_gives_one_at_a_time_its_residual_degrees_of_fre
     assert all(b - a > 1 for a, b in itertools.pairwise(positions))
 
 
+def test_any_one_lost_trial_leaves_every_factor_moved_when_lone_points_are_replicated() -> None:
+    # GIVEN one-at-a-time with the base and each factor's lone moved point run twice
+    study = parse_study(
+        {
+            "name": "d",
+            "factors": FACTORS,
+            "search": {"design": "one_at_a_time", "base_repeats": 2, "lone_level_repeats": 2},
+        }
+    )
+    points = study.points()
+    key = [(p.replay_capacity, p.model.label, p.num_workers, p.framework) for p in points]
+    base = (10000, "64x64", 0, "torch")
+    # THEN 10 trials: 2 base, capacity's two other levels once each, the others twice
+    assert len(points) == 10 and key.count(base) == 2
+    assert key.count((10000, "512x512x512", 0, "torch")) == 2
+    # AND whichever trial is lost, every factor is still moved away from the base
+    for lost in range(len(key)):
+        left = key[:lost] + key[lost + 1 :]
+        for index in range(4):
+            assert any(k[index] != base[index] for k in left), (lost, index)
+    # AND the replicates have their own repeat numbers and seeds
+    assert len({(p.repeat, p.seed, k) for p, k in zip(points, key, strict=True)}) == 10
+
+
+def test_lone_level_repeats_outside_one_at_a_time_is_refused() -> None:
+    with pytest.raises(SpecError, match="lone_level_repeats applies to design: one_at_a_time"):
+        parse_study({"name": "d", "factors": FACTORS, "search": {"lone_level_repeats": 2}})
+
+
 def test_base_repeats_outside_one_at_a_time_is_refused() -> None:
     with pytest.raises(SpecError, match="base_repeats applies to design: one_at_a_time"):
         parse_study({"name": "d", "factors": FACTORS, "search": {"base_repeats": 2}})

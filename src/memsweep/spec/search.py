@@ -32,8 +32,15 @@ class SearchSpec(Frozen):
     base_repeats: Annotated[int, Field(gt=0, le=100)] = 1
     """``one_at_a_time`` only: times the base point runs (each with its own seed),
     spread through the run order. The design fits one term per trial it has; each
-    replicate adds a residual degree of freedom, so ``base_repeats: 4`` leaves 3 and a
-    lost trial still leaves every factor fitted."""
+    replicate adds a residual degree of freedom, so ``base_repeats: 4`` leaves 3. A lost
+    moved trial still loses its factor when it was that factor's only one: see
+    ``lone_level_repeats``."""
+
+    lone_level_repeats: Annotated[int, Field(gt=0, le=100)] = 1
+    """``one_at_a_time`` only: times each point runs that moves a factor to its only other
+    level (its one trial is all that informs that factor). ``2`` means any one lost trial
+    (an OOM kill, a crash, the time guard) still leaves every factor fitted; a replicated
+    base point alone does not."""
 
     num_samples: Annotated[int, Field(gt=0, le=10_000)] = 8
     """``random``/``optuna``/``qmc``: how many trials to draw."""
@@ -93,11 +100,12 @@ class SearchSpec(Frozen):
 
     @model_validator(mode="after")
     def _budget_keys(self) -> SearchSpec:
-        if self.base_repeats != 1 and (self.mode != "grid" or self.design != "one_at_a_time"):
-            raise ValueError(
-                f"base_repeats applies to design: one_at_a_time only (mode {self.mode}, "
-                f"design {self.design}): set design: one_at_a_time or remove base_repeats"
-            )
+        for key in ("base_repeats", "lone_level_repeats"):
+            if getattr(self, key) != 1 and (self.mode != "grid" or self.design != "one_at_a_time"):
+                raise ValueError(
+                    f"{key} applies to design: one_at_a_time only (mode {self.mode}, "
+                    f"design {self.design}): set design: one_at_a_time or remove {key}"
+                )
         if self.mode != "budget":
             # Values, not keys: a study comes back from its JSON form with every key set.
             given = [

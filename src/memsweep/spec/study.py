@@ -228,7 +228,7 @@ class Study(Frozen):
         names = list(f.rllib)
         levels: list[tuple[Any, ...]] = [values for _, values in f.levels()]
         design = "full" if self.search.mode == "budget" else self.search.design
-        combos = expand(levels, design, self.search.base_repeats)
+        combos = expand(levels, design, self.search.base_repeats, self.search.lone_level_repeats)
         points = []
         runs: dict[str, int] = {}
         for combo in combos:
