@@ -139,3 +139,57 @@ def test_fields_are_parsed_from_the_kernels_text() -> None:
     assert probe.parse_smaps_rollup(rollup) == probe.FullMemory(
         uss_bytes=3 * 1024, pss_bytes=6 * 1024
     )
+
+
+@pytest.mark.slow
+def test_a_trial_registers_with_the_sampler_that_replaced_the_one_it_found(
+    local_ray: object,
+) -> None:
+    # On a loaded machine the collector replaces a sampler that missed its drain deadline;
+    # a trial registering at that moment found the old one, whose death failed the trial.
+    import time
+
+    import ray
+
+    from memsweep.collect.sampler import SAMPLER_NAME_PREFIX, register_trial
+
+    @ray.remote(num_cpus=0)
+    class Registry:
+        """Stands in for a node's sampler: the one method a trial calls, recorded."""
+
+        def __init__(self, delay_s: float) -> None:
+            self.delay_s = delay_s
+            self.calls: list[tuple[str, int]] = []
+            self.waiting = 0
+
+        def register(self, trial_id: str, pg: str | None, pid: int) -> None:
+            self.waiting += 1
+            time.sleep(self.delay_s)
+            self.calls.append((trial_id, pid))
+
+        def callers_waiting(self) -> int:
+            return self.waiting
+
+        def registered(self) -> list[tuple[str, int]]:
+            return self.calls
+
+    @ray.remote(num_cpus=0)
+    def trial() -> tuple[bool, int]:
+        return register_trial("t1"), os.getpid()
+
+    name = f"{SAMPLER_NAME_PREFIX}{ray.get_runtime_context().get_node_id()}"
+    # GIVEN a sampler that is slow to answer, killed while the trial waits on it
+    old = Registry.options(name=name, max_concurrency=2).remote(60.0)  # type: ignore[attr-defined]
+    ray.get(old.registered.remote())
+    pending = trial.remote()
+    while not ray.get(old.callers_waiting.remote()):
+        time.sleep(0.2)
+    ray.kill(old)
+    # AND its replacement under the same name
+    time.sleep(0.5)
+    new = Registry.options(name=name).remote(0.0)  # type: ignore[attr-defined]
+    # THEN the trial registered with the replacement instead of failing
+    registered, pid = ray.get(pending, timeout=60)
+    assert registered
+    assert ray.get(new.registered.remote()) == [("t1", pid)]
+    ray.kill(new)

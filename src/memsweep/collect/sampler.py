@@ -23,6 +23,7 @@ and their children are attributed to it from the first sample on.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -35,6 +36,8 @@ import pyarrow as pa
 
 from memsweep.collect import probe
 from memsweep.store import NODE_SAMPLES, to_table
+
+logger = logging.getLogger(__name__)
 
 SAMPLER_NAME_PREFIX = "memsweep_sampler_"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -517,6 +520,11 @@ class NodeSampler:
         return last
 
 
+REGISTER_TIMEOUT_S = 120.0
+"""How long a trainable keeps trying to register with its node's sampler while the
+collector replaces it (a replaced sampler is registered with under the same name)."""
+
+
 def register_trial(trial_id: str) -> bool:
     """Tell this node's sampler that the calling process and its placement group belong
     to ``trial_id``. Called by the trainable first thing in ``setup``; returns False (and
@@ -525,12 +533,35 @@ def register_trial(trial_id: str) -> bool:
 
     if not ray.is_initialized():
         return False
+    from ray.exceptions import GetTimeoutError, RayActorError
+
     context = ray.get_runtime_context()
-    node_id = context.get_node_id()
+    name = f"{SAMPLER_NAME_PREFIX}{context.get_node_id()}"
     try:
-        sampler = ray.get_actor(f"{SAMPLER_NAME_PREFIX}{node_id}")
+        sampler = ray.get_actor(name)
     except ValueError:
         return False
     pg = context.get_placement_group_id()
-    ray.get(sampler.register.remote(trial_id, pg, os.getpid()), timeout=30)
-    return True
+    # On a loaded machine the collector may replace a sampler that missed its drain
+    # deadline just as a trial registers: the call then fails with the old actor's death.
+    # Register with the new one (same name) instead of failing the trial.
+    # Registering is a shortcut: the collector also attributes the trial's processes by
+    # its placement group from the actor table, so a sampler that never answers costs a
+    # warning, not the trial.
+    deadline = time.monotonic() + REGISTER_TIMEOUT_S
+    while True:
+        try:
+            ray.get(sampler.register.remote(trial_id, pg, os.getpid()), timeout=30)
+            return True
+        except (RayActorError, GetTimeoutError) as exc:
+            if time.monotonic() > deadline:
+                logger.warning(
+                    "trial %s: the node's memsweep sampler did not take the registration "
+                    "(%s); attribution falls back to the actor table",
+                    trial_id,
+                    type(exc).__name__,
+                )
+                return False
+        time.sleep(1.0)
+        with contextlib.suppress(ValueError):
+            sampler = ray.get_actor(name)
