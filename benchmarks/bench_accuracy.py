@@ -90,6 +90,11 @@ def run(profile: Profile) -> tuple[list[Row], dict[str, Any]]:
                     "(alone at a factor value)"
                     if unpredicted.get(scheme)
                     else ""
+                )
+                + (
+                    "; under: " + ", ".join(sorted(f"{c.sweep}/{c.trial_id}" for c in under))
+                    if (under := [c for c in found if c.under])
+                    else ""
                 ),
             )
         )

@@ -201,3 +201,25 @@ def test_results_on_a_pyarrow_filesystem_are_read_through_the_dataset(
     assert fitted.coefficient("replay_capacity").estimate.value == pytest.approx(
         local.coefficient("replay_capacity").estimate.value, rel=1e-9
     )
+
+
+def test_a_new_trials_interval_is_never_narrower_than_run_to_run_noise() -> None:
+    from memsweep.analyze.models import DEFAULT_RUN_TO_RUN_CV, fit_quantity
+
+    # GIVEN four trials on an exact line (a fit with no residual at all)
+    table = pd.DataFrame(
+        {"replay_capacity": [1e3, 2e3, 3e3, 4e3], "plateau__total": [600e6, 610e6, 620e6, 630e6]},
+        index=["a", "b", "c", "d"],
+    )
+    model = fit_quantity("plateau", table, "plateau__total", factors=("replay_capacity",))
+    frame = model.predict(pd.DataFrame({"replay_capacity": [2.5e3]}))
+    # THEN a new trial's interval still spans the run-to-run noise at that level
+    half = float(frame["obs_ci_upper"].iloc[0] - frame["mean"].iloc[0])
+    assert model.run_to_run_cv == DEFAULT_RUN_TO_RUN_CV
+    assert half >= DEFAULT_RUN_TO_RUN_CV * 615e6 * 4.30  # t(0.975, 2 df)
+    # AND replicates that spread more than that widen it: their pooled SD is the noise
+    spread = pd.concat(
+        [table, pd.DataFrame({"replay_capacity": [1e3], "plateau__total": [630e6]}, index=["e"])]
+    )
+    wider = fit_quantity("plateau", spread, "plateau__total", factors=("replay_capacity",))
+    assert wider.run_to_run_cv > 0.02
