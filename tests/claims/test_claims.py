@@ -305,3 +305,17 @@ def test_the_committed_claims_run_has_a_number_and_interval_for_every_claim(
         assert row.verdict == old["verdict"]
         if row.estimate is not None:
             assert row.estimate.value == pytest.approx(old["estimate"]["estimate"], rel=1e-6)
+        assert row.growth == old.get("growth", ""), row.claim
+
+
+@pytest.mark.skipif(not COMMITTED, reason="no committed results/claims-* run")
+def test_a_claim_row_comparing_a_process_that_keeps_growing_gives_its_rate() -> None:
+    # GIVEN the committed framework sweep, where TF eager's trainable grows without a plateau
+    table = build_claims(COMMITTED[0].parent)
+    eager = next(r for r in table.rows if r.claim == f"{EAGER_CLAIM}: in the trainable")
+    # THEN the row gives the rate in env steps and says the level difference depends on it
+    assert "tf2-eager's trainable grows" in eager.growth
+    assert "MB per 1M env steps" in eager.growth and "rises with the length" in eager.growth
+    # AND a row comparing processes that settle says nothing about growth
+    torch = next(r for r in table.rows if r.claim == f"{TORCH_CLAIM}: in the trainable")
+    assert torch.growth == ""

@@ -63,6 +63,8 @@ def to_markdown(table: ClaimsTable, plots: Sequence[str] = ()) -> str:
         measured = _value_text(row.estimate, row.unit)
         if row.measured:
             measured = f"{measured}<br>{row.measured}" if measured else row.measured
+        if row.growth:
+            measured += f"<br>**grows**: {row.growth}"
         scale = ""
         if row.at_scale is not None:
             scale = f"{format_bytes(row.at_scale.value)} ({span_text(row.at_scale)}) at {row.scale}"
@@ -147,6 +149,8 @@ def claims_text(table: ClaimsTable) -> str:
             lines.append(
                 f"    at {row.scale}: {format_bytes(row.at_scale.value)} ({span_text(row.at_scale)}){flag}"
             )
+        if row.growth:
+            lines.append(f"    grows: {row.growth}")
         lines.append(f"    verdict: {row.verdict.upper()}: {row.why}")
     if table.budget is not None:
         lines.append(f"What fits {format_bytes(table.budget.search.get('budget_bytes'))}?")

@@ -179,6 +179,42 @@ def _with_verdict(row: ClaimRow, verdict: str, why: str) -> ClaimRow:
     return replace(row, verdict=verdict, why=why)
 
 
+def growth_text(sweep: SweepFacts, frameworks: Sequence[str], role: str, runners: bool) -> str:
+    """Which of ``frameworks``' ``role`` processes keep growing (sustained growth, the
+    analysis' verdict, :mod:`memsweep.analyze.growth`) in the trials with (``runners``) or
+    without env runners, at what rate; "" when none does. A level difference between
+    such processes depends on when the trials stopped, so the row must say so."""
+    table = sweep.analysis.trial_table
+    parts = []
+    for framework in frameworks:
+        workers = table["num_workers"].fillna(0)
+        chosen = (table["framework"].astype(str) == framework) & (
+            (workers > 0) if runners else (workers == 0)
+        )
+        ids = {str(t) for t in table.index[chosen]}
+        rates = [
+            v.rate_mb_per_1m_steps
+            for v in sweep.analysis.verdicts
+            if v.trial_id in ids and v.role == role and v.flagged and v.rate_mb_per_1m_steps
+        ]
+        if not rates:
+            continue
+        low = min(r.value for r in rates)
+        high = max(r.value for r in rates)
+        rate = f"{low:,.0f}" if math.isclose(low, high) else f"{low:,.0f}–{high:,.0f}"
+        who = "env runners (together) grow" if role == "env_runner" else f"{role} grows"
+        parts.append(
+            f"{framework}'s {who} {rate} MB per 1M env steps "
+            f"(sustained growth in {len(rates)} of {len(ids)} trials)"
+        )
+    if not parts:
+        return ""
+    return (
+        "; ".join(parts) + ": the difference is the level when the trials stopped, and it "
+        "rises with the length of the run"
+    )
+
+
 def framework_rows(sweep: SweepFacts) -> list[ClaimRow]:
     """Framework differences per process: in the trainable and per env runner."""
     table = sweep.analysis.trial_table
@@ -209,13 +245,14 @@ def framework_rows(sweep: SweepFacts) -> list[ClaimRow]:
         runner_verdict, runner_why = direction_verdict(
             runner, sign, typical, f"{more} − {less} per env runner"
         )
-        for where, measured, estimate, unit, (verdict_, why_) in (
+        for where, measured, estimate, unit, (verdict_, why_), grows in (
             (
                 "in the trainable",
                 f"{more} − {less}, trainable process (0 env runners)",
                 trainable,
                 "bytes",
                 (verdict, why),
+                growth_text(sweep, (more, less), "trainable", runners=False),
             ),
             (
                 "per env runner",
@@ -223,6 +260,7 @@ def framework_rows(sweep: SweepFacts) -> list[ClaimRow]:
                 runner,
                 "bytes per env runner",
                 (runner_verdict, runner_why),
+                growth_text(sweep, (more, less), "env_runner", runners=True),
             ),
         ):
             rows.append(
@@ -237,6 +275,7 @@ def framework_rows(sweep: SweepFacts) -> list[ClaimRow]:
                     extrapolation=reach(SCALE_RUNNERS, top, "env-runner count"),
                     verdict=verdict_,
                     why=why_,
+                    growth=grows,
                 )
             )
 

@@ -56,6 +56,11 @@ class ClaimRow:
     extrapolation: str = ""
     """How far beyond the measured range ``at_scale`` reaches ("" when it does not)."""
 
+    growth: str = ""
+    """Where a process the claim compares keeps growing (sustained growth): its rate per 1M
+    env steps, and that the level difference then depends on when the trials stopped
+    ("" when nothing the row compares grows)."""
+
     def to_json(self) -> dict[str, Any]:
         return {
             "claim": self.claim,
@@ -66,6 +71,7 @@ class ClaimRow:
             "scale": self.scale,
             "at_scale": self.at_scale.to_json() if self.at_scale else None,
             "extrapolation": self.extrapolation,
+            "growth": self.growth,
             "verdict": self.verdict,
             "why": self.why,
         }
