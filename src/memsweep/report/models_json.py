@@ -96,6 +96,7 @@ def models_document(analysis: Analysis) -> dict[str, Any]:
                         "drift_bytes_per_1k_steps": _opt(r.drift_bytes_per_1k_steps),
                         "peak_bytes": r.peak_bytes,
                         "peak_sampled_bytes": r.peak_sampled_bytes,
+                        "hwm_sum_bytes": r.hwm_sum_bytes,
                         "buffer_bytes_per_transition": _opt(r.buffer_bytes_per_transition),
                         "buffer_note": r.buffer_note,
                         "verdict": next(

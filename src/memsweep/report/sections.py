@@ -189,7 +189,8 @@ def report_blocks(analysis: Analysis, plots: tuple[Plot, ...]) -> list[Block]:
             f"Results `{analysis.uri}`: {len(analysis.trials)} of {len(data.trials)} trials "
             "analysed, "
             f"{data.sample_rows:,} sample rows. Memory is the sum over a trial's processes of "
-            f"{metric}; the true peak comes from each process's VmHWM. "
+            f"{metric}; a peak is the largest such sum at one moment (read once a second: "
+            "a shorter spike can fall between reads; Σ VmHWM in models.json bounds it). "
             f"Intervals are {analysis.options.confidence:.0%}."
         ),
         Heading("Answers"),
