@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from memsweep.cli.validate import warn
+from memsweep.cli.validate import machine_for, warn
 from memsweep.errors import SpecError
 from memsweep.spec import load_study
-from memsweep.spec.runtime import check_runtime, check_same_sweep, local_machine
+from memsweep.spec.runtime import check_runtime, check_same_sweep
 
 if TYPE_CHECKING:
     from memsweep.run.sweep import SweepOutcome
@@ -41,9 +41,7 @@ class RunCommand:
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         study = load_study(args.sweep)
-        # Before Ray starts: a cluster (--address) is read only once joined, so then
-        # only the env id is checked here.
-        check_runtime(study, args.sweep, None if args.address else local_machine(), warn)
+        check_runtime(study, args.sweep, machine_for(args.address), warn)
         if not args.resume and not args.as_grid and study.search.mode != "budget":
             storage = args.storage or study.storage_uri
             check_same_sweep(study, _study_text(storage), storage)

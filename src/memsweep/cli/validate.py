@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from memsweep.spec import describe_fields, load_study
 from memsweep.spec.plateau import GUARD_FACTOR, estimate, time_cap_s
-from memsweep.spec.runtime import check_runtime, local_machine
+from memsweep.spec.runtime import Machine, check_runtime, local_machine
 from memsweep.units import format_bytes
 
 EXPLAIN_FACTORS = """\
@@ -35,10 +36,15 @@ class ValidateCommand:
         parser.add_argument(
             "--explain", action="store_true", help="also print every key with its meaning"
         )
+        parser.add_argument(
+            "--address",
+            default=os.environ.get("MEMSWEEP_RAY_ADDRESS"),
+            help="check CPUs and memory against this Ray cluster instead of this machine",
+        )
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         study = load_study(args.sweep)
-        check_runtime(study, args.sweep, local_machine(), warn)
+        check_runtime(study, args.sweep, machine_for(args.address), warn)
         from memsweep.run.rllib_check import check_study
 
         checked = check_study(study, args.sweep)
@@ -124,3 +130,13 @@ class ValidateCommand:
 def warn(message: str) -> None:
     """A runtime warning: one line on stderr; the command goes on."""
     print(f"memsweep: warning: {message}", file=sys.stderr)
+
+
+def machine_for(address: str | None) -> Machine:
+    """What a sweep would run on: this machine, or the cluster at ``address`` (joined
+    briefly to read its nodes: :mod:`memsweep.run.cluster_check`)."""
+    if not address:
+        return local_machine()
+    from memsweep.run.cluster_check import cluster_machine
+
+    return cluster_machine(address)
