@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from memsweep.testing.raycluster import explicit_auth
+
 # Every process the tests start (Ray workers inherit the driver's environment on a
 # local cluster) must see these before TensorFlow or RLlib is imported.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -18,30 +20,40 @@ REPO = Path(__file__).resolve().parents[1]
 WORKER_ENV = {"env_vars": {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}}
 
 
+@pytest.fixture
+def ray_auth_disabled() -> Iterator[None]:
+    """For a test that starts Ray in this process itself (a ``Cluster``, ``ray.init``):
+    token auth explicitly off for the test, the variables restored after."""
+    with explicit_auth("disabled"):
+        yield
+
+
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[object]:
-    """A real Ray on this machine: 2 CPUs, dashboard on loopback (the state API needs it)."""
+    """A real Ray on this machine: 2 CPUs, dashboard on loopback (the state API needs
+    it), token auth explicitly off (:func:`explicit_auth`)."""
     import ray
 
     ray.shutdown()
-    context = ray.init(
-        # A Ray of our own: never join a cluster another program started with `ray start`.
-        address="local",
-        num_cpus=2,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        runtime_env=WORKER_ENV,
-        log_to_driver=False,
-    )
-    yield context
-    ray.shutdown()
+    with explicit_auth("disabled"):
+        context = ray.init(
+            # A Ray of our own: never join a cluster another program started with `ray start`.
+            address="local",
+            num_cpus=2,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            runtime_env=WORKER_ENV,
+            log_to_driver=False,
+        )
+        yield context
+        ray.shutdown()
 
 
 @pytest.fixture
 def ray_with_memory() -> Iterator[Callable[[int], object]]:
-    """Start a real local Ray (2 CPUs, no dashboard) whose node has exactly ``memory`` bytes
-    of Ray's logical ``memory`` resource; call again to restart with another size. Shut
-    down after the test."""
+    """Start a real local Ray (2 CPUs, no dashboard, token auth explicitly off) whose
+    node has exactly ``memory`` bytes of Ray's logical ``memory`` resource; call again
+    to restart with another size. Shut down after the test."""
     import ray
 
     def start(memory: int) -> object:
@@ -55,8 +67,9 @@ def ray_with_memory() -> Iterator[Callable[[int], object]]:
             log_to_driver=False,
         )
 
-    yield start
-    ray.shutdown()
+    with explicit_auth("disabled"):
+        yield start
+        ray.shutdown()
 
 
 @pytest.fixture
@@ -152,6 +165,7 @@ MEDIUM = frozenset(
         "tests/claims/test_claims.py::test_the_committed_claims_run_has_a_number_and_interval_for_every_claim",
         "tests/claims/test_claims.py::test_the_table_files_say_every_number_with_its_interval",
         "tests/claims/test_claims.py::test_workers_claim_and_the_planted_interaction",
+        "tests/cli/test_every_command.py::test_every_command_with_generated_arguments_ends_in_one_line_and_writes_only_where_told",
         "tests/cli/test_analyze_cli.py::test_a_bad_predict_request_gets_one_line_naming_the_problem",
         "tests/cli/test_analyze_cli.py::test_a_folder_that_cannot_be_analysed_gets_one_line_and_exit_3",
         "tests/cli/test_analyze_cli.py::test_a_sweep_on_s3_is_analysed_through_pyarrow_fs",

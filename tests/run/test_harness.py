@@ -103,7 +103,9 @@ def test_memsweep_run_writes_parquet_for_trials_that_differ_in_all_four_factors(
     assert (storage / "study.yaml").exists() and (storage / "versions.json").exists()
 
 
-def test_on_two_nodes_both_are_sampled_and_env_runners_go_to_their_trial(tmp_path: Path) -> None:
+def test_on_two_nodes_both_are_sampled_and_env_runners_go_to_their_trial(
+    tmp_path: Path, ray_auth_disabled: None
+) -> None:
     import ray
     from ray.cluster_utils import Cluster
 

@@ -42,6 +42,7 @@ from memsweep.spec import (
     parse_study,
     point_from_config,
 )
+from memsweep.testing.raycluster import explicit_auth
 
 # Trainable subclasses and callbacks below run in Ray workers, which cannot import this
 # test module: ship them by value.
@@ -60,16 +61,18 @@ CARTPOLE_ACTIONS = 2
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
-    ray.init(
-        num_cpus=2,
-        runtime_env={"env_vars": {"TF_USE_LEGACY_KERAS": "1"}},
-        logging_level="ERROR",
-        log_to_driver=False,
-    )
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    with explicit_auth("disabled"):
+        ray.init(
+            address="local",
+            num_cpus=2,
+            runtime_env={"env_vars": {"TF_USE_LEGACY_KERAS": "1"}},
+            logging_level="ERROR",
+            log_to_driver=False,
+        )
+        try:
+            yield
+        finally:
+            ray.shutdown()
 
 
 def dense_params(sizes: list[int]) -> int:

@@ -298,3 +298,31 @@ def free_port() -> int:
     with closing(socket.socket()) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+AUTH_VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+@contextmanager
+def explicit_auth(mode: str = "disabled") -> Iterator[None]:
+    """Ray's auth mode set explicitly (``RAY_AUTH_MODE``) while an in-process Ray runs,
+    and this process's auth variables as they were afterwards.
+
+    Ray 2.60's ``ray.init`` turns token auth on for a new local cluster when the mode is
+    unset, and writes ``RAY_AUTH_MODE=token`` into this process's environment (with
+    ``~/.ray/auth_token`` present), so whichever test started Ray first decided the
+    mode of every later one. With the mode set, Ray leaves the variable alone; restoring
+    it keeps one test's mode out of the next (clusters started in-process, like the
+    two-node harness test's, set theirs the same way)."""
+    saved = {key: os.environ.get(key) for key in AUTH_VARIABLES}
+    for key in AUTH_VARIABLES:
+        os.environ.pop(key, None)
+    os.environ["RAY_AUTH_MODE"] = mode
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -1,0 +1,252 @@
+"""Every command of ``memsweep`` with generated arguments and damaged inputs: no
+traceback, a documented exit code, one line on error, and nothing written outside the
+folder the command was given.
+
+Commands that would start Ray (``run``, ``watch``, ``claims run``) are driven through
+their argument handling and checks up to the call that would start it, which is
+replaced by one that stops there with a marker line (memsweep's own entry points;
+Ray itself is not touched).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import string
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from memsweep.cli.main import main
+from memsweep.errors import EXIT_CODES, SpecError
+from memsweep.testing.synthetic import SynthTrial, write_sweep
+
+REACHED = "stopped before Ray: argument handling passed"
+
+TRIALS = [
+    SynthTrial("t0", 20_000, plateau_s=15.0),
+    SynthTrial("t1", 40_000, model="64x64", plateau_s=15.0),
+]
+
+VALID_SWEEP = """\
+name: gen
+algorithm: DQN
+env: {id: memsweep/Synthetic-v0, obs_shape: [16], episode_len: 50}
+factors: {replay_capacity: [1000, 2000], num_workers: [0]}
+stop: {env_steps: 2000}
+"""
+
+
+@pytest.fixture(scope="module")
+def valid_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("valid")
+    return Path(write_sweep(root / "results", TRIALS, interval_s=0.5).path)
+
+
+@pytest.fixture
+def no_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """memsweep's own calls that would start or join Ray stop with the marker line."""
+    import memsweep.budget.app
+    import memsweep.cli.claims
+    import memsweep.run.sweep
+    import memsweep.run.watch
+
+    def stop(*args: Any, **kwargs: Any) -> Any:
+        raise SpecError(REACHED)
+
+    monkeypatch.setattr(memsweep.run.sweep, "run_study", stop)
+    monkeypatch.setattr(memsweep.budget.app, "run_budget", stop)
+    monkeypatch.setattr(memsweep.run.watch, "watch", stop)
+    monkeypatch.setattr(memsweep.cli.claims, "run_claims", stop)
+    yield
+
+
+def damage_folder(folder: Path, how: str) -> None:
+    """A results folder damaged one of the ways disks and users do."""
+    trials = folder / "trials.parquet"
+    if how == "truncate_trials":
+        trials.write_bytes(trials.read_bytes()[: trials.stat().st_size // 2])
+    elif how == "garbage_part":
+        (folder / "samples" / "part-zz.parquet").write_bytes(b"garbage")
+    elif how == "no_trials":
+        trials.unlink()
+    elif how == "samples_is_file":
+        shutil.rmtree(folder / "samples")
+        (folder / "samples").write_text("x")
+    elif how == "bad_versions":
+        (folder / "versions.json").write_text("{not json")
+    elif how == "future_version":
+        (folder / "versions.json").write_text('{"schema_version": 99}')
+    elif how == "bad_study":
+        (folder / "study.yaml").write_text(": : :\n[")
+    elif how == "empty":
+        shutil.rmtree(folder)
+        folder.mkdir()
+
+
+FOLDER_DAMAGE = [
+    "none",
+    "truncate_trials",
+    "garbage_part",
+    "no_trials",
+    "samples_is_file",
+    "bad_versions",
+    "future_version",
+    "bad_study",
+    "empty",
+]
+
+_WORD = st.text(string.ascii_letters + string.digits + "-_.,/:=", min_size=0, max_size=10)
+_NUMBERISH = st.one_of(
+    _WORD,
+    st.integers(-(10**12), 10**12).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.sampled_from(["64", "64GB", "1e400", "-1", "0", "nan", "0.5", "", "NaN", "1.5GiB"]),
+)
+
+
+@st.composite
+def sweep_text(draw: st.DrawFn) -> str:
+    """The valid sweep, or it damaged: truncated, a line dropped, a value replaced."""
+    lines = VALID_SWEEP.splitlines()
+    how = draw(st.sampled_from(["valid", "truncate", "drop_line", "replace_value", "junk"]))
+    if how == "truncate":
+        return VALID_SWEEP[: draw(st.integers(0, len(VALID_SWEEP)))]
+    if how == "drop_line":
+        index = draw(st.integers(0, len(lines) - 1))
+        return "\n".join(lines[:index] + lines[index + 1 :]) + "\n"
+    if how == "replace_value":
+        index = draw(st.integers(0, len(lines) - 1))
+        key = lines[index].split(":", 1)[0]
+        return "\n".join([*lines[:index], f"{key}: {draw(_NUMBERISH)}", *lines[index + 1 :]])
+    if how == "junk":
+        return draw(st.text(max_size=200))
+    return VALID_SWEEP
+
+
+@st.composite
+def argv_for(draw: st.DrawFn, sweep: Path, results: Path, other: Path, out: Path) -> list[str]:
+    """A command line of any memsweep command, with generated flags and values."""
+    command = draw(
+        st.sampled_from(
+            ["validate", "run", "analyze", "predict", "compare", "compact", "claims", "watch"]
+        )
+    )
+    word, number = draw(_WORD), draw(_NUMBERISH)
+    if command == "validate":
+        return ["validate", str(sweep), *draw(st.sampled_from([[], ["--explain"], ["--bogus"]]))]
+    if command == "run":
+        extra = draw(
+            st.lists(
+                st.sampled_from(
+                    [["--storage", str(out)], ["--resume"], ["--as-grid"], ["--bogus", word]]
+                ),
+                max_size=2,
+            )
+        )
+        return ["run", str(sweep), *[part for flags in extra for part in flags]]
+    if command == "analyze":
+        flags = draw(st.sampled_from([[], ["--confidence", number], ["--out", str(out)]]))
+        return ["analyze", str(results), *flags]
+    if command == "predict":
+        flag = draw(
+            st.sampled_from(
+                ["--replay-capacity", "--num-workers", "--budget", "--confidence", "--set"]
+            )
+        )
+        return ["analyze", "predict", str(results), flag, number]
+    if command == "compare":
+        flags = draw(st.sampled_from([[], ["--json"], ["--confidence", number]]))
+        return ["compare", str(results), str(other), *flags]
+    if command == "compact":
+        return ["compact", str(draw(st.sampled_from([results, other, out])))]
+    if command == "claims":
+        return draw(
+            st.sampled_from(
+                [
+                    ["claims", "table", str(results)],
+                    ["claims", "table", str(out)],
+                    ["claims", "run", "--bogus"],
+                    ["claims"],
+                ]
+            )
+        )
+    flags = draw(
+        st.sampled_from(
+            [
+                [],
+                ["--address", word],
+                ["--address", "127.0.0.1:9", "--seconds", number],
+                ["--address", "127.0.0.1:9", "--out", str(out), "--job", word],
+            ]
+        )
+    )
+    return ["watch", *flags]
+
+
+def tree(root: Path, skip: set[Path]) -> set[Path]:
+    """Every path under root, except under the folders in skip."""
+    found = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = [d for d in dirnames if here / d not in skip]
+        found.update(here / name for name in [*dirnames, *filenames])
+    return found
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data(), how=st.sampled_from(FOLDER_DAMAGE), text=sweep_text())
+def test_every_command_with_generated_arguments_ends_in_one_line_and_writes_only_where_told(
+    valid_results: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    no_ray: None,
+    data: st.DataObject,
+    how: str,
+    text: str,
+) -> None:
+    # GIVEN a sandbox holding a sweep file (maybe damaged), a results folder (maybe
+    # damaged), a second one, and the place named for output; the sandbox is the cwd
+    sandbox = tmp_path_factory.mktemp("every")
+    sweep = sandbox / "sweep.yaml"
+    sweep.write_text(text)
+    results, other, out = sandbox / "results", sandbox / "other", sandbox / "out"
+    shutil.copytree(valid_results, results)
+    shutil.copytree(valid_results, other)
+    damage_folder(results, how)
+    monkeypatch.chdir(sandbox)
+    argv = data.draw(argv_for(sweep, results, other, out))
+    intended = {results, other, out, sandbox / "results-grid"}
+    before_sandbox = tree(sandbox, intended)
+    before_parent = set(sandbox.parent.iterdir())
+    # WHEN the command runs
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's --help and usage errors
+        code = int(exit_.code or 0)
+    err = capsys.readouterr().err
+    label = argv[1] if len(argv) > 1 and argv[1] in ("predict", "table", "run") else ""
+    event(f"{argv[0]} {label}: exit {code}")
+    # THEN a documented exit code, never the internal-error one, and no traceback
+    assert code in EXIT_CODES and code != 70, (argv, how, err)
+    assert "Traceback" not in err, (argv, how, err)
+    # AND an error is one line (argparse's usage line aside)
+    if code != 0:
+        lines = [
+            line for line in err.splitlines() if line.strip() and not line.startswith("usage:")
+        ]
+        lines = [line for line in lines if not line.startswith(" ")]
+        assert len(lines) == 1, (argv, how, err)
+    # AND nothing was written outside the folders the command was given
+    assert tree(sandbox, intended) == before_sandbox, (argv, how)
+    assert set(sandbox.parent.iterdir()) == before_parent, (argv, how)
