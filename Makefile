@@ -39,6 +39,11 @@ lint: $(STAMP) ## ruff lint + format check, strict mypy on src/, import-linter l
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+faults-doc: $(STAMP) ## run the fault tests (real Ray, root for the tmpfs/cgroup cases; ~15 min) and regenerate docs/faults.json, the tables of docs/faults.md and README.md from what they recorded
+	rm -f docs/faults.json
+	MEMSWEEP_FAULTS_OUT=$(CURDIR)/docs/faults.json $(PY) -m pytest -q -p no:cacheprovider tests/collect/test_faults.py
+	$(PY) -m memsweep.testing.faults_table docs/faults.json
+
 format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format src tests benchmarks
 	$(VENV)/bin/ruff check --fix src tests benchmarks
@@ -56,4 +61,4 @@ clean: ## remove generated results (keeps results/README.md) and caches
 	find results -mindepth 1 -maxdepth 1 ! -name README.md ! -name 'claims-*' ! -name 'reference-*' -exec rm -rf {} +
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help setup sweep analyze test test-fast lint format claims bench submit clean
+.PHONY: help setup sweep analyze test test-fast lint faults-doc format claims bench submit clean

@@ -34,22 +34,158 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from memsweep.collect import probe
 from memsweep.collect.faults import (
     ERROR,
     OOM_KILLED,
+    CgroupCounters,
+    KernelKill,
     MemoryBudget,
+    MemoryUser,
+    Pressure,
     kernel_killed,
     kernel_oom_kills,
     kill_facts,
     over_budget,
+    parse_pressure,
+    read_cgroup_counters,
     read_trial_error,
 )
 from memsweep.spec import parse_study
 from memsweep.store import SAMPLES, open_results
+from memsweep.testing.faults_table import FaultCase
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "tests" / "corpus"
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+# -- the fault table: each case's row, as its tests assert it -----------------------------
+# docs/faults.md and README's table are generated from these and the figures the tests
+# record (`make faults-doc`; memsweep.testing.faults_table). Edit a row here together
+# with its test's assertions, then regenerate.
+
+FAULT_CASES: dict[str, FaultCase] = {
+    "ray_oom": FaultCase(
+        fault="Ray's memory monitor kills a trial (`RAY_memory_usage_threshold`)",
+        sees="the sweep goes on; `memsweep run` exits 1; the summary's status column says `oom_killed`",
+        survives="`trials.parquet`: status `oom_killed`, `killed_pid`, `killed_role` (trainable), `killed_node_id`, Ray's own reading of the node (`kill_node_used_bytes`, `kill_node_available_bytes`), a one-line `error` (`Ray's memory monitor killed pid …`); Ray's own word: `ray_exit_type` `NODE_OUT_OF_MEMORY` and `ray_exit_detail` from its worker table, and its kill report's table of the node's top memory users (`kill_memory_users_json`, the killed trainable selected at {killed_gb} GB); every node round's cgroup OOM counters and memory PSI (`node_samples`); the killed process's samples up to the kill, the growth visible ({grown_gb} GB over {trace_samples} samples); the next trial runs and is `terminated`",
+        lost="nothing sampled: the process is in every 100 ms sampling round of its node until the kill, so its last sample is from the last round that began before it (and within 1 s of Tune's report of the end)",
+        readme=(
+            "Ray's memory monitor OOM-kills a trial",
+            "the sweep goes on; trial `oom_killed` with the killed pid, role, node and the node's memory at the kill; Ray's exit type (`NODE_OUT_OF_MEMORY`) and its kill report's per-process table; its trace up to the kill",
+            "nothing sampled (the process is in every 100 ms round until the kill)",
+        ),
+    ),
+    "tune_without_guard": FaultCase(
+        fault="the same, without memsweep's guard",
+        sees="—",
+        survives="—",
+        lost="Ray 2.60's Tune raises `RuntimeError: Caught unexpected exception` for an `OutOfMemoryError` and ends `Tuner.fit()`, the whole sweep with it; memsweep wraps that one method during a sweep (`memsweep.run.workarounds.tune`)",
+    ),
+    "kernel_oom": FaultCase(
+        fault="the kernel's OOM killer SIGKILLs a trial's worker (a memory cgroup at 300 MB: cgroup v2 where the memory controller is there, else v1)",
+        sees="the sweep goes on",
+        survives="status `oom_killed` only because the node's kernel log (`/dev/kmsg`) names that pid after the process started; `error` says `the kernel's OOM killer killed pid … (trainable) in memory cgroup …; Ray saw its worker vanish`; the kernel's evidence: the cgroup that ran out (`kill_cgroup`), its OOM kill count and peak (`kill_cgroup_oom_kills`, `kill_cgroup_peak_bytes`: v2 `memory.events`/`memory.peak`, v1 `memory.oom_control`/`memory.max_usage_in_bytes`; here {cgroup_peak_mb} MB on cgroup v{cgroup_version}), the anon RSS the kernel logged ({anon_mb} MB); Ray's `ray_exit_type` `SYSTEM_ERROR`; role, node, memsweep's last node reading; the trace, growth ({grown_mb} MB), in every sampling round until the kill; the other trial `terminated`",
+        lost="nothing sampled. Without a readable kernel log the status is `error` (Ray's text alone lists OOM as one of three causes)",
+        readme=(
+            "the kernel's OOM killer SIGKILLs a trial's worker",
+            "the sweep goes on; `oom_killed` when the kernel log names the pid (else `error`), with the cgroup that ran out and its `oom_kill` count and peak",
+            "nothing sampled",
+        ),
+    ),
+    "over_budget": FaultCase(
+        fault="a trial grows past `resources.memory_budget` (600 MB per trial, checked every 0.5 s flush)",
+        sees="memsweep kills the trial's trainable actor; the sweep goes on",
+        survives="status `over_budget`, `memory_budget_bytes`, `budget_measured_bytes` ({measured_mb} MB), an `over_budget` event; its samples; the other trial `terminated`",
+        lost="the trial's remaining run (by design); overshoot is at most one flush interval of growth (it held at most {held_mb} MB here)",
+        readme=(
+            "a trial passes `resources.memory_budget`",
+            "memsweep kills it: `over_budget`, with the figure; the sweep goes on",
+            "the trial's remaining run, by design (overshoot ≤ one flush of growth)",
+        ),
+    ),
+    "driver_sigkill": FaultCase(
+        fault="the driver is SIGKILLed while a trial runs (flush every 1 s)",
+        sees="—",
+        survives="every Parquet file with a final name reads; samples up to {lost_s} s before the kill; `trials.parquet` as last written (trial `running`); `memsweep run --resume` then finishes the sweep in the same folder (both runs' samples kept, by `run_id`) and `memsweep analyze` reads it all",
+        lost="at most the last flush interval of samples (plus the rows of processes still waiting for attribution, held up to 30 s at a trial's start)",
+        readme=(
+            "the driver is SIGKILLed",
+            "every Parquet file reads; `memsweep run --resume` finishes the sweep, `analyze` reads it all",
+            "at most the last flush (default 2 s)",
+        ),
+    ),
+    "writer_sigkill": FaultCase(
+        fault="a writer SIGKILLed at random moments, 8 times, mid-write",
+        sees="—",
+        survives="every visible Parquet file is complete; the dataset reads whole",
+        lost="the interrupted writes, as hidden `.part-….tmp` files that readers skip ({leftovers} of 8 kills here)",
+    ),
+    "sampler_killed": FaultCase(
+        fault="the node's sampler actor is killed",
+        sees="nothing; sampling resumes",
+        survives="events `sampler_lost` (detail: samples since the last drain are lost) then `sampler_restarted`; samples before and after; the trial `terminated`",
+        lost="one hole in that node's samples, shorter than two flush intervals plus a restart ({hole_s} s here)",
+        readme=(
+            "a sampler actor dies",
+            "restarted; `sampler_lost`/`sampler_restarted` events",
+            "one hole of a few seconds on that node",
+        ),
+    ),
+    "disk_full": FaultCase(
+        fault="the results disk fills up (a 512 KiB tmpfs)",
+        sees="the sweep stops at once (the next trial never starts); no traceback; exit 3; last line `memsweep: Cannot write …: No space left on device. Free space there or choose another 'storage' (--storage).`; Tune's own failures to save are one line each",
+        survives="every Parquet file written before the disk filled reads ({rows} sample rows); `trials.parquet` as last written",
+        lost="what did not fit",
+        readme=(
+            "the results disk fills up / is read-only",
+            "one line, exit 3, the sweep stops; what was written reads",
+            "what did not fit",
+        ),
+    ),
+    "unwritable": FaultCase(
+        fault="the results folder is read-only (a read-only tmpfs) or cannot be made (under a file)",
+        sees="one line, exit 3, before Ray starts",
+        survives="nothing written",
+        lost="—",
+    ),
+    "malformed_sweeps": FaultCase(
+        fault="{corpus} malformed sweep files in `tests/corpus/sweeps/` (billion laughs, a 2^40 doubling bomb, a self-referencing alias, > 100 aliases, `!!python/object/apply`, `!!python/name`, an env id `os:system` that gymnasium would import, binary junk, UTF-16, NUL bytes, empty, comments only, list or scalar at the top, unknown keys deep inside, wrong types, huge numbers, NaN/inf, bad sizes, tabs, unterminated strings, unhashable keys) plus generated ones (20 000-deep nesting, 2 MB file, 100 000-character value, a folder, a FIFO, a missing file)",
+        sees="`memsweep validate` and `memsweep run`: one line naming the file and the problem, exit 2, no traceback",
+        survives="nothing is written, nothing runs, no code in the file is evaluated (the `touch` in the object tag never runs)",
+        lost="—",
+        readme=(
+            "{corpus} malformed sweep files (YAML bombs, `!!python` tags, binary, …) and wrong flags",
+            "one line naming the problem, exit 2, nothing runs",
+            "—",
+        ),
+    ),
+    "wrong_flags": FaultCase(
+        fault="wrong flags to `memsweep`, `run`, `validate`, `analyze`, `analyze predict`",
+        sees='one line (argparse\'s message + "see … --help"), non-zero exit',
+        survives="—",
+        lost="—",
+    ),
+    "damaged_results": FaultCase(
+        fault="a results folder from a newer memsweep, with a broken `versions.json`, a truncated `trials.parquet`, or not a results folder at all",
+        sees="`memsweep analyze`: one line, non-zero exit",
+        survives="the folder is only read",
+        lost="—",
+    ),
+    "credentials": FaultCase(
+        fault="credentials in the environment (`AWS_*`, a password) and a token in `~/.ray/auth_token`",
+        sees="—",
+        survives="none of them in the results folder (Parquet, `study.yaml`, `versions.json`, Tune's files), stdout, stderr, or the logs of the Ray memsweep started",
+        lost="—",
+    ),
+    "loopback": FaultCase(
+        fault="who can reach the embedded Ray",
+        sees="—",
+        survives="every listening socket of every process of `memsweep run`'s Ray (GCS, raylet, workers, dashboard and its agents) is on 127.0.0.1",
+        lost="—",
+    ),
+}
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -94,7 +230,7 @@ def every_parquet_file_reads(root: Path) -> int:
 # -- OOM kills: reading what Ray and the kernel say (pure) -----------------------------
 
 
-def test_rays_memory_monitor_report_names_the_killed_pid_and_the_nodes_memory() -> None:
+def test_rays_memory_monitor_report_names_the_killed_pid_and_the_nodes_memory(fault: Any) -> None:
     # GIVEN the error text Tune wrote for a trial Ray's memory monitor killed (Ray 2.60)
     text = (CORPUS / "errors" / "ray_2.60_memory_monitor.txt").read_text()
     # WHEN it is read
@@ -106,6 +242,7 @@ def test_rays_memory_monitor_report_names_the_killed_pid_and_the_nodes_memory() 
     assert kill.node_id == "e4a236eeec8a38f089732dd3f50f2f6a08e67cf035e5ea990ba414f6"
     assert (kill.node_used_bytes, kill.node_limit_bytes) == (4772548608, 25276510208)
     assert kill.summary is not None and "pid 18887" in kill.summary and "\n" not in kill.summary
+    fault("ray_oom")
 
 
 def test_the_older_ray_oom_message_is_read_too() -> None:
@@ -120,7 +257,7 @@ def test_the_older_ray_oom_message_is_read_too() -> None:
     assert kill.node_used_bytes == 30_100_000_000 and kill.node_limit_bytes == 31_000_000_000
 
 
-def test_a_vanished_worker_is_an_error_unless_the_kernel_log_names_its_pid() -> None:
+def test_a_vanished_worker_is_an_error_unless_the_kernel_log_names_its_pid(fault: Any) -> None:
     # GIVEN Ray's report of a worker that died of SIGKILL (it lists OOM as one of three causes)
     kill = read_trial_error((CORPUS / "errors" / "kernel_sigkill_2.60.txt").read_text())
     # THEN by itself it is no verdict
@@ -140,30 +277,124 @@ def test_a_vanished_worker_is_an_error_unless_the_kernel_log_names_its_pid() -> 
     assert kernel_killed(5747, started_since_boot_s=3290.0, records=records) is False
     assert kernel_killed(1234, started_since_boot_s=None, records=records) is False
     assert kernel_killed(5747, started_since_boot_s=None, records=None) is None
+    fault("kernel_oom")
 
 
 def test_the_killed_process_is_settled_from_its_samples_and_the_kernels_word() -> None:
     vanished = read_trial_error((CORPUS / "errors" / "kernel_sigkill_2.60.txt").read_text())
     seen = (5747, "node-a", "trainable", 1_700_000_000.0)
-    # a vanished worker the kernel log names: oom_killed, with memsweep's node reading
-    facts = kill_facts(vanished, seen, (7_000, 1_000), kernel_killed_it=True)
-    assert facts["status"] == OOM_KILLED and "kernel's OOM killer killed pid 5747" in facts["error"]
+    kernel = KernelKill(
+        True, "/x", 502_872 * 1024, CgroupCounters("/sys/fs/cgroup/x", 2, 1, 1, 9, 7)
+    )
+    # a vanished worker the kernel log names: oom_killed, with memsweep's node reading and
+    # the kernel's evidence (the cgroup that ran out, its counters, the anon RSS at the kill)
+    facts = kill_facts(vanished, seen, (7_000, 1_000), kernel, ("SYSTEM_ERROR", "exited"))
+    assert facts["status"] == OOM_KILLED
+    assert facts["error"] == (
+        "the kernel's OOM killer killed pid 5747 (trainable) in memory cgroup /x; "
+        "Ray saw its worker vanish"
+    )
     assert (
         facts["killed_role"],
         facts["kill_node_used_bytes"],
         facts["kill_node_available_bytes"],
     ) == ("trainable", 7_000, 1_000)
+    assert (
+        facts["kill_cgroup"],
+        facts["kill_cgroup_oom_kills"],
+        facts["kill_cgroup_peak_bytes"],
+    ) == (
+        "/x",
+        1,
+        7,
+    )
+    assert (facts["kill_anon_rss_bytes"], facts["ray_exit_type"]) == (514_940_928, "SYSTEM_ERROR")
     # one it does not name (or a kernel log that cannot be read) stays an error
-    assert "status" not in kill_facts(vanished, seen, (7_000, 1_000), kernel_killed_it=False)
-    assert "status" not in kill_facts(vanished, seen, (7_000, 1_000), kernel_killed_it=None)
-    # Ray's own reading of the node wins over memsweep's
+    assert "status" not in kill_facts(vanished, seen, (7_000, 1_000), KernelKill(False))
+    assert "status" not in kill_facts(vanished, seen, (7_000, 1_000), KernelKill(None))
+    assert "status" not in kill_facts(vanished, seen, (7_000, 1_000), None)
+    # Ray's own reading of the node wins over memsweep's; its kill report's table is kept
     ray_kill = read_trial_error((CORPUS / "errors" / "ray_2.60_memory_monitor.txt").read_text())
     facts = kill_facts(
-        ray_kill, (18887, "node-b", "trainable", None), (1, 2), kernel_killed_it=None
+        ray_kill,
+        (18887, "node-b", "trainable", None),
+        (1, 2),
+        None,
+        ("NODE_OUT_OF_MEMORY", "1 worker(s) were killed"),
     )
-    assert facts == {"killed_pid": 18887, "killed_role": "trainable", "killed_node_id": "node-b"}
-    # a process never sampled: nothing to add
-    assert kill_facts(vanished, None, (None, None), kernel_killed_it=None) == {}
+    users = json.loads(facts.pop("kill_memory_users_json"))
+    assert facts == {
+        "killed_pid": 18887,
+        "killed_role": "trainable",
+        "killed_node_id": "node-b",
+        "ray_exit_type": "NODE_OUT_OF_MEMORY",
+        "ray_exit_detail": "1 worker(s) were killed",
+    }
+    assert users[0] == {
+        "pid": 18887,
+        "memory_bytes": 1_770_000_000,
+        "command": "ray::MemsweepTrainable.train",
+        "selected": True,
+    }
+    # a process never sampled: only what Ray's report says by itself
+    assert kill_facts(vanished, None, (None, None), None) == {}
+    assert set(kill_facts(ray_kill, None, (None, None), None)) == {"kill_memory_users_json"}
+
+
+def test_rays_kill_report_table_is_read_with_the_selected_worker_marked(fault: Any) -> None:
+    # GIVEN Ray 2.60's OOM error text, whose report ends in "Top 10 memory users"
+    kill = read_trial_error((CORPUS / "errors" / "ray_2.60_memory_monitor.txt").read_text())
+    # THEN its ten rows are kept in order, in bytes, and only the killed worker is selected
+    assert len(kill.memory_users) == 10
+    assert [u.pid for u in kill.memory_users][:4] == [18887, 18026, 19013, 18580]
+    assert [u.pid for u in kill.memory_users if u.selected] == [18887]
+    assert kill.memory_users[3] == MemoryUser(18580, 100_000_000, "ray::NodeSampler", False)
+    # AND a selected worker the table leaves out is added from its "actual memory used"
+    text = (
+        "1 worker(s) were killed due to the node running low on memory.\n"
+        "Selected to kill: (Actor(ab): job ID=01, lease ID=02, task name=T.train, "
+        "required resources={}, pid=77, actual memory used=2.50GB, worker ID=ff)\n"
+    )
+    assert read_trial_error(text).memory_users == (MemoryUser(77, 2_500_000_000, "T.train", True),)
+    # AND an older Ray's text without a table gives none
+    assert (
+        read_trial_error(
+            "OutOfMemoryError: Task was killed due to the node running low on memory."
+        ).memory_users
+        == ()
+    )
+    fault("ray_oom")
+
+
+def test_memory_events_and_pressure_files_are_read_as_the_kernel_writes_them(
+    tmp_path: Path, fault: Any
+) -> None:
+    # GIVEN a cgroup-v2 memory.events / memory.peak and a PSI file, as the kernel documents them
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.events").write_text(
+        "low 0\nhigh 0\nmax 42\noom 3\noom_kill 2\noom_group_kill 0\n"
+    )
+    (v2 / "memory.peak").write_text("314572800\n")
+    counters = read_cgroup_counters(v2)
+    assert counters == CgroupCounters(str(v2), 2, 2, 3, 42, 314_572_800)
+    pressure = parse_pressure(
+        "some avg10=1.50 avg60=0.20 avg300=0.00 total=123456\n"
+        "full avg10=0.75 avg60=0.10 avg300=0.00 total=65432\n"
+    )
+    assert pressure == Pressure(1.5, 0.75, 123_456, 65_432)
+    assert parse_pressure("garbage") is None
+    assert read_cgroup_counters(tmp_path / "nothing") is None
+    # AND this machine's own files read (v1 memory.oom_control where the memory controller
+    # is on v1, memory.events where it is on v2; /proc/pressure/memory where PSI is on)
+    own = probe.counters_dir(os.getpid())
+    if own is not None:
+        real = read_cgroup_counters(own)
+        assert real is not None and real.version in (1, 2) and real.oom_kills is not None
+    node = probe.read_node()
+    if Path("/proc/pressure/memory").exists():
+        assert node.pressure is not None and node.pressure.some_total_us >= 0
+    fault("kernel_oom")
 
 
 def test_a_python_exception_in_a_trial_is_an_error_not_a_kill() -> None:
@@ -186,7 +417,7 @@ def _samples(rows: list[tuple[str, int, str | None, int]]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=SAMPLES)
 
 
-def test_a_trial_over_its_budget_is_found_in_the_latest_round_of_every_node() -> None:
+def test_a_trial_over_its_budget_is_found_in_the_latest_round_of_every_node(fault: Any) -> None:
     # GIVEN a trial spread over two nodes (700 MB + 400 MB now, 2 GB a round earlier),
     # another trial at 300 MB, and Ray's own processes
     table = _samples(
@@ -213,6 +444,7 @@ def test_a_trial_over_its_budget_is_found_in_the_latest_round_of_every_node() ->
         9_000_000_000,
     )
     assert over_budget(table, {"n1": 1}, MemoryBudget(8_000_000_000, "node")) == []
+    fault("over_budget")
 
 
 def test_memory_budget_is_a_size_with_a_scope() -> None:
@@ -235,7 +467,7 @@ def _tracked_task() -> Any:
     return task
 
 
-def test_upstream_tune_still_ends_the_sweep_on_an_oom_killed_trial() -> None:
+def test_upstream_tune_still_ends_the_sweep_on_an_oom_killed_trial(fault: Any) -> None:
     """Remove :func:`memsweep.run.workarounds.tune.tune_survives_oom_kills` once this fails."""
     from ray.air.execution._internal.actor_manager import RayActorManager
     from ray.exceptions import OutOfMemoryError
@@ -243,9 +475,10 @@ def test_upstream_tune_still_ends_the_sweep_on_an_oom_killed_trial() -> None:
     manager = mock.MagicMock()
     with pytest.raises(RuntimeError, match="Caught unexpected exception"):
         RayActorManager._actor_task_failed(manager, _tracked_task(), OutOfMemoryError("killed"))
+    fault("tune_without_guard")
 
 
-def test_with_memsweeps_guard_an_oom_killed_trial_fails_alone_as_an_actor_error() -> None:
+def test_with_memsweeps_guard_an_oom_killed_trial_fails_alone_as_an_actor_error(fault: Any) -> None:
     from ray.air.execution._internal.actor_manager import RayActorManager
     from ray.exceptions import OutOfMemoryError, RayActorError
 
@@ -263,6 +496,7 @@ def test_with_memsweeps_guard_an_oom_killed_trial_fails_alone_as_an_actor_error(
     (_, error), _ = task._on_error.call_args
     assert isinstance(error, TrialOutOfMemoryError) and isinstance(error, RayActorError)
     assert str(error) == "1 worker(s) were killed"
+    fault("tune_without_guard")
 
 
 def test_the_sweep_stopper_keeps_tunes_limits_and_stops_all_on_demand() -> None:
@@ -311,7 +545,7 @@ CORPUS_FILES = sorted((CORPUS / "sweeps").glob("*.yaml"))
 @pytest.mark.parametrize("path", CORPUS_FILES, ids=[p.stem for p in CORPUS_FILES])
 @pytest.mark.parametrize("command", ["validate", "run"])
 def test_a_malformed_sweep_file_gets_one_line_and_exit_2_and_runs_nothing(
-    path: Path, command: str, tmp_path: Path
+    path: Path, command: str, tmp_path: Path, fault: Any
 ) -> None:
     # WHEN the user validates or runs a malformed sweep file
     result = memsweep(command, path, cwd=tmp_path)
@@ -320,9 +554,10 @@ def test_a_malformed_sweep_file_gets_one_line_and_exit_2_and_runs_nothing(
     assert result.returncode == 2
     assert str(path) in line
     assert list(tmp_path.iterdir()) == []
+    fault("malformed_sweeps", corpus=str(len(CORPUS_FILES)))
 
 
-def test_generated_malformed_inputs_get_one_line_too(tmp_path: Path) -> None:
+def test_generated_malformed_inputs_get_one_line_too(tmp_path: Path, fault: Any) -> None:
     expected = {
         "deep_nesting": "nested too deeply",
         "two_megabytes": "is not a sweep file",
@@ -336,6 +571,7 @@ def test_generated_malformed_inputs_get_one_line_too(tmp_path: Path) -> None:
         line = assert_one_line(result)
         assert expected[name] in line, (name, line)
         assert len(line) < 1000, (name, len(line))
+    fault("malformed_sweeps", corpus=str(len(CORPUS_FILES)))
 
 
 @pytest.mark.parametrize(
@@ -362,13 +598,14 @@ def test_generated_malformed_inputs_get_one_line_too(tmp_path: Path) -> None:
     ],
 )
 def test_wrong_flags_get_one_line_and_a_non_zero_exit(
-    args: tuple[str, ...], says: str, tmp_path: Path
+    args: tuple[str, ...], says: str, tmp_path: Path, fault: Any
 ) -> None:
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
     result = memsweep(*argv, cwd=tmp_path)
     prefix = "memsweep analyze: " if args[:1] == ("analyze",) and len(args) > 1 else "memsweep"
     line = assert_one_line(result, prefix=prefix)
     assert says in line, line
+    fault("wrong_flags")
 
 
 def _copy_of_a_results_folder(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -393,7 +630,7 @@ def _copy_of_a_results_folder(tmp_path: Path, tmp_path_factory: pytest.TempPathF
     ],
 )
 def test_a_damaged_or_foreign_results_folder_gets_one_line_from_analyze(
-    damage: str, says: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+    damage: str, says: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, fault: Any
 ) -> None:
     results = _copy_of_a_results_folder(tmp_path, tmp_path_factory)
     if damage == "newer_schema":
@@ -417,6 +654,7 @@ def test_a_damaged_or_foreign_results_folder_gets_one_line_from_analyze(
     result = memsweep("analyze", results, "--out", tmp_path / "out", cwd=tmp_path, timeout=300)
     line = assert_one_line(result, prefix="memsweep analyze: ")
     assert says in line, line
+    fault("damaged_results")
 
 
 # -- crash safety of the store (no Ray) ------------------------------------------------
@@ -434,10 +672,11 @@ while True:
 """
 
 
-def test_a_writer_sigkilled_at_random_moments_leaves_only_complete_files(tmp_path: Path) -> None:
+def test_a_writer_sigkilled_at_random_moments_leaves_only_complete_files(
+    tmp_path: Path, fault: Any
+) -> None:
     # GIVEN a process writing part files and replacing trials.parquet as fast as it can
     results = tmp_path / "results"
-    leftovers = 0
     for attempt in range(8):
         proc = subprocess.Popen(
             [sys.executable, "-c", _WRITER_LOOP, str(results)], stdout=subprocess.PIPE, text=True
@@ -447,7 +686,7 @@ def test_a_writer_sigkilled_at_random_moments_leaves_only_complete_files(tmp_pat
         time.sleep(0.15 + 0.07 * attempt)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        leftovers += len(list(results.rglob(".*.tmp")))
+    leftovers = len(list(results.rglob(".*.tmp")))
     # THEN every Parquet file with a final name is complete and readable, and the
     # dataset reads whole; interrupted writes left only hidden temporaries, which
     # readers skip
@@ -456,10 +695,11 @@ def test_a_writer_sigkilled_at_random_moments_leaves_only_complete_files(tmp_pat
     assert table.num_rows % 20000 == 0 and table.num_rows > 0
     assert open_results(results).table("trials").num_rows == 2000
     print(f"hidden temporaries left by killed writes: {leftovers}")
+    fault("writer_sigkill", leftovers=str(leftovers))
 
 
 def test_an_unwritable_results_folder_stops_the_run_before_ray_with_one_line(
-    tmp_path: Path,
+    tmp_path: Path, fault: Any
 ) -> None:
     sweep = tmp_path / "s.yaml"
     sweep.write_text("name: s\nstop: {iterations: 1}\n")
@@ -470,6 +710,7 @@ def test_an_unwritable_results_folder_stops_the_run_before_ray_with_one_line(
     line = assert_one_line(result)
     assert result.returncode == 3
     assert "Cannot create the results folder" in line and "storage" in line
+    fault("unwritable")
 
 
 def unavailable(reason: str) -> None:
@@ -500,7 +741,9 @@ def tmpfs(path: Path, size: str, read_only: bool = False) -> Iterator[Path]:
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="mounting a tmpfs needs root")
-def test_a_read_only_results_disk_stops_the_run_before_ray_with_one_line(tmp_path: Path) -> None:
+def test_a_read_only_results_disk_stops_the_run_before_ray_with_one_line(
+    tmp_path: Path, fault: Any
+) -> None:
     sweep = tmp_path / "s.yaml"
     sweep.write_text("name: s\nstop: {iterations: 1}\n")
     with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
@@ -508,6 +751,7 @@ def test_a_read_only_results_disk_stops_the_run_before_ray_with_one_line(tmp_pat
     line = assert_one_line(result)
     assert result.returncode == 3
     assert "Read-only file system" in line
+    fault("unwritable")
 
 
 # -- against real Ray: trials killed for memory ----------------------------------------
@@ -573,24 +817,48 @@ def assert_trace_ends_at_the_kill(
     assert (dead_by - last).total_seconds() <= 1.0, (last, dead_by)
 
 
+def memory_controller_version() -> int | None:
+    """Where this machine's memory controller is: 2 (the cgroup-v2 hierarchy at
+    /sys/fs/cgroup), 1 (a v1 ``memory`` hierarchy; hybrid hosts), None (neither)."""
+    root = Path("/sys/fs/cgroup")
+    controllers = root / "cgroup.controllers"
+    if controllers.exists() and "memory" in controllers.read_text().split():
+        return 2
+    return 1 if (root / "memory" / "cgroup.procs").exists() else None
+
+
 @contextlib.contextmanager
 def memory_cgroup(limit_bytes: int) -> Iterator[Path]:
-    """A cgroup-v1 memory cgroup below this process's own (root only), removed afterwards."""
-    own = next(
-        (
-            line.split(":", 2)[2]
-            for line in Path("/proc/self/cgroup").read_text().splitlines()
-            if line.split(":")[1] == "memory"
-        ),
-        None,
-    )
-    base = Path("/sys/fs/cgroup/memory")
-    if not IS_ROOT or own is None or not (base / own.lstrip("/") / "cgroup.procs").exists():
-        unavailable("needs root and a cgroup-v1 memory controller")
-    group = base / own.lstrip("/") / f"memsweep-test-{os.getpid()}"
-    group.mkdir()
+    """A memory cgroup limited to ``limit_bytes`` (root only), removed afterwards: on
+    cgroup v2 a child of the root with ``memory.max`` (and no swap); on v1 a child of
+    this process's own memory cgroup with ``memory.limit_in_bytes``."""
+    version = memory_controller_version()
+    if not IS_ROOT or version is None:
+        unavailable("needs root and a memory cgroup controller (v1 or v2)")
+    name = f"memsweep-test-{os.getpid()}"
+    if version == 2:
+        root = Path("/sys/fs/cgroup")
+        if "memory" not in (root / "cgroup.subtree_control").read_text().split():
+            (root / "cgroup.subtree_control").write_text("+memory")
+        group = root / name
+        group.mkdir()
+        limits = {"memory.max": str(limit_bytes), "memory.swap.max": "0"}
+    else:
+        own = next(
+            (
+                line.split(":", 2)[2]
+                for line in Path("/proc/self/cgroup").read_text().splitlines()
+                if "memory" in line.split(":")[1].split(",")
+            ),
+            "/",
+        )
+        group = Path("/sys/fs/cgroup/memory") / own.lstrip("/") / name
+        group.mkdir()
+        limits = {"memory.limit_in_bytes": str(limit_bytes)}
     try:
-        (group / "memory.limit_in_bytes").write_text(str(limit_bytes))
+        for file, value in limits.items():
+            with contextlib.suppress(FileNotFoundError):
+                (group / file).write_text(value)
         yield group
     finally:
         for _ in range(50):
@@ -602,9 +870,11 @@ def memory_cgroup(limit_bytes: int) -> Iterator[Path]:
 
 @pytest.mark.slow
 def test_a_trial_the_kernel_oom_kills_is_recorded_oom_killed_and_the_sweep_goes_on(
-    local_ray: object, tmp_path: Path
+    local_ray: object, tmp_path: Path, fault: Any
 ) -> None:
-    # GIVEN two trials; one runs in a memory cgroup limited to 300 MB and grows past it
+    # GIVEN two trials; one runs in a memory cgroup (v2 where the machine's memory
+    # controller is there, else v1) limited to 300 MB and grows past it
+    print(f"memory controller on cgroup v{memory_controller_version()}")
     with memory_cgroup(300_000_000) as memcg:
         grid, results = run_tune(
             {"name": "kernel-oom", "sampling": {"interval_s": 0.1, "flush_interval_s": 0.5}},
@@ -620,9 +890,23 @@ def test_a_trial_the_kernel_oom_kills_is_recorded_oom_killed_and_the_sweep_goes_
     oom, ok = trials["oom"], trials["ok"]
     # THEN the killed trial is oom_killed on the kernel log's word, naming its trainable
     assert oom["status"] == "oom_killed", oom
-    assert "kernel's OOM killer" in oom["error"]
     assert oom["killed_role"] == "trainable" and oom["killed_node_id"]
     assert oom["kill_node_used_bytes"] > 0 and oom["kill_node_available_bytes"] > 0
+    # AND the kernel's evidence is kept: the cgroup that ran out, its OOM kill count and
+    # peak (memory.events + memory.peak on v2, memory.oom_control + max_usage on v1), the
+    # anon RSS the kernel logged at the kill, and Ray's exit type for the vanished worker
+    assert oom["kill_cgroup"].endswith(memcg.name), oom
+    assert oom["kill_cgroup_oom_kills"] >= 1
+    assert 200_000_000 < oom["kill_cgroup_peak_bytes"] <= 300_000_000, oom
+    # (the process's anon RSS counts what it held before it moved into the cgroup: it is
+    # at least its last sampled RssAnon and at most a few 20 MB steps more)
+    last_anon = trace_of(results, oom["killed_pid"])[-1]["rss_anon_bytes"]
+    assert last_anon <= oom["kill_anon_rss_bytes"] <= last_anon + 100_000_000, oom
+    assert oom["error"] == (
+        f"the kernel's OOM killer killed pid {oom['killed_pid']} (trainable) in memory "
+        f"cgroup {oom['kill_cgroup']}; Ray saw its worker vanish"
+    )
+    assert oom["ray_exit_type"] == "SYSTEM_ERROR", oom
     # AND the other trial ran to its end
     assert ok["status"] == "terminated"
     # AND the killed process's trace shows the growth, up to one period before the kill
@@ -632,6 +916,13 @@ def test_a_trial_the_kernel_oom_kills_is_recorded_oom_killed_and_the_sweep_goes_
     assert 200_000_000 < grown < 400_000_000, grown
     print(f"kernel OOM: trace of {len(trace)} samples, grew {grown / 1e6:.0f} MB")
     assert_trace_ends_at_the_kill(results, oom, trace)
+    fault(
+        "kernel_oom",
+        cgroup_peak_mb=f"{oom['kill_cgroup_peak_bytes'] / 1e6:.0f}",
+        cgroup_version=str(memory_controller_version()),
+        anon_mb=f"{oom['kill_anon_rss_bytes'] / 1e6:.0f}",
+        grown_mb=f"{grown / 1e6:.0f}",
+    )
 
 
 def tune_grid(values: list[Any]) -> Any:
@@ -648,7 +939,7 @@ def tune_choose(by_mode: dict[str, Any]) -> Any:
 
 @pytest.mark.slow
 def test_a_trial_over_its_memory_budget_is_stopped_by_memsweep_and_recorded(
-    local_ray: object, tmp_path: Path
+    local_ray: object, tmp_path: Path, fault: Any
 ) -> None:
     # GIVEN a 600 MB per-trial budget, checked every 0.5 s, and a trial that grows by
     # 25 MB every 0.1 s towards 3 GB, next to a small one
@@ -687,11 +978,16 @@ def test_a_trial_over_its_memory_budget_is_stopped_by_memsweep_and_recorded(
     assert ok["status"] == "terminated"
     events = results.table("events").to_pylist()
     assert [e["trial_id"] for e in events if e["kind"] == "over_budget"] == [big["trial_id"]]
+    fault(
+        "over_budget",
+        measured_mb=f"{big['budget_measured_bytes'] / 1e6:.0f}",
+        held_mb=f"{max(per_round.values()) / 1e6:.0f}",
+    )
 
 
 @pytest.mark.slow
 def test_a_killed_sampler_is_restarted_and_the_gap_is_recorded(
-    local_ray: object, tmp_path: Path
+    local_ray: object, tmp_path: Path, fault: Any
 ) -> None:
     import ray
 
@@ -740,6 +1036,7 @@ def test_a_killed_sampler_is_restarted_and_the_gap_is_recorded(
     trace = trace_of(results, result.metrics["pid"])
     assert any(r["ts"].timestamp() > after for r in trace)
     assert results.table("trials")["status"].to_pylist() == ["terminated"]
+    fault("sampler_killed", hole_s=f"{hole:.1f}")
 
 
 # -- against real Ray: `memsweep run` as the user runs it ------------------------------
@@ -812,7 +1109,7 @@ LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 
 @pytest.mark.slow
 def test_an_oom_killed_trial_is_data_and_the_sweep_finishes_on_a_loopback_only_ray(
-    tmp_path: Path,
+    tmp_path: Path, fault: Any
 ) -> None:
     # GIVEN a sweep over replay capacity where the big buffer outgrows the node: Ray's
     # memory monitor kills at 5 GB above what this machine uses now (checked every
@@ -886,7 +1183,23 @@ def test_an_oom_killed_trial_is_data_and_the_sweep_finishes_on_a_loopback_only_r
     assert big["kill_node_used_bytes"] >= threshold * vm.total * 0.99
     assert big["kill_node_available_bytes"] > 0
     assert "Ray's memory monitor killed pid" in big["error"]
+    # AND Ray's own word is kept: the worker's exit type in its worker table, and its kill
+    # report's table of the node's top memory users, the killed trainable selected in it
+    assert big["ray_exit_type"] == "NODE_OUT_OF_MEMORY", big
+    assert "killed due to the node running low on memory" in big["ray_exit_detail"]
+    users = json.loads(big["kill_memory_users_json"])
+    [killed] = [u for u in users if u["selected"]]
+    assert killed["pid"] == big["killed_pid"] and killed["memory_bytes"] > 1.0e9, users
+    assert len(users) > 1 and all(u["memory_bytes"] >= 0 and u["command"] for u in users)
     results = open_results(storage)
+    # AND every node round carries its cgroup's OOM counters and, where the kernel has
+    # PSI, the memory pressure (cumulative stall time never goes back)
+    rounds = results.table("node_samples").sort_by("ts").to_pylist()
+    if probe.counters_dir(os.getpid()) is not None:
+        assert all(r["cgroup_oom_kills"] is not None for r in rounds)
+    if Path("/proc/pressure/memory").exists():
+        stalls = [r["memory_pressure_some_total_us"] for r in rounds]
+        assert None not in stalls and stalls == sorted(stalls)
     trace = trace_of(results, big["killed_pid"])
     assert {(r["trial_id"], r["role"]) for r in trace if r["trial_id"]} == {
         (big["trial_id"], "trainable")
@@ -919,6 +1232,14 @@ def test_an_oom_killed_trial_is_data_and_the_sweep_finishes_on_a_loopback_only_r
         "memory_bytes",
         "packages",
     }
+    fault(
+        "ray_oom",
+        killed_gb=f"{killed['memory_bytes'] / 1e9:.2f}",
+        grown_gb=f"{grown / 1e9:.2f}",
+        trace_samples=str(len(trace)),
+    )
+    fault("credentials")
+    fault("loopback")
 
 
 def sweep_file(tmp_path: Path, name: str, storage: Path, **overrides: Any) -> Path:
@@ -975,7 +1296,7 @@ def sigkill_tree(proc: subprocess.Popen[str]) -> float:
 
 @pytest.mark.slow
 def test_a_sigkilled_driver_loses_at_most_one_flush_and_resume_and_analyze_work(
-    tmp_path: Path,
+    tmp_path: Path, fault: Any
 ) -> None:
     storage = tmp_path / "results"
     sweep = sweep_file(
@@ -1044,11 +1365,15 @@ def test_a_sigkilled_driver_loses_at_most_one_flush_and_resume_and_analyze_work(
     assert "Traceback" not in analysis.stderr
     print(f"lost {lost_s:.2f} s of samples; analysis took {time.time() - started:.0f} s")
     assert secrets_found(storage, resumed.stdout, resumed.stderr) == []
+    fault("driver_sigkill", lost_s=f"{lost_s:.2f}")
+    fault("credentials")
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not IS_ROOT, reason="mounting a tmpfs needs root")
-def test_a_results_disk_that_fills_up_stops_the_sweep_with_one_line(tmp_path: Path) -> None:
+def test_a_results_disk_that_fills_up_stops_the_sweep_with_one_line(
+    tmp_path: Path, fault: Any
+) -> None:
     # GIVEN a sweep whose results go to a 512 KiB disk (it fills within a trial)
     with tmpfs(tmp_path / "small", "512k") as disk:
         storage = disk / "results"
@@ -1068,6 +1393,7 @@ def test_a_results_disk_that_fills_up_stops_the_sweep_with_one_line(tmp_path: Pa
         assert results.table("samples").num_rows > 0
         assert statuses(storage) == ["running"]
         print(f"full disk: {results.table('samples').num_rows} sample rows kept")
+        fault("disk_full", rows=f"{results.table('samples').num_rows:,}")
 
 
 def test_the_budget_counts_a_shared_object_once_through_pss() -> None:

@@ -35,7 +35,14 @@ import pyarrow.compute as pc
 
 from memsweep import result_keys as keys
 from memsweep.collect.attribution import ActorInfo, Attribution, attribute
-from memsweep.collect.faults import BudgetBreach, MemoryBudget, TrialKill, kill_facts, over_budget
+from memsweep.collect.faults import (
+    BudgetBreach,
+    KernelKill,
+    MemoryBudget,
+    TrialKill,
+    kill_facts,
+    over_budget,
+)
 from memsweep.collect.sampler import (
     SAMPLER_NAME_PREFIX,
     NodeSampler,
@@ -535,8 +542,9 @@ class Collector:
             kernel = None
             if found is not None and kill.vanished:
                 kernel = self.kernel_oom_killed(found[1], found[0], found[3])
+            ray_exit = worker_exit(found[1], found[0]) if found is not None else (None, None)
             facts = kill_facts(
-                kill, found, self.node_memory(found[1]) if found else (None, None), kernel
+                kill, found, self.node_memory(found[1]) if found else (None, None), kernel, ray_exit
             )
             with self._lock:
                 self._pending_kills.pop(trial_id, None)
@@ -608,8 +616,11 @@ class Collector:
         """(used, available) bytes of ``node_id`` in its latest drained sample."""
         return self._node_memory.get(node_id, (None, None))
 
-    def kernel_oom_killed(self, node_id: str, pid: int, create_time: float | None) -> bool | None:
-        """Ask ``node_id``'s sampler whether its kernel OOM-killed ``pid``; None if unknown."""
+    def kernel_oom_killed(
+        self, node_id: str, pid: int, create_time: float | None
+    ) -> KernelKill | None:
+        """Ask ``node_id``'s sampler whether its kernel OOM-killed ``pid`` (and in which
+        memory cgroup); None if the sampler cannot be asked."""
         import ray
 
         node = self._nodes.get(node_id)
@@ -620,7 +631,7 @@ class Collector:
         except Exception as exc:
             log.warning("memsweep: kernel log of node %s not read: %s", node_id, exc)
             return None
-        return None if answer is None else bool(answer)
+        return answer if isinstance(answer, KernelKill) else None
 
     @property
     def stopping(self) -> bool:
@@ -734,6 +745,39 @@ def gcs_actor_table() -> list[tuple[tuple[str, int], ActorInfo]]:
         )
         out.append(((actor.address.node_id.hex(), int(actor.pid)), info))
     return out
+
+
+def worker_exit(node_id: str, pid: int) -> tuple[str | None, str | None]:
+    """Ray's word on how the worker process ``pid`` of ``node_id`` exited: (exit type,
+    exit detail) from the GCS worker table, e.g. ``("NODE_OUT_OF_MEMORY", "1 worker(s)
+    were killed due to the node running low on memory. …")``; (None, None) when the
+    table has no dead worker with that pid there (not a Ray worker, or not dead yet).
+
+    The same rows ``ray.util.state.list_workers(detail=True)`` serves (fields
+    ``exit_type``, ``exit_detail``) but read through the driver's GCS connection, so it
+    works without a dashboard (``include_dashboard=False``). The latest row wins when
+    a pid was reused."""
+    from ray._private.state import state
+    from ray.core.generated import common_pb2, gcs_pb2
+
+    try:
+        accessor = state._connect_and_get_accessor()
+        rows = accessor.get_worker_table()
+    except Exception as exc:
+        log.warning("memsweep: Ray's worker table not read: %s", exc)
+        return None, None
+    table_data: Any = gcs_pb2.WorkerTableData  # type: ignore[attr-defined]
+    exit_types: Any = common_pb2.WorkerExitType  # type: ignore[attr-defined]
+    best: tuple[int, str | None, str | None] | None = None
+    for raw in rows:
+        worker = table_data.FromString(raw)
+        if worker.pid != pid or worker.is_alive or worker.worker_address.node_id.hex() != node_id:
+            continue
+        exit_type = exit_types.Name(worker.exit_type) if worker.HasField("exit_type") else None
+        when = int(worker.end_time_ms)
+        if best is None or when >= best[0]:
+            best = (when, exit_type, worker.exit_detail or None)
+    return (None, None) if best is None else (best[1], best[2])
 
 
 def cluster_nodes() -> list[dict[str, Any]]:

@@ -19,6 +19,23 @@ Three ways a trial's process is killed for memory:
 - **memsweep's** ``resources.memory_budget``: the collector sees a trial (or a node) over
   the budget and kills the trial's trainable actor. → ``over_budget``.
 
+What is kept of each kill, beside the status (``trials.parquet``, ``docs/schema.md``):
+
+- **Ray's own word.** The killed worker's exit type and detail from the GCS worker
+  table (``NODE_OUT_OF_MEMORY`` for the memory monitor; what
+  ``ray.util.state.list_workers(detail=True)`` serves where a dashboard runs) and the
+  kill report's table of the node's top memory users (Ray ≥ 2.56 prints it in the
+  error: ``Top 10 memory users: PID	MEM(GB)	COMMAND``), with each selected worker's
+  ``actual memory used`` (:func:`memory_users`).
+- **The kernel's word.** The ``oom-kill:`` record names the memory cgroup that ran out
+  (``oom_memcg``) and the ``Killed process`` record the process's anon RSS; that
+  cgroup's counters (cgroup v2 ``memory.events`` ``oom_kill`` and ``memory.peak``; v1
+  ``memory.oom_control`` ``oom_kill`` and ``memory.max_usage_in_bytes``) are read at
+  once (:func:`kernel_kill`, :func:`read_cgroup_counters`).
+- **Per node, every round.** The node's cgroup's ``memory.events`` counters and the
+  kernel's memory pressure (PSI, ``memory.pressure`` or ``/proc/pressure/memory``) go
+  into ``node_samples`` (:mod:`memsweep.collect.probe`; parsers here).
+
 This module is pure (no Ray import): the per-node sampler uses its kernel-log
 reader. :mod:`memsweep.run.workarounds.tune` has the Tune side.
 """
@@ -26,9 +43,11 @@ reader. :mod:`memsweep.run.workarounds.tune` has the Tune side.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from memsweep import result_keys as keys
@@ -59,6 +78,72 @@ _KMSG_OOM = (
     re.compile(r"oom-kill:.*?[,:]pid=(\d+)[,\s]"),
     re.compile(r"Killed process (\d+) \("),
 )
+_KMSG_MEMCG = re.compile(r"oom-kill:.*?\boom_memcg=([^,]*),.*?[,:]pid=(\d+)[,\s]")
+_KMSG_ANON_RSS = re.compile(r"Killed process (\d+) \(.*?anon-rss:(\d+)kB")
+_TOP_USERS = re.compile(r"^Top \d+ memory users:\s*PID\tMEM\(GB\)\tCOMMAND\s*$", re.MULTILINE)
+_TOP_USER_ROW = re.compile(r"^(\d+)\t([\d.]+)\t(.*)$")
+_WORKER_USED = re.compile(
+    r"task name=([^,]*),.*?\bpid=(\d+), actual memory used=([\d.]+)GB", re.DOTALL
+)
+
+
+@dataclass(frozen=True)
+class MemoryUser:
+    """One row of Ray's kill report: a process on the killed worker's node."""
+
+    pid: int
+    memory_bytes: int
+    """Ray's reading (it prints GB with two decimals, so ±5 MB)."""
+    command: str
+    """Ray's text: the process title (``ray::Class.method``) or its command line."""
+    selected: bool
+    """Ray's memory monitor selected this worker to kill."""
+
+
+def memory_users(text: str) -> tuple[MemoryUser, ...]:
+    """The kill report's per-process memory table in a Ray OOM error text (Ray ≥ 2.56:
+    ``Top 10 memory users: PID	MEM(GB)	COMMAND`` and one row per process), with the
+    workers Ray selected marked; a selected worker missing from the table is added with
+    its ``actual memory used``. Empty when the text has no table (older Ray)."""
+    selected_part = text.split("Selected to kill:", 1)[1] if "Selected to kill:" in text else ""
+    selected_part = selected_part.split("\n(", 1)[0]
+    selected = {
+        int(pid): (name, int(float(gb) * 1e9))
+        for name, pid, gb in _WORKER_USED.findall(selected_part)
+    }
+    rows: list[MemoryUser] = []
+    header = _TOP_USERS.search(text)
+    if header:
+        for line in text[header.end() :].lstrip("\n").splitlines():
+            match = _TOP_USER_ROW.match(line)
+            if not match:
+                break
+            pid = int(match.group(1))
+            rows.append(
+                MemoryUser(pid, int(float(match.group(2)) * 1e9), match.group(3), pid in selected)
+            )
+    listed = {row.pid for row in rows}
+    for pid, (name, used) in selected.items():
+        if pid not in listed:
+            rows.append(MemoryUser(pid, used, name, True))
+    return tuple(rows)
+
+
+def memory_users_json(users: tuple[MemoryUser, ...]) -> str | None:
+    """``kill_memory_users_json``: a JSON list of {pid, memory_bytes, command, selected}."""
+    if not users:
+        return None
+    return json.dumps(
+        [
+            {
+                "pid": u.pid,
+                "memory_bytes": u.memory_bytes,
+                "command": u.command,
+                "selected": u.selected,
+            }
+            for u in users
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -80,6 +165,8 @@ class TrialKill:
     """What Ray compares it with: the node's memory (or its cgroup's limit)."""
     vanished: bool = False
     """Ray only saw the worker disappear (SIGKILL, crash): ask the kernel log."""
+    memory_users: tuple[MemoryUser, ...] = ()
+    """Ray's kill report: the node's top memory users at the kill (:func:`memory_users`)."""
     summary: str | None = None
     """One line for the trials table's ``error`` column (None: keep the error text)."""
 
@@ -110,6 +197,7 @@ def read_trial_error(text: str) -> TrialKill:
             node_id=node.group(2) if node else None,
             node_used_bytes=used,
             node_limit_bytes=limit,
+            memory_users=memory_users(text),
             summary=f"Ray's memory monitor killed {who}: node memory{figure} crossed "
             "its threshold (RAY_memory_usage_threshold)",
         )
@@ -181,6 +269,165 @@ def kernel_killed(
         return False
     # A kill of an earlier process with the same pid does not count.
     return started_since_boot_s is None or when >= started_since_boot_s - 1.0
+
+
+def parse_flat_keyed(text: str) -> dict[str, int]:
+    """A cgroup "flat keyed" file (``memory.events``, v1 ``memory.oom_control``):
+    ``key value`` per line → {key: value}; lines that are not that are skipped."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key and value.strip().lstrip("-").isdigit():
+            out[key] = int(value)
+    return out
+
+
+@dataclass(frozen=True)
+class Pressure:
+    """Pressure stall information for memory (``/proc/pressure/memory`` or a cgroup-v2
+    ``memory.pressure``): the share of wall time some (or all) runnable tasks of the
+    scope stalled waiting for memory (reclaim, swap-in, thrashing)."""
+
+    some_avg10: float
+    """% of the last 10 s in which at least one task stalled on memory."""
+    full_avg10: float | None
+    """% of the last 10 s in which every non-idle task stalled at once (null where the
+    kernel gives no ``full`` line)."""
+    some_total_us: int
+    """Cumulative stall time, µs (some); differences between samples give the stall of
+    the interval."""
+    full_total_us: int | None
+
+
+def parse_pressure(text: str) -> Pressure | None:
+    """A PSI file's text → :class:`Pressure`; None if it has no ``some`` line."""
+    lines: dict[str, dict[str, str]] = {}
+    for line in text.splitlines():
+        kind, _, rest = line.partition(" ")
+        lines[kind] = dict(item.split("=", 1) for item in rest.split() if "=" in item)
+    some, full = lines.get("some"), lines.get("full")
+    try:
+        if some is None:
+            return None
+        return Pressure(
+            some_avg10=float(some["avg10"]),
+            full_avg10=float(full["avg10"]) if full else None,
+            some_total_us=int(some["total"]),
+            full_total_us=int(full["total"]) if full else None,
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class CgroupCounters:
+    """A memory cgroup's OOM counters: cgroup v2 ``memory.events`` and ``memory.peak``,
+    or v1 ``memory.oom_control``, ``memory.failcnt`` and ``memory.max_usage_in_bytes``."""
+
+    path: str
+    """The cgroup's directory."""
+    version: int
+    """1 or 2."""
+    oom_kills: int | None
+    """Processes the kernel's OOM killer killed in it (``oom_kill``)."""
+    oom_events: int | None
+    """Times it ran out and the OOM killer was invoked (v2 ``oom``; v1: null)."""
+    max_events: int | None
+    """Times usage hit the limit (v2 ``max``; v1 ``memory.failcnt``)."""
+    peak_bytes: int | None
+    """Its peak usage (v2 ``memory.peak``, kernel ≥ 5.19; v1 ``memory.max_usage_in_bytes``)."""
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _int_or_none(text: str | None) -> int | None:
+    if text is None or not text.strip().isdigit():
+        return None
+    return int(text.strip())
+
+
+def read_cgroup_counters(directory: Path) -> CgroupCounters | None:
+    """The OOM counters of the memory cgroup at ``directory`` (v2 if it has
+    ``memory.events``, else v1 if it has ``memory.oom_control``); None if neither."""
+    events = _read_text(directory / "memory.events")
+    if events is not None:
+        counts = parse_flat_keyed(events)
+        return CgroupCounters(
+            str(directory),
+            2,
+            counts.get("oom_kill"),
+            counts.get("oom"),
+            counts.get("max"),
+            _int_or_none(_read_text(directory / "memory.peak")),
+        )
+    control = _read_text(directory / "memory.oom_control")
+    if control is not None:
+        return CgroupCounters(
+            str(directory),
+            1,
+            parse_flat_keyed(control).get("oom_kill"),
+            None,
+            _int_or_none(_read_text(directory / "memory.failcnt")),
+            _int_or_none(_read_text(directory / "memory.max_usage_in_bytes")),
+        )
+    return None
+
+
+def memcg_directory(memcg: str, root: Path = Path("/sys/fs/cgroup")) -> Path | None:
+    """The directory of the memory cgroup the kernel log names (``oom_memcg=/a/b``):
+    under the v2 hierarchy if the memory controller is there, else under v1's
+    ``memory`` hierarchy (a hybrid host mounts both)."""
+    relative = memcg.strip().lstrip("/")
+    for base in (root, root / "memory", root / "unified"):
+        candidate = base / relative if relative else base
+        if (candidate / "memory.events").exists() or (candidate / "memory.oom_control").exists():
+            return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class KernelKill:
+    """What a node's kernel log (and the cgroup it names) says of one pid."""
+
+    killed: bool | None
+    """The kernel OOM-killed it after it started; None: the kernel log cannot be read."""
+    memcg: str | None = None
+    """The memory cgroup that ran out (``oom_memcg``, relative to the hierarchy's root;
+    ``/`` for the whole machine)."""
+    anon_rss_bytes: int | None = None
+    """The process's anon RSS at the kill, as the kernel logged it."""
+    counters: CgroupCounters | None = None
+    """That cgroup's counters, read when the kill was asked about."""
+
+
+def kernel_kill(
+    pid: int,
+    started_since_boot_s: float | None,
+    records: list[str] | None,
+    cgroup_root: Path = Path("/sys/fs/cgroup"),
+) -> KernelKill:
+    """:func:`kernel_killed` with the kernel's evidence: the cgroup that ran out, the
+    process's anon RSS at the kill, and that cgroup's OOM counters."""
+    killed = kernel_killed(pid, started_since_boot_s, records)
+    if not killed or records is None:
+        return KernelKill(killed)
+    memcg = anon = None
+    for record in records:
+        message = record.partition(";")[2] + " "
+        found = _KMSG_MEMCG.search(message)
+        if found and int(found.group(2)) == pid:
+            memcg = found.group(1) or "/"
+        rss = _KMSG_ANON_RSS.search(message)
+        if rss and int(rss.group(1)) == pid:
+            anon = int(rss.group(2)) * 1024
+    directory = memcg_directory(memcg, cgroup_root) if memcg is not None else None
+    counters = read_cgroup_counters(directory) if directory is not None else None
+    return KernelKill(True, memcg, anon, counters)
 
 
 @dataclass(frozen=True)
@@ -283,20 +530,38 @@ def kill_facts(
     kill: TrialKill,
     process: tuple[int, str, str, float | None] | None,
     node_memory: tuple[int | None, int | None],
-    kernel_killed_it: bool | None,
+    kernel: KernelKill | None,
+    ray_exit: tuple[str | None, str | None] = (None, None),
 ) -> dict[str, Any]:
     """The trials-table columns to add once the killed process is known: ``process`` is
     (pid, node id, role, create time) from the samples, ``node_memory`` (used, available)
-    bytes from that node's last sample, ``kernel_killed_it`` the node's kernel log's word."""
+    bytes from that node's last sample, ``kernel`` the node's kernel log's word
+    (:func:`kernel_kill`), ``ray_exit`` the worker's (exit type, exit detail) from Ray's
+    worker table. Ray's kill report's table is kept whether or not the process was seen."""
+    facts: dict[str, Any] = {}
+    users = memory_users_json(kill.memory_users)
+    if users is not None:
+        facts["kill_memory_users_json"] = users
+    if ray_exit[0] is not None:
+        facts.update(ray_exit_type=ray_exit[0], ray_exit_detail=ray_exit[1] or None)
     if process is None:
-        return {}
+        return facts
     pid, node_id, role, _ = process
-    facts: dict[str, Any] = {"killed_pid": pid, "killed_role": role, "killed_node_id": node_id}
+    facts.update(killed_pid=pid, killed_role=role, killed_node_id=node_id)
     if kill.node_used_bytes is None:
         facts.update(kill_node_used_bytes=node_memory[0], kill_node_available_bytes=node_memory[1])
-    if kill.status == ERROR and kill.vanished and kernel_killed_it:
+    if kernel is not None and kernel.killed:
+        facts.update(kill_cgroup=kernel.memcg, kill_anon_rss_bytes=kernel.anon_rss_bytes)
+        if kernel.counters is not None:
+            facts.update(
+                kill_cgroup_oom_kills=kernel.counters.oom_kills,
+                kill_cgroup_peak_bytes=kernel.counters.peak_bytes,
+            )
+    if kill.status == ERROR and kill.vanished and kernel is not None and kernel.killed:
+        where = f" in memory cgroup {kernel.memcg}" if kernel.memcg else ""
         facts.update(
             status=OOM_KILLED,
-            error=f"the kernel's OOM killer killed pid {pid} ({role}); Ray saw its worker vanish",
+            error=f"the kernel's OOM killer killed pid {pid} ({role}){where}; "
+            "Ray saw its worker vanish",
         )
     return facts

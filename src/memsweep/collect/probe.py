@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from memsweep.collect.faults import CgroupCounters, Pressure, parse_pressure, read_cgroup_counters
+
 
 @dataclass(frozen=True, slots=True)
 class StatusMemory:
@@ -263,6 +265,11 @@ class NodeMemory:
     swap_used_bytes: int
     cgroup_limit_bytes: int | None
     cgroup_usage_bytes: int | None
+    cgroup: CgroupCounters | None = None
+    """OOM counters of Ray's memory cgroup (``memory.events`` / v1 ``memory.oom_control``)."""
+    pressure: Pressure | None = None
+    """Memory PSI of Ray's cgroup (v2 ``memory.pressure``) or of the machine
+    (``/proc/pressure/memory``); None where the kernel has no PSI."""
 
 
 def _cgroup_dir(pid: int) -> Path | None:
@@ -275,6 +282,52 @@ def _cgroup_dir(pid: int) -> Path | None:
         if line.startswith("0::"):
             return Path("/sys/fs/cgroup") / line[3:].lstrip("/")
     return None
+
+
+def _v1_memory_dir(pid: int) -> Path | None:
+    """The cgroup-v1 memory cgroup directory of ``pid`` (``N:memory:/path``), if mounted."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) == 3 and "memory" in parts[1].split(","):
+            directory = Path("/sys/fs/cgroup/memory") / parts[2].lstrip("/")
+            return directory if directory.is_dir() else None
+    return None
+
+
+def counters_dir(pid: int) -> Path | None:
+    """Where the OOM counters of ``pid``'s memory cgroup are: the cgroup-v2 directory
+    that :func:`cgroup_files` chose (or the process's own), else its v1 memory cgroup."""
+    limit_path, usage_path = cgroup_files(pid)
+    for path in (limit_path, usage_path):
+        if path is not None and (path.parent / "memory.events").exists():
+            return path.parent
+    own = _cgroup_dir(pid)
+    if own is not None and (own / "memory.events").exists():
+        return own
+    return _v1_memory_dir(pid)
+
+
+def pressure_file(pid: int) -> Path | None:
+    """The memory PSI file for ``pid``: its cgroup-v2 ``memory.pressure`` (the nearest
+    with one: hybrid hosts have PSI in the unified hierarchy), else the machine's
+    ``/proc/pressure/memory``; None where the kernel has neither."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        if line.startswith("0::"):
+            relative = line[3:].lstrip("/")
+            for root in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
+                candidate = root / relative / "memory.pressure"
+                if candidate.exists():
+                    return candidate
+    machine = Path("/proc/pressure/memory")
+    return machine if machine.exists() else None
 
 
 def _read_int(path: Path) -> int | None:
@@ -350,6 +403,12 @@ class NodeFiles:
         if usage_path is not None:
             with contextlib.suppress(OSError):
                 self._usage = os.open(usage_path, os.O_RDONLY)
+        self._counters_dir = counters_dir(cgroup_pid or os.getpid())
+        self._pressure = -1
+        pressure = pressure_file(cgroup_pid or os.getpid())
+        if pressure is not None:
+            with contextlib.suppress(OSError):
+                self._pressure = os.open(pressure, os.O_RDONLY)
 
     def refresh(self) -> None:
         """Re-read the cgroup's limit."""
@@ -361,6 +420,13 @@ class NodeFiles:
         if self._usage >= 0:
             with contextlib.suppress(OSError, ValueError):
                 usage = int(os.pread(self._usage, 64, 0))
+        pressure = None
+        if self._pressure >= 0:
+            with contextlib.suppress(OSError):
+                pressure = parse_pressure(os.pread(self._pressure, 512, 0).decode())
+        counters = None
+        if self._counters_dir is not None:
+            counters = read_cgroup_counters(self._counters_dir)
         return NodeMemory(
             total_bytes=total,
             available_bytes=available,
@@ -369,14 +435,16 @@ class NodeFiles:
             swap_used_bytes=swap_used,
             cgroup_limit_bytes=self._limit_bytes,
             cgroup_usage_bytes=usage,
+            cgroup=counters,
+            pressure=pressure,
         )
 
     def close(self) -> None:
-        for fd in (self._meminfo, self._usage):
+        for fd in (self._meminfo, self._usage, self._pressure):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._meminfo = self._usage = -1
+        self._meminfo = self._usage = self._pressure = -1
 
 
 def read_node(cgroup_pid: int | None = None) -> NodeMemory:

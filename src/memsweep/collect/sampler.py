@@ -35,6 +35,7 @@ import psutil
 import pyarrow as pa
 
 from memsweep.collect import probe
+from memsweep.collect.faults import KernelKill
 from memsweep.store import NODE_SAMPLES, to_table
 
 logger = logging.getLogger(__name__)
@@ -402,6 +403,13 @@ class SamplerCore:
             "swap_used_bytes": node.swap_used_bytes,
             "cgroup_limit_bytes": node.cgroup_limit_bytes,
             "cgroup_usage_bytes": node.cgroup_usage_bytes,
+            "cgroup_oom_kills": node.cgroup.oom_kills if node.cgroup else None,
+            "cgroup_oom_events": node.cgroup.oom_events if node.cgroup else None,
+            "cgroup_max_events": node.cgroup.max_events if node.cgroup else None,
+            "memory_pressure_some_avg10": node.pressure.some_avg10 if node.pressure else None,
+            "memory_pressure_full_avg10": node.pressure.full_avg10 if node.pressure else None,
+            "memory_pressure_some_total_us": node.pressure.some_total_us if node.pressure else None,
+            "memory_pressure_full_total_us": node.pressure.full_total_us if node.pressure else None,
             "gpu_used_bytes": self._gpu.total_used(),
             "num_processes": len(rows),
             "sample_cost_s": time.perf_counter() - start,
@@ -503,13 +511,14 @@ class NodeSampler:
     def register(self, trial_id: str, placement_group_id: str | None, pid: int) -> None:
         self._core.register(trial_id, placement_group_id, pid)
 
-    def kernel_oom_killed(self, pid: int, create_time: float | None) -> bool | None:
-        """Did this node's kernel OOM-kill ``pid`` (started at ``create_time``, epoch s)?
-        None when the kernel log cannot be read here."""
-        from memsweep.collect.faults import kernel_killed, read_kmsg
+    def kernel_oom_killed(self, pid: int, create_time: float | None) -> KernelKill:
+        """Did this node's kernel OOM-kill ``pid`` (started at ``create_time``, epoch s),
+        in which memory cgroup, and that cgroup's counters now
+        (:func:`memsweep.collect.faults.kernel_kill`)."""
+        from memsweep.collect.faults import kernel_kill, read_kmsg
 
         started = None if create_time is None else create_time - psutil.boot_time()
-        return kernel_killed(pid, started, read_kmsg())
+        return kernel_kill(pid, started, read_kmsg())
 
     def stop(self) -> SamplerDrain:
         """Stop sampling and hand over what is left."""

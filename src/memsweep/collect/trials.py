@@ -62,6 +62,13 @@ class TrialRow:
     killed_node_id: str | None = None
     kill_node_used_bytes: int | None = None
     kill_node_available_bytes: int | None = None
+    ray_exit_type: str | None = None
+    ray_exit_detail: str | None = None
+    kill_memory_users_json: str | None = None
+    kill_cgroup: str | None = None
+    kill_cgroup_oom_kills: int | None = None
+    kill_cgroup_peak_bytes: int | None = None
+    kill_anon_rss_bytes: int | None = None
     memory_budget_bytes: int | None = None
     budget_measured_bytes: int | None = None
     factors_json: str | None = None

@@ -149,6 +149,49 @@ NODE_SAMPLES = pa.schema(
             pa.int64(),
             metadata={"doc": "sum over GPUs (NVML); null without NVML"},
         ),
+        pa.field(
+            "cgroup_oom_kills",
+            pa.int64(),
+            metadata={
+                "doc": "OOM kills so far in Ray's cgroup: memory.events oom_kill (cgroup v2) or memory.oom_control oom_kill (v1); null without a memory cgroup"
+            },
+        ),
+        pa.field(
+            "cgroup_oom_events",
+            pa.int64(),
+            metadata={"doc": "memory.events oom (v2): times that cgroup ran out; null on v1"},
+        ),
+        pa.field(
+            "cgroup_max_events",
+            pa.int64(),
+            metadata={
+                "doc": "memory.events max (v2) or memory.failcnt (v1): times its usage hit the limit"
+            },
+        ),
+        pa.field(
+            "memory_pressure_some_avg10",
+            pa.float64(),
+            metadata={
+                "doc": "PSI: % of the last 10 s some task stalled on memory (Ray's cgroup's memory.pressure on cgroup v2, else /proc/pressure/memory); null where the kernel has no PSI"
+            },
+        ),
+        pa.field(
+            "memory_pressure_full_avg10",
+            pa.float64(),
+            metadata={"doc": "PSI: % of the last 10 s every non-idle task stalled on memory"},
+        ),
+        pa.field(
+            "memory_pressure_some_total_us",
+            pa.int64(),
+            metadata={
+                "doc": "PSI: cumulative some-stall time, µs (differences give an interval's)"
+            },
+        ),
+        pa.field(
+            "memory_pressure_full_total_us",
+            pa.int64(),
+            metadata={"doc": "PSI: cumulative full-stall time, µs"},
+        ),
         pa.field("num_processes", pa.int32(), metadata={"doc": "processes sampled in this round"}),
         pa.field(
             "sample_cost_s", pa.float64(), metadata={"doc": "wall time this sampling round took"}
@@ -305,6 +348,51 @@ TRIALS = pa.schema(
             metadata={
                 "doc": "the node's memory left at the kill (Ray's limit − used, or MemAvailable)"
             },
+        ),
+        pa.field(
+            "ray_exit_type",
+            pa.string(),
+            metadata={
+                "doc": "the killed process's exit type in Ray's GCS worker table (what ray.util.state.list_workers(detail=True) shows): NODE_OUT_OF_MEMORY when Ray's memory monitor killed it, SYSTEM_ERROR for a worker that vanished (SIGKILL); null when the killed process was no Ray worker or the table had no row for it"
+            },
+        ),
+        pa.field(
+            "ray_exit_detail",
+            pa.string(),
+            metadata={"doc": "that row's exit detail: Ray's own text about the exit"},
+        ),
+        pa.field(
+            "kill_memory_users_json",
+            pa.string(),
+            metadata={
+                "doc": "Ray's kill report (Ray >= 2.56): JSON list of the node's top memory users at the kill, {pid, memory_bytes (Ray's GB to 2 decimals), command, selected (Ray chose it to kill)}; null without a report"
+            },
+        ),
+        pa.field(
+            "kill_cgroup",
+            pa.string(),
+            metadata={
+                "doc": "kernel OOM kills: the memory cgroup that ran out (oom_memcg in the kernel log; / for the whole machine)"
+            },
+        ),
+        pa.field(
+            "kill_cgroup_oom_kills",
+            pa.int64(),
+            metadata={
+                "doc": "that cgroup's OOM kill count after the kill: cgroup v2 memory.events oom_kill, v1 memory.oom_control oom_kill"
+            },
+        ),
+        pa.field(
+            "kill_cgroup_peak_bytes",
+            pa.int64(),
+            metadata={
+                "doc": "that cgroup's peak usage: cgroup v2 memory.peak, v1 memory.max_usage_in_bytes"
+            },
+        ),
+        pa.field(
+            "kill_anon_rss_bytes",
+            pa.int64(),
+            metadata={"doc": "the killed process's anon RSS as the kernel logged it at the kill"},
         ),
         pa.field(
             "memory_budget_bytes",
