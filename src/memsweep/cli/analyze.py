@@ -9,7 +9,9 @@ inward.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -323,18 +325,26 @@ class AnalyzeCommand:
         add_commands(parser, COMMANDS, dest="analyze_command", entry="analyze_entry")
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        import duckdb
-
-        try:
+        with damaged_parquet_is_one_line():
             return int(args.analyze_entry.run(args, parser))
-        except duckdb.Error as exc:
-            # A damaged Parquet part (a truncated copy, a disk error) surfaces in duckdb.
-            text = str(exc).strip()
-            first = text.splitlines()[0] if text else type(exc).__name__
-            raise DataError(
-                f"cannot read the sample data ({first}); a Parquet file in the results "
-                "folder is damaged: move it aside and run again"
-            ) from None
+
+
+@contextlib.contextmanager
+def damaged_parquet_is_one_line() -> Iterator[None]:
+    """A damaged Parquet part (a truncated copy, a disk error) surfaces in duckdb when the
+    analysis reads the samples: a :class:`DataError` (exit 3) naming it, for every
+    command that analyses a folder (``analyze``, ``compare``)."""
+    import duckdb
+
+    try:
+        yield
+    except duckdb.Error as exc:
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise DataError(
+            f"cannot read the sample data ({first}); a Parquet file in the results "
+            "folder is damaged: move it aside and run again"
+        ) from None
 
 
 def with_default_command(argv: list[str]) -> list[str]:

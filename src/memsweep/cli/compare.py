@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from memsweep.cli.analyze import _option_values
+from memsweep.cli.analyze import _option_values, damaged_parquet_is_one_line
 
 
 class CompareCommand:
@@ -32,8 +32,9 @@ class CompareCommand:
         from memsweep.report.compare import comparison_json, comparison_text
 
         options = AnalysisOptions(confidence=confidence, horizon_env_steps=horizon)
-        comparison = compare_analyses(
-            analyze_results(results_a, options), analyze_results(results_b, options)
-        )
+        with damaged_parquet_is_one_line():
+            comparison = compare_analyses(
+                analyze_results(results_a, options), analyze_results(results_b, options)
+            )
         print(comparison_json(comparison) if args.json else comparison_text(comparison))
         return 0

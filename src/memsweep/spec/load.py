@@ -227,18 +227,23 @@ def load_study(path: str | Path) -> Study:
         raise SpecError(f"{file}: cannot read it as UTF-8 text ({reason})") from None
     if "\x00" in text:
         raise SpecError(f"{file}: contains NUL bytes, not a YAML text file")
-    loader = _SweepLoader(text)
+    loader = None
     try:
+        # The reader refuses non-printable characters as it is built: inside the try.
+        loader = _SweepLoader(text)
         data = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        where = f": line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        if isinstance(exc, yaml.reader.ReaderError):
+            where = f": character {exc.position + 1}"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{file}:{where}: not valid YAML: {problem}") from None
+        raise SpecError(f"{file}{where}: not valid YAML: {problem}") from None
     except RecursionError:
         raise SpecError(f"{file}: nested too deeply to be a sweep file") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if data is None:
         raise SpecError(f"{file} is empty: a sweep file needs at least 'name: <study>'")
     if _expanded_size(data, MAX_YAML_NODES) > MAX_YAML_NODES:
