@@ -997,9 +997,18 @@ def test_a_killed_sampler_is_restarted_and_the_gap_is_recorded(
     killed_at: list[float] = []
 
     def kill_sampler_soon() -> None:
+        # 4 s after the sampler started (on a loaded machine it starts late): poll for it
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                sampler = ray.get_actor(f"{SAMPLER_NAME_PREFIX}{node_id}")
+                ray.get(sampler.ping.remote(), timeout=10)
+                break
+            except Exception:
+                time.sleep(0.2)
         time.sleep(4.0)
         killed_at.append(time.time())
-        ray.kill(ray.get_actor(f"{SAMPLER_NAME_PREFIX}{node_id}"))
+        ray.kill(sampler)
 
     # GIVEN a trial that holds memory for ~8 s, and its node's sampler killed after 4 s
     killer = threading.Thread(target=kill_sampler_soon, daemon=True)
@@ -1154,7 +1163,7 @@ def test_an_oom_killed_trial_is_data_and_the_sweep_finishes_on_a_loopback_only_r
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        stdout, stderr = proc.communicate(timeout=400)
+        stdout, stderr = proc.communicate(timeout=900)
     finally:
         watcher_done.set()
         watcher.join()

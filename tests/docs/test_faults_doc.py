@@ -42,5 +42,5 @@ def test_every_declared_case_was_recorded_by_a_test_that_exists() -> None:
         if isinstance(node, ast.FunctionDef)
     }
     for row in rows:
-        assert row.tests, row.case
         assert set(row.tests) <= defined, (row.case, set(row.tests) - defined)
+    # (a row no passing test recorded stays, saying so: see faults_table.NOT_MEASURED)

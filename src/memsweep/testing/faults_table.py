@@ -94,12 +94,12 @@ def merge_row(path: Path, row: FaultRow) -> None:
     path.write_text(json.dumps(ordered, indent=1, ensure_ascii=False) + "\n")
 
 
+NOT_MEASURED = "(not measured: its test did not pass when this table was made)"
+
+
 def _fill(template: str, figures: dict[str, str], case: str) -> str:
     def value(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in figures:
-            raise KeyError(f"fault case {case}: no test recorded the figure {name!r}")
-        return figures[name]
+        return figures.get(match.group(1), NOT_MEASURED)
 
     return re.sub(r"\{(\w+)\}", value, template)
 
@@ -120,8 +120,9 @@ def doc_table(rows: list[FaultRow]) -> str:
             _fill(t, row.figures, row.case)
             for t in (row.text.fault, row.text.sees, row.text.survives, row.text.lost)
         ]
-        tests = ", ".join(
-            f"*slow* `{name}`" if name in row.slow else f"`{name}`" for name in row.tests
+        tests = (
+            ", ".join(f"*slow* `{name}`" if name in row.slow else f"`{name}`" for name in row.tests)
+            or "none passed when this table was made"
         )
         lines.append("| " + " | ".join(_cell(c) for c in [*cells, tests]) + " |")
     lines.append(DOC_END)
@@ -155,12 +156,38 @@ def current_block(document: str) -> str:
     return document[start:end]
 
 
+def add_unrecorded(path: Path, cases: dict[str, FaultCase]) -> list[str]:
+    """Cases of ``cases`` that no passing test recorded in ``path``, added there with
+    their text and no test, so the table says so instead of dropping the row."""
+    rows = {row.case for row in load_rows(path)}
+    missing = [case for case in cases if case not in rows]
+    for case in missing:
+        merge_row(path, FaultRow(case, list(cases).index(case), cases[case], ()))
+    return missing
+
+
+def declared_cases(test_file: Path) -> dict[str, FaultCase]:
+    """``FAULT_CASES`` of the fault tests' module, imported from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("memsweep_fault_tests", test_file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cases: dict[str, FaultCase] = module.FAULT_CASES
+    return cases
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m memsweep.testing.faults_table [FAULTS_JSON [REPO]]``: rewrite the
-    tables of ``docs/faults.md`` and ``README.md`` from the JSON the fault tests wrote."""
+    """``python -m memsweep.testing.faults_table FAULTS_JSON [FAULT_TESTS]``: add the
+    cases of FAULT_TESTS' ``FAULT_CASES`` that no passing test recorded, then rewrite
+    the tables of ``docs/faults.md`` and ``README.md`` (beside FAULTS_JSON's folder)."""
     args = sys.argv[1:] if argv is None else argv
     source = Path(args[0] if args else "docs/faults.json")
-    repo = Path(args[1]) if len(args) > 1 else source.resolve().parents[1]
+    repo = source.resolve().parents[1]
+    if len(args) > 1:
+        for case in add_unrecorded(source, declared_cases(Path(args[1]))):
+            print(f"fault case {case}: no passing test recorded it; its row says so")
     rows = load_rows(source)
     doc, readme = repo / "docs" / "faults.md", repo / "README.md"
     doc.write_text(replace_block(doc.read_text(), doc_table(rows)))
