@@ -82,6 +82,8 @@ def test_the_report_writes_markdown_html_plots_and_models_json(
     page = (out / "report.html").read_text()
     assert page.count("src='data:image/png;base64,") == len(pngs)
     assert not re.search(r"src=['\"](?!data:)|href=|<script|<link", page)
+    # AND Markdown's bold (the growth rule's verdict names) is bold there, not asterisks
+    assert "**" in markdown and "**" not in page and "<strong>" in page
 
 
 def test_models_json_holds_every_coefficient_with_its_interval(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,9 +74,16 @@ th{background:#f3f3f3} code{background:#f3f3f3;padding:0 .2em} img{max-width:100
 """
 
 
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+
+
 def _inline_code(text: str) -> str:
+    """Markdown's inline code and bold, as HTML (the report's text uses only these)."""
     parts = html.escape(text).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    return "".join(
+        f"<code>{p}</code>" if i % 2 else _BOLD.sub(r"<strong>\1</strong>", p)
+        for i, p in enumerate(parts)
+    )
 
 
 def to_html(blocks: list[Block], folder: Path, title: str) -> str:

@@ -370,7 +370,7 @@ def peak_vs_factors(analysis: Analysis, out: Path) -> Plot | None:
             ax.set_xlim(-0.5, len(levels) - 0.5)
         ax.set_xlabel(factor_label(factor, table[factor]))
         ax.set_ylabel(
-            "trial's peak (Σ VmHWM, shared pages once), GB"
+            f"trial's peak (largest Σ {_metric(analysis)} at one moment), GB"
             if model.name == "peak"
             else f"trial's {model.name} (Σ {_metric(analysis)}), GB"
         )
