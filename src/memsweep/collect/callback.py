@@ -30,7 +30,8 @@ from typing import Any
 from ray.tune import Callback
 
 from memsweep import result_keys as keys
-from memsweep.collect.collector import Collector, driver_identity
+from memsweep.collect.cluster import driver_identity
+from memsweep.collect.collector import Collector
 from memsweep.collect.faults import OVER_BUDGET, MemoryBudget, read_trial_error
 from memsweep.collect.sampler import SamplerConfig
 from memsweep.collect.trials import TrialsTable, now_us

@@ -153,7 +153,7 @@ def _num_samples(study: Study) -> int:
 def check_placeable(study: Study, source: str = "") -> None:
     """Refuse, before any trial starts, a point the cluster can never place."""
 
-    from memsweep.collect.collector import cluster_nodes
+    from memsweep.collect.cluster import cluster_nodes
     from memsweep.run.placement import bundles, trial_resources
     from memsweep.run.rllib_check import base_resources
 

@@ -40,7 +40,8 @@ from typing import Any
 
 from memsweep import result_keys as keys
 from memsweep.collect.attribution import ActorInfo
-from memsweep.collect.collector import Collector, gcs_actor_table
+from memsweep.collect.cluster import gcs_actor_table
+from memsweep.collect.collector import Collector
 from memsweep.collect.sampler import SamplerConfig
 from memsweep.collect.trials import TrialsTable, now_us
 from memsweep.errors import ClusterError
