@@ -12,7 +12,8 @@ import psutil
 import pytest
 
 from memsweep.collect import probe
-from memsweep.collect.sampler import SamplerConfig, SamplerCore, SamplerDrain, _ProcessTable
+from memsweep.collect.discovery import ProcessTable as _ProcessTable
+from memsweep.collect.sampler import SamplerConfig, SamplerCore, SamplerDrain
 
 HOLD = """
 import sys, numpy as np

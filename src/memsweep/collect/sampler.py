@@ -27,7 +27,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,100 +34,33 @@ import psutil
 import pyarrow as pa
 
 from memsweep.collect import probe
+from memsweep.collect.discovery import RayProcesses, name_of
+from memsweep.collect.drain import (
+    RAW_COLUMNS,
+    RAW_SAMPLES,
+    SAMPLER_NAME_PREFIX,
+    Registration,
+    SamplerConfig,
+    SamplerDrain,
+)
 from memsweep.collect.faults import KernelKill
 from memsweep.store import NODE_SAMPLES, to_table
 
+# The payload types live in memsweep.collect.drain; they stay importable from here.
+__all__ = [
+    "RAW_SAMPLES",
+    "SAMPLER_NAME_PREFIX",
+    "NodeSampler",
+    "Registration",
+    "SamplerConfig",
+    "SamplerCore",
+    "SamplerDrain",
+    "register_trial",
+]
+
 logger = logging.getLogger(__name__)
 
-SAMPLER_NAME_PREFIX = "memsweep_sampler_"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-"""Named actors ``memsweep_sampler_<node_id>`` in the sweep's namespace."""
-
-_RAW_COLUMNS = (
-    "ts",
-    "pid",
-    "ppid",
-    "create_time",
-    "name",
-    "rss_bytes",
-    "hwm_bytes",
-    "swap_bytes",
-    "rss_anon_bytes",
-    "rss_file_bytes",
-    "rss_shmem_bytes",
-    "uss_bytes",
-    "pss_bytes",
-    "gpu_bytes",
-    "cpu_time_s",
-    "system",
-)
-
-RAW_SAMPLES = pa.schema(
-    [
-        pa.field("ts", pa.timestamp("us", tz="UTC")),
-        pa.field("pid", pa.int32()),
-        pa.field("ppid", pa.int32()),
-        pa.field("create_time", pa.float64()),
-        pa.field("name", pa.string()),
-        pa.field("rss_bytes", pa.int64()),
-        pa.field("hwm_bytes", pa.int64()),
-        pa.field("swap_bytes", pa.int64()),
-        pa.field("rss_anon_bytes", pa.int64()),
-        pa.field("rss_file_bytes", pa.int64()),
-        pa.field("rss_shmem_bytes", pa.int64()),
-        pa.field("uss_bytes", pa.int64()),
-        pa.field("pss_bytes", pa.int64()),
-        pa.field("gpu_bytes", pa.int64()),
-        pa.field("cpu_time_s", pa.float64()),
-        pa.field("system", pa.string()),
-    ]
-)
-"""What a sampler hands over: samples without trial and role (the collector adds them).
-``system`` names a Ray system process (``raylet``, ``gcs``, ``dashboard``, ``driver``,
-``memsweep``) or is null for workers."""
-
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    """What a sampler needs to know; built by the collector from the study."""
-
-    interval_s: float = 0.1
-    """Seconds between two rounds (RSS, swap, peak RSS of every process)."""
-    full_interval_s: float = 1.0
-    """Seconds between two reads of USS/PSS; also how often new processes are found."""
-    driver_pid: int | None = None
-    """The sweep driver's pid, recorded as role ``driver`` when it runs on this node."""
-    driver_node_id: str | None = None
-    max_buffered_rounds: int = 36_000
-    """Rounds kept when nobody drains (an hour at 10 Hz); the oldest are dropped first
-    and the drop is reported as a gap."""
-
-
-@dataclass(frozen=True)
-class Registration:
-    """A trainable's announcement (:func:`register_trial`): this pid and its placement
-    group belong to ``trial_id``."""
-
-    trial_id: str
-    placement_group_id: str | None
-    pid: int
-    node_id: str
-    ts: float
-    """When the sampler received it, epoch seconds."""
-
-
-@dataclass(frozen=True)
-class SamplerDrain:
-    """What one sampler hands the collector at a drain: everything since the last one."""
-
-    node_id: str
-    samples: pa.Table
-    """Rows of :data:`RAW_SAMPLES`: one per process per round, without trial and role."""
-    node_samples: pa.Table
-    """Rows of :data:`memsweep.store.NODE_SAMPLES`: one per round."""
-    registrations: tuple[Registration, ...]
-    dropped_rounds: int
-    """Rounds dropped because nobody drained for ``max_buffered_rounds`` rounds."""
 
 
 @dataclass
@@ -142,60 +74,10 @@ class _Tracked:
 @dataclass
 class _Buffer:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
-    """One tuple per process per round, in :data:`_RAW_COLUMNS` order."""
+    """One tuple per process per round, in :data:`RAW_COLUMNS` order."""
     node_rows: list[dict[str, Any]] = field(default_factory=list)
     rounds: int = 0
     dropped_rounds: int = 0
-
-
-def _name_of(title: str | None, comm: str) -> str:
-    """The process title: ``ray::ClassName.method`` for Ray workers, else the executable's
-    name (the kernel's 15-character ``comm``, completed from the command line)."""
-    if title and title.startswith("ray::"):
-        return title
-    if title and len(comm) >= 15:
-        base = title.split(" ", 1)[0].rsplit("/", 1)[-1]
-        if base.startswith(comm):
-            return base
-    return comm or "?"
-
-
-class _ProcessTable:
-    """pid → (parent pid, name) of every process on this node, kept up to date
-    incrementally: each :meth:`refresh` lists ``/proc`` and reads ``/proc/PID/stat`` of
-    the new pids only."""
-
-    def __init__(self) -> None:
-        self.parent: dict[int, int] = {}
-        self.name: dict[int, str] = {}
-        self.start_ticks: dict[int, int] = {}
-
-    def refresh(self) -> set[int]:
-        """Bring the table up to date; returns the pids that are new."""
-        pids = {int(entry) for entry in os.listdir("/proc") if entry.isdigit()}  # noqa: PTH208 (hot path)
-        for pid in self.parent.keys() - pids:
-            self.forget(pid)
-        new = set()
-        for pid in pids - self.parent.keys():
-            stat = probe.read_stat(pid)
-            if stat is None:
-                continue
-            self.parent[pid], self.name[pid] = stat.ppid, stat.name
-            self.start_ticks[pid] = stat.start_ticks
-            new.add(pid)
-        return new
-
-    def forget(self, pid: int) -> None:
-        """Drop ``pid`` (it exited, or its pid may be reused): re-read when listed again."""
-        self.parent.pop(pid, None)
-        self.name.pop(pid, None)
-        self.start_ticks.pop(pid, None)
-
-    def children(self) -> dict[int, list[int]]:
-        out: dict[int, list[int]] = {}
-        for pid, ppid in self.parent.items():
-            out.setdefault(ppid, []).append(pid)
-        return out
 
 
 class SamplerCore:
@@ -215,97 +97,19 @@ class SamplerCore:
         self._registrations: list[Registration] = []
         self._last_full = 0.0
         self._gpu = probe.GpuProbe()
-        self._own_pid = os.getpid()
         self._boot_time = psutil.boot_time()
-        self._table = _ProcessTable()
-        self._system_verdict: dict[int, str | None] = {}
-        self._raylet_pid = self._find_raylet()
-        self._session_marker = self._find_session_marker()
-        self._node = probe.NodeFiles(self._raylet_pid)
+        self._processes = RayProcesses(node_id, is_head, config.driver_pid, config.driver_node_id)
+        self._table = self._processes.table
+        self._node = probe.NodeFiles(self._processes.raylet_pid)
 
-    # -- discovery -------------------------------------------------------------------
-
-    def _find_raylet(self) -> int | None:
-        """Ray workers are the raylet's children: the sampler's own parent is it."""
-        try:
-            for parent in psutil.Process(self._own_pid).parents():
-                if parent.name() == "raylet":
-                    return int(parent.pid)
-        except psutil.Error:
-            pass
-        return None
-
-    def _find_session_marker(self) -> str | None:
-        """The session folder name, which the head's GCS and dashboard carry in argv."""
-        if self._raylet_pid is None:
-            return None
-        try:
-            for arg in psutil.Process(self._raylet_pid).cmdline():
-                if "session_" in arg:
-                    start = arg.index("session_")
-                    return str(arg[start:].split("/", 1)[0])
-        except psutil.Error:
-            pass
-        return None
-
-    def _system_label(self, pid: int, name: str) -> str | None:
-        """``gcs`` or ``ray_system`` for a head-node process of this Ray session outside
-        any raylet's subtree (GCS, dashboard, monitor), else ``None``; decided once per
-        pid from its command line."""
-        if pid in self._system_verdict:
-            return self._system_verdict[pid]
-        label: str | None = None
-        if name in {"gcs_server", "python", "python3"} or name.startswith("ray"):
-            argv = probe.read_command_line(pid)
-            marker = self._session_marker or ""
-            # A helper with another session's folder belongs to another cluster.
-            if marker and marker in argv:
-                label = "gcs" if name == "gcs_server" else "ray_system"
-        self._system_verdict[pid] = label
-        return label
+    @property
+    def raylet_pid(self) -> int | None:
+        """This node's raylet, whose subtree is sampled (None if not found)."""
+        return self._processes.raylet_pid
 
     def discover(self) -> dict[int, str | None]:
-        """pid → system label for every process to sample on this node now.
-
-        Incremental: ``/proc`` is listed and only new pids are read (their ``stat``, and
-        on the head node the command line of a candidate system process, once)."""
-        for pid in self._table.refresh():
-            self._system_verdict.pop(pid, None)
-        for pid in list(self._system_verdict):
-            if pid not in self._table.parent:
-                del self._system_verdict[pid]
-        parents, names = self._table.parent, self._table.name
-        children = self._table.children()
-
-        def subtree(root: int) -> Iterable[int]:
-            stack = [root]
-            while stack:
-                pid = stack.pop()
-                yield pid
-                stack.extend(children.get(pid, ()))
-
-        found: dict[int, str | None] = {}
-        if self._raylet_pid is not None and self._raylet_pid in parents:
-            for pid in subtree(self._raylet_pid):
-                found[pid] = None
-            found[self._raylet_pid] = "raylet"
-        if self.is_head and self._session_marker:
-            under_raylet: set[int] = set()
-            for raylet in (pid for pid, name in names.items() if name == "raylet"):
-                under_raylet.update(subtree(raylet))
-            for pid, name in names.items():
-                if pid in under_raylet or pid in found or name == "raylet":
-                    continue
-                label = self._system_label(pid, name)
-                if label is None:
-                    continue
-                for sub in subtree(pid):
-                    found.setdefault(sub, label)
-        driver = self.config.driver_pid
-        if driver and self.config.driver_node_id == self.node_id and driver in parents:
-            found[driver] = "driver"
-        found[self._own_pid] = "memsweep"
-        return found
+        """pid → system label for every process to sample on this node now."""
+        return self._processes.discover()
 
     def _sync_tracked(self, pids: dict[int, str | None]) -> None:
         for pid in list(self._tracked):
@@ -317,7 +121,7 @@ class SamplerCore:
             if tracked is not None:
                 tracked.system = system
                 # Ray workers rename themselves as they start an actor or a task.
-                tracked.name = _name_of(probe.read_title(pid), comm)
+                tracked.name = name_of(probe.read_title(pid), comm)
                 continue
             ticks = self._table.start_ticks.get(pid)
             if ticks is None:
@@ -333,7 +137,7 @@ class SamplerCore:
                 status=status,
                 # psutil's create_time: boot time + start ticks / clock ticks per second.
                 create_time=self._boot_time + ticks / _CLOCK_TICKS,
-                name=_name_of(probe.read_title(pid), comm),
+                name=name_of(probe.read_title(pid), comm),
                 system=system,
             )
 
@@ -349,7 +153,7 @@ class SamplerCore:
             self._last_full = now
         gpu = self._gpu.per_pid() if self._gpu.available else None
         ts = int(now * 1_000_000)
-        # One tuple per process in _RAW_COLUMNS order; drain() turns them into columns.
+        # One tuple per process in RAW_COLUMNS order; drain() turns them into columns.
         rows: list[tuple[Any, ...]] = []
         append = rows.append
         gone: list[int] = []
@@ -451,7 +255,7 @@ class SamplerCore:
         with self._lock:
             buffer, self._buffer = self._buffer, _Buffer()
             registrations, self._registrations = self._registrations, []
-        columns = list(zip(*buffer.rows, strict=True)) or [() for _ in _RAW_COLUMNS]
+        columns = list(zip(*buffer.rows, strict=True)) or [() for _ in RAW_COLUMNS]
         samples = pa.Table.from_arrays(
             [pa.array(column, type=f.type) for column, f in zip(columns, RAW_SAMPLES, strict=True)],
             schema=RAW_SAMPLES,
@@ -502,7 +306,7 @@ class NodeSampler:
         return {
             "node_id": self._core.node_id,
             "pid": os.getpid(),
-            "raylet_pid": self._core._raylet_pid,
+            "raylet_pid": self._core.raylet_pid,
         }
 
     def drain(self) -> SamplerDrain:

@@ -1,0 +1,97 @@
+"""What a node's sampler hands the driver's collector: its settings, the raw sample rows'
+schema, trainables' registrations, and one typed drain payload (:class:`SamplerDrain`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+SAMPLER_NAME_PREFIX = "memsweep_sampler_"
+"""Named actors ``memsweep_sampler_<node_id>`` in the sweep's namespace."""
+
+RAW_COLUMNS = (
+    "ts",
+    "pid",
+    "ppid",
+    "create_time",
+    "name",
+    "rss_bytes",
+    "hwm_bytes",
+    "swap_bytes",
+    "rss_anon_bytes",
+    "rss_file_bytes",
+    "rss_shmem_bytes",
+    "uss_bytes",
+    "pss_bytes",
+    "gpu_bytes",
+    "cpu_time_s",
+    "system",
+)
+
+RAW_SAMPLES = pa.schema(
+    [
+        pa.field("ts", pa.timestamp("us", tz="UTC")),
+        pa.field("pid", pa.int32()),
+        pa.field("ppid", pa.int32()),
+        pa.field("create_time", pa.float64()),
+        pa.field("name", pa.string()),
+        pa.field("rss_bytes", pa.int64()),
+        pa.field("hwm_bytes", pa.int64()),
+        pa.field("swap_bytes", pa.int64()),
+        pa.field("rss_anon_bytes", pa.int64()),
+        pa.field("rss_file_bytes", pa.int64()),
+        pa.field("rss_shmem_bytes", pa.int64()),
+        pa.field("uss_bytes", pa.int64()),
+        pa.field("pss_bytes", pa.int64()),
+        pa.field("gpu_bytes", pa.int64()),
+        pa.field("cpu_time_s", pa.float64()),
+        pa.field("system", pa.string()),
+    ]
+)
+"""What a sampler hands over: samples without trial and role (the collector adds them).
+``system`` names a Ray system process (``raylet``, ``gcs``, ``dashboard``, ``driver``,
+``memsweep``) or is null for workers."""
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """What a sampler needs to know; built by the collector from the study."""
+
+    interval_s: float = 0.1
+    """Seconds between two rounds (RSS, swap, peak RSS of every process)."""
+    full_interval_s: float = 1.0
+    """Seconds between two reads of USS/PSS; also how often new processes are found."""
+    driver_pid: int | None = None
+    """The sweep driver's pid, recorded as role ``driver`` when it runs on this node."""
+    driver_node_id: str | None = None
+    max_buffered_rounds: int = 36_000
+    """Rounds kept when nobody drains (an hour at 10 Hz); the oldest are dropped first
+    and the drop is reported as a gap."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A trainable's announcement (:func:`register_trial`): this pid and its placement
+    group belong to ``trial_id``."""
+
+    trial_id: str
+    placement_group_id: str | None
+    pid: int
+    node_id: str
+    ts: float
+    """When the sampler received it, epoch seconds."""
+
+
+@dataclass(frozen=True)
+class SamplerDrain:
+    """What one sampler hands the collector at a drain: everything since the last one."""
+
+    node_id: str
+    samples: pa.Table
+    """Rows of :data:`RAW_SAMPLES`: one per process per round, without trial and role."""
+    node_samples: pa.Table
+    """Rows of :data:`memsweep.store.NODE_SAMPLES`: one per round."""
+    registrations: tuple[Registration, ...]
+    dropped_rounds: int
+    """Rounds dropped because nobody drained for ``max_buffered_rounds`` rounds."""
