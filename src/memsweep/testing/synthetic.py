@@ -136,10 +136,23 @@ PSS_SHARE = 0.9
 """PSS ÷ RSS of the processes of no trial."""
 
 
-def _complete(columns: dict[str, pa.Array], schema: pa.Schema, size: int) -> pa.Table:
+def complete_table(columns: Mapping[str, pa.Array], schema: pa.Schema, size: int) -> pa.Table:
     """A table of ``schema``: the given columns, nulls for the others (the schema grows)."""
     full = {f.name: columns.get(f.name, pa.nulls(size, f.type)) for f in schema}
     return pa.table(full).cast(schema)
+
+
+def new_results(path: Path | str, head: str, interval_s: float, full_every: int) -> ResultsWriter:
+    """A writer for a new synthetic results folder, with its ``study.yaml`` (``head``, then
+    the sampling intervals) and ``versions.json``."""
+    writer = ResultsWriter(path)
+    writer.write_text(
+        "study.yaml",
+        f"{head}\nsampling:\n  interval_s: {interval_s}\n"
+        f"  full_interval_s: {interval_s * full_every}\n",
+    )
+    writer.write_text("versions.json", json.dumps({"schema_version": 1}))
+    return writer
 
 
 def _ints(values: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
@@ -161,13 +174,7 @@ def write_sweep(
     """Write a results folder at ``path`` and return what was planted."""
     truth = truth or Truth()
     rng = np.random.default_rng(seed)
-    writer = ResultsWriter(path)
-    writer.write_text(
-        "study.yaml",
-        f"name: {name}\nalgorithm: DQN\nsampling:\n  interval_s: {interval_s}\n"
-        f"  full_interval_s: {interval_s * full_every}\n",
-    )
-    writer.write_text("versions.json", json.dumps({"schema_version": 1}))
+    writer = new_results(path, f"name: {name}\nalgorithm: DQN", interval_s, full_every)
     run_id = f"run-{seed}"
     trial_rows = []
     offsets: dict[str, float] = {}
@@ -258,7 +265,7 @@ def write_sweep(
         if trial.with_samples:
             for columns in samples:
                 columns["run_id"] = pa.array([run_id] * len(columns["ts"]))
-                writer.append("samples", _complete(columns, SAMPLES, len(columns["ts"])))
+                writer.append("samples", complete_table(columns, SAMPLES, len(columns["ts"])))
             p_t = np.arange(trial.setup_s + progress_every_s, run_s, progress_every_s)
             p_steps = np.maximum(p_t - trial.setup_s, 0.0) * trial.steps_per_s
             p_stored = np.minimum(p_steps, trial.replay_capacity)
@@ -277,7 +284,7 @@ def write_sweep(
                 "trial_rss_bytes": _ints(np.interp(p_t, t, rss_total)),
                 "trial_peak_bytes": _ints(np.interp(p_t, t, np.maximum.accumulate(rss_total))),
             }
-            writer.append("progress", _complete(progress, PROGRESS, len(p_t)))
+            writer.append("progress", complete_table(progress, PROGRESS, len(p_t)))
         trial_rows.append(
             {
                 "trial_id": trial.trial_id,
