@@ -7,7 +7,20 @@ statuses are the values of ``trials.parquet``'s ``status`` column.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
+
+TuneResult = dict[str, Any]
+"""A Tune result as Ray hands it to callbacks and stoppers (``Trainable.train()``'s dict,
+nested, untyped; a callback may add keys in place): Ray's type, not memsweep's. Read it
+by the keys below."""
+
+TuneConfig = Mapping[str, Any]
+"""A Tune trial's config (``trial.config``, the param space's values): Ray's untyped dict."""
+
+TuneState = dict[str, Any]
+"""What a Tune ``Callback.get_state`` returns and ``set_state`` receives (Tune pickles it
+into the experiment state): Ray's callback API type."""
 
 PREFIX: Final = "memsweep/"
 """Prefix of the keys memsweep's trainable reports about the RLlib algorithm it built."""

@@ -30,6 +30,7 @@ from ray.tune import Callback
 from memsweep.collect.faults import MemoryBudget
 from memsweep.collect.recorder import SweepRecorder
 from memsweep.collect.tune_results import Describe, StudyTrials, TuneTrial
+from memsweep.result_keys import TuneResult, TuneState
 from memsweep.spec import SamplingSpec, Study
 
 # StudyTrials stays importable here: Tune pickles a callback's ``describe`` by this path
@@ -101,7 +102,7 @@ class MemoryCallback(Callback):
         self.recorder.trial_started(TuneTrial.of(trial))
 
     def on_trial_result(
-        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+        self, iteration: int, trials: list[Any], trial: Any, result: TuneResult, **info: Any
     ) -> None:
         self.recorder.trial_result(trial.trial_id, result)
 
@@ -118,10 +119,10 @@ class MemoryCallback(Callback):
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         self.close()
 
-    def get_state(self) -> dict[str, Any] | None:
+    def get_state(self) -> TuneState | None:
         return self.recorder.get_state()
 
-    def set_state(self, state: dict[str, Any]) -> None:
+    def set_state(self, state: TuneState) -> None:
         self.recorder.set_state(state)
 
     def close(self) -> None:

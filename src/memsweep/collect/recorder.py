@@ -9,7 +9,6 @@ writing run on the collector thread.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from memsweep import result_keys as keys
@@ -27,6 +26,7 @@ from memsweep.collect.tune_results import (
     lookup,
 )
 from memsweep.errors import MemsweepError
+from memsweep.result_keys import TuneResult, TuneState
 from memsweep.spec import SamplingSpec
 from memsweep.store import ResultsWriter
 
@@ -97,7 +97,7 @@ class SweepRecorder:
             self._actors[trial.trial_id] = trial.actor
             self._collector.add_event("trial_started", trial_id=trial.trial_id)
 
-    def trial_result(self, trial_id: str, result: MutableMapping[str, Any]) -> None:
+    def trial_result(self, trial_id: str, result: TuneResult) -> None:
         """Add memsweep's memory keys to ``result`` (unless the trainable set them), and
         record the result's progress and built-in figures."""
         memory = self._collector.trial_memory(trial_id) if self._collector else None
@@ -195,12 +195,12 @@ class SweepRecorder:
         if self._collector is not None:
             self._collector.add_event("trial_ended", trial_id=trial.trial_id, detail=status)
 
-    def get_state(self) -> dict[str, Any]:
+    def get_state(self) -> TuneState:
         """What Tune checkpoints: the trials table and the trials' placement groups."""
         groups = self._collector.trial_of_group if self._collector else {}
         return {"trials": self.trials.get_state(), "groups": groups}
 
-    def set_state(self, state: Mapping[str, Any]) -> None:
+    def set_state(self, state: TuneState) -> None:
         """Restore :meth:`get_state`'s output after ``Tuner.restore``."""
         self.trials.set_state(state.get("trials", {}))
         self._restored_groups = dict(state.get("groups", {}))

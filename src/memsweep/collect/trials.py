@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from memsweep.result_keys import TuneConfig, TuneState
 from memsweep.store import TRIALS
 
 
@@ -160,7 +161,7 @@ class TrialsTable:
             self._changed = True
             return row
 
-    def set_config(self, trial_id: str, config: Mapping[str, Any]) -> None:
+    def set_config(self, trial_id: str, config: TuneConfig) -> None:
         """The trial's Tune config: its flattened form goes to ``config_json``, and the
         keys that differ between trials to ``factors_json``."""
         flat = flat_config(config)
@@ -198,14 +199,14 @@ class TrialsTable:
                 )
             return out
 
-    def get_state(self) -> dict[str, Any]:
+    def get_state(self) -> TuneState:
         with self._lock:
             return {
                 "rows": {k: dataclasses.asdict(v) for k, v in self._rows.items()},
                 "configs": dict(self._configs),
             }
 
-    def set_state(self, state: Mapping[str, Any]) -> None:
+    def set_state(self, state: TuneState) -> None:
         """Restore after ``Tuner.restore``; trials that were running are ``interrupted``."""
         with self._lock:
             rows = {}

@@ -15,14 +15,8 @@ from typing import Any
 
 from memsweep import result_keys as keys
 from memsweep.errors import MemsweepError
+from memsweep.result_keys import TuneConfig
 from memsweep.spec import Study, point_from_config
-
-TuneResult = Mapping[str, Any]
-"""A Tune result (``Trainable.train()``'s dict as Tune passes it to callbacks): Ray's
-type, nested and untyped; read with :func:`lookup`."""
-
-TuneConfig = Mapping[str, Any]
-"""A Tune trial's config (``trial.config``): Ray's untyped dict of the param space's values."""
 
 ENV_STEP_KEYS = (
     keys.ENV_STEPS,
@@ -94,7 +88,7 @@ class StudyTrials:
         }
 
 
-def lookup(result: TuneResult, names: tuple[str, ...]) -> int | None:
+def lookup(result: Mapping[str, Any], names: tuple[str, ...]) -> int | None:
     """The first of ``names`` that ``result`` holds as a number, as an int; a name with
     ``/`` is also looked up nested (RLlib reports ``env_runners: {...}``)."""
     for name in names:

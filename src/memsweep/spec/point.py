@@ -4,12 +4,12 @@ becomes one."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from memsweep.errors import SpecError
+from memsweep.result_keys import TuneConfig
 from memsweep.spec.base import Frozen
 from memsweep.spec.factors import FactorValue, Framework, ModelSpec
 
@@ -60,7 +60,7 @@ class TrialPoint(Frozen):
             sort_keys=False,
         )
 
-    def as_row(self, model_label: str | None = None) -> dict[str, Any]:
+    def as_row(self, model_label: str | None = None) -> dict[str, int | str]:
         """Flat, Parquet-friendly form (model as its label, or ``model_label``; every
         factor in ``factors_json``)."""
         return {
@@ -74,7 +74,7 @@ class TrialPoint(Frozen):
         }
 
 
-def point_from_config(study: Study, config: Mapping[str, Any]) -> TrialPoint:
+def point_from_config(study: Study, config: TuneConfig) -> TrialPoint:
     """A Tune trial's config → its :class:`TrialPoint`.
 
     Grid sweeps carry the whole point under ``"point"``; searchers (random, Optuna) draw

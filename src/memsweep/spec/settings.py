@@ -3,12 +3,12 @@ resources it reserves, algorithm settings and how often memory is sampled."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_serializer, field_validator, model_validator
 
 from memsweep import result_keys as keys
+from memsweep.result_keys import TuneResult
 from memsweep.spec.base import Frozen
 from memsweep.units import parse_bytes
 
@@ -63,7 +63,7 @@ class StopSpec(Frozen):
         )
         return {key: limit for key, limit in pairs if limit is not None}
 
-    def reason(self, result: Mapping[str, Any]) -> str | None:
+    def reason(self, result: TuneResult) -> str | None:
         """Which limit a trial's last result reached, first in the order plateau,
         env_steps, iterations, time cap (``result_keys.STOP_*``); None if none did
         (another stopper, such as a budget search's, ended it)."""

@@ -17,7 +17,7 @@ from memsweep.store.schema import (
     WHOLE_TABLES,
     schema_markdown,
 )
-from memsweep.store.writer import ResultsWriter, is_remote, resolve, to_table
+from memsweep.store.writer import ResultsWriter, Row, is_remote, resolve, to_table
 
 __all__ = [
     "APPEND_TABLES",
@@ -31,6 +31,7 @@ __all__ = [
     "WHOLE_TABLES",
     "Results",
     "ResultsWriter",
+    "Row",
     "is_remote",
     "latest_attempts",
     "open_results",

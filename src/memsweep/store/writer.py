@@ -15,6 +15,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,10 @@ import pyarrow.parquet as pq
 
 from memsweep.errors import DataError
 from memsweep.store.schema import APPEND_TABLES, WHOLE_TABLES
+
+Row = Mapping[str, object]
+"""One row of a table: column name → a value of that column's Arrow type (a missing
+column is null, an unknown one is dropped). The writer converts, never reads, values."""
 
 
 def is_remote(uri: str | os.PathLike[str]) -> bool:
@@ -46,7 +51,7 @@ def _is_local(fs: pafs.FileSystem) -> bool:
     return isinstance(fs, pafs.LocalFileSystem)
 
 
-def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+def to_table(rows: Sequence[Row], schema: pa.Schema) -> pa.Table:
     """Rows (dicts) → a table of ``schema``; missing keys become nulls, others are dropped."""
     return pa.Table.from_pylist(rows, schema=schema)
 
@@ -112,10 +117,10 @@ class ResultsWriter:
         )
         return final
 
-    def append_rows(self, table_name: str, rows: list[dict[str, Any]]) -> str | None:
+    def append_rows(self, table_name: str, rows: Sequence[Row]) -> str | None:
         return self.append(table_name, to_table(rows, APPEND_TABLES[table_name]))
 
-    def replace(self, table_name: str, rows: list[dict[str, Any]]) -> None:
+    def replace(self, table_name: str, rows: Sequence[Row]) -> None:
         """Replace a small whole table (``trials`` or ``nodes``) atomically."""
         table = to_table(rows, WHOLE_TABLES[table_name])
         with self._lock:
