@@ -22,16 +22,10 @@ import ray
 from ray import cloudpickle, tune
 
 from memsweep.errors import SpecError
+from memsweep.run.built import built_facts, env_steps, replay_size, stop_algorithm
 from memsweep.run.envs import SyntheticEnv
 from memsweep.run.trainable import MemsweepTrainable
-from memsweep.run.workloads import (
-    algorithm_class,
-    build_config,
-    built_facts,
-    env_steps,
-    replay_size,
-    stop_algorithm,
-)
+from memsweep.run.workloads import algorithm_class, build_config
 from memsweep.spec import (
     EnvSpec,
     Factors,

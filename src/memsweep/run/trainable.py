@@ -64,8 +64,9 @@ if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm import Algorithm
     from ray.tune import PlacementGroupFactory
 
+    from memsweep.run.built import BuiltFacts
     from memsweep.run.projection import TrajectoryPoint
-    from memsweep.run.workloads import ApiStack, BuiltFacts
+    from memsweep.run.workloads import ApiStack
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,8 @@ class MemsweepTrainable(tune.Trainable):
         prepare_process_for(self.point.framework)
         install_shipped(shipped)  # Executed on first use: after the TensorFlow decision.
 
-        from memsweep.run.workloads import build_config, built_facts
+        from memsweep.run.built import built_facts
+        from memsweep.run.workloads import build_config
 
         algo_config = build_config(self.study, self.point)
         algo_config.env_runners(
@@ -226,7 +228,7 @@ class MemsweepTrainable(tune.Trainable):
     def step(self) -> dict[str, Any]:
         from ray.tune.result import AUTO_RESULT_KEYS, DONE
 
-        from memsweep.run.workloads import RESULT_PREFIX, env_steps, replay_size
+        from memsweep.run.built import RESULT_PREFIX, env_steps, replay_size
 
         result: dict[str, Any] = self.algo.train()  # type: ignore[no-untyped-call]
         steps = env_steps(result)
@@ -276,7 +278,7 @@ class MemsweepTrainable(tune.Trainable):
         """Σ RSS, Σ PSS, the peak (largest Σ PSS so far) and Σ VmHWM of this trial's
         processes: the trainable and its remote env runners, each read in its process."""
         from memsweep.collect.probe import read_peak_inputs
-        from memsweep.run.workloads import env_runner_group
+        from memsweep.run.built import env_runner_group
 
         # The lambda ships by value; read_peak_inputs by reference (memsweep.collect.probe
         # imports only psutil into the env runner).
@@ -314,7 +316,7 @@ class MemsweepTrainable(tune.Trainable):
         return False
 
     def cleanup(self) -> None:
-        from memsweep.run.workloads import stop_algorithm
+        from memsweep.run.built import stop_algorithm
 
         algo = getattr(self, "algo", None)
         if algo is not None:
