@@ -91,6 +91,16 @@ BAD_FILES = [
         "factors.train_batch_size_per_learner: train_batch_size_per_learner is a number, got 'big'",
         id="a-word-for-a-number",
     ),
+    pytest.param(
+        "algorithm: PPO\nrllib: {minibatch_size: 4000}\n"
+        "factors: {replay_capacity: [0], train_batch_size_per_learner: [500, 8000]}\n",
+        "RLlib refuses the config of the trial with replay_capacity=0, model=256x256, "
+        "num_workers=1, framework=torch, train_batch_size_per_learner=500: `minibatch_size` "
+        "(4000) must be <= `train_batch_size_per_learner` (500). In PPO, the train batch will "
+        "be split into 4000 chunks, each of which is iterated over (used for updating the "
+        "policy) 30 times.",
+        id="a-combination-rllib-refuses",
+    ),
 ]
 
 

@@ -226,6 +226,7 @@ def _check(study: Study, started: float) -> RllibCheck:
                 message if message.startswith("env") else f"env.id: {message}"
             ) from None
         found_env = f"{cls.__module__}.{cls.__qualname__}"
+    _validate_trials(study)
     return RllibCheck(
         config_class=type(config).__name__,
         has_replay_buffer=replay,
@@ -233,6 +234,26 @@ def _check(study: Study, started: float) -> RllibCheck:
         seconds=time.monotonic() - started,
         resources=resources_of(config),
     )
+
+
+def _validate_trials(study: Study) -> None:
+    """Build every trial's config as its trainable will and let RLlib validate it, so that a
+    combination RLlib refuses (e.g. a ``minibatch_size`` above one trial's
+    ``train_batch_size_per_learner``) is one line now, not a failed trial later. The driver
+    no longer builds configs (it stays small), so this subprocess is where it happens."""
+    from memsweep.run.workloads import build_config
+
+    if study.search.mode not in ("grid", "budget"):
+        return  # drawn points are not known before Tune draws them
+    for point in study.points():
+        try:
+            build_config(study, point).validate()
+        except ValueError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            values = ", ".join(f"{k}={v}" for k, v in point.factor_values().items())
+            raise SpecError(
+                f"RLlib refuses the config of the trial with {values}: {first}"
+            ) from None
 
 
 def _registered_name(algo_class: Any) -> str:
