@@ -46,7 +46,7 @@ GOAL_LENGTH = 50_000
 SHORT_PLATEAU_STEPS = (0, 20_000, 25_000, 30_000, 35_000, 40_000)
 """Plateau lengths below which a slow rate is "too little plateau" (the sweep that chose
 ``GrowthRule.min_sustained_env_steps``)."""
-CREEP_CEILINGS = (0.5, 1.0)
+CREEP_CEILINGS = (0.5, 1.0, 1.5)
 """MB per 1k env steps: a short plateau's rate above this is sustained at once."""
 
 
@@ -59,7 +59,8 @@ def folders(smoke: bool) -> list[Any]:
         for p in (REPO / "results" / "claims-2cpu-24gb").iterdir()
         if p.is_dir() and (p / "trials.parquet").exists()
     )
-    return [*corpus, *claims, REPO / "results" / "reference-heldback"]
+    references = [REPO / "results" / name for name in ("reference-heldback", "reference-loaded")]
+    return [*corpus, *claims, *references]
 
 
 def _windows(series: Sequence[CorpusSeries], length: float) -> list[CorpusSeries]:
