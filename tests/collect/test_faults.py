@@ -38,18 +38,20 @@ from memsweep.collect import probe
 from memsweep.collect.faults import (
     ERROR,
     OOM_KILLED,
-    CgroupCounters,
-    KernelKill,
     MemoryBudget,
     MemoryUser,
+    kill_facts,
+    over_budget,
+    read_trial_error,
+)
+from memsweep.collect.kernel import (
+    CgroupCounters,
+    KernelKill,
     Pressure,
     kernel_killed,
     kernel_oom_kills,
-    kill_facts,
-    over_budget,
     parse_pressure,
     read_cgroup_counters,
-    read_trial_error,
 )
 from memsweep.spec import parse_study
 from memsweep.store import SAMPLES, open_results

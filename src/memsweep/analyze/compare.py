@@ -263,7 +263,7 @@ def _role_comparison(
     )
 
 
-def factor_text(values: Sequence[tuple[str, Any]] | Mapping[str, Any]) -> str:
+def factor_text(values: Sequence[tuple[str, object]] | Mapping[str, object]) -> str:
     """``num_workers=2, replay_capacity=10000`` (the matched factor values)."""
     items = values.items() if isinstance(values, Mapping) else values
     return ", ".join(f"{name}={value}" for name, value in items) or "(no factors)"

@@ -152,10 +152,10 @@ class FittedModel:
         return next((e for e in self.effects if e.name == name), None)
 
 
-def reference_point(df: pd.DataFrame, formula: Formula) -> dict[str, Any]:
+def reference_point(df: pd.DataFrame, formula: Formula) -> dict[str, float | str]:
     """Where effects are evaluated: each numeric factor at its median measured value
     (the lower middle one), each categorical at its base level."""
-    point: dict[str, Any] = {}
+    point: dict[str, float | str] = {}
     numeric = [f for f in NUMERIC_FACTORS if f in df] + [
         f.factor for f in formula.forms if f.factor not in NUMERIC_FACTORS
     ]
@@ -169,7 +169,8 @@ def reference_point(df: pd.DataFrame, formula: Formula) -> dict[str, Any]:
     for factor in categorical:
         levels = formula.factor_levels(factor)
         values = df[factor].dropna().astype(str)
-        point[factor] = levels[0] if levels else (values.iloc[0] if len(values) else None)
+        if levels or len(values):
+            point[factor] = levels[0] if levels else str(values.iloc[0])
     return point
 
 
@@ -188,7 +189,9 @@ def _contrast_effects(
     for level in levels:
         at = {**ref, "framework": level} if framework_levels else dict(ref)
         for form in formula.forms:
-            x = float(at[form.factor])
+            value = at[form.factor]
+            assert isinstance(value, float)  # a numeric form's reference is its median
+            x = value
             h = max(abs(x) * 1e-4, 1e-3)
             lo = pd.DataFrame(
                 [{**at, form.factor: max(x - h, 0.0) if form.kind != "linear" else x - h}]

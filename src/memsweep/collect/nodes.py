@@ -15,7 +15,7 @@ from typing import Any
 
 from memsweep.collect.cluster import cluster_nodes
 from memsweep.collect.events import Event
-from memsweep.collect.faults import KernelKill
+from memsweep.collect.kernel import KernelKill
 from memsweep.collect.sampler import SAMPLER_NAME_PREFIX, NodeSampler, SamplerConfig, SamplerDrain
 from memsweep.collect.trials import now_us
 

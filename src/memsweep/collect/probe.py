@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memsweep.collect.faults import CgroupCounters, Pressure, parse_pressure, read_cgroup_counters
+from memsweep.collect.kernel import CgroupCounters, Pressure, parse_pressure, read_cgroup_counters
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ from memsweep.collect.drain import (
     SamplerConfig,
     SamplerDrain,
 )
-from memsweep.collect.faults import KernelKill
+from memsweep.collect.kernel import KernelKill
 from memsweep.store import NODE_SAMPLES, to_table
 
 # The payload types live in memsweep.collect.drain; they stay importable from here.
@@ -318,8 +318,8 @@ class NodeSampler:
     def kernel_oom_killed(self, pid: int, create_time: float | None) -> KernelKill:
         """Did this node's kernel OOM-kill ``pid`` (started at ``create_time``, epoch s),
         in which memory cgroup, and that cgroup's counters now
-        (:func:`memsweep.collect.faults.kernel_kill`)."""
-        from memsweep.collect.faults import kernel_kill, read_kmsg
+        (:func:`memsweep.collect.kernel.kernel_kill`)."""
+        from memsweep.collect.kernel import kernel_kill, read_kmsg
 
         started = None if create_time is None else create_time - psutil.boot_time()
         return kernel_kill(pid, started, read_kmsg())

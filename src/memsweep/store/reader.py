@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -131,7 +130,8 @@ class Results:
         with self.fs.open_input_stream(f"{self.root}/{name}") as stream:
             return bytes(stream.read()).decode("utf-8")
 
-    def versions(self) -> dict[str, Any]:
+    def versions(self) -> dict[str, object]:
+        """``versions.json``: the machine and package versions the sweep ran with (JSON)."""
         try:
             raw = self.text("versions.json")
             data = json.loads(raw) if raw else {}
