@@ -1,4 +1,4 @@
-"""How trial-level memory depends on the factors: OLS fits, form choice, interactions.
+"""How trial-level memory depends on the factors: the OLS fits and the effects they give.
 
 **The model.** For a trial-level quantity ``Q`` (plateau or peak memory, bytes)::
 
@@ -14,6 +14,11 @@ framework is an offset plus slopes, not a separate universe.
 
 Intervals are OLS (Student-t) at the analysis' confidence; prediction intervals are
 for a new trial.
+
+Length (~520 lines): the fit of one quantity, its derived effects (contrasts with
+intervals, non-negative costs) and the set of fits are one unit; the choice of terms is
+already in :mod:`memsweep.analyze.terms` and the design matrix in
+:mod:`memsweep.analyze.formula`.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ process, so the sampler reads it at a lower rate.
 
 GPU memory comes from NVML (nvidia-ml-py) where a driver is present; elsewhere every GPU
 figure is ``None`` rather than 0, so "no GPU" is not confused with "no GPU memory used".
+
+Length (~510 lines): every figure read from ``/proc`` and ``/sys`` for one process and one
+node, each with the kernel field it comes from; the kernel's OOM and cgroup records are
+in :mod:`memsweep.collect.kernel`.
 """
 
 from __future__ import annotations
