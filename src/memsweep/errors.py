@@ -23,6 +23,11 @@ class SpecError(MemsweepError):
     """A sweep file that cannot be run: a typo, a wrong type or an impossible value."""
 
 
+class UsageError(MemsweepError):
+    """A command's arguments that do not fit the data they ask about: a flag the sweep
+    needs and that is missing, a value of the wrong kind, a factor the sweep lacks."""
+
+
 class DataError(MemsweepError):
     """A results folder that cannot be read or analysed."""
 

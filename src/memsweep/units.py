@@ -148,10 +148,18 @@ _COUNT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([kKmMgG])?\s*$")
 _COUNT_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 
 
+MAX_COUNT = 10**15
+"""The largest count a flag takes (a replay capacity of 10¹⁵ transitions is already far
+past any machine; beyond it a float loses whole numbers)."""
+
+
 def parse_count(text: str, flag: str, minimum: int = 0) -> int:
-    """A whole count: ``1000000``, ``1_000_000``, ``1e6`` or ``1M`` (decimal suffixes)."""
+    """A whole count: ``1000000``, ``1_000_000``, ``1e6`` or ``1M`` (decimal suffixes),
+    from ``minimum`` to :data:`MAX_COUNT`. :class:`MemsweepError` (exit 2) otherwise."""
     match = _COUNT_RE.match(text.replace("_", "").replace(",", ""))
     if not match:
+        if text.strip().startswith("-"):
+            raise MemsweepError(f"{flag}: must be ≥ {minimum}, got {text!r}")
         raise MemsweepError(f"{flag}: expected a whole number such as 1000000 or 1e6, got {text!r}")
     number, suffix = match.groups()
     value = float(number) * _COUNT_SUFFIX[(suffix or "").lower()]
@@ -159,6 +167,8 @@ def parse_count(text: str, flag: str, minimum: int = 0) -> int:
         raise MemsweepError(f"{flag}: expected a whole number, got {text!r}")
     if value < minimum:
         raise MemsweepError(f"{flag}: must be ≥ {minimum}, got {text!r}")
+    if value > MAX_COUNT:
+        raise MemsweepError(f"{flag}: at most 1e15, got {text!r}")
     return int(value)
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from memsweep.analyze import Analysis, PredictPoint, predict, solve_budget
 from memsweep.analyze.prediction import prediction_text
-from memsweep.errors import DataError
+from memsweep.errors import UsageError
 from memsweep.testing.synthetic import (
     PSS_SHARE,
     SYSTEM_PROCESSES,
@@ -121,19 +121,19 @@ def test_a_factor_the_sweep_did_not_vary_cannot_be_predicted_elsewhere(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     single = analysis_of(leak_sweep(tmp_path_factory.getbasetemp()))
-    with pytest.raises(DataError, match=r"--num-workers 8: num_workers has a single value \(2\)"):
+    with pytest.raises(UsageError, match=r"--num-workers 8: num_workers has a single value \(2\)"):
         predict(single, PredictPoint(replay_capacity=10_000, num_workers=8))
     # AND at the measured value the default is taken and the rest predicted
     prediction = predict(single, PredictPoint(replay_capacity=15_000))
     assert prediction.point["num_workers"] == 2 and prediction.point["framework"] == "torch"
-    with pytest.raises(DataError, match="cannot solve for num_workers"):
+    with pytest.raises(UsageError, match="cannot solve for num_workers"):
         solve_budget(single, PredictPoint(replay_capacity=10_000), 64 * 10**9, "num_workers")
 
 
 def test_an_unknown_framework_or_a_missing_flag_is_refused(analysis: Analysis) -> None:
-    with pytest.raises(DataError, match="--framework tf2-eager: the sweep measured only"):
+    with pytest.raises(UsageError, match="--framework tf2-eager: the sweep measured only"):
         predict(analysis, PredictPoint(100, 1, "256x256", "tf2-eager"))
-    with pytest.raises(DataError, match="--num-workers is required"):
+    with pytest.raises(UsageError, match="--num-workers is required"):
         predict(analysis, PredictPoint(replay_capacity=100, model="256x256", framework="torch"))
-    with pytest.raises(DataError, match="--model-params"):
+    with pytest.raises(UsageError, match="--model-params"):
         predict(analysis, PredictPoint(100, 1, "c32k8s4+256", "torch"))

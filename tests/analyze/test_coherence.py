@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from memsweep.analyze import Analysis, PredictPoint, analyze_results, predict
 from memsweep.analyze.models import ModelSet, fit_all
 from memsweep.analyze.prediction import prediction_text
-from memsweep.errors import DataError
+from memsweep.errors import MemsweepError
 from memsweep.report.blocks import to_markdown
 from memsweep.report.document import summary_text
 from memsweep.report.sections import report_blocks
@@ -106,7 +106,7 @@ def _point(analysis: Analysis, data: st.DataObject) -> PredictPoint:
 def _check_prediction(analysis: Analysis, point: PredictPoint) -> None:
     try:
         prediction = predict(analysis, point)
-    except DataError:
+    except MemsweepError:
         return  # A point the models cannot reach is refused in one line, not predicted.
     for row in (*prediction.roles, prediction.total, prediction.total_with_system):
         _coherent(row.plateau, row.role)

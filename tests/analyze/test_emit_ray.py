@@ -77,6 +77,22 @@ class _Statuses:
         self.callback = Callback()
 
 
+def test_an_extrapolated_request_says_so_and_never_asks_zero_for_a_role() -> None:
+    # GIVEN the default sweep (env runners measured at 0 and 2; the trainable's memory falls
+    # when its sampling moves to remote env runners)
+    analysis = analyze_results(REPO / "results" / "reference-default")
+    point = PredictPoint(replay_capacity=5000, num_workers=12, framework="torch", model="64x64")
+    prediction = predict(analysis, point)
+    code = emit_ray(prediction)
+    # THEN the code warns that it extrapolates, and the trainable still gets its memory
+    assert "# WARNING: extrapolating: num_workers 12" in code
+    assert "above the measured range 0–2" in code
+    trainable = next(r for r in prediction.roles if r.role == "trainable")
+    assert trainable.plateau.value > 400e6 and ray_request(prediction).trainable_bytes > 400e6
+    # AND the total holds at least its roles
+    assert prediction.total.plateau.value >= sum(r.plateau.value for r in prediction.roles)
+
+
 @pytest.mark.slow
 def test_emitted_requests_are_placed_and_an_undersized_node_refuses(
     ray_with_memory: Callable[[int], object], tmp_path: Path

@@ -212,12 +212,12 @@ def test_a_folder_that_cannot_be_analysed_gets_one_line_and_exit_3(
         (["--no-such-flag"], 2, "unrecognized arguments: --no-such-flag"),
         (
             ["--num-workers", "8", "--replay-capacity", "10000"],
-            3,
+            2,
             "num_workers has a single value (2)",
         ),
         (
             ["--replay-capacity", "10000", "--budget", "64GB", "--solve-for", "num_workers"],
-            3,
+            2,
             "cannot solve for num_workers",
         ),
     ],

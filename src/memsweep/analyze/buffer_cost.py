@@ -62,10 +62,10 @@ def buffer_cost(
             if second.high < first.low:
                 return None, (
                     "cannot separate the buffer from warm-up: memory growth per transition "
-                    f"was still falling in the last quarter of the fill ({first.value:,.0f} → "
-                    f"{second.value:,.0f} B/transition): warm-up was not over when the buffer "
-                    f"filled; {slope.value:,.0f} B/transition is an upper bound. A longer "
-                    "fill (a larger capacity) separates them"
+                    f"was still falling in the last quarter of the fill ({_per_transition(first.value)} "
+                    f"→ {_per_transition(second.value)}): warm-up was not over when the buffer "
+                    f"filled; {max(slope.value, 0.0):,.0f} B/transition is an upper bound. A "
+                    "longer fill (a larger capacity) separates them"
                 )
     if drift_per_1k_steps is None:
         why = (
@@ -84,3 +84,10 @@ def buffer_cost(
     else:
         net = f"plus {-drift.value:,.0f} B per env step by which memory fell without the buffer"
     return buffer, f"late fill {slope.value:,.0f} B/transition {net} (after it filled)"
+
+
+def _per_transition(rate: float) -> str:
+    """A within-fill rate in words, never a negative byte figure: memory that fell says so."""
+    if rate < 0:
+        return f"memory falling {-rate:,.0f} B per transition"
+    return f"{rate:,.0f} B/transition"

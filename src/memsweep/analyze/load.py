@@ -278,7 +278,8 @@ def load_sweep(source: str | Results, max_buckets: int = 600) -> SweepData:
     for trial_id, row in trials.iterrows():
         status = cell_text(row["status"], "unknown")
         if trial_id not in sampled:
-            error = f": {cell_text(row['error'], '')}" if cell_text(row["error"], "") else ""
+            text = " ".join(cell_text(row["error"], "").split())  # one line: Ray's are several
+            error = f": {text[:197] + '…' if len(text) > 200 else text}" if text else ""
             missing.append(f"trial {trial_id} ({status}{error}) has no memory samples")
         elif trial_id not in with_progress:
             missing.append(

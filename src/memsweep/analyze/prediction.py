@@ -18,7 +18,7 @@ import pandas as pd
 import scipy.linalg
 
 from memsweep.analyze.models import FittedModel, ModelSet
-from memsweep.errors import DataError
+from memsweep.errors import DataError, UsageError
 from memsweep.units import Estimate, format_bytes, format_number, parse_model
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def _resolve_params(
     if label is None:
         labels = trials["model"].dropna().unique()
         if len(labels) != 1:
-            raise DataError(
+            raise UsageError(
                 f"--model is required: the sweep measured {len(labels)} models "
                 f"({', '.join(sorted(map(str, labels)))})"
             )
@@ -125,13 +125,13 @@ def _resolve_params(
         params = same if len(same) else known["model_params"].dropna()
         return float(params.median()), "measured", label
     if hidden is None:
-        raise DataError(
+        raise UsageError(
             f"--model {label}: not a model of this sweep and not plain layer sizes; "
             "give its parameter count with --model-params"
         )
     estimate = estimate_params(hidden, _mlp_examples(trials), _obs_inputs(trials))
     if estimate is None:
-        raise DataError(
+        raise UsageError(
             f"--model {label}: the sweep has no dense-only model to scale its parameter count "
             "from; give it with --model-params"
         )
@@ -199,7 +199,7 @@ def _with_settings(point: PredictPoint) -> PredictPoint:
     for name, value in point.settings:
         if name in ("replay_capacity", "num_workers", "model_params"):
             if isinstance(value, str):
-                raise DataError(f"--set {name}={value}: {name} is a number")
+                raise UsageError(f"--set {name}={value}: {name} is a number")
             if name == "replay_capacity":
                 point = replace(point, replay_capacity=int(value))
             elif name == "num_workers":
@@ -236,7 +236,7 @@ def resolve_point(
     for name, value in given.items():
         if name not in infos and name not in BUILTIN_FLAGS and value is not None:
             known = ", ".join(f.name for f in analysis.models.factors) or "none"
-            raise DataError(f"--set {name}: not a factor of this sweep (its factors: {known})")
+            raise UsageError(f"--set {name}: not a factor of this sweep (its factors: {known})")
     for factor, info in infos.items():
         if factor == "model_params":
             continue
@@ -249,21 +249,21 @@ def resolve_point(
                 continue
             if not measured:
                 continue
-            raise DataError(
+            raise UsageError(
                 f"{flag} is required: the sweep varies {factor} "
                 f"({', '.join(str(v) for v in measured)})"
             )
         numeric = all(isinstance(v, int | float) for v in measured)
         if numeric and isinstance(value, str):
-            raise DataError(f"{flag}: {factor} is a number in this sweep, got {value!r}")
+            raise UsageError(f"{flag}: {factor} is a number in this sweep, got {value!r}")
         resolved[factor] = float(value) if numeric and not isinstance(value, str) else value
         if not info.in_model and measured and value not in measured:
-            raise DataError(
+            raise UsageError(
                 f"{flag.replace('=VALUE', '')} {value}: {info.note}; cannot predict another "
                 f"value. Sweep more than one value of {factor}."
             )
         if not numeric and measured and str(value) not in map(str, measured):
-            raise DataError(
+            raise UsageError(
                 f"{flag.replace('=VALUE', '')} {value}: the sweep measured only "
                 f"{', '.join(map(str, measured))}"
             )
@@ -283,7 +283,7 @@ def resolve_point(
             if measured_params and not any(
                 math.isclose(params, v, rel_tol=1e-6) for v in measured_params
             ):
-                raise DataError(
+                raise UsageError(
                     f"--model {label} ({format_number(params)} parameters): {params_info.note}; "
                     "cannot predict another model. Sweep more than one model."
                 )
@@ -337,25 +337,6 @@ def at_least(peak: Estimate | None, plateau: Estimate) -> Estimate | None:
     )
 
 
-def _role_prediction(role: str, plateau: pd.DataFrame, peak: pd.DataFrame | None) -> RolePrediction:
-    level = _row(plateau, 0)
-    return RolePrediction(role, level, at_least(_row(peak, 0), level) if peak is not None else None)
-
-
-def _predict_many(
-    analysis: Analysis, points: pd.DataFrame, role: str
-) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    suffix = "" if role == "total" else f"[{role}]"
-    plateau = analysis.models.get(f"plateau{suffix}")
-    if plateau is None:
-        raise DataError(
-            "no plateau model could be fitted for this sweep: "
-            + ("; ".join(analysis.models.errors) or "no trial reached its plateau")
-        )
-    peak = analysis.models.get(f"peak{suffix}")
-    return plateau.predict(points), (peak.predict(points) if peak else None)
-
-
 def predict_roles(models: ModelSet, points: pd.DataFrame) -> list[tuple[RolePrediction, ...]]:
     """Coherent predictions (never negative, peak ≥ plateau) per point of ``points`` (one
     row per point, factor columns): each point's roles with a model, ``total`` last.
@@ -368,16 +349,48 @@ def predict_roles(models: ModelSet, points: pd.DataFrame) -> list[tuple[RolePred
         if plateau is None:
             continue
         peak = models.get(f"peak{suffix}")
-        frames[role] = (plateau.predict(points), peak.predict(points) if peak else None)
+        frames[role] = (
+            _not_below_the_edge(plateau, points),
+            _not_below_the_edge(peak, points) if peak else None,
+        )
     out = []
     for i in range(len(points)):
-        row = []
+        row: list[RolePrediction] = []
         for role, (plateau_frame, peak_frame) in frames.items():
             level = _row(plateau_frame, i)
+            if role == "total" and row:
+                level = _at_least_the_sum(level, [r.plateau for r in row])
             top = at_least(_row(peak_frame, i), level) if peak_frame is not None else None
             row.append(RolePrediction(role, level, top))
         out.append(tuple(row))
     return out
+
+
+def _not_below_the_edge(model: FittedModel, points: pd.DataFrame) -> pd.DataFrame:
+    """``model.predict(points)``, never below the prediction at the nearest edge of the
+    measured range: a role whose memory fell over the measured range (the trainable hands
+    its sampling to remote env runners) is not carried further down by a straight line,
+    which would reach 0 a few env runners later. Taken column by column (mean and each
+    bound), which keeps the mean inside its interval."""
+    frame = model.predict(points)
+    edge = points.copy()
+    for factor, (low, high) in model.ranges.items():
+        if factor in edge and pd.api.types.is_numeric_dtype(edge[factor]):
+            edge[factor] = edge[factor].clip(low, high)
+    if edge.equals(points):
+        return frame
+    at_edge = model.predict(edge)
+    return frame.where(frame >= at_edge, at_edge)
+
+
+def _at_least_the_sum(total: Estimate, roles: Sequence[Estimate]) -> Estimate:
+    """A trial's total plateau is at least the sum of its roles' (its other processes add
+    to it); each end of the interval likewise, which keeps the value inside it."""
+    return Estimate(
+        max(total.value, sum(r.value for r in roles)),
+        max(total.low, sum(r.low for r in roles)),
+        max(total.high, sum(r.high for r in roles)),
+    )
 
 
 def require_models(analysis: Analysis) -> FittedModel:
@@ -396,14 +409,10 @@ def predict(analysis: Analysis, point: PredictPoint) -> Prediction:
     resolved, source, warnings = resolve_point(analysis, point)
     warnings += _extrapolation_warnings(plateau_model, resolved)
     frame = pd.DataFrame([resolved])
-    roles = []
-    for role in analysis.models.roles:
-        if analysis.models.get(f"plateau[{role}]") is None:
-            continue
-        plateau, peak = _predict_many(analysis, frame, role)
-        roles.append(_role_prediction(role, plateau, peak))
-    plateau, peak = _predict_many(analysis, frame, "total")
-    total = _role_prediction("total", plateau, peak)
+    # One path for predict, the budget solve and the accuracy bench.
+    (row,) = predict_roles(analysis.models, frame)
+    roles = [r for r in row if r.role != "total"]
+    total = row[-1]
     node = analysis.system_bytes_per_node + analysis.driver_bytes
     with_system = RolePrediction(
         NODE_ROW,

@@ -17,7 +17,7 @@ from memsweep.analyze.prediction import (
     require_models,
     resolve_point,
 )
-from memsweep.errors import DataError
+from memsweep.errors import UsageError
 from memsweep.units import Estimate
 
 if TYPE_CHECKING:
@@ -83,9 +83,9 @@ def solve_budget(
     info = next((f for f in analysis.models.factors if f.name == factor), None)
     if info is None or not info.in_model:
         note = info.note if info else f"{factor} was not measured"
-        raise DataError(f"--budget: cannot solve for {factor}: {note}")
+        raise UsageError(f"--budget: cannot solve for {factor}: {note}")
     if not all(isinstance(v, int | float) for v in info.values):
-        raise DataError(f"--budget: cannot solve for {factor}: it is a label, not a number")
+        raise UsageError(f"--budget: cannot solve for {factor}: it is a label, not a number")
     fixed = _with_value(point, factor, 0)
     resolved, _, _ = resolve_point(analysis, fixed)
     # What the node needs besides the trial: Ray's own processes and the Tune driver

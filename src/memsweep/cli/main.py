@@ -92,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "" if analyzing else "; resume with `memsweep run --resume SWEEP`"
         print(f"{prog}: interrupted{hint}", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise  # the reader of stdout left (`memsweep validate … | head`): entry() ends quietly
     except Exception as exc:
         # The backstop: every expected failure is a MemsweepError raised where it is
         # known; anything else is a bug, told in one line (the traceback on request).

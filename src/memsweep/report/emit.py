@@ -145,6 +145,7 @@ def emit_ray(
         "# the placement group's bundles carry it (bundle 0: trainable + "
         f"{', '.join(r for r in request.roles if r not in ('trainable', 'total')) or 'local learner'};"
         " then one per env runner).",
+        *(f"# WARNING: {w}" for w in prediction.warnings),
         "from ray import tune",
         "",
         f"TRAINABLE_MEMORY = {request.trainable_bytes:_}  # {format_bytes(request.trainable_bytes)}",
