@@ -25,7 +25,14 @@ def head() -> Iterator[Head]:
 
 
 def memsweep(head: Head, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(head.token_path))
+    env = clean_env(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(head.token_path),
+        # As the head: a one-machine Ray on 127.0.0.1. Without it ray.init turns the
+        # 127.0.0.1 of --address into the machine's outward IP, where the loopback-only
+        # GCS does not answer, and waits until the subprocess times out.
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+    )
     return subprocess.run(
         [sys.executable, "-m", "memsweep", *args],
         env=env,
@@ -73,7 +80,7 @@ def test_a_trial_that_needs_more_memory_than_the_cluster_can_place_is_refused(
     # GIVEN 64 env runners at 0.01 CPU each: they fit the CPU, not Ray's memory there
     sweep = tmp_path / "memory.yaml"
     sweep.write_text(
-        "name: m\nfactors: {num_workers: [64]}\nresources: {cpus_per_env_runner: 0.01}\n"
+        "name: m\nfactors: {num_workers: [64]}\nresources: {cpus_per_trainable: 0.3, cpus_per_env_runner: 0.01}\n"
     )
     result = memsweep(head, "validate", str(sweep), "--address", head.gcs_address, cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]

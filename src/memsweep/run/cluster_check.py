@@ -8,6 +8,8 @@ for a cluster it is this module's: the cluster's alive nodes as the GCS reports 
 
 from __future__ import annotations
 
+import logging
+import socket
 from typing import Any
 
 from memsweep.errors import ClusterError
@@ -46,7 +48,16 @@ def cluster_machine(address: str) -> Machine:
     if ray.is_initialized():
         return read()
     try:
-        ray.init(address=address, log_to_driver=False, namespace="memsweep-check")
+        reason = _unreachable(address)
+        if reason is not None:
+            raise ConnectionError(reason)
+        # WARNING: Ray's "Connecting to existing Ray cluster" lines are not memsweep's answer.
+        ray.init(
+            address=address,
+            log_to_driver=False,
+            namespace="memsweep-check",
+            logging_level=logging.WARNING,
+        )
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ClusterError(
@@ -57,3 +68,16 @@ def cluster_machine(address: str) -> Machine:
         return read()
     finally:
         ray.shutdown()
+
+
+def _unreachable(address: str) -> str | None:
+    """Why nothing answers at ``HOST:PORT`` (checked in seconds, where ``ray.init`` would
+    retry for minutes); None if something does, or for ``auto`` and ``ray://`` forms."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in host:
+        return None
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
