@@ -10,7 +10,6 @@ custom resources and a user's ``config:`` that sets its own resources.
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +24,8 @@ from memsweep.spec import Study, load_study, parse_study
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Torch only in this process: RLlib must not import TensorFlow here.
-os.environ.setdefault("RLLIB_TEST_NO_TF_IMPORT", "1")
+# No RLLIB_TEST_NO_TF_IMPORT here: set in this process it held for the whole pytest
+# session, RLlib cached a TensorFlow stub, and later tf2 trials found "no installation".
 
 
 def study_of(**data: Any) -> Study:
