@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from memsweep.analyze.__main__ import main
 from memsweep.report.document import summary_text, write_report
 from memsweep.store import ResultsWriter
+from memsweep.testing.raycluster import analyze as run
 from memsweep.testing.synthetic import (
     SynthTrial,
     analysis_of,
@@ -22,17 +22,6 @@ from memsweep.testing.synthetic import (
     leak_sweep,
     write_sweep,
 )
-
-
-def run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "memsweep.analyze", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def assert_one_line_error(

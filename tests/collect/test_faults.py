@@ -56,6 +56,7 @@ from memsweep.collect.kernel import (
 from memsweep.spec import parse_study
 from memsweep.store import SAMPLES, open_results
 from memsweep.testing.faults_table import FaultCase
+from memsweep.testing.raycluster import memsweep
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "tests" / "corpus"
@@ -191,20 +192,6 @@ FAULT_CASES: dict[str, FaultCase] = {
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def memsweep(
-    *args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "memsweep", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env=env,
-    )
 
 
 def assert_one_line(result: subprocess.CompletedProcess[str], *, prefix: str = "memsweep: ") -> str:

@@ -4,8 +4,6 @@ trainable, and the report names that line, with the bytes the leak kept."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -13,6 +11,7 @@ import pytest
 
 from memsweep.run.diagnose import AllocationSite, held_sites
 from memsweep.testing import planted
+from memsweep.testing.raycluster import memsweep
 
 LEAK_BYTES = 16_384
 
@@ -31,17 +30,6 @@ training: {{train_batch_size: 500}}
 rllib: {{minibatch_size: 250, num_epochs: 1}}
 stop: {{iterations: 4}}
 """
-
-
-def memsweep(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "memsweep", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")

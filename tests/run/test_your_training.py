@@ -21,22 +21,10 @@ from memsweep.run.envs import SHIPPED_ORIGIN
 from memsweep.run.rllib_check import check_study, needs_rllib
 from memsweep.spec import load_study
 from memsweep.store import open_results
+from memsweep.testing.raycluster import memsweep
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_ENVS = REPO / "sweeps" / "examples" / "envs" / "corridor.py"
-
-
-def memsweep(
-    *args: str | Path, cwd: Path, timeout: float = 900
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "memsweep", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def write(folder: Path, text: str, name: str = "sweep.yaml") -> Path:

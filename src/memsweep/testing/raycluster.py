@@ -125,13 +125,17 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def memsweep(
-    *args: str, env: Mapping[str, str] | None = None, timeout: float = 900
+def _run_module(
+    module: str,
+    args: tuple[str | Path, ...],
+    env: Mapping[str, str] | None,
+    cwd: Path | None,
+    timeout: float,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m memsweep ARGS`` to the end (stdout and stderr captured)."""
     return subprocess.run(
-        [sys.executable, "-m", "memsweep", *args],
+        [sys.executable, "-m", module, *map(str, args)],
         env=dict(env) if env is not None else clean_env(),
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -139,16 +143,28 @@ def memsweep(
     )
 
 
-def analyze(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m memsweep.analyze ARGS`` as the user does."""
-    return subprocess.run(
-        [sys.executable, "-m", "memsweep.analyze", *args],
-        env=dict(env) if env is not None else clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+def memsweep(
+    *args: str | Path,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 900,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m memsweep ARGS`` to the end in ``cwd`` (stdout and stderr captured).
+
+    ``env`` defaults to :func:`clean_env`; ``timeout`` is in seconds
+    (:class:`subprocess.TimeoutExpired` past it).
+    """
+    return _run_module("memsweep", args, env, cwd, timeout)
+
+
+def analyze(
+    *args: str | Path,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m memsweep.analyze ARGS`` as the user does (as :func:`memsweep`)."""
+    return _run_module("memsweep.analyze", args, env, cwd, timeout)
 
 
 def wait_until(what: Callable[[], T], timeout: float, message: str, every: float = 1.0) -> T:
