@@ -142,6 +142,9 @@ class SweepData:
     timings_s: dict[str, float] = field(default_factory=dict)
     """Wall time of each read step."""
 
+    starts_s: Mapping[str, float] = field(default_factory=dict)
+    """Per trial id: its first sample's time, seconds since the epoch (``t_s`` = 0)."""
+
 
 def _study_facts(results: Results) -> tuple[str, float]:
     name = results.uri.rstrip("/").rsplit("/", 1)[-1]
@@ -324,6 +327,7 @@ def load_sweep(source: str | Results, max_buckets: int = 600) -> SweepData:
         missing=tuple(missing),
         notes=tuple(dict.fromkeys(notes)),
         timings_s=timings,
+        starts_s={str(k): float(v) for k, v in starts.items()},
     )
 
 

@@ -20,6 +20,7 @@ from memsweep.cli.command import Command, Parser, add_commands
 from memsweep.cli.compact import CompactCommand
 from memsweep.cli.compare import CompareCommand
 from memsweep.cli.diagnose import DiagnoseCommand
+from memsweep.cli.export_mlflow import ExportMlflowCommand
 from memsweep.cli.run import RunCommand
 from memsweep.cli.submit import StatusCommand, StopCommand, SubmitCommand
 from memsweep.cli.validate import ValidateCommand
@@ -46,6 +47,7 @@ COMMANDS: dict[str, Command] = {
     "analyze": AnalyzeCommand(),
     "compare": CompareCommand(),
     "diagnose": DiagnoseCommand(),
+    "export-mlflow": ExportMlflowCommand(),
     "claims": ClaimsCommand(),
 }
 """Every command, in the order a study uses them."""

@@ -1,0 +1,51 @@
+"""``memsweep export-mlflow RESULTS [--tracking-uri URI] [--experiment NAME]``: every trial
+of a sweep as an MLflow run, its factors as params and its per-role memory over env steps
+as metric histories (:mod:`memsweep.report.mlflow_export`).
+
+Exit codes: 0 exported; 2 MLflow not installed (``pip install 'memsweep[mlflow]'``) or a
+tracking URI MLflow refuses; 3 a folder that is not a memsweep sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from memsweep.cli.analyze import damaged_parquet_is_one_line
+
+
+class ExportMlflowCommand:
+    help = "export a sweep's memory time series to MLflow: one run per trial (optional extra)"
+
+    def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("results", help="the sweep's results folder (path or s3://…)")
+        parser.add_argument(
+            "--tracking-uri",
+            help="MLflow tracking URI (default: MLflow's own: $MLFLOW_TRACKING_URI, else "
+            "sqlite:///mlflow.db in the working directory)",
+        )
+        parser.add_argument(
+            "--experiment", help="MLflow experiment name (default: the sweep's name)"
+        )
+
+    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+        from memsweep.errors import MemsweepError
+        from memsweep.report.mlflow_export import MLFLOW_INSTALL, export_to_mlflow
+
+        try:
+            import mlflow  # noqa: F401
+        except ImportError:
+            raise MemsweepError(f"export-mlflow needs MLflow: {MLFLOW_INSTALL}") from None
+        tracking_uri: str | None = args.tracking_uri
+        experiment: str | None = args.experiment
+        from memsweep.analyze.analysis import analyze_results
+        from memsweep.store import open_results
+
+        # MLflow logs its database set-up at INFO on stderr; its warnings still show.
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        results = open_results(args.results)
+        with damaged_parquet_is_one_line():
+            analysis = analyze_results(results)
+        versions = results.versions()
+        print(export_to_mlflow(analysis, tracking_uri, experiment, versions).text())
+        return 0
