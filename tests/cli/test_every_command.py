@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from memsweep.cli.main import main
 from memsweep.errors import EXIT_CODES, SpecError
+from memsweep.testing.damage import damage_results
 from memsweep.testing.synthetic import SynthTrial, write_sweep
 
 REACHED = "stopped before Ray: argument handling passed"
@@ -63,29 +64,6 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(memsweep.run.watch, "watch", stop)
     monkeypatch.setattr(memsweep.cli.claims, "run_claims", stop)
     yield
-
-
-def damage_folder(folder: Path, how: str) -> None:
-    """A results folder damaged one of the ways disks and users do."""
-    trials = folder / "trials.parquet"
-    if how == "truncate_trials":
-        trials.write_bytes(trials.read_bytes()[: trials.stat().st_size // 2])
-    elif how == "garbage_part":
-        (folder / "samples" / "part-zz.parquet").write_bytes(b"garbage")
-    elif how == "no_trials":
-        trials.unlink()
-    elif how == "samples_is_file":
-        shutil.rmtree(folder / "samples")
-        (folder / "samples").write_text("x")
-    elif how == "bad_versions":
-        (folder / "versions.json").write_text("{not json")
-    elif how == "future_version":
-        (folder / "versions.json").write_text('{"schema_version": 99}')
-    elif how == "bad_study":
-        (folder / "study.yaml").write_text(": : :\n[")
-    elif how == "empty":
-        shutil.rmtree(folder)
-        folder.mkdir()
 
 
 FOLDER_DAMAGE = [
@@ -222,7 +200,7 @@ def test_every_command_with_generated_arguments_ends_in_one_line_and_writes_only
     results, other, out = sandbox / "results", sandbox / "other", sandbox / "out"
     shutil.copytree(valid_results, results)
     shutil.copytree(valid_results, other)
-    damage_folder(results, how)
+    damage_results(results, how)
     monkeypatch.chdir(sandbox)
     argv = data.draw(argv_for(sweep, results, other, out))
     intended = {results, other, out, sandbox / "results-grid"}

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from memsweep.cli.main import main
 from memsweep.errors import EXIT_CODES
+from memsweep.testing.damage import damage_results
 from memsweep.testing.synthetic import SynthTrial, write_sweep
 
 # memsweep.cli re-exports the function main, which hides the module of the same name.
@@ -153,38 +154,6 @@ def test_help_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
         assert f"{code}  {meaning}" in out
 
 
-def _damaged(folder: Path, how: str) -> None:
-    """Damage a copy of a valid results folder in one of the ways disks and users do."""
-    trials = folder / "trials.parquet"
-    samples = sorted((folder / "samples").glob("*.parquet"))
-    if how == "truncate_trials":
-        trials.write_bytes(trials.read_bytes()[: trials.stat().st_size // 2])
-    elif how == "truncate_sample":
-        samples[0].write_bytes(samples[0].read_bytes()[:100])
-    elif how == "garbage_part":
-        (folder / "samples" / "part-zz.parquet").write_bytes(b"garbage")
-    elif how == "no_trials":
-        trials.unlink()
-    elif how == "no_samples":
-        shutil.rmtree(folder / "samples")
-    elif how == "samples_is_file":
-        shutil.rmtree(folder / "samples")
-        (folder / "samples").write_text("x")
-    elif how == "trials_is_folder":
-        trials.unlink()
-        trials.mkdir()
-    elif how == "bad_versions":
-        (folder / "versions.json").write_text("{not json")
-    elif how == "future_version":
-        (folder / "versions.json").write_text('{"schema_version": 99}')
-    elif how == "bad_study":
-        (folder / "study.yaml").write_text(": : :\n[")
-    elif how == "empty_trials":
-        pq.write_table(pq.read_table(trials).slice(0, 0), trials)
-    elif how == "drop_status":
-        pq.write_table(pq.read_table(trials).drop(["status"]), trials)
-
-
 DAMAGE = [
     "none",
     "truncate_trials",
@@ -245,7 +214,7 @@ def test_generated_arguments_on_damaged_folders_never_give_a_traceback(
     # GIVEN a copy of a valid results folder, damaged one way, inside a sandbox
     sandbox = tmp_path_factory.mktemp("sandbox")
     folder = copy_of(small_results, sandbox, "results")
-    _damaged(folder, how)
+    damage_results(folder, how)
     out = sandbox / "out"
     before = {p for p in sandbox.parent.iterdir()}
     argv = data.draw(analyze_argv(folder, out))
