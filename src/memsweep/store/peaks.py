@@ -111,22 +111,18 @@ def trial_peaks(samples: Any) -> dict[str, TrialPeak]:
     }
 
 
-def trial_peaks_arrow(samples: pa.Table) -> dict[str, TrialPeak]:
-    """:func:`trial_peaks` of a ``samples``-schema ``pyarrow.Table`` in memory, by the
-    same steps as :func:`peaks_sql` (per round, each node's largest round per second,
-    nodes added up, max over seconds; Σ of each process's largest VmHWM) with pyarrow
-    compute instead of DuckDB."""
+def _per_second(samples: pa.Table, keys: list[str], *, rss: bool) -> pa.Table:
+    """The rounds rule of :func:`peaks_sql` in pyarrow compute, grouped by ``keys``
+    (``trial_id``, or ``trial_id`` and ``role``): per round (node, ts) Σ PSS, only when
+    every process of the group on that node has a reading, each node's largest round per
+    second, nodes added up. Columns: ``keys``, ``sec``, ``pss`` (bytes; null in a second
+    without a complete round) and, with ``rss``, ``rss`` (Σ RSS by the same steps)."""
     import pyarrow.compute as pc
 
-    table = samples.select(
-        ["trial_id", "node_id", "ts", "pid", "create_time", "rss_bytes", "pss_bytes", "hwm_bytes"]
-    ).filter(pc.is_valid(samples["trial_id"]))
-    if table.num_rows == 0:
-        return {}
-    keys = ["trial_id", "node_id", "ts"]
-    per_round = table.group_by(keys, use_threads=False).aggregate(
+    sums = [("rss_bytes", "sum")] if rss else []
+    per_round = samples.group_by([*keys, "node_id", "ts"], use_threads=False).aggregate(
         [
-            ("rss_bytes", "sum"),
+            *sums,
             ("pss_bytes", "sum"),
             ("pss_bytes", "count"),
             ("pid", "count", pc.CountOptions(mode="all")),
@@ -136,14 +132,42 @@ def trial_peaks_arrow(samples: pa.Table) -> dict[str, TrialPeak]:
     per_round = per_round.append_column(
         "pss", pc.if_else(complete, per_round["pss_bytes_sum"], None)
     ).append_column("sec", pc.floor_temporal(per_round["ts"], unit="second"))
-    per_node_second = per_round.group_by(
-        ["trial_id", "node_id", "sec"], use_threads=False
-    ).aggregate([("rss_bytes_sum", "max"), ("pss", "max")])
-    per_second = per_node_second.group_by(["trial_id", "sec"], use_threads=False).aggregate(
-        [("rss_bytes_sum_max", "sum"), ("pss_max", "sum")]
+    maxima = [("rss_bytes_sum", "max")] if rss else []
+    per_node_second = per_round.group_by([*keys, "node_id", "sec"], use_threads=False).aggregate(
+        [*maxima, ("pss", "max")]
     )
-    peaks = per_second.group_by("trial_id", use_threads=False).aggregate(
-        [("rss_bytes_sum_max_sum", "max"), ("pss_max_sum", "max")]
+    totals = [("rss_bytes_sum_max", "sum")] if rss else []
+    per_second = per_node_second.group_by([*keys, "sec"], use_threads=False).aggregate(
+        [*totals, ("pss_max", "sum")]
+    )
+    names = {"rss_bytes_sum_max_sum": "rss", "pss_max_sum": "pss"}
+    return per_second.rename_columns([names.get(n, n) for n in per_second.column_names])
+
+
+def _with_trial(samples: pa.Table, columns: list[str]) -> pa.Table:
+    """``columns`` of the rows of ``samples`` that belong to a trial."""
+    import pyarrow.compute as pc
+
+    return samples.select(columns).filter(pc.is_valid(samples["trial_id"]))
+
+
+def trial_peaks_arrow(samples: pa.Table) -> dict[str, TrialPeak]:
+    """:func:`trial_peaks` of a ``samples``-schema ``pyarrow.Table`` in memory, by the
+    same steps as :func:`peaks_sql` (per round, each node's largest round per second,
+    nodes added up, max over seconds; Σ of each process's largest VmHWM) with pyarrow
+    compute instead of DuckDB."""
+    import pyarrow.compute as pc
+
+    table = _with_trial(
+        samples,
+        ["trial_id", "node_id", "ts", "pid", "create_time", "rss_bytes", "pss_bytes", "hwm_bytes"],
+    )
+    if table.num_rows == 0:
+        return {}
+    peaks = (
+        _per_second(table, ["trial_id"], rss=True)
+        .group_by("trial_id", use_threads=False)
+        .aggregate([("rss", "max"), ("pss", "max")])
     )
     per_process = table.group_by(
         ["trial_id", "node_id", "pid", "create_time"], use_threads=False
@@ -165,8 +189,8 @@ def trial_peaks_arrow(samples: pa.Table) -> dict[str, TrialPeak]:
         trial_hwm, processes = hwm_of.get(row["trial_id"], (None, 0))
         out[trial_id] = TrialPeak(
             trial_id,
-            whole(row["pss_max_sum_max"]),
-            whole(row["rss_bytes_sum_max_sum_max"]),
+            whole(row["pss_max"]),
+            whole(row["rss_max"]),
             whole(trial_hwm),
             int(processes or 0),
         )
@@ -193,34 +217,16 @@ def role_memory(samples: pa.Table) -> dict[tuple[str, str], RoleMemory]:
     node's largest round per second; nodes added up per second)."""
     import pyarrow.compute as pc
 
-    table = samples.select(["trial_id", "role", "node_id", "ts", "pid", "pss_bytes"]).filter(
-        pc.is_valid(samples["trial_id"])
-    )
+    table = _with_trial(samples, ["trial_id", "role", "node_id", "ts", "pid", "pss_bytes"])
     if table.num_rows == 0:
         return {}
-    per_round = table.group_by(["trial_id", "role", "node_id", "ts"], use_threads=False).aggregate(
-        [
-            ("pss_bytes", "sum"),
-            ("pss_bytes", "count"),
-            ("pid", "count", pc.CountOptions(mode="all")),
-        ]
-    )
-    complete = pc.equal(per_round["pss_bytes_count"], per_round["pid_count"])
-    per_round = per_round.append_column(
-        "pss", pc.if_else(complete, per_round["pss_bytes_sum"], None)
-    ).append_column("sec", pc.floor_temporal(per_round["ts"], unit="second"))
-    per_node_second = per_round.group_by(
-        ["trial_id", "role", "node_id", "sec"], use_threads=False
-    ).aggregate([("pss", "max")])
-    per_second = (
-        per_node_second.group_by(["trial_id", "role", "sec"], use_threads=False)
-        .aggregate([("pss_max", "sum", pc.ScalarAggregateOptions(min_count=1))])
-        .filter(pc.is_valid(pc.field("pss_max_sum")))
+    per_second = _per_second(table, ["trial_id", "role"], rss=False).filter(
+        pc.is_valid(pc.field("pss"))
     )
     out: dict[tuple[str, str], RoleMemory] = {}
     for row in sorted(per_second.to_pylist(), key=lambda r: r["sec"]):
         key = (str(row["trial_id"]), str(row["role"]))
-        value = int(row["pss_max_sum"])
+        value = int(row["pss"])
         before = out.get(key)
         peak = (
             value if before is None or before.peak_bytes is None else max(before.peak_bytes, value)
