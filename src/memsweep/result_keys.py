@@ -28,6 +28,22 @@ PREFIX: Final = "memsweep/"
 ENV_STEPS: Final = "memsweep/env_steps"
 """Env steps sampled so far (RLlib's lifetime counter), an int."""
 
+RLLIB_ENV_STEP_KEYS: Final = (
+    "num_env_steps_sampled_lifetime",
+    "env_runners/num_env_steps_sampled_lifetime",
+    "num_env_steps_sampled",
+    "timesteps_total",
+)
+"""Where RLlib's ``train()`` result keeps lifetime sampled env steps, first found wins
+(``/`` is a nested key, or Tune's flattened one): the top level (both stacks in Ray 2.60;
+copied from ``env_runners/`` when the algorithm did not log it there), under
+``env_runners/`` on the new stack, the old stack's older counter names and Tune's
+generic counter."""
+
+ENV_STEP_KEYS: Final = (ENV_STEPS, *RLLIB_ENV_STEP_KEYS)
+"""Where a Tune result's env steps are looked for, first found wins: memsweep's trainable
+(:data:`ENV_STEPS`), then :data:`RLLIB_ENV_STEP_KEYS`."""
+
 REPLAY_SIZE: Final = "memsweep/replay_size"
 """Transitions in the replay buffer now, an int (absent without a buffer)."""
 

@@ -20,7 +20,7 @@ from memsweep import result_keys as keys
 from memsweep.collect.collector import UNATTRIBUTED, Collector
 from memsweep.collect.sampler import SamplerConfig
 from memsweep.collect.trials import TrialRow, TrialsTable, flat_config, now_us
-from memsweep.collect.tune_results import ENV_STEP_KEYS, lookup
+from memsweep.collect.tune_results import lookup
 from memsweep.errors import ClusterError
 from memsweep.store import TRIALS, ResultsWriter, open_results
 
@@ -67,9 +67,9 @@ def test_rllib_private_config_names_are_the_ones_users_set() -> None:
 
 def test_env_steps_are_found_where_rllib_reports_them() -> None:
     new_stack = {"env_runners": {"num_env_steps_sampled_lifetime": 4000}}
-    assert lookup(new_stack, ENV_STEP_KEYS) == 4000
-    assert lookup({keys.ENV_STEPS: 7, "timesteps_total": 9}, ENV_STEP_KEYS) == 7
-    assert lookup({"env_runners": {}}, ENV_STEP_KEYS) is None
+    assert lookup(new_stack, keys.ENV_STEP_KEYS) == 4000
+    assert lookup({keys.ENV_STEPS: 7, "timesteps_total": 9}, keys.ENV_STEP_KEYS) == 7
+    assert lookup({"env_runners": {}}, keys.ENV_STEP_KEYS) is None
 
 
 def test_a_trial_that_ended_with_no_attributed_process_is_an_error(tmp_path: Path) -> None:

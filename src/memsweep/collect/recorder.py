@@ -18,7 +18,6 @@ from memsweep.collect.faults import OVER_BUDGET, BudgetBreach, MemoryBudget, rea
 from memsweep.collect.sampler import SamplerConfig
 from memsweep.collect.trials import TrialsTable, now_us
 from memsweep.collect.tune_results import (
-    ENV_STEP_KEYS,
     REPLAY_SIZE_KEYS,
     Describe,
     StudyTrials,
@@ -109,7 +108,7 @@ class SweepRecorder:
             "trial_id": trial_id,
             "run_id": self.writer.run_id,
             "iteration": result.get("training_iteration"),
-            "env_steps": lookup(result, ENV_STEP_KEYS),
+            "env_steps": lookup(result, keys.ENV_STEP_KEYS),
             "replay_size": lookup(result, REPLAY_SIZE_KEYS),
             "time_total_s": result.get("time_total_s"),
             "trial_rss_bytes": lookup(result, (keys.RSS_BYTES,)),

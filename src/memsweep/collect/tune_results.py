@@ -18,16 +18,6 @@ from memsweep.errors import MemsweepError
 from memsweep.result_keys import TuneConfig
 from memsweep.spec import Study, point_from_config
 
-ENV_STEP_KEYS = (
-    keys.ENV_STEPS,
-    "env_runners/num_env_steps_sampled_lifetime",
-    "num_env_steps_sampled_lifetime",
-    "num_env_steps_sampled",
-    "timesteps_total",
-)
-"""Where a result's env steps are looked for, first found wins: memsweep's trainable,
-RLlib's new API stack, its old one, Tune's generic counter."""
-
 REPLAY_SIZE_KEYS = (keys.REPLAY_SIZE, "replay_size", "replay_buffer/size")
 """Where a result's replay-buffer fill (transitions) is looked for."""
 

@@ -159,17 +159,6 @@ def replay_size(algo: Algorithm) -> int | None:
     return len(buffer)
 
 
-_ENV_STEP_KEYS = (
-    ("num_env_steps_sampled_lifetime",),
-    ("env_runners", "num_env_steps_sampled_lifetime"),
-    ("num_env_steps_sampled",),
-    ("timesteps_total",),
-)
-"""Where a train() result keeps lifetime sampled env steps, first match wins: top level
-on both stacks in Ray 2.60, under ``env_runners/`` on the new stack, and the old stack's
-older counter names."""
-
-
 def env_steps(result: Mapping[str, Any]) -> int:
     """Env steps sampled over the trial's lifetime, from a ``train()`` result.
 
@@ -177,13 +166,13 @@ def env_steps(result: Mapping[str, Any]) -> int:
     (``"env_runners/num_env_steps_sampled_lifetime"``). Raises ``KeyError`` naming the
     keys it tried when none is there.
     """
-    for path in _ENV_STEP_KEYS:
+    for name in keys.RLLIB_ENV_STEP_KEYS:
         value: Any = result
-        for key in path:
+        for key in name.split("/"):
             value = value.get(key) if isinstance(value, Mapping) else None
         if value is None:
-            value = result.get("/".join(path))
+            value = result.get(name)
         if value is not None:
             return int(value)
-    tried = ", ".join("/".join(path) for path in _ENV_STEP_KEYS)
+    tried = ", ".join(keys.RLLIB_ENV_STEP_KEYS)
     raise KeyError(f"no lifetime env-step counter in the result; tried {tried}")
