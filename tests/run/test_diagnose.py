@@ -1,17 +1,24 @@
 """``memsweep diagnose``: a real trial with a planted leak (an env that keeps 16 kB per
 env step at one known line, :mod:`memsweep.testing.planted`) is rerun with memray in its
-trainable, and the report names that line, with the bytes the leak kept."""
+trainable, and with tracemalloc in its remote env runner, and each report names that
+line, with the bytes the leak kept. Fast tests: the default role from growth verdicts,
+and tracemalloc's two snapshots in this process."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from memsweep.run.diagnose import AllocationSite, held_sites
+from memsweep.analyze.leaks import GrowthVerdict
+from memsweep.cli.diagnose import default_role
+from memsweep.run import profile
+from memsweep.run.diagnose import AllocationSite, grown_sites, held_sites
 from memsweep.testing import planted
 from memsweep.testing.raycluster import memsweep
+from memsweep.units import Estimate
 
 LEAK_BYTES = 16_384
 
@@ -32,13 +39,16 @@ stop: {{iterations: 4}}
 """
 
 
-@pytest.fixture(scope="module")
-def leaky_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("planted")
-    (folder / "sweep.yaml").write_text(SWEEP + f"storage: {folder / 'results'}\n")
+def run_sweep(folder: Path, text: str) -> Path:
+    (folder / "sweep.yaml").write_text(text + f"storage: {folder / 'results'}\n")
     done = memsweep("run", folder / "sweep.yaml", cwd=folder)
     assert done.returncode == 0, done.stderr[-2000:]
     return folder / "results"
+
+
+@pytest.fixture(scope="module")
+def leaky_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run_sweep(tmp_path_factory.mktemp("planted"), SWEEP)
 
 
 def trial_id(results: Path) -> str:
@@ -49,14 +59,19 @@ def trial_id(results: Path) -> str:
 def test_diagnose_names_the_planted_allocation_site(leaky_results: Path, tmp_path: Path) -> None:
     # GIVEN a real one-trial sweep whose env keeps 16 kB per env step at a known line
     trial = trial_id(leaky_results)
-    # WHEN diagnose reruns that trial with memray in its trainable
+    # WHEN diagnose reruns that trial with memray, the role left to its default
     done = memsweep("diagnose", leaky_results, trial, "--out", tmp_path / "d", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    # THEN the largest site still holding memory is the planted line, holding what the
+    # THEN it says which role it tracks and why (4 iterations are too few to flag growth)
+    assert (
+        f"memsweep diagnose: no role of trial {trial} is flagged as growing (the trial's "
+        "verdict: too little plateau): tracking the trainable"
+    ) in done.stdout.splitlines()
+    # AND the largest site still holding memory is the planted line, holding what the
     # leak kept over the rerun's env steps
     lines = done.stdout.splitlines()  # Tune's progress table comes first.
     first = lines[
-        lines.index(next(line for line in lines if line.startswith("memsweep diagnose:"))) + 1
+        lines.index(next(line for line in lines if line.startswith("memsweep diagnose: trial"))) + 1
     ]
     assert f"keep ({Path(planted.__file__)}:{planted.LEAK_LINE})" in first, done.stdout
     (capture,) = (tmp_path / "d" / "captures").glob("trainable-*.bin")
@@ -85,3 +100,119 @@ def test_diagnose_refuses_an_unknown_trial_and_a_role_with_no_process(
     assert runner.returncode == 2
     assert "has no env_runner process (num_workers 0" in runner.stderr
     assert len(runner.stderr.strip().splitlines()) == 1
+    learner = memsweep(
+        "diagnose", leaky_results, trial_id(leaky_results), "--role", "learner", cwd=tmp_path
+    )
+    assert learner.returncode == 2
+    assert learner.stderr.strip().splitlines() == [
+        "memsweep: --role learner: diagnose tracks trainable, env_runner only; the env runs "
+        "in the env runners (or in the trainable when num_workers is 0)"
+    ]
+
+
+@pytest.mark.slow
+def test_tracemalloc_in_the_env_runner_names_the_planted_site(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    # GIVEN a real one-trial sweep whose env, in one remote env runner, keeps 16 kB per step
+    sweep = SWEEP.replace("num_workers: [0]", "num_workers: [1]").replace(
+        "iterations: 4", "iterations: 3"
+    )
+    results = run_sweep(tmp_path_factory.mktemp("planted-runner"), sweep)
+    trial = trial_id(results)
+    # WHEN diagnose reruns it with tracemalloc in its env runner
+    done = memsweep(
+        "diagnose", results, trial, "--role", "env_runner", "--tracker", "tracemalloc",
+        "--out", tmp_path / "d", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    # THEN the line that grew most between the env runner's two snapshots is the planted
+    # one, by one block per env step the rerun sampled
+    lines = done.stdout.splitlines()
+    heading = next(line for line in lines if line.startswith("memsweep diagnose: trial"))
+    assert "role env_runner: allocations that grew between two tracemalloc snapshots" in heading
+    first = lines[lines.index(heading) + 1]
+    assert f"({Path(planted.__file__)}:{planted.LEAK_LINE})" in first, done.stdout
+    (report,) = (tmp_path / "d" / "captures").glob("env_runner-*.tracemalloc.json")
+    top = grown_sites(report)[0]
+    assert (Path(top.file), top.line) == (Path(planted.__file__), planted.LEAK_LINE)
+    assert "HELD.append" in top.function
+    rerun_steps = int(pq.read_table(tmp_path / "d" / "rerun" / "trials.parquet")["env_steps"][0])
+    assert top.allocations == pytest.approx(rerun_steps, rel=0.05)
+    assert top.held_bytes == pytest.approx(top.allocations * LEAK_BYTES, rel=0.01)
+    assert not (tmp_path / "d" / "flamegraph.html").exists()
+    assert f"planted.py:{planted.LEAK_LINE}" in (tmp_path / "d" / "sites.md").read_text()
+
+
+def verdict(role: str, kind: str, rate: float | None = None) -> GrowthVerdict:
+    return GrowthVerdict(
+        trial_id="t_00000",
+        role=role,
+        verdict=kind,  # type: ignore[arg-type]
+        fit=None,
+        rate_mb_per_1m_steps=None if rate is None else Estimate(rate, rate * 0.8, rate * 1.2),
+        rate_mb_per_h=None,
+        projected_bytes=None,
+        horizon_env_steps=1e7,
+        text=kind,
+    )
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "role", "why"),
+    [
+        (
+            [verdict("trainable", "sustained growth", 500.0), verdict("env_runner", "sustained growth", 2000.0)],
+            "env_runner",
+            "tracking the env_runner: the analysis flags it with sustained growth at 2 MB per 1k env steps (also flagged: trainable)",
+        ),
+        (
+            [verdict("trainable", "sustained growth", 500.0), verdict("total", "sustained growth", 500.0)],
+            "trainable",
+            "tracking the trainable: the analysis flags it with sustained growth at 0.5 MB per 1k env steps",
+        ),
+        (
+            [verdict("trainable", "no growth"), verdict("total", "settling")],
+            "trainable",
+            "no role of trial t_00000 is flagged as growing (the trial's verdict: settling): tracking the trainable",
+        ),
+        (
+            [verdict("learner", "sustained growth", 900.0), verdict("trainable", "no growth")],
+            "trainable",
+            "the analysis flags learner, which diagnose cannot track: tracking the trainable",
+        ),
+        (
+            [],
+            "trainable",
+            "trial t_00000 has no growth verdict (not analysed): tracking the trainable",
+        ),
+    ],
+)  # fmt: skip
+def test_the_default_role_is_the_flagged_one_and_says_why(
+    verdicts: list[GrowthVerdict], role: str, why: str
+) -> None:
+    assert default_role(verdicts, "t_00000") == (role, why)
+
+
+def test_tracemalloc_reports_the_line_whose_allocations_grew_between_its_snapshots(
+    tmp_path: Path,
+) -> None:
+    # GIVEN tracking started in this process for role "probe", tracemalloc asked for
+    wanted = {"role": "probe", "dir": str(tmp_path), "tracker": "tracemalloc"}
+    assert profile.start("other", wanted) is None
+    assert profile.start("probe", wanted) == "tracemalloc"
+    kept = []
+    # WHEN one line keeps 200 blocks of 10 kB and another allocates and frees
+    for _ in range(200):
+        kept.append(bytearray(10_000))
+        del bytearray(50_000)[:]
+    line = sys._getframe().f_lineno - 2
+    profile.stop()
+    # THEN the report's top line is the keeping one, grown by what it kept
+    (report,) = tmp_path.glob("probe-*.tracemalloc.json")
+    top = grown_sites(report)[0]
+    assert (top.file, top.line) == (__file__, line)
+    assert top.function == "kept.append(bytearray(10_000))"
+    assert top.allocations >= 200  # A bytearray is its object and its buffer: two blocks.
+    assert top.held_bytes == pytest.approx(200 * 10_000, rel=0.02)
+    assert len(kept) == 200

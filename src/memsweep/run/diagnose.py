@@ -1,17 +1,22 @@
 """``memsweep diagnose``: rerun one trial of a results folder with allocation tracking in
-one role's process, and say which code allocated what grew.
+one role's processes, and say which code allocated what grew.
 
 The trial's point is rebuilt from ``trials.parquet`` (built-in factor columns, seed and
 repeat, and every other factor from ``factors_json``) and the sweep from ``study.yaml``;
 it runs again as a one-trial sweep of its own (:func:`memsweep.run.sweep.run_study`,
 results under ``<out>/rerun``, measured like any sweep) with :data:`~memsweep.run.profile.PROFILE_ENV`
-set, so the chosen role's process tracks its allocations (:mod:`memsweep.run.profile`).
-The report is then read from memray's capture: the allocations made after the
-algorithm was built and still alive when tracking stopped (memray's "leaks" view: what
-training grew and kept), summed by the Python
-line that made them, largest first, and memray's own flamegraph of them
-(``memray flamegraph --leaks``). Only ``trainable`` can be tracked: the algorithm's main
-process, where the env runs too when the trial has no remote env runners.
+set, so the chosen role's processes track their allocations (:mod:`memsweep.run.profile`):
+``trainable`` (the algorithm's main process, where the env runs too when the trial has
+no remote env runners) or ``env_runner`` (every remote env runner, summed).
+
+With memray (the ``diagnose`` extra) the report is read from memray's captures: the
+allocations made after the algorithm was built and still alive when tracking stopped
+(memray's "leaks" view: what training grew and kept), summed by the Python line that
+made them, largest first, and memray's own flamegraph of them (``memray flamegraph
+--leaks``). Without memray (or with ``tracker="tracemalloc"``), the standard library's
+tracemalloc takes a snapshot when tracking starts and another when it stops, and the
+report is the lines whose allocations grew between the two (``Snapshot.compare_to``),
+largest growth first; there is no flamegraph then.
 """
 
 from __future__ import annotations
@@ -28,12 +33,12 @@ from typing import Any
 import yaml
 
 from memsweep.errors import DataError, MemsweepError, SpecError
-from memsweep.run.profile import PROFILE_ENV
+from memsweep.run.profile import PROFILE_ENV, TRACKERS
 from memsweep.spec import Study, TrialPoint
 from memsweep.store import open_results
 from memsweep.units import format_bytes
 
-TRACKED_ROLES = ("trainable",)
+TRACKED_ROLES = ("trainable", "env_runner")
 """Roles whose process ``diagnose`` can track."""
 
 BUILT_IN_FACTORS = ("replay_capacity", "model", "num_workers", "framework")
@@ -44,41 +49,62 @@ class AllocationSite:
     """One Python line and the bytes its allocations still held when tracking stopped."""
 
     function: str
+    """The function (memray), or the line's source text (tracemalloc records no name)."""
     file: str
     line: int
     held_bytes: int
-    """Bytes allocated at this line (its own frame innermost) and not freed."""
+    """Bytes allocated at this line (its own frame innermost) and not freed (memray), or
+    by which its live allocations grew between the two snapshots (tracemalloc)."""
 
     allocations: int
-    """How many of those allocations there were."""
+    """How many of those allocations there were (tracemalloc: how many more)."""
 
 
 @dataclass(frozen=True)
 class Diagnosis:
     trial_id: str
     role: str
+    tracker: str
+    """``memray`` or ``tracemalloc``."""
+
     folder: Path
-    """Where the capture, the flamegraph and ``sites.md`` are."""
+    """Where the captures, the flamegraph and ``sites.md`` are."""
 
     rerun: str
     """The rerun's results folder (a one-trial sweep: ``memsweep analyze`` reads it)."""
 
-    capture: Path
-    flamegraph: Path
+    captures: tuple[Path, ...]
+    """One per tracked process (memray ``.bin`` or tracemalloc ``.json``)."""
+
+    flamegraph: Path | None
+    """memray's leaks flamegraph (HTML) of the largest capture; None with tracemalloc."""
+
     sites: tuple[AllocationSite, ...]
-    """Largest held bytes first."""
+    """Summed over the role's tracked processes; largest held bytes first."""
+
+    def heading(self) -> str:
+        processes = f"{len(self.captures)} {self.role} process(es)"
+        if self.tracker == "memray":
+            return (
+                f"memsweep diagnose: trial {self.trial_id}, role {self.role}: allocations "
+                f"still held when tracking stopped, by the line that made them, over "
+                f"{processes} (memray {_memray_version()})"
+            )
+        return (
+            f"memsweep diagnose: trial {self.trial_id}, role {self.role}: allocations that "
+            f"grew between two tracemalloc snapshots (end of set-up, clean-up), by line, over "
+            f"{processes}"
+        )
 
     def text(self, top: int = 10) -> str:
-        lines = [
-            f"memsweep diagnose: trial {self.trial_id}, role {self.role}: allocations still "
-            f"held when tracking stopped, by the line that made them (memray {_memray_version()})"
-        ]
+        lines = [self.heading()]
         for site in self.sites[:top]:
             lines.append(
                 f"  {format_bytes(site.held_bytes):>9} in {site.allocations:>7,} allocations  "
                 f"{site.function} ({site.file}:{site.line})"
             )
-        lines.append(f"flamegraph: {self.flamegraph}")
+        if self.flamegraph is not None:
+            lines.append(f"flamegraph: {self.flamegraph}")
         lines.append(f"all sites: {self.folder / 'sites.md'}; the rerun's samples: {self.rerun}")
         return "\n".join(lines)
 
@@ -159,61 +185,102 @@ def check_role(role: str, point: TrialPoint, trial_id: str) -> None:
         )
     if role not in TRACKED_ROLES:
         raise SpecError(
-            f"--role {role}: diagnose tracks {', '.join(TRACKED_ROLES)} only; rerun the "
-            "trial with num_workers 0 so that its env runs in the trainable"
+            f"--role {role}: diagnose tracks {', '.join(TRACKED_ROLES)} only; the env runs "
+            "in the env runners (or in the trainable when num_workers is 0)"
         )
 
 
-def diagnose_trial(results_uri: str, trial_id: str, role: str, out: Path) -> Diagnosis:
-    """Rerun ``trial_id`` with ``role``'s process tracked; write the report into ``out``.
-
-    Raises SpecError (unknown trial, a role with no process or one that cannot be
-    tracked), DataError (not a memsweep sweep) or MemsweepError (memray not installed,
-    or no capture written). Takes as long as the trial did."""
-    study, point = load_trial(results_uri, trial_id)
-    check_role(role, point, trial_id)
+def memray_installed() -> bool:
     try:
         import memray  # noqa: F401
     except ImportError:
-        raise MemsweepError(
-            "diagnose needs memray: pip install 'memsweep[diagnose]' (or memray==1.20.0)"
-        ) from None
+        return False
+    return True
+
+
+def diagnose_trial(
+    results_uri: str, trial_id: str, role: str, out: Path, tracker: str | None = None
+) -> Diagnosis:
+    """Rerun ``trial_id`` with ``role``'s processes tracked; write the report into ``out``.
+
+    ``tracker``: ``memray`` or ``tracemalloc``; None picks memray when it is installed,
+    else tracemalloc. Raises SpecError (unknown trial, a role with no process or one that
+    cannot be tracked, an unknown tracker, memray asked for and not installed), DataError
+    (not a memsweep sweep) or MemsweepError (no capture written). Takes as long as the
+    trial did."""
+    study, point = load_trial(results_uri, trial_id)
+    check_role(role, point, trial_id)
+    if tracker is None:
+        tracker = "memray" if memray_installed() else "tracemalloc"
+    if tracker not in TRACKERS:
+        raise SpecError(f"--tracker {tracker}: use one of {', '.join(TRACKERS)}")
+    if tracker == "memray" and not memray_installed():
+        raise SpecError(
+            "--tracker memray needs memray: pip install 'memsweep[diagnose]' (or memray==1.20.0), "
+            "or use --tracker tracemalloc"
+        )
     from memsweep.run.sweep import run_study
 
     out = out.resolve()
-    captures = out / "captures"
+    captures_dir = out / "captures"
     storage = str(out / "rerun")
-    os.environ[PROFILE_ENV] = json.dumps({"role": role, "dir": str(captures)})
+    os.environ[PROFILE_ENV] = json.dumps(
+        {"role": role, "dir": str(captures_dir), "tracker": tracker}
+    )
     try:
         run_study(rerun_study(study, point, storage), source=f"diagnose {trial_id}")
     finally:
         os.environ.pop(PROFILE_ENV, None)
-    found = sorted(captures.glob(f"{role}-*.bin"), key=lambda p: p.stat().st_mtime)
-    if not found:
+    bins = sorted(captures_dir.glob(f"{role}-*.bin"))
+    reports = sorted(captures_dir.glob(f"{role}-*.tracemalloc.json"))
+    # A process without memray falls back to tracemalloc by itself: report what was written.
+    used = "memray" if bins else "tracemalloc"
+    captures = tuple(bins or reports)
+    if not captures:
         raise MemsweepError(
-            f"the rerun of {trial_id} wrote no memray capture for its {role} into {captures}"
+            f"the rerun of {trial_id} wrote no {tracker} capture for its {role} into "
+            f"{captures_dir}: did the trial fail? its results: {storage}"
         )
-    capture = found[-1]
-    sites = held_sites(capture)
-    flamegraph = out / "flamegraph.html"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "memray",
-            "flamegraph",
-            "--leaks",
-            "-f",
-            "-o",
-            str(flamegraph),
-            str(capture),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    diagnosis = Diagnosis(trial_id, role, out, storage, capture, flamegraph, sites)
+    flamegraph: Path | None = None
+    if used == "memray":
+        sites = merged_sites([held_sites(c) for c in captures])
+        flamegraph = out / "flamegraph.html"
+        largest = max(captures, key=lambda c: c.stat().st_size)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "memray",
+                "flamegraph",
+                "--leaks",
+                "-f",
+                "-o",
+                str(flamegraph),
+                str(largest),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    else:
+        sites = merged_sites([grown_sites(c) for c in captures])
+    diagnosis = Diagnosis(trial_id, role, used, out, storage, captures, flamegraph, sites)
     (out / "sites.md").write_text(_sites_markdown(diagnosis))
     return diagnosis
+
+
+def merged_sites(per_process: list[tuple[AllocationSite, ...]]) -> tuple[AllocationSite, ...]:
+    """Sites of several processes of one role, summed per line; largest first."""
+    held: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for sites in per_process:
+        for site in sites:
+            key = (site.function, site.file, site.line)
+            held[key][0] += site.held_bytes
+            held[key][1] += site.allocations
+    merged = [
+        AllocationSite(function, file, line, size, count)
+        for (function, file, line), (size, count) in held.items()
+    ]
+    return tuple(sorted(merged, key=lambda s: -s.held_bytes))
 
 
 def held_sites(capture: Path) -> tuple[AllocationSite, ...]:
@@ -234,16 +301,52 @@ def held_sites(capture: Path) -> tuple[AllocationSite, ...]:
     return tuple(sorted(sites, key=lambda s: -s.held_bytes))
 
 
+def grown_sites(report: Path) -> tuple[AllocationSite, ...]:
+    """The lines of a tracemalloc report (:mod:`memsweep.run.profile`) whose allocations
+    grew between its two snapshots; largest growth first. The function is the line's
+    source text (tracemalloc records file and line only)."""
+    import linecache
+
+    rows = json.loads(report.read_text())
+    sites = [
+        AllocationSite(
+            linecache.getline(row["file"], row["line"]).strip() or "?",
+            row["file"],
+            int(row["line"]),
+            int(row["size_diff_bytes"]),
+            int(row["count_diff"]),
+        )
+        for row in rows
+    ]
+    return tuple(sorted(sites, key=lambda s: -s.held_bytes))
+
+
 def _sites_markdown(diagnosis: Diagnosis) -> str:
+    names = ", ".join(f"`{c.name}`" for c in diagnosis.captures)
+    if diagnosis.tracker == "memray":
+        what = (
+            "Memory allocated while the rerun's trial trained (after its algorithm was built) "
+            "and still held when tracking stopped, by the Python line that allocated it "
+            f"(innermost frame), from memray {_memray_version()}'s captures {names}, summed "
+            "over the role's processes. A line that keeps what it allocates on every step is "
+            "at the top. Flamegraph: `flamegraph.html`."
+        )
+        head = "| held | allocations | function | file:line |"
+    else:
+        what = (
+            "Growth of live allocations between two tracemalloc snapshots of the rerun's "
+            "trial (one when its algorithm was built, one in its clean-up), by the Python "
+            f"line that allocated them, from {names}, summed over the role's processes. A "
+            "line that keeps what it allocates on every step is at the top. The second "
+            "column is the line's source (tracemalloc records no function name)."
+        )
+        head = "| grew by | more allocations | source | file:line |"
     lines = [
         f"# Allocation sites: trial {diagnosis.trial_id}, {diagnosis.role}",
         "",
-        "Memory allocated while the rerun's trial trained (after its algorithm was built) and "
-        "still held when tracking stopped (its clean-up), by the Python line that allocated it (innermost frame), from "
-        f"memray {_memray_version()}'s capture `{diagnosis.capture.name}`. A line that keeps "
-        "what it allocates on every step is at the top. Flamegraph: `flamegraph.html`.",
+        what,
         "",
-        "| held | allocations | function | file:line |",
+        head,
         "|---:|---:|---|---|",
     ]
     lines += [

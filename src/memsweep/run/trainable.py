@@ -223,7 +223,7 @@ class MemsweepTrainable(tune.Trainable):
         from memsweep.run import profile
 
         # Only under memsweep diagnose: track what training allocates and keeps.
-        profile.start("trainable")
+        profile.start_in(self.algo)
 
     def step(self) -> dict[str, Any]:
         from ray.tune.result import AUTO_RESULT_KEYS, DONE
@@ -316,11 +316,13 @@ class MemsweepTrainable(tune.Trainable):
         return False
 
     def cleanup(self) -> None:
+        from memsweep.run import profile
         from memsweep.run.built import stop_algorithm
 
         algo = getattr(self, "algo", None)
+        # Only under memsweep diagnose: close the env runners' captures while they live,
+        # the trainable's own once the algorithm has released what it frees at its stop.
+        profile.stop_in(algo)
         if algo is not None:
             stop_algorithm(algo)
-        from memsweep.run import profile
-
         profile.stop()
