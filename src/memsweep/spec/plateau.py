@@ -30,6 +30,9 @@ STEPS_PER_S: dict[tuple[str, str, str, bool], float] = {
     # results/reference-heldback; 1-4 envs per runner, load average 4-8). SAC on
     # Pendulum-v1, 1 env per runner: a measure run on 2026-11-30 under load average
     # 15-23 (1,024 env steps per iteration, 67 s each with no runner, 110 s with one).
+    # PPO: the lower figures of sweeps/examples (ppo_train_batch and evaluation with no
+    # runner, 550-1,100 env steps/s; multi_agent with one, 350-360) run on 2026-11-30 at
+    # load average 5-7, batches of 500-8,000, one SGD pass.
     ("DQN", "vector", "torch", False): 1_200.0,
     ("DQN", "vector", "torch", True): 450.0,
     ("DQN", "vector", "tf2", False): 900.0,
@@ -38,6 +41,8 @@ STEPS_PER_S: dict[tuple[str, str, str, bool], float] = {
     ("DQN", "vector", "tf2-eager", True): 130.0,
     ("DQN", "image", "torch", False): 150.0,
     ("DQN", "image", "torch", True): 150.0,
+    ("PPO", "vector", "torch", False): 550.0,
+    ("PPO", "vector", "torch", True): 350.0,
     ("SAC", "vector", "torch", False): 15.0,
     ("SAC", "vector", "torch", True): 5.0,
 }
