@@ -1,8 +1,9 @@
 """Per-role memory in every Tune result, so trackers show memory against hyperparameters:
 a plain function trainable holding a known number of bytes, run by a plain Tuner with
 memsweep's callback, reports ``memory/<role>/current_bytes`` and ``peak_bytes`` (the
-difference between the trials is the difference they hold), and Tune's own TensorBoard
-logger writes them into its HParams summary next to the trial's hyperparameter."""
+difference between the trials is the difference they hold), Tune's own TensorBoard
+logger writes them into its HParams summary next to the trial's hyperparameter, and
+Ray's ``MLflowLoggerCallback`` logs them as MLflow metrics of each trial's run."""
 
 from __future__ import annotations
 
@@ -58,3 +59,15 @@ def test_per_role_memory_reaches_tune_results_and_tensorboard_hparams(tmp_path: 
     hparams = {h.name for h in experiment.experiment.hparam_infos}
     assert "hold_bytes" in hparams
     assert {"ray/tune/memory/trainable/peak_bytes", "ray/tune/memory/total/peak_bytes"} <= metrics
+    # AND Ray's MLflow logger made one run per trial, its hold_bytes a param and the keys
+    # metrics whose last value is the last result's
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    found = client.get_experiment_by_name("tracked")
+    runs = client.search_runs([found.experiment_id])
+    assert sorted(int(r.data.params["hold_bytes"]) for r in runs) == sorted(by_hold)
+    for run in runs:
+        memory, _ = by_hold[int(run.data.params["hold_bytes"])]
+        for key in ("memory/trainable/peak_bytes", "memory/total/peak_bytes"):
+            assert run.data.metrics[key] == memory[key]

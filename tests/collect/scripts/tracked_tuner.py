@@ -1,8 +1,10 @@
 """A plain Tune function trainable that holds a known number of bytes, with memsweep's
-callback: the per-role memory keys reach Tune's results and its TensorBoard logger.
+callback: the per-role memory keys reach Tune's results, its TensorBoard logger and
+Ray's MLflow logger callback (a SQLite tracking store ``OUT/mlflow.db``, experiment
+``tracked``).
 
 Usage: python tracked_tuner.py OUT. Prints one line per trial:
-``ROLEKEYS <hold_bytes> <json of the last result's memory/* keys>``.
+``ROLEKEYS <hold_bytes> <json of the last result's memory/* keys> <trial path>``.
 """
 
 import json
@@ -11,6 +13,7 @@ import time
 
 import ray
 from ray import tune
+from ray.air.integrations.mlflow import MLflowLoggerCallback
 
 import memsweep
 
@@ -33,7 +36,12 @@ tuner = tune.Tuner(
     run_config=tune.RunConfig(
         storage_path=f"{out}/tune",
         name="tracked",
-        callbacks=[memsweep.MemoryCallback(f"{out}/results")],
+        callbacks=[
+            memsweep.MemoryCallback(f"{out}/results"),  # First: it adds the keys.
+            MLflowLoggerCallback(
+                tracking_uri=f"sqlite:///{out}/mlflow.db", experiment_name="tracked"
+            ),
+        ],
         verbose=0,
     ),
 )
