@@ -75,6 +75,19 @@ def test_a_prediction_beyond_the_measured_range_warns_and_estimates_an_unseen_mo
     assert "total + ray + driver" in text and "warning: extrapolating" in text
 
 
+def test_a_level_below_the_measured_range_is_named_as_the_user_wrote_it(
+    analysis: Analysis,
+) -> None:
+    # GIVEN a capacity below the sweep's 10,000–50,000 (a whole number, under 1,000)
+    small = PredictPoint(replay_capacity=500, num_workers=0, model="64,64", framework="torch")
+    # WHEN predicted
+    warnings = predict(analysis, small).warnings
+    # THEN the warning names the level and the range without a decimal point
+    assert "extrapolating: replay_capacity 500 is below the measured range 10,000–50,000" in (
+        warnings
+    )
+
+
 def test_the_budget_answer_is_the_largest_capacity_that_fits(analysis: Analysis) -> None:
     # GIVEN a 64 GB node
     budget = 64 * 10**9

@@ -295,6 +295,12 @@ def resolve_point(
     return resolved, source, warnings
 
 
+def _level(value: float) -> str:
+    """A factor level as the user wrote it: a whole number without a decimal point
+    (``250``, not ``250.0``), anything else as :func:`format_number` prints it."""
+    return f"{value:,.0f}" if value.is_integer() else format_number(value)
+
+
 def _extrapolation_warnings(model: FittedModel, point: dict[str, float | str]) -> list[str]:
     out = []
     for form in model.formula.forms:
@@ -306,13 +312,13 @@ def _extrapolation_warnings(model: FittedModel, point: dict[str, float | str]) -
         if value > high:
             ratio = f" ({value / high:.3g}× the largest)" if high > 0 else ""
             out.append(
-                f"extrapolating: {factor} {format_number(value)} is above the measured range "
-                f"{format_number(low)}–{format_number(high)}{ratio}"
+                f"extrapolating: {factor} {_level(value)} is above the measured range "
+                f"{_level(low)}–{_level(high)}{ratio}"
             )
         elif value < low:
             out.append(
-                f"extrapolating: {factor} {format_number(value)} is below the measured range "
-                f"{format_number(low)}–{format_number(high)}"
+                f"extrapolating: {factor} {_level(value)} is below the measured range "
+                f"{_level(low)}–{_level(high)}"
             )
     return out
 
