@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Sequence
 
 from memsweep import __version__
+from memsweep.cli.analyze import COMMANDS as ANALYZE_COMMANDS
 from memsweep.cli.analyze import AnalyzeCommand, with_default_command
 from memsweep.cli.claims import ClaimsCommand
 from memsweep.cli.command import Command, Parser, add_commands
@@ -25,7 +26,7 @@ from memsweep.cli.run import RunCommand
 from memsweep.cli.submit import StatusCommand, StopCommand, SubmitCommand
 from memsweep.cli.validate import ValidateCommand
 from memsweep.cli.watch import WatchCommand
-from memsweep.errors import EXIT_CODES, MemsweepError
+from memsweep.errors import EXIT_CODES, MemsweepError, UsageError
 
 DEBUG_ENV = "MEMSWEEP_DEBUG"
 """Set to 1 to print the traceback of an internal error (a bug) besides its one line."""
@@ -81,6 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         words = ["analyze", *with_default_command(words[1:])]
     prog = "memsweep analyze" if analyzing and len(words) > 1 else "memsweep"
     try:
+        if words and words[0] in ANALYZE_COMMANDS and words[0] not in COMMANDS:
+            # `memsweep predict …`: argparse would list every command; name the one meant.
+            raise UsageError(
+                f"{words[0]} is a command of memsweep analyze: run "
+                f"`memsweep analyze {' '.join(words)}`"
+            )
         parser = get_parser()
         args = parser.parse_args(words)
         command: Command = args.entry
