@@ -21,16 +21,14 @@ at or above 0.99.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import Profile, Row, Stat, Timer, log
+from benchlib import Profile, Row, Stat, Timer, fit_one_trial, log
 
 GOAL_RATIO = 0.99
 BUFFER_BYTES = 1 << 20
@@ -102,27 +100,14 @@ def _one_run(monitored: bool, index: int, work: Path) -> tuple[float, str]:
             }
         )
         callback = MemoryCallback.for_study(study, str(work / f"on-{index}"))
-    tuner = tune.Tuner(
+    frame = fit_one_trial(
         tune.with_resources(bench_ab.fixed_work_trial, {"cpu": 1}),
-        param_space={"steps": STEPS, "digests": DIGESTS_PER_STEP, "wait_for_sampler": monitored},
-        tune_config=tune.TuneConfig(reuse_actors=False),
-        run_config=tune.RunConfig(
-            name=f"{'on' if monitored else 'off'}-{index}",
-            storage_path=str(work / "tune"),
-            callbacks=[callback] if callback else [],
-            verbose=0,
-        ),
+        {"steps": STEPS, "digests": DIGESTS_PER_STEP, "wait_for_sampler": monitored},
+        name=f"{'on' if monitored else 'off'}-{index}",
+        work=work,
+        callback=callback,
+        what=f"A/B run {index} ({'on' if monitored else 'off'})",
     )
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            grid = tuner.fit()
-    finally:
-        if callback is not None:
-            callback.close()
-    result = grid[0]
-    if result.error is not None:
-        raise RuntimeError(f"A/B run {index} ({'on' if monitored else 'off'}): {result.error}")
-    frame = result.metrics_dataframe.sort_values("training_iteration")
     measured = frame["work_s"].to_numpy()[WARMUP_STEPS:]
     digests = DIGESTS_PER_STEP * len(measured)
     return digests / float(measured.sum()), str(frame["digest"].iloc[-1])

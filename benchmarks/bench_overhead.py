@@ -20,15 +20,13 @@ of the ``NodeSampler`` process, from its own samples).
 
 from __future__ import annotations
 
-import contextlib
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlib import REPO, Profile, Row, Stat, Timer, log, with_seconds
+from benchlib import REPO, Profile, Row, Stat, Timer, fit_one_trial, log, with_seconds
 
 VARIANTS = ("none", "memsweep_10hz", "memsweep_50hz", "tune_log_sys_usage")
 TOOL = {
@@ -106,35 +104,20 @@ def run_once(variant: str, repeat: int, study: Any, point: Any, work: Path) -> R
     elif variant in INTERVAL_S:
         uri = str(work / f"{variant}-{repeat}")
         callback = MemoryCallback.for_study(_with_interval(study, INTERVAL_S[variant]), uri)
-    tuner = tune.Tuner(
-        MemsweepTrainable,
-        param_space=config,
-        tune_config=tune.TuneConfig(reuse_actors=False),
-        run_config=tune.RunConfig(
-            name=f"{variant}-{repeat}",
-            storage_path=str(work / "tune"),
-            stop={"training_iteration": study.stop.iterations},
-            callbacks=[callback] if callback else [],
-            verbose=0,
-            checkpoint_config=tune.CheckpointConfig(
-                checkpoint_at_end=False, checkpoint_frequency=0
-            ),
-        ),
-    )
     wall = time.perf_counter()
     cpu = time.process_time()
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            grid = tuner.fit()
-    finally:
-        if callback is not None:
-            callback.close()
+    frame = fit_one_trial(
+        MemsweepTrainable,
+        config,
+        name=f"{variant}-{repeat}",
+        work=work,
+        callback=callback,
+        what=f"overhead run {variant} #{repeat} failed",
+        stop={"training_iteration": study.stop.iterations},
+        checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False, checkpoint_frequency=0),
+    )
     cpu = time.process_time() - cpu
     wall = time.perf_counter() - wall
-    result = grid[0]
-    if result.error is not None:
-        raise RuntimeError(f"overhead run {variant} #{repeat} failed: {result.error}")
-    frame = result.metrics_dataframe.sort_values("training_iteration")
     steps = frame["memsweep/env_steps"].to_numpy()
     total_s = frame["time_total_s"].to_numpy()
     if len(frame) < 2:

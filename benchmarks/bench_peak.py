@@ -31,12 +31,10 @@ can exceed 100% or go below 0.
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from pathlib import Path
 from typing import Any
 
-from benchlib import MiB, Profile, Row, Stat, Timer, log, with_seconds
+from benchlib import MiB, Profile, Row, Stat, Timer, fit_watched, log, with_seconds
 
 ITER_S = 1.0
 ITERATIONS = 5
@@ -206,12 +204,7 @@ def _run_trials(profile: Profile, work: Path) -> tuple[Any, str]:
             verbose=0,
         ),
     )
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            grid = tuner.fit()
-    finally:
-        callback.close()
-    return grid, uri
+    return fit_watched(tuner, callback), uri
 
 
 def run(profile: Profile, work: Path, mlflow_venv: Path) -> tuple[list[Row], dict[str, Any]]:

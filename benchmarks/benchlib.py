@@ -389,3 +389,49 @@ def with_seconds(table: Any) -> Any:
 
     micros = pc.cast(table["ts"], pa.int64())
     return table.append_column("t", pc.divide(pc.cast(micros, pa.float64()), 1e6)).to_pandas()
+
+
+def fit_watched(tuner: Any, callback: Any | None) -> Any:
+    """``tuner.fit()`` with Tune's output on stderr (stdout carries the table), closing
+    memsweep's ``MemoryCallback`` (when there is one) after the run, failed or not;
+    returns Tune's ``ResultGrid``."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return tuner.fit()
+    finally:
+        if callback is not None:
+            callback.close()
+
+
+def fit_one_trial(
+    trainable: Any,
+    param_space: dict[str, Any],
+    *,
+    name: str,
+    work: Path,
+    callback: Any | None,
+    what: str,
+    **run_config: Any,
+) -> Any:
+    """One Tune trial of ``trainable`` run to its end under ``work / "tune" / name``,
+    watched by ``callback`` (memsweep's ``MemoryCallback``) or by nothing; returns its
+    results (pandas) sorted by ``training_iteration``. ``run_config`` adds keyword
+    arguments of ``tune.RunConfig``; RuntimeError naming ``what`` if the trial failed."""
+    from ray import tune
+
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(reuse_actors=False),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(work / "tune"),
+            callbacks=[callback] if callback else [],
+            verbose=0,
+            **run_config,
+        ),
+    )
+    result = fit_watched(tuner, callback)[0]
+    if result.error is not None:
+        raise RuntimeError(f"{what}: {result.error}")
+    return result.metrics_dataframe.sort_values("training_iteration")
