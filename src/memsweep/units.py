@@ -7,7 +7,9 @@ tests and hypothesis properties exercise it directly.
 from __future__ import annotations
 
 import math
+import numbers
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +131,18 @@ def format_number(value: float) -> str:
     if abs(value) >= 10:
         return f"{value:.1f}"
     return f"{value:.3g}"
+
+
+def natural_order(values: Iterable[Any]) -> list[Any]:
+    """``values`` in the order a reader expects: numbers ascending by value (2 before 10),
+    then everything else as sorted text."""
+
+    def key(value: Any) -> tuple[int, float, str]:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return (0, float(value), "")
+        return (1, 0.0, str(value))
+
+    return sorted(values, key=key)
 
 
 def parse_size(text: str, flag: str) -> int:

@@ -96,7 +96,9 @@ class Form:
 
     @property
     def column(self) -> str:
-        if self.kind == "linear":
+        """The design column's (and coefficient's) name: ``x``, ``x^p``, ``log(x)`` or
+        ``log1p(x)``; x^1 is the linear form and is named ``x``."""
+        if self.kind == "linear" or (self.kind == "power" and self.power == 1.0):
             return self.factor
         if self.kind == "power":
             return f"{self.factor}^{self.power:g}"

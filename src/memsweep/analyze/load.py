@@ -42,6 +42,7 @@ from memsweep.analyze.queries import (
 )
 from memsweep.errors import DataError
 from memsweep.store import Results, open_results
+from memsweep.units import natural_order
 
 TRIAL_ROLES = ("trainable", "learner", "replay", "aggregator", "env_runner", "actor", "child")
 """Roles whose processes belong to a trial, in display order."""
@@ -299,7 +300,7 @@ def load_sweep(source: str | Results, max_buckets: int = 600) -> SweepData:
         values = trials[column].dropna().unique()
         if len(values) > 1:
             notes.append(
-                f"the trials span {len(values)} {what} ({', '.join(map(str, values))}): the factor "
+                f"the trials span {len(values)} {what} ({', '.join(map(str, natural_order(values.tolist())))}): the factor "
                 "models pool them; analyse each in its own sweep for separate coefficients"
             )
     factors, factor_notes = trial_factors(trials)

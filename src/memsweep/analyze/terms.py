@@ -5,8 +5,8 @@ values, the forms ``linear`` (x), ``log`` (log x, or log(1 + x) when x can be 0)
 ``power`` (x^p, p profiled over 0.1, 0.2, …, 3) are compared by leave-one-out cross-validated
 RMSE in bytes, the other factors linear. The lowest wins, except that ``linear`` is kept
 unless another form lowers the LOO RMSE by more than 5 % (bytes add up; a linear slope is
-a cost per unit). A factor with two values is linear; one with one value is not fitted
-(and said so).
+a cost per unit). A power profiled to p = 1 is the linear form, listed once (as linear).
+A factor with two values is linear; one with one value is not fitted (and said so).
 
 **Interactions.** Added forward, one at a time, while the best addition lowers AIC by
 more than 2, and only where the design allows: the design matrix keeps full rank and at
@@ -37,6 +37,7 @@ from memsweep.analyze.formula import (
     factor_arrays,
     is_numeric,
 )
+from memsweep.units import natural_order
 
 
 @dataclass(frozen=True)
@@ -163,8 +164,11 @@ def choose_forms(
         better = best[1] < linear[1] * (1 - LINEAR_PREFERENCE)
         pick = best if better and not negligible and best[0].power != 1.0 else linear
         chosen = _with_form(chosen, pick[0])
+        # A power profiled to p = 1 is the linear form in-sample: one row, the linear one.
         choices += [
-            FormChoice(form.factor, f.column, rmse, aic, f == pick[0]) for f, rmse, aic in rows
+            FormChoice(form.factor, f.column, rmse, aic, f == pick[0])
+            for f, rmse, aic in rows
+            if not (f.kind == "power" and f.power == 1.0)
         ]
     return chosen, tuple(choices)
 
@@ -233,7 +237,7 @@ def base_formula(
     for factor in names:
         column = df[factor] if factor in df else pd.Series(dtype=object)
         values = column.dropna().unique()
-        shown = tuple(sorted(values.tolist(), key=str))
+        shown = tuple(natural_order(values.tolist()))
         if len(values) == 0:
             infos.append(
                 FactorInfo(

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from memsweep.analyze.models import reference_point
-from memsweep.units import format_number
+from memsweep.units import format_number, natural_order
 
 if TYPE_CHECKING:
     from memsweep.analyze.analysis import Analysis
@@ -85,11 +85,8 @@ def factor_label(factor: str, values: pd.Series | None = None) -> str:
 
 
 def _levels(values: pd.Series) -> list[Any]:
-    """Distinct values in their natural order: numbers ascending, strings as sorted text."""
-    unique = values.dropna().unique().tolist()
-    if values.dtype.kind in "fi":
-        return sorted(unique, key=float)
-    return sorted(unique, key=str)
+    """Distinct values in their natural order (:func:`memsweep.units.natural_order`)."""
+    return natural_order(values.dropna().unique().tolist())
 
 
 def _shown(value: Any) -> str:

@@ -65,6 +65,29 @@ def growth_blocks(analysis: Analysis) -> list[Block]:
     return blocks
 
 
+def _effect_rows(model: FittedModel) -> list[tuple[str, ...]]:
+    """(effect, estimate, interval, unit, at) rows of ``model.effects``, where rows that
+    print the same but for the point they are taken at (a per-unit cost without an
+    interaction is the same at every framework) are one row whose ``at`` names every
+    value of the factor that differs (``framework=torch or tf2``)."""
+    merged: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    for e in model.effects:
+        value, span = estimate_text(e.estimate, e.unit)
+        merged.setdefault((e.name, value, span, e.unit), []).append(e.at)
+    rows: list[tuple[str, ...]] = []
+    for (name, value, span, unit), points in merged.items():
+        cells = []
+        for factor in dict.fromkeys(k for at in points for k in at):
+            seen = dict.fromkeys(
+                format_number(v) if isinstance(v, float) else str(v)
+                for v in (at.get(factor) for at in points)
+                if v is not None
+            )
+            cells.append(f"{factor}={' or '.join(seen)}")
+        rows.append((name, value, span, unit, ", ".join(cells)))
+    return rows
+
+
 def _model_blocks(model: FittedModel) -> list[Block]:
     level = f"{model.confidence:.0%}"
     blocks: list[Block] = [
@@ -79,20 +102,14 @@ def _model_blocks(model: FittedModel) -> list[Block]:
     ]
     if model.dropped:
         blocks.append(Bullets(model.dropped))
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for c in model.coefficients:
         unit = term_unit(c.term)
         value, span = estimate_text(c.estimate, unit)
         rows.append((c.term, value, span, unit, f"{c.p_value:.2g}"))
     blocks.append(Table(("term", "estimate", f"{level} CI", "unit", "p"), tuple(rows)))
     if model.effects:
-        rows = []
-        for e in model.effects:
-            value, span = estimate_text(e.estimate, e.unit)
-            at = ", ".join(
-                f"{k}={format_number(v) if isinstance(v, float) else v}" for k, v in e.at.items()
-            )
-            rows.append((e.name, value, span, e.unit, at))
+        rows = _effect_rows(model)
         for e in model.zero_effects:
             value, span = estimate_text(e.estimate, e.unit)
             rows.append((e.name, f"0 (fixed; unconstrained: {value})", span, e.unit, "any"))
@@ -141,6 +158,7 @@ def _trial_header(analysis: Analysis) -> tuple[str, ...]:
         "buffer B/transition",
         "plateau",
         "peak",
+        "Σ VmHWM",
         "growth verdict",
     )
 
@@ -170,6 +188,7 @@ def _trial_rows(analysis: Analysis) -> tuple[tuple[str, ...], ...]:
                 estimate_text(buffer, "bytes per transition")[0] if buffer else "n/a",
                 plateau_text,
                 format_bytes(total.peak_bytes),
+                format_bytes(total.hwm_sum_bytes),
                 analysis.verdict(t.trial_id).text,
             )
         )
@@ -190,7 +209,8 @@ def report_blocks(analysis: Analysis, plots: tuple[Plot, ...]) -> list[Block]:
             "analysed, "
             f"{data.sample_rows:,} sample rows. Memory is the sum over a trial's processes of "
             f"{metric}; a peak is the largest such sum at one moment (read once a second: "
-            "a shorter spike can fall between reads; Σ VmHWM in models.json bounds it). "
+            "a shorter spike can fall between reads; the Trials table's Σ VmHWM, each process's "
+            "kernel high-water mark summed, bounds it from above). "
             f"Intervals are {analysis.options.confidence:.0%}."
         ),
         Heading("Answers"),
