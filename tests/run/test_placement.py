@@ -63,6 +63,15 @@ def normalised(
     ]
 
 
+def in_fresh_python(code: str) -> str:
+    """What ``python -c code`` printed in a fresh process (which must exit 0)."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
 CASES = [
     pytest.param(
         {
@@ -205,12 +214,9 @@ def test_the_default_sweep_is_placed_without_importing_rllib() -> None:
         "assert 'ray.rllib' not in sys.modules, 'placement imported RLlib'\n"
         "assert 'tensorflow' not in sys.modules, 'placement imported TensorFlow'\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300
-    )
+    printed = in_fresh_python(code)
     # THEN neither RLlib nor TensorFlow is imported, and trials with env runners ask more
-    assert result.returncode == 0, result.stderr[-2000:]
-    cpus = [float(line) for line in result.stdout.split()]
+    cpus = [float(line) for line in printed.split()]
     assert len(cpus) == len(load_study(REPO / "sweeps" / "default.yaml").points())
     assert min(cpus) < max(cpus)
 
@@ -230,11 +236,7 @@ def test_a_check_error_from_the_subprocess_is_the_same_one_line(tmp_path: Path) 
         "    print(exc)\n"
         "assert 'ray.rllib' not in sys.modules\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == (
+    assert in_fresh_python(code).strip() == (
         "x.yaml: rllib.minibatch_sise: PPOConfig has no attribute 'minibatch_sise'; "
         "nearest: minibatch_size, sgd_minibatch_size, train_batch_size"
     )
@@ -252,9 +254,6 @@ def test_tunes_tensorboard_logger_does_not_bring_torch_into_the_driver() -> None
         "import torch\n"
         "print(torch.tensor([2]).sum().item())\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300
-    )
+    printed = in_fresh_python(code)
     # THEN Tune's logger is built without torch, and torch still imports afterwards
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "2"
+    assert printed.strip() == "2"
