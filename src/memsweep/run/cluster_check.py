@@ -48,7 +48,7 @@ def cluster_machine(address: str) -> Machine:
     if ray.is_initialized():
         return read()
     try:
-        reason = _unreachable(address)
+        reason = unreachable(address)
         if reason is not None:
             raise ConnectionError(reason)
         # WARNING: Ray's "Connecting to existing Ray cluster" lines are not memsweep's answer.
@@ -70,7 +70,7 @@ def cluster_machine(address: str) -> Machine:
         ray.shutdown()
 
 
-def _unreachable(address: str) -> str | None:
+def unreachable(address: str) -> str | None:
     """Why nothing answers at ``HOST:PORT`` (checked in seconds, where ``ray.init`` would
     retry for minutes); None if something does, or for ``auto`` and ``ray://`` forms."""
     host, _, port = address.rpartition(":")

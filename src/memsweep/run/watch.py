@@ -30,7 +30,6 @@ import contextlib
 import json
 import re
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -45,6 +44,7 @@ from memsweep.collect.collector import Collector
 from memsweep.collect.sampler import SamplerConfig
 from memsweep.collect.trials import TrialsTable, now_us
 from memsweep.errors import ClusterError
+from memsweep.run.cluster_check import unreachable
 from memsweep.spec import SamplingSpec
 from memsweep.store import ResultsWriter
 
@@ -158,25 +158,12 @@ def trials_from_actors(actors: Iterable[ActorInfo]) -> list[WatchedTrial]:
     return out
 
 
-def _unreachable(address: str) -> str | None:
-    """Why nothing answers at ``HOST:PORT`` (checked in seconds, where ``ray.init`` would
-    retry for minutes); None if something does, or for ``auto``."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        return None
-    try:
-        with socket.create_connection((host, int(port)), timeout=5):
-            return None
-    except OSError as exc:
-        return exc.strerror or str(exc)
-
-
 @contextlib.contextmanager
 def _connected(address: str) -> Iterator[None]:
     import ray
 
     try:
-        reason = _unreachable(address)
+        reason = unreachable(address)
         if reason is not None:
             raise ConnectionError(reason)
         ray.init(address=address, namespace="memsweep-watch", log_to_driver=False)
