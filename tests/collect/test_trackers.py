@@ -71,3 +71,21 @@ def test_per_role_memory_reaches_tune_results_and_tensorboard_hparams(tmp_path: 
         memory, _ = by_hold[int(run.data.params["hold_bytes"])]
         for key in ("memory/trainable/peak_bytes", "memory/total/peak_bytes"):
             assert run.data.metrics[key] == memory[key]
+    # AND memsweep's own export of the sweep's Parquet (no env steps in a plain function:
+    # steps are seconds) shows the 256 MiB between the trials' trainables
+    from memsweep.testing.raycluster import memsweep
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = memsweep(
+        "export-mlflow", tmp_path / "results", "--tracking-uri", uri, "--experiment", "exported",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    exported = client.search_runs([client.get_experiment_by_name("exported").experiment_id])
+    highest = {}
+    for run in exported:
+        assert run.data.tags["memsweep.step"] == "seconds"
+        points = client.get_metric_history(run.info.run_id, "memory/trainable/pss_bytes")
+        highest[int(run.data.params["hold_bytes"])] = max(p.value for p in points)
+    assert sorted(highest) == sorted(by_hold)
+    assert highest[320 * MiB] - highest[64 * MiB] == pytest.approx(256 * MiB, rel=0.15)
