@@ -13,21 +13,10 @@ from memsweep.testing.synthetic import (
     OBS_BYTES,
     SynthSweep,
     analysis_of,
-    factorial_sweep,
     held_back_sweep,
     label_params,
     leak_sweep,
 )
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory) -> SynthSweep:
-    return factorial_sweep(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="module")
-def analysis(sweep: SynthSweep) -> Analysis:
-    return analysis_of(sweep)
 
 
 @pytest.fixture(scope="module")

@@ -12,22 +12,11 @@ from memsweep.testing.synthetic import (
     SYSTEM_PROCESSES,
     SynthSweep,
     analysis_of,
-    factorial_sweep,
     leak_sweep,
     mlp_params,
 )
 
 BIG = PredictPoint(replay_capacity=1_000_000, num_workers=8, model="512,512", framework="torch")
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory) -> SynthSweep:
-    return factorial_sweep(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="module")
-def analysis(sweep: SynthSweep) -> Analysis:
-    return analysis_of(sweep)
 
 
 def test_a_prediction_gives_plateau_and_peak_per_role_and_in_total_with_intervals(
