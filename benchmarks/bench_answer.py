@@ -17,16 +17,13 @@ each trial is predicted by the model fitted without it).
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 import threading
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from benchlib import REPO, Profile, Row, Stat, Timer, log
+from benchlib import REPO, Profile, Row, Stat, Timer, log, memsweep_run
 
 GOAL_10M_S = 10.0
 GOAL_SLOPE = 1.1
@@ -212,21 +209,10 @@ def _prediction_error(results_dir: Path) -> tuple[Stat | None, str]:
 
 def _run_default_sweep(work: Path) -> tuple[float, Path]:
     storage = work / "default-sweep"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     log("answer: memsweep run sweeps/default.yaml (about ten minutes)")
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "memsweep", "run", "sweeps/default.yaml", "--storage", str(storage)],
-        cwd=REPO,
-        env=env,
-        stdout=sys.stderr,
-        stderr=sys.stderr,
-        check=False,
-        timeout=3 * 3600,
-    )
+    memsweep_run("sweeps/default.yaml", storage)
     wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"memsweep run sweeps/default.yaml exited {done.returncode}")
     return wall, storage
 
 

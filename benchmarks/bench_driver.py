@@ -12,15 +12,12 @@ only the base point in the smoke profile, and unchanged in the full one.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from benchlib import REPO, Profile, Row, Stat, Timer, log
+from benchlib import REPO, Profile, Row, Stat, Timer, log, memsweep_run
 from memsweep.report.summary import DRIVER_GOAL_BYTES, driver_peak_rss
 from memsweep.store import open_results
 
@@ -48,19 +45,8 @@ def run(profile: Profile, work: Path) -> tuple[list[Row], dict[str, Any]]:
     work.mkdir(parents=True, exist_ok=True)
     sweep = _sweep_file(profile, work)
     storage = work / "driver-results"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     log(f"driver: memsweep run {sweep.name} ({profile.name} profile)")
-    done = subprocess.run(
-        [sys.executable, "-m", "memsweep", "run", str(sweep), "--storage", str(storage)],
-        cwd=REPO,
-        env=env,
-        stdout=sys.stderr,
-        stderr=sys.stderr,
-        check=False,
-        timeout=3 * 3600,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"memsweep run {sweep.name} exited {done.returncode}")
+    memsweep_run(sweep, storage)
     results = open_results(str(storage))
     peak = driver_peak_rss(results)
     trials = results.table("trials").num_rows

@@ -435,3 +435,22 @@ def fit_one_trial(
     if result.error is not None:
         raise RuntimeError(f"{what}: {result.error}")
     return result.metrics_dataframe.sort_values("training_iteration")
+
+
+def memsweep_run(sweep: Path | str, storage: Path) -> None:
+    """``memsweep run SWEEP --storage STORAGE`` in a subprocess from the repository root,
+    as a user starts it (its output on this process's stderr, no inherited
+    ``RAY_ADDRESS``: it starts its own Ray); RuntimeError if it exits non-zero."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "memsweep", "run", str(sweep), "--storage", str(storage)],
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+        stdout=sys.stderr,
+        stderr=sys.stderr,
+        check=False,
+        timeout=3 * 3600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"memsweep run {sweep} exited {done.returncode}")
