@@ -110,15 +110,45 @@ def test_diagnose_refuses_an_unknown_trial_and_a_role_with_no_process(
     ]
 
 
-@pytest.mark.slow
-def test_tracemalloc_in_the_env_runner_names_the_planted_site(
-    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
-) -> None:
-    # GIVEN a real one-trial sweep whose env, in one remote env runner, keeps 16 kB per step
+@pytest.fixture(scope="module")
+def runner_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real one-trial sweep whose env, in one remote env runner, keeps 16 kB per step."""
     sweep = SWEEP.replace("num_workers: [0]", "num_workers: [1]").replace(
         "iterations: 4", "iterations: 3"
     )
-    results = run_sweep(tmp_path_factory.mktemp("planted-runner"), sweep)
+    return run_sweep(tmp_path_factory.mktemp("planted-runner"), sweep)
+
+
+@pytest.mark.slow
+def test_memray_in_the_env_runner_names_the_planted_site(
+    runner_results: Path, tmp_path: Path
+) -> None:
+    # GIVEN the env runner's planted leak; WHEN diagnose reruns the trial with memray (the
+    # default tracker when installed) in its env runner
+    trial = trial_id(runner_results)
+    done = memsweep(
+        "diagnose", runner_results, trial, "--role", "env_runner", "--out", tmp_path / "d",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    # THEN the env runner's capture was closed before the algorithm killed the runner, and
+    # its top held site is the planted line, one block per env step of the rerun
+    (capture,) = (tmp_path / "d" / "captures").glob("env_runner-*.bin")
+    top = held_sites(capture)[0]
+    assert (top.function, top.line) == (planted.LEAK_FUNCTION, planted.LEAK_LINE)
+    rerun_steps = int(pq.read_table(tmp_path / "d" / "rerun" / "trials.parquet")["env_steps"][0])
+    assert top.allocations == pytest.approx(rerun_steps, rel=0.05)
+    assert top.held_bytes == pytest.approx(top.allocations * LEAK_BYTES, rel=0.01)
+    assert "over 1 env_runner process(es) (memray" in done.stdout
+    assert (tmp_path / "d" / "flamegraph.html").exists()
+
+
+@pytest.mark.slow
+def test_tracemalloc_in_the_env_runner_names_the_planted_site(
+    runner_results: Path, tmp_path: Path
+) -> None:
+    # GIVEN the env runner's planted leak
+    results = runner_results
     trial = trial_id(results)
     # WHEN diagnose reruns it with tracemalloc in its env runner
     done = memsweep(

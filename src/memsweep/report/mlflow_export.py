@@ -37,6 +37,7 @@ already there (matched by ``memsweep.trial_id`` and ``memsweep.run_id`` tags).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -52,6 +53,9 @@ MLFLOW_INSTALL = "pip install 'memsweep[mlflow]'"
 
 MLFLOW_TESTED = "3.17.2"
 """The ``mlflow-skinny`` version the export is tested with (pinned in requirements.lock)."""
+
+SEARCH_MAX_RESULTS = 50_000
+"""Runs read back at most when looking for trials already exported (MLflow's own cap)."""
 
 HISTORY_COLUMNS = {"pss_bytes": "pss_bytes", "rss_bytes": "rss_bytes"}
 """Series column → metric name under ``memory/<role>/``."""
@@ -230,11 +234,18 @@ def export_to_mlflow(
         uri = str(client.tracking_uri)
         found = client.get_experiment_by_name(name)
         experiment_id = found.experiment_id if found else client.create_experiment(name)
+        sweep = analysis.data.name
+        # A sweep's name is a safe literal (spec: letters, digits, _.-); a folder's name
+        # standing in for it might not be, and then every run of the experiment is read.
+        safe = re.fullmatch(r"[\w.\- ]+", sweep) is not None
         done = {
             (r.data.tags.get("memsweep.trial_id"), r.data.tags.get("memsweep.run_id"))
             for r in client.search_runs(
-                [experiment_id], filter_string=f"tags.`memsweep.sweep` = '{analysis.data.name}'"
+                [experiment_id],
+                filter_string=f"tags.`memsweep.sweep` = '{sweep}'" if safe else "",
+                max_results=SEARCH_MAX_RESULTS,
             )
+            if r.data.tags.get("memsweep.sweep") == sweep
         }
     except MlflowException as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
