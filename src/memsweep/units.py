@@ -133,14 +133,22 @@ def format_number(value: float) -> str:
     return f"{value:.3g}"
 
 
+_DIGITS = re.compile(r"(\d+)")
+
+
 def natural_order(values: Iterable[Any]) -> list[Any]:
     """``values`` in the order a reader expects: numbers ascending by value (2 before 10),
-    then everything else as sorted text."""
+    then text, whose digit runs compare as numbers (``64x64`` before ``256x256``)."""
 
-    def key(value: Any) -> tuple[int, float, str]:
+    def key(value: Any) -> tuple[int, float, tuple[tuple[int, int, str], ...]]:
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            return (0, float(value), "")
-        return (1, 0.0, str(value))
+            return (0, float(value), ())
+        runs = _DIGITS.split(str(value))
+        return (
+            1,
+            0.0,
+            tuple((0, int(run), "") if i % 2 else (1, 0, run) for i, run in enumerate(runs)),
+        )
 
     return sorted(values, key=key)
 

@@ -4,6 +4,7 @@ synthetic sweep whose per-worker cost differs between frameworks."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -113,5 +114,18 @@ def test_a_power_profiled_to_one_is_listed_once_as_the_linear_form() -> None:
 def test_natural_order_puts_numbers_by_value_before_text(values: list[int | str]) -> None:
     ordered = natural_order(values)
     numbers = [v for v in values if isinstance(v, int)]
-    texts = [v for v in values if isinstance(v, str)]
-    assert ordered == sorted(numbers) + sorted(texts)
+    assert ordered[: len(numbers)] == sorted(numbers)
+    assert sorted(ordered[len(numbers) :]) == sorted(v for v in values if isinstance(v, str))
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([12_000, 2_000, 5_000], [2_000, 5_000, 12_000]),
+        ([0.5, "torch", 10, 2, "tf2"], [0.5, 2, 10, "tf2", "torch"]),
+        (["512x512x512", "64x64", "256x256"], ["64x64", "256x256", "512x512x512"]),
+        (["size=10", "size=2"], ["size=2", "size=10"]),
+    ],
+)
+def test_natural_order_reads_digit_runs_as_numbers(values: list[Any], expected: list[Any]) -> None:
+    assert natural_order(values) == expected

@@ -19,7 +19,7 @@ import scipy.linalg
 
 from memsweep.analyze.models import FittedModel, ModelSet
 from memsweep.errors import DataError, UsageError
-from memsweep.units import Estimate, format_bytes, format_number, parse_model
+from memsweep.units import Estimate, format_bytes, format_number, natural_order, parse_model
 
 if TYPE_CHECKING:
     from memsweep.analyze.analysis import Analysis
@@ -115,7 +115,7 @@ def _resolve_params(
         if len(labels) != 1:
             raise UsageError(
                 f"--model is required: the sweep measured {len(labels)} models "
-                f"({', '.join(sorted(map(str, labels)))})"
+                f"({', '.join(map(str, natural_order(labels.tolist())))})"
             )
         label = str(labels[0])
     label, hidden = parse_model(label)
