@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from memsweep.cli.main import main
 from memsweep.errors import EXIT_CODES
-from memsweep.testing.damage import damage_results
+from memsweep.testing.damage import DAMAGE, damage_results
 from memsweep.testing.synthetic import SynthTrial, write_sweep
 
 # memsweep.cli re-exports the function main, which hides the module of the same name.
@@ -153,22 +153,6 @@ def test_help_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     for code, meaning in EXIT_CODES.items():
         assert f"{code}  {meaning}" in out
 
-
-DAMAGE = [
-    "none",
-    "truncate_trials",
-    "truncate_sample",
-    "garbage_part",
-    "no_trials",
-    "no_samples",
-    "samples_is_file",
-    "trials_is_folder",
-    "bad_versions",
-    "future_version",
-    "bad_study",
-    "empty_trials",
-    "drop_status",
-]
 
 _WORD = st.text(string.ascii_letters + string.digits + "-_.,/:=", min_size=0, max_size=12)
 _FLAGS = {
