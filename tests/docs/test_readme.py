@@ -61,3 +61,26 @@ def test_the_readme_analysis_is_what_analyze_prints_on_the_reference_run(tmp_pat
     assert len(shown) == len(printed) - 1  # the README leaves out the "report: …" line
     for mine, theirs in zip(shown, printed, strict=False):
         assert _TIME.sub("in … s", mine) == _TIME.sub("in … s", theirs)
+
+
+PPO_REFERENCE = REPO / "results" / "reference-ppo-train-batch"
+"""``sweeps/examples/ppo_train_batch.yaml`` as run on 2026-11-30 (load average 5-7)."""
+
+
+@pytest.mark.medium
+def test_the_readme_ppo_batch_figures_are_the_committed_ppo_run() -> None:
+    from memsweep.analyze import analyze_results
+    from memsweep.report.headline import straddles_zero
+
+    # WHEN the committed PPO train-batch run is analysed again
+    models = analyze_results(PPO_REFERENCE).models
+    name = "bytes_per_unit[train_batch_size_per_learner]"
+    plateau, peak = (
+        next(e for e in models.models[q].effects if e.name == name) for q in ("plateau", "peak")
+    )
+    # THEN the batch's cost cannot be told from 0 on the plateau (a sawtooth's time
+    # average) but is resolved at the peak, and the README quotes that peak figure
+    assert straddles_zero(plateau.estimate)
+    assert not straddles_zero(peak.estimate) and peak.estimate.low > 0
+    quoted = f"{peak.estimate.value / 1000:.1f} kB per unit of batch at the peak"
+    assert quoted in " ".join(README.read_text().split()), quoted

@@ -104,6 +104,23 @@ def effect_label(name: str, base: str | None) -> str:
     return f"{factor}={level[:-1]} vs its base level"
 
 
+def _loo(model: FittedModel) -> str:
+    if not math.isfinite(model.loo_rel_error):
+        return "n/a (a trial alone at its factor level cannot be left out)"
+    return f"{format_bytes(model.loo_rmse_bytes)} = {model.loo_rel_error:.1%}"
+
+
+def _at_peak(peak: FittedModel | None, name: str, framework: str | None) -> str:
+    """``; at the peak: …``: the same effect in the peak model (largest Σ PSS), or "" when
+    there is no peak model or it has no such term. A plateau is a time average; where a
+    factor's memory comes and goes (PPO's batch, held while it learns, then freed), the
+    peak is where its cost shows."""
+    if peak is None:
+        return ""
+    text = effect_line(peak, name, framework)
+    return f"; at the peak: {text}" if text else ""
+
+
 def headline(analysis: Analysis) -> list[str]:
     """The answers in a few lines: cost per transition, worker, parameter, any other
     factor; categorical offsets; the buffer's own cost; growth."""
@@ -114,25 +131,28 @@ def headline(analysis: Analysis) -> list[str]:
         base = next((e.at.get("framework") for e in every if "framework" in e.at), None)
         ref = every[0].at if every else {}
         names = list(dict.fromkeys(e.name for e in every if "_offset[" not in e.name))
+        peak = analysis.models.get("peak")
         for name in names:
             text = effect_line(model, name, base)
             if text:
-                lines.append(f"{effect_label(name, base)}: {text}")
+                lines.append(f"{effect_label(name, base)}: {text}{_at_peak(peak, name, base)}")
         for effect in model.effects:
             if "_offset[" in effect.name:
                 text = effect_text(effect.estimate, effect.unit, model.confidence)
-                lines.append(f"{effect_label(effect.name, base)}: {text}")
+                lines.append(
+                    f"{effect_label(effect.name, base)}: {text}{_at_peak(peak, effect.name, None)}"
+                )
         where = ", ".join(
             f"{k}={format_number(v) if isinstance(v, float) else v}" for k, v in ref.items()
         )
-        loo = (
-            f"{format_bytes(model.loo_rmse_bytes)} = {model.loo_rel_error:.1%}"
-            if math.isfinite(model.loo_rel_error)
-            else "n/a (a trial alone at its factor level cannot be left out)"
+        peak_fit = (
+            f"; peak model R² {peak.r2:.3f}, leave-one-out error {_loo(peak)}"
+            if peak is not None
+            else ""
         )
         lines.append(
             f"(plateau model on {model.n_trials} trials, OLS with non-negative per-unit costs: "
-            f"R² {model.r2:.3f}, leave-one-out error {loo}"
+            f"R² {model.r2:.3f}, leave-one-out error {_loo(model)}{peak_fit}"
             + (f"; marginal costs at {where})" if where else ")")
         )
     analytic = analysis.models.analytic_bytes_per_transition
