@@ -110,3 +110,16 @@ def test_without_mlflow_it_says_what_to_install_in_one_line(tmp_path: Path) -> N
         "memsweep: export-mlflow needs MLflow: pip install 'memsweep[mlflow]'"
     ]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.medium
+def test_a_store_that_cannot_be_opened_is_one_line_and_exit_5(tmp_path: Path) -> None:
+    # GIVEN a SQLite store under a file, not a folder
+    (tmp_path / "a-file").write_text("")
+    uri = f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}"
+    done = memsweep("export-mlflow", REFERENCE, "--tracking-uri", uri, cwd=tmp_path)
+    # THEN one line names the URI and the fix
+    assert done.returncode == 5, done.stderr[-2000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"memsweep: --tracking-uri {uri}: cannot open the tracking store (")
+    assert line.endswith("give a store you can write to, e.g. sqlite:///mlflow.db")

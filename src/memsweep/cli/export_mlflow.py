@@ -3,7 +3,8 @@ of a sweep as an MLflow run, its factors as params and its per-role memory over 
 as metric histories (:mod:`memsweep.report.mlflow_export`).
 
 Exit codes: 0 exported; 2 MLflow not installed (``pip install 'memsweep[mlflow]'``) or a
-tracking URI MLflow refuses; 3 a folder that is not a memsweep sweep.
+tracking URI MLflow refuses; 3 a folder that is not a memsweep sweep; 5 a tracking store
+that cannot be opened (a SQLite file in a folder that cannot be written).
 """
 
 from __future__ import annotations

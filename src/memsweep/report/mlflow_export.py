@@ -45,7 +45,7 @@ from typing import Literal, TypeVar
 import pandas as pd
 
 from memsweep.analyze.analysis import Analysis
-from memsweep.errors import MemsweepError
+from memsweep.errors import MemsweepError, OutputError
 from memsweep.units import Estimate
 
 MLFLOW_INSTALL = "pip install 'memsweep[mlflow]'"
@@ -200,6 +200,21 @@ def trial_runs(
     return tuple(runs)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _store_errors() -> tuple[type[Exception], ...]:
+    """What opening a tracking store raises past MLflow: OSError, and SQLAlchemy's error
+    type from MLflow's SQL store (a file SQLite cannot open)."""
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+    except ImportError:
+        return (OSError,)
+    return (OSError, SQLAlchemyError)
+
+
 _T = TypeVar("_T")
 
 
@@ -220,7 +235,7 @@ def export_to_mlflow(
     ``sqlite:///mlflow.db`` in the working directory); ``experiment`` None means the
     sweep's name; the experiment is created if missing. Raises :class:`MemsweepError`
     (exit 2) when MLflow is not installed, or naming the tracking URI when MLflow
-    refuses it."""
+    refuses it; :class:`OutputError` (exit 5) when its store cannot be opened."""
     try:
         from mlflow.entities import Metric, Param
         from mlflow.exceptions import MlflowException
@@ -248,9 +263,15 @@ def export_to_mlflow(
             if r.data.tags.get("memsweep.sweep") == sweep
         }
     except MlflowException as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MemsweepError(
-            f"--tracking-uri {tracking_uri or '(MLflow default)'}: MLflow refused it: {first}"
+            f"--tracking-uri {tracking_uri or '(MLflow default)'}: MLflow refused it: "
+            f"{_first_line(exc)}"
+        ) from None
+    except _store_errors() as exc:
+        raise OutputError(
+            f"--tracking-uri {tracking_uri or '(MLflow default)'}: cannot open the tracking "
+            f"store ({_first_line(exc)}): give a store you can write to, e.g. "
+            "sqlite:///mlflow.db"
         ) from None
     written: list[tuple[str, str]] = []
     skipped: list[str] = []
