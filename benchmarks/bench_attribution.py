@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import sys
 import threading
 import time
@@ -37,33 +36,6 @@ from benchlib import WORKER_ENV, Profile, Row, Stat, Timer, log, with_seconds
 
 GOAL_PROCESSES = 1.0
 GOAL_BYTES = 0.99
-
-
-def _sweep(profile: Profile, storage: Path) -> Any:
-    from memsweep.spec import parse_study
-
-    return parse_study(
-        {
-            "name": "bench-attribution",
-            "env": "CartPole-v1",
-            "factors": {
-                "replay_capacity": [1000],
-                "model": ["16"],
-                "num_workers": [1, 2],
-                "framework": ["torch"],
-            },
-            "stop": {"iterations": profile.attribution_iterations},
-            "training": {"learning_starts": 100},
-            "resources": {
-                "cpus_per_trainable": 0.7,
-                "cpus_per_env_runner": 0.1,
-                "max_concurrent_trials": 2,
-            },
-            "sampling": {"flush_interval_s": 1.0},
-            "storage": str(storage),
-        },
-        "bench-attribution",
-    )
 
 
 class MeminfoPoller:
@@ -96,46 +68,18 @@ class MeminfoPoller:
         self._thread.join(timeout=5)
 
 
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def run_two_node_sweep(profile: Profile, storage: Path) -> None:
     """The sweep on a fresh two-node cluster, which is shut down after."""
-    import ray
-    from ray.cluster_utils import Cluster
-
     from memsweep.run.sweep import run_study
+    from memsweep.spec import parse_study
+    from memsweep.testing.raycluster import two_node_cluster, two_node_sweep
 
-    ray.shutdown()
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 1,
-            "include_dashboard": True,
-            "dashboard_host": "127.0.0.1",
-            # A Cluster's head does not look further when 8265 is taken (by someone else's
-            # Ray on this machine): give it a free port.
-            "dashboard_port": free_port(),
-        },
-    )
-    try:
-        cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        ray.init(
-            address=cluster.address,
-            runtime_env={"env_vars": dict(WORKER_ENV)},
-            log_to_driver=False,
-        )
+    sweep = two_node_sweep("bench-attribution", profile.attribution_iterations, storage)
+    with two_node_cluster(WORKER_ENV, log_to_driver=False):
         with contextlib.redirect_stdout(sys.stderr):
-            outcome = run_study(_sweep(profile, storage))
+            outcome = run_study(parse_study(sweep, "bench-attribution"))
         if outcome.num_errors:
             raise RuntimeError(f"{outcome.num_errors} attribution trial(s) failed; see {storage}")
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
 
 
 def ground_truth(storage: Path) -> dict[str, dict[str, Any]]:

@@ -6,7 +6,6 @@ few minutes on 2 cores.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import yaml
 
 from memsweep.spec import parse_study
 from memsweep.store import open_results
+from memsweep.testing.raycluster import two_node_cluster, two_node_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -107,56 +107,15 @@ def test_on_two_nodes_both_are_sampled_and_env_runners_go_to_their_trial(
     tmp_path: Path, ray_auth_disabled: None
 ) -> None:
     import ray
-    from ray.cluster_utils import Cluster
 
     from memsweep.run.sweep import run_study
 
     # GIVEN a two-node cluster (two raylets on this machine) and two concurrent trials
-    ray.shutdown()
-    # A free dashboard port: another Ray on this machine (other test runs) may hold 8265.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        dashboard_port = probe.getsockname()[1]
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 1,
-            "include_dashboard": True,
-            "dashboard_host": "127.0.0.1",
-            "dashboard_port": dashboard_port,
-        },
-    )
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    try:
-        ray.init(address=cluster.address, runtime_env={"env_vars": {"TF_USE_LEGACY_KERAS": "1"}})
-        study = parse_study(
-            {
-                "name": "two-nodes",
-                "env": "CartPole-v1",
-                "factors": {
-                    "replay_capacity": [1000],
-                    "model": ["16"],
-                    "num_workers": [1, 2],
-                    "framework": ["torch"],
-                },
-                "stop": {"iterations": 3},
-                "training": {"learning_starts": 100},
-                "resources": {
-                    "cpus_per_trainable": 0.7,
-                    "cpus_per_env_runner": 0.1,
-                    "max_concurrent_trials": 2,
-                },
-                "sampling": {"flush_interval_s": 1.0},
-                "storage": str(tmp_path / "two"),
-            }
-        )
+    with two_node_cluster({"TF_USE_LEGACY_KERAS": "1"}):
+        study = parse_study(two_node_sweep("two-nodes", 3, tmp_path / "two"))
         # WHEN the sweep runs on that cluster
         outcome = run_study(study)
         node_ids = {n["NodeID"] for n in ray.nodes()}
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
     assert outcome.num_errors == 0
     results = open_results(tmp_path / "two")
     samples = results.table("samples", columns=["node_id", "pid", "trial_id", "role"]).to_pandas()

@@ -342,3 +342,61 @@ def explicit_auth(mode: str = "disabled") -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def two_node_sweep(name: str, iterations: int, storage: Path) -> dict[str, Any]:
+    """A sweep for :func:`two_node_cluster`: two concurrent DQN trials (1 and 2 env runners
+    at a tenth of a CPU, the trainable at 0.7) that cannot share one 1-CPU node."""
+    return {
+        "name": name,
+        "env": "CartPole-v1",
+        "factors": {
+            "replay_capacity": [1000],
+            "model": ["16"],
+            "num_workers": [1, 2],
+            "framework": ["torch"],
+        },
+        "stop": {"iterations": iterations},
+        "training": {"learning_starts": 100},
+        "resources": {
+            "cpus_per_trainable": 0.7,
+            "cpus_per_env_runner": 0.1,
+            "max_concurrent_trials": 2,
+        },
+        "sampling": {"flush_interval_s": 1.0},
+        "storage": str(storage),
+    }
+
+
+@contextmanager
+def two_node_cluster(env_vars: Mapping[str, str], *, log_to_driver: bool = True) -> Iterator[Any]:
+    """A fresh in-process two-node Ray (``ray.cluster_utils.Cluster``: two raylets of 1 CPU
+    on this machine, the head's dashboard on a free loopback port) with this process
+    connected to it (workers get ``env_vars``); yields the ``Cluster``, shut down after."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "include_dashboard": True,
+            "dashboard_host": "127.0.0.1",
+            # A Cluster's head does not look further when 8265 is taken (by someone else's
+            # Ray on this machine): give it a free port.
+            "dashboard_port": free_port(),
+        },
+    )
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        ray.init(
+            address=cluster.address,
+            runtime_env={"env_vars": dict(env_vars)},
+            log_to_driver=log_to_driver,
+        )
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()  # type: ignore[no-untyped-call]
