@@ -257,3 +257,36 @@ def test_tunes_tensorboard_logger_does_not_bring_torch_into_the_driver() -> None
     printed = in_fresh_python(code)
     # THEN Tune's logger is built without torch, and torch still imports afterwards
     assert printed.strip() == "2"
+
+
+def test_tunes_callback_telemetry_does_not_bring_mlflow_into_the_driver() -> None:
+    # GIVEN mlflow installed (memsweep's [dev] extra has it) and a fresh process that
+    # prepares the driver as run_study does
+    code = (
+        "import importlib.util, sys\n"
+        "assert importlib.util.find_spec('mlflow') is not None, 'mlflow is not installed'\n"
+        "from memsweep.run.workarounds.tune import "
+        "tracker_integrations_without_their_libraries\n"
+        "tracker_integrations_without_their_libraries()\n"
+        "from ray.air._internal.usage import tag_callbacks\n"
+        "from ray.tune import Callback\n"
+        "tag_callbacks([Callback()])  # what tune.run does with memsweep's callback\n"
+        "assert 'mlflow' not in sys.modules, 'Tune\\'s telemetry imported mlflow'\n"
+        "import mlflow\n"
+        "print(mlflow.__name__)\n"
+    )
+    # WHEN Tune records its callbacks, THEN mlflow stays out, and still imports afterwards
+    assert in_fresh_python(code).strip() == "mlflow"
+
+
+def test_without_the_workaround_tunes_callback_telemetry_imports_mlflow() -> None:
+    # The Ray behaviour worked around: once this fails (Ray no longer imports the tracker
+    # libraries for its telemetry), tracker_integrations_without_their_libraries can go.
+    code = (
+        "import sys\n"
+        "from ray.air._internal.usage import tag_callbacks\n"
+        "from ray.tune import Callback\n"
+        "tag_callbacks([Callback()])\n"
+        "print('mlflow' in sys.modules)\n"
+    )
+    assert in_fresh_python(code).strip() == "True"

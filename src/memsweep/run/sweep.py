@@ -280,11 +280,13 @@ def run_study(
         credentials_kept_from_trials,
         storage_errors_in_one_line,
         tensorboard_logger_without_torch,
+        tracker_integrations_without_their_libraries,
         tune_survives_oom_kills,
     )
 
     check_study(study, source or study.name)
     tensorboard_logger_without_torch()
+    tracker_integrations_without_their_libraries()
     uri = storage or study.storage_uri
     writer = ResultsWriter(uri)
     writer.write_text("study.yaml", yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))

@@ -9,7 +9,8 @@
 - The driver's cloud credentials stay in the driver when the results are on a local
   disk (:func:`credentials_kept_from_trials`).
 - The driver does not import PyTorch for Tune's TensorBoard logger
-  (:func:`tensorboard_logger_without_torch`).
+  (:func:`tensorboard_logger_without_torch`), nor MLflow, W&B or Aim for Tune's callback
+  telemetry (:func:`tracker_integrations_without_their_libraries`).
 
 **A Ray 2.60 bug worked around here.** Tune's actor manager
 (``RayActorManager._actor_task_failed``) handles ``RayActorError`` and ``RayTaskError``
@@ -26,6 +27,7 @@ test that shows the upstream method still failing, so the wrapper can go once it
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -56,6 +58,49 @@ def tensorboard_logger_without_torch() -> None:
         pass  # Tune then runs without its TensorBoard logger, as it does without it.
     finally:
         del sys.modules["torch"]
+
+
+TRACKER_INTEGRATIONS: dict[str, tuple[str, ...]] = {
+    "ray.air.integrations.mlflow": ("mlflow",),
+    "ray.air.integrations.wandb": ("wandb",),
+    "ray.tune.logger.aim": ("aim",),
+}
+"""Ray's tracker integration modules that Tune's callback telemetry imports, and the
+libraries each imports at module level when installed (Ray 2.60)."""
+
+
+def tracker_integrations_without_their_libraries() -> None:
+    """Import Ray's MLflow, W&B and Aim integrations without their libraries.
+
+    Whenever a run has callbacks (memsweep's own, always), ``tune.run`` records which
+    kinds for Ray's usage telemetry (``ray.air._internal.usage._count_callbacks``) by
+    importing those integrations to compare class names, and each imports its library
+    when it is installed: with ``mlflow-skinny`` installed (memsweep's ``[mlflow]`` and
+    ``[dev]`` extras) the driver's peak RSS during ``sweeps/examples/trackers.yaml`` was
+    311 MB, and 274 MB without it (2026-11-30). memsweep's sweep driver passes Tune no
+    tracker callback, so while those modules are first imported their libraries fail to
+    import as if not installed; afterwards they import normally. In this process Ray's
+    ``MLflowLoggerCallback``/``WandbLoggerCallback`` would then find no library: call
+    this only in a driver that uses none (``memsweep run``; a user's own Tuner with
+    :class:`memsweep.MemoryCallback` is left alone). No effect on a module already
+    imported.
+    """
+    hidden = {
+        library
+        for module, libraries in TRACKER_INTEGRATIONS.items()
+        if module not in sys.modules
+        for library in libraries
+        if library not in sys.modules
+    }
+    for library in hidden:
+        sys.modules[library] = None  # type: ignore[assignment]  # import …: ImportError
+    try:
+        for module in TRACKER_INTEGRATIONS:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
+    finally:
+        for library in hidden:
+            del sys.modules[library]
 
 
 class TrialOutOfMemoryError(RayActorError):
