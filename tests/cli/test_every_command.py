@@ -230,24 +230,6 @@ def test_every_command_with_generated_arguments_ends_in_one_line_and_writes_only
     assert set(sandbox.parent.iterdir()) == before_parent, (argv, how)
 
 
-def test_compare_with_a_damaged_part_file_is_one_line_and_exit_3(
-    valid_results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # (found by the property test above: it was an internal error, exit 70)
-    damaged = tmp_path / "damaged"
-    shutil.copytree(valid_results, damaged)
-    (damaged / "samples" / "part-zz.parquet").write_bytes(b"garbage")
-    capsys.readouterr()
-    code = main(["compare", str(damaged), str(valid_results)])
-    err = capsys.readouterr().err
-    assert code == 3
-    assert err.strip() == (
-        "memsweep: cannot read the sample data (Invalid Input Error: File "
-        f"'{damaged / 'samples' / 'part-zz.parquet'}' too small to be a Parquet file); a "
-        "Parquet file in the results folder is damaged: move it aside and run again"
-    )
-
-
 def test_a_sweep_file_with_a_control_character_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -172,9 +172,20 @@ FAULT_CASES: dict[str, FaultCase] = {
     ),
     "damaged_results": FaultCase(
         fault="a results folder from a newer memsweep, with a broken `versions.json`, a truncated `trials.parquet`, or not a results folder at all",
-        sees="`memsweep analyze`: one line, non-zero exit",
+        sees="`memsweep analyze`: one line naming the problem and the fix (upgrade memsweep, restore the file from a copy, point at a results folder), exit 3",
         survives="the folder is only read",
         lost="—",
+    ),
+    "damaged_part": FaultCase(
+        fault="a truncated or overwritten Parquet file in `samples/` or `progress/` (a copy gone wrong, a disk error)",
+        sees="`memsweep analyze` and `compare` analyse the rest (exit 0) and name each skipped file, why and the fix in the report's missing list; one line, exit 3, only when no samples file is readable",
+        survives="the folder is only read; every readable file's rows are analysed ({skipped} of {parts} sample files skipped here)",
+        lost="the rows only the damaged file holds",
+        readme=(
+            "a damaged Parquet file in a results folder",
+            "`analyze` goes on without it and names it and the fix (restore it from a copy)",
+            "the rows only that file holds",
+        ),
     ),
     "credentials": FaultCase(
         fault="credentials in the environment (`AWS_*`, a password) and a token in `~/.ray/auth_token`",
@@ -609,13 +620,15 @@ def _copy_of_a_results_folder(tmp_path: Path, tmp_path_factory: pytest.TempPathF
 @pytest.mark.parametrize(
     ("damage", "says"),
     [
-        ("newer_schema", "was written by a newer memsweep"),
-        ("versions_not_json", "versions.json cannot be read"),
-        ("versions_a_list", "versions.json is not a JSON object"),
-        ("trials_truncated", "trials.parquet is not a readable Parquet file"),
-        ("samples_part_truncated", "a Parquet file in the results folder is damaged"),
-        ("not_a_results_folder", "is not a memsweep results folder"),
-        ("a_file", "is not a memsweep results folder"),
+        ("newer_schema", "Upgrade memsweep to read it"),
+        (
+            "versions_not_json",
+            "versions.json cannot be read (Expecting value: line 1 column 1 (char 0)): restore it from a copy of the results folder, or delete it",
+        ),
+        ("versions_a_list", "versions.json is not a JSON object: restore it"),
+        ("trials_truncated", "restore it from a copy of the results folder"),
+        ("not_a_results_folder", "Point at results/<sweep-name>"),
+        ("a_file", "Point at results/<sweep-name>"),
     ],
 )
 def test_a_damaged_or_foreign_results_folder_gets_one_line_from_analyze(
@@ -631,9 +644,6 @@ def test_a_damaged_or_foreign_results_folder_gets_one_line_from_analyze(
     elif damage == "trials_truncated":
         data = (results / "trials.parquet").read_bytes()
         (results / "trials.parquet").write_bytes(data[: len(data) // 2])
-    elif damage == "samples_part_truncated":
-        part = sorted((results / "samples").glob("part-*.parquet"))[0]
-        part.write_bytes(part.read_bytes()[:100])
     elif damage == "not_a_results_folder":
         results = tmp_path / "empty"
         results.mkdir()
@@ -643,7 +653,30 @@ def test_a_damaged_or_foreign_results_folder_gets_one_line_from_analyze(
     result = memsweep("analyze", results, "--out", tmp_path / "out", cwd=tmp_path, timeout=300)
     line = assert_one_line(result, prefix="memsweep analyze: ")
     assert says in line, line
+    assert result.returncode == 3
     fault("damaged_results")
+
+
+def test_a_truncated_sample_part_is_skipped_named_and_the_rest_analysed(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, fault: Any
+) -> None:
+    # GIVEN a results folder with one samples part truncated by a copy gone wrong
+    results = _copy_of_a_results_folder(tmp_path, tmp_path_factory)
+    parts = sorted((results / "samples").glob("part-*.parquet"))
+    parts[0].write_bytes(parts[0].read_bytes()[:100])
+    # WHEN it is analysed
+    result = memsweep("analyze", results, "--out", tmp_path / "out", cwd=tmp_path, timeout=300)
+    # THEN the rest is analysed, and the missing list names the file, why and the fix
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert (
+        f"missing (1): samples/{parts[0].name} cannot be read (Parquet magic bytes not found in "
+        "footer. Either the file is corrupted or this is not a parquet file.): skipped, so the "
+        "rows only it holds are not analysed; to include them, restore it from a copy of the "
+        f"results folder (committed results: `git checkout -- {parts[0]}`)"
+    ) in result.stdout
+    assert re.search(r"^synthetic: \d+ trials analysed \(\d+ reached", result.stdout)
+    fault("damaged_part", skipped="1", parts=str(len(parts)))
 
 
 # -- crash safety of the store (no Ray) ------------------------------------------------

@@ -22,6 +22,7 @@ approximation that is exact for normal estimates and conservative otherwise.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -177,6 +178,20 @@ def _factor_names(analysis: Analysis) -> set[str]:
     }
 
 
+SAME_FOLDER_NOTE = (
+    "A and B are the same results folder: every difference is 0 by construction; give two "
+    "runs (e.g. before and after an upgrade) to compare them"
+)
+
+
+def same_folder(uri_a: str, uri_b: str) -> bool:
+    """Whether two results locations name one folder: the same local directory (however
+    the paths are spelled, symlinks followed), or the same URI."""
+    if "://" in uri_a or "://" in uri_b:
+        return uri_a.rstrip("/") == uri_b.rstrip("/")
+    return os.path.realpath(uri_a) == os.path.realpath(uri_b)
+
+
 def compare_analyses(a: Analysis, b: Analysis) -> Comparison:
     """Compare two analysed runs (see the module docstring for the matching and the
     intervals). Raises :class:`MemsweepError` when the two were analysed at different
@@ -188,7 +203,13 @@ def compare_analyses(a: Analysis, b: Analysis) -> Comparison:
         )
     names_a, names_b = _factor_names(a), _factor_names(b)
     common = tuple(sorted(names_a & names_b))
-    notes = [
+    notes = []
+    runs: tuple[tuple[str, Analysis], ...] = (("A", a), ("B", b))
+    if same_folder(a.uri, b.uri):
+        notes.append(SAME_FOLDER_NOTE)
+        runs = (("A (= B)", a),)
+    notes += [f"run {run}: {text}" for run, x in runs for text in x.data.skipped]
+    notes += [
         f"factor {name!r} is only in run {run}: not matched on"
         for run, names in (("A", names_a - names_b), ("B", names_b - names_a))
         for name in sorted(names)

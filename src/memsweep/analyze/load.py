@@ -22,8 +22,9 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -38,10 +39,11 @@ from memsweep.analyze.queries import (
     SERIES_SQL,
     SYSTEM_SQL,
     connect,
-    sample_files,
 )
 from memsweep.errors import DataError
 from memsweep.store import Results, open_results
+from memsweep.store.reader import SkippedFile, damaged_files, restore_fix
+from memsweep.store.writer import first_line
 from memsweep.units import natural_order
 
 TRIAL_ROLES = ("trainable", "learner", "replay", "aggregator", "env_runner", "actor", "child")
@@ -140,6 +142,10 @@ class SweepData:
     notes: tuple[str, ...] = ()
     """Other facts the report should state (metric fallback, running trials)."""
 
+    skipped: tuple[str, ...] = ()
+    """Damaged Parquet files of ``samples/`` and ``progress/`` left out, one sentence each
+    (which file, why, the fix); also in ``missing``."""
+
     timings_s: dict[str, float] = field(default_factory=dict)
     """Wall time of each read step."""
 
@@ -208,41 +214,38 @@ def load_sweep(source: str | Results, max_buckets: int = 600) -> SweepData:
         .set_index("trial_id")
     )
 
-    files = sample_files(results)
-    if not files:
+    samples = results.readable("samples")
+    progress_files = results.readable("progress")
+    sample_skips = list(samples.skipped)
+    files = list(samples.files)
+    if not files and not samples.skipped:
         raise DataError(
             f"{uri}: partial dataset: {len(trials)} trial(s) but no samples/ part files. "
             "Was the memory sampler running? See events/ and the driver log."
         )
-    con = connect(results, files, trials)
-    sample_rows = int(con.sql("SELECT count(*) FROM samples").fetchall()[0][0])
-    ranges = con.sql(RANGES_SQL).df()
-    if ranges.empty:
-        raise DataError(
-            f"{uri}: {sample_rows} sample rows but none belongs to a trial (trial_id is null "
-            "everywhere): nothing to analyse."
-        )
-    timings["scan_ranges_s"] = time.perf_counter() - clock
-
-    duration_s = (ranges["t1_us"] - ranges["t0_us"]) / 1e6
-    width_s = [bucket_width_s(d, full_interval_s, max_buckets) for d in duration_s]
-    widths = pd.DataFrame(
-        {
-            "trial_id": ranges["trial_id"],
-            "t0_us": ranges["t0_us"].astype("int64"),
-            "width_us": [max(1, round(w * 1e6)) for w in width_s],
-        }
+    try:
+        scan = _scan_samples(results, files, sample_skips, trials, full_interval_s, max_buckets)
+    except duckdb.Error as exc:
+        # A file whose footer reads but whose pages do not (a disk error, a copy that
+        # overwrote bytes): find it by reading each file whole (only now, on failure), leave
+        # it out and scan the rest.
+        damaged = damaged_files(results.fs, files)
+        if not damaged:
+            raise DataError(
+                f"{uri}: cannot read the sample data ({first_line(exc)}); a Parquet file of "
+                "samples/ is damaged: restore the folder from a copy"
+            ) from None
+        sample_skips += damaged
+        files = [f for f in files if f not in {d.path for d in damaged}]
+        scan = _scan_samples(results, files, sample_skips, trials, full_interval_s, max_buckets)
+    timings.update(scan.timings_s)
+    sample_rows, ranges, raw, peaks, system = (
+        scan.sample_rows,
+        scan.ranges,
+        scan.raw,
+        scan.peaks,
+        scan.system,
     )
-    con.register("widths", widths)
-    step = time.perf_counter()
-    con.execute(PER_PROCESS_SQL)
-    raw = con.sql(SERIES_SQL).df()
-    peaks = con.sql(PEAKS_SQL).df()
-    timings["aggregate_trials_s"] = time.perf_counter() - step
-    step = time.perf_counter()
-    system = con.sql(SYSTEM_SQL).df()
-    timings["aggregate_system_s"] = time.perf_counter() - step
-    con.close()
 
     has_pss = raw["pss_bytes"].notna().any()
     metric: Literal["pss_bytes", "rss_bytes"] = "pss_bytes" if has_pss else "rss_bytes"
@@ -253,10 +256,9 @@ def load_sweep(source: str | Results, max_buckets: int = 600) -> SweepData:
         )
     system["mem_bytes"] = system[metric]
 
-    progress_columns = ["trial_id", "ts", "env_steps", "replay_size"]
-    if "run_id" in results.dataset("progress").schema.names:
-        progress_columns.append("run_id")
-    progress_table = results.table("progress", columns=progress_columns)
+    progress_skips = list(progress_files.skipped)
+    progress_table = _read_progress(results, list(progress_files.files), progress_skips)
+    skipped = [*sample_skips, *progress_skips]
     # Microseconds since the epoch, converted in Arrow (whatever unit pandas would pick).
     ts_us = pc.cast(pc.cast(progress_table["ts"], pa.timestamp("us", tz="UTC")), pa.int64())
     progress = progress_table.drop_columns(["ts"]).to_pandas()
@@ -266,8 +268,8 @@ def load_sweep(source: str | Results, max_buckets: int = 600) -> SweepData:
         keep = latest.isna() | progress["run_id"].isna() | (progress["run_id"] == latest)
         progress = progress[keep]
 
-    starts = widths.set_index("trial_id")["t0_us"] / 1e6
-    bucket_s = pd.Series(width_s, index=ranges["trial_id"].to_numpy())
+    starts = ranges.set_index("trial_id")["t0_us"].astype("int64") / 1e6
+    bucket_s = pd.Series(scan.width_s, index=ranges["trial_id"].to_numpy())
     series, progress_rel = _attach_steps(
         raw,
         progress=progress,
@@ -277,6 +279,7 @@ def load_sweep(source: str | Results, max_buckets: int = 600) -> SweepData:
         metric=metric,
     )
 
+    missing += [f.note(results.root) for f in skipped]
     sampled = set(ranges["trial_id"])
     with_progress = set(progress["trial_id"])
     for trial_id, row in trials.iterrows():
@@ -326,10 +329,101 @@ def load_sweep(source: str | Results, max_buckets: int = 600) -> SweepData:
         factors=factors,
         factor_names=tuple(names),
         missing=tuple(missing),
+        skipped=tuple(f.note(results.root) for f in skipped),
         notes=tuple(dict.fromkeys(notes)),
         timings_s=timings,
         starts_s={str(k): float(v) for k, v in starts.items()},
     )
+
+
+PROGRESS_COLUMNS = ["trial_id", "ts", "env_steps", "replay_size"]
+"""Columns of ``progress/`` the analysis reads (and ``run_id`` where the files have it)."""
+
+
+def _read_progress(results: Results, files: list[str], skipped: list[SkippedFile]) -> pa.Table:
+    """The progress rows of ``files``; a file whose pages cannot be read (its footer could)
+    is found by reading each whole, appended to ``skipped`` and left out."""
+    try:
+        dataset = results.dataset("progress", files)
+        columns = PROGRESS_COLUMNS + ["run_id"] * ("run_id" in dataset.schema.names)
+        return dataset.to_table(columns=columns)
+    except (pa.ArrowInvalid, OSError) as exc:
+        damaged = damaged_files(results.fs, files)
+        if not damaged:
+            raise DataError(
+                f"{results.uri}: cannot read progress/ ({first_line(exc)}); a Parquet file of "
+                "progress/ is damaged: restore the folder from a copy"
+            ) from None
+        skipped += damaged
+        bad = {d.path for d in damaged}
+        return _read_progress(results, [f for f in files if f not in bad], skipped)
+
+
+class _Scan(NamedTuple):
+    """The duckdb aggregates of the sample files (see :func:`load_sweep`)."""
+
+    sample_rows: int
+    ranges: pd.DataFrame
+    width_s: list[float]
+    raw: pd.DataFrame
+    peaks: pd.DataFrame
+    system: pd.DataFrame
+    timings_s: dict[str, float]
+
+
+def _scan_samples(
+    results: Results,
+    files: list[str],
+    skipped: list[SkippedFile],
+    trials: pd.DataFrame,
+    full_interval_s: float,
+    max_buckets: int,
+) -> _Scan:
+    """Aggregate the sample files in duckdb; :class:`DataError` when none is readable (the
+    ``skipped`` damaged ones named) or none of their rows belongs to a trial;
+    ``duckdb.Error`` from a damaged file."""
+    uri = results.uri
+    if not files:
+        damaged = skipped[0]
+        more = len(skipped) - 1
+        raise DataError(
+            f"{uri}: no readable memory samples: {damaged.problem(results.root)}"
+            + (f" (and {more} more file(s) of samples/)" if more else "")
+            + f"; {restore_fix(damaged.path)}"
+        )
+    clock = time.perf_counter()
+    timings: dict[str, float] = {}
+    con = connect(results, files, trials)
+    try:
+        sample_rows = int(con.sql("SELECT count(*) FROM samples").fetchall()[0][0])
+        ranges = con.sql(RANGES_SQL).df()
+        if ranges.empty:
+            raise DataError(
+                f"{uri}: {sample_rows} sample rows but none belongs to a trial (trial_id is "
+                "null everywhere): nothing to analyse."
+            )
+        timings["scan_ranges_s"] = time.perf_counter() - clock
+        duration_s = (ranges["t1_us"] - ranges["t0_us"]) / 1e6
+        width_s = [bucket_width_s(d, full_interval_s, max_buckets) for d in duration_s]
+        widths = pd.DataFrame(
+            {
+                "trial_id": ranges["trial_id"],
+                "t0_us": ranges["t0_us"].astype("int64"),
+                "width_us": [max(1, round(w * 1e6)) for w in width_s],
+            }
+        )
+        con.register("widths", widths)
+        step = time.perf_counter()
+        con.execute(PER_PROCESS_SQL)
+        raw = con.sql(SERIES_SQL).df()
+        peaks = con.sql(PEAKS_SQL).df()
+        timings["aggregate_trials_s"] = time.perf_counter() - step
+        step = time.perf_counter()
+        system = con.sql(SYSTEM_SQL).df()
+        timings["aggregate_system_s"] = time.perf_counter() - step
+    finally:
+        con.close()
+    return _Scan(sample_rows, ranges, width_s, raw, peaks, system, timings)
 
 
 def _attach_steps(

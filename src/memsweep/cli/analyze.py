@@ -343,7 +343,8 @@ def damaged_parquet_is_one_line() -> Iterator[None]:
         first = text.splitlines()[0] if text else type(exc).__name__
         raise DataError(
             f"cannot read the sample data ({first}); a Parquet file in the results "
-            "folder is damaged: move it aside and run again"
+            "folder is damaged: restore it from a copy of the results folder, or move it out "
+            "of the folder to analyse the rest without its rows"
         ) from None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from memsweep.analyze.compare import Comparison, Difference, factor_text
+from memsweep.analyze.compare import Comparison, Difference, factor_text, same_folder
 from memsweep.units import Estimate, format_bytes, format_interval, json_ready
 
 _LABELS = {
@@ -58,7 +58,8 @@ def comparison_text(comparison: Comparison) -> str:
     c = comparison
     lines = [
         f"Run A: {c.name_a} ({c.uri_a})",
-        f"Run B: {c.name_b} ({c.uri_b})",
+        f"Run B: {c.name_b} ({c.uri_b})"
+        + (" — the same folder as A" if same_folder(c.uri_a, c.uri_b) else ""),
         f"Matched on: {', '.join(c.factors) or '(no common factor)'}; "
         f"{len(c.pairs)} trial pair(s); intervals {c.confidence:.0%}; "
         "* = the difference's interval excludes 0. Growth is the late rate after the "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -52,6 +53,87 @@ def list_parquet(fs: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:
     )
 
 
+def restore_fix(path: str) -> str:
+    """The fix for a damaged file of a results folder (nothing memsweep writes rebuilds it)."""
+    return f"restore it from a copy of the results folder (committed results: `git checkout -- {path}`)"
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A Parquet file of an appended table that cannot be read (truncated by a copy, a
+    disk error), left out by :func:`readable_files` so that the rest can be analysed."""
+
+    path: str
+    """The file's path (as the folder's filesystem names it)."""
+    reason: str
+    """The first line of the Parquet reader's error."""
+
+    def note(self, root: str) -> str:
+        """One sentence for a report: the file (relative to ``root``), why, what is lost, the fix."""
+        return (
+            f"{self.problem(root)}: skipped, so the rows only it holds are not analysed; to include "
+            f"them, {restore_fix(self.path)}"
+        )
+
+    def problem(self, root: str) -> str:
+        """``samples/compact-….parquet cannot be read (REASON)``, the file relative to ``root``."""
+        shown = self.path[len(root) + 1 :] if self.path.startswith(root + "/") else self.path
+        return f"{shown} cannot be read ({self.reason})"
+
+
+@dataclass(frozen=True)
+class TableFiles:
+    """An appended table's files split into the readable ones and those skipped."""
+
+    files: tuple[str, ...]
+    """Paths of the readable files holding the table's rows (:func:`live_files`' rule)."""
+    skipped: tuple[SkippedFile, ...]
+    """Files whose Parquet footer cannot be read; their rows are not in ``files``."""
+
+
+def footer_problem(fs: pafs.FileSystem, path: str) -> str | None:
+    """None if the Parquet footer of ``path`` reads, else the first line of the error.
+    Reads the footer only (a few kB): a truncated file has lost it."""
+    try:
+        pq.read_metadata(path, filesystem=fs)
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        return first_line(exc)
+    return None
+
+
+def damaged_files(fs: pafs.FileSystem, paths: Sequence[str]) -> list[SkippedFile]:
+    """The files of ``paths`` that cannot be read whole (every page decoded), with why.
+    Reads every file: for a reader that has already failed on one of them and must find
+    which (a footer that reads, pages that do not), not for every read."""
+    damaged = []
+    for path in paths:
+        try:
+            pq.read_table(path, filesystem=fs)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            damaged.append(SkippedFile(path, first_line(exc)))
+    return damaged
+
+
+def readable_files(fs: pafs.FileSystem, folder: str) -> TableFiles:
+    """:func:`live_files` minus the files whose footer cannot be read, and those files.
+
+    A damaged compacted file covers nothing: the parts it replaced, if a compaction killed
+    before deleting them left them there, are read instead (no row is lost then)."""
+    infos = list_parquet(fs, folder)
+    skipped: dict[str, SkippedFile] = {}
+    covered: set[str] = set()
+    for info in infos:
+        problem = footer_problem(fs, info.path)
+        if problem is not None:
+            skipped[info.path] = SkippedFile(info.path, problem)
+        elif info.base_name.startswith(COMPACT_PREFIX):
+            covered.update(covered_by(fs, info.path))
+    files = tuple(
+        info.path for info in infos if info.base_name not in covered and info.path not in skipped
+    )
+    return TableFiles(files=files, skipped=tuple(skipped.values()))
+
+
 def covered_by(fs: pafs.FileSystem, compacted: str) -> list[str]:
     """The file names (in the same folder) that the compacted file ``compacted`` replaces."""
     try:
@@ -59,7 +141,9 @@ def covered_by(fs: pafs.FileSystem, compacted: str) -> list[str]:
         names = json.loads(metadata.get(COVERS_KEY, b"[]"))
     except (pa.ArrowInvalid, OSError, ValueError) as exc:
         raise DataError(
-            f"{compacted} is not a readable compacted Parquet file: {first_line(exc)}"
+            f"{compacted} is not a readable compacted Parquet file ({first_line(exc)}): "
+            f"{restore_fix(compacted)}, or move it out of the folder to analyse the rest without "
+            "its rows"
         ) from None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise DataError(f"{compacted}: its {COVERS_KEY.decode()} footer is not a list of names")
@@ -77,6 +161,12 @@ def live_files(fs: pafs.FileSystem, folder: str) -> list[str]:
     return [info.path for info in infos if info.base_name not in covered]
 
 
+VERSIONS_FIX = (
+    "restore it from a copy of the results folder, or delete it (it only records the "
+    "versions the sweep ran with; without it the folder is read as this memsweep's schema)"
+)
+
+
 @dataclass(frozen=True)
 class Results:
     """Read access to a results folder (written by this or an earlier memsweep run)."""
@@ -89,10 +179,11 @@ class Results:
         info = self.fs.get_file_info(f"{self.root}/{name}")
         return bool(info.type != pafs.FileType.NotFound)
 
-    def dataset(self, table_name: str) -> ds.Dataset:
-        """A ``pyarrow.dataset`` over one appended table (possibly empty)."""
+    def dataset(self, table_name: str, files: Sequence[str] | None = None) -> ds.Dataset:
+        """A ``pyarrow.dataset`` over one appended table (possibly empty): over ``files``
+        if given (e.g. :meth:`readable`'s), else over all of :meth:`files`."""
         schema = APPEND_TABLES[table_name]
-        files = self.files(table_name)
+        files = self.files(table_name) if files is None else list(files)
         if not files:
             return ds.dataset(pa.Table.from_batches([], schema=schema))
         return ds.dataset(files, filesystem=self.fs, format="parquet", schema=schema)
@@ -102,6 +193,14 @@ class Results:
         if not self.exists(table_name):
             return []
         return live_files(self.fs, f"{self.root}/{table_name}")
+
+    def readable(self, table_name: str) -> TableFiles:
+        """An appended table's readable files and the damaged ones skipped
+        (:func:`readable_files`); for readers that go on without what cannot be read and
+        say so, where :meth:`files` and :meth:`table` stop at the first damaged file."""
+        if not self.exists(table_name):
+            return TableFiles(files=(), skipped=())
+        return readable_files(self.fs, f"{self.root}/{table_name}")
 
     def table(self, table_name: str, columns: list[str] | None = None) -> pa.Table:
         """Read a table whole (appended or small), optionally only some columns."""
@@ -114,14 +213,21 @@ class Results:
             try:
                 return pq.read_table(path, filesystem=self.fs, columns=columns)
             except (pa.ArrowInvalid, OSError) as exc:
+                # Arrow prefixes "Could not open Parquet input source '<path>': "; the
+                # message names the path once.
+                reason = first_line(exc).removeprefix(
+                    f"Could not open Parquet input source '{path}': "
+                )
                 raise DataError(
-                    f"{path} is not a readable Parquet file: {first_line(exc)}"
+                    f"{path} is not a readable Parquet file ({reason}): {restore_fix(path)}"
                 ) from None
         try:
             return self.dataset(table_name).to_table(columns=columns)
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(
-                f"{self.root}/{table_name}/ has a part file that cannot be read: {first_line(exc)}"
+                f"{self.root}/{table_name}/ has a part file that cannot be read "
+                f"({first_line(exc)}): {restore_fix('the damaged file')}, or move it out of the "
+                "folder"
             ) from None
 
     def text(self, name: str) -> str | None:
@@ -136,9 +242,11 @@ class Results:
             raw = self.text("versions.json")
             data = json.loads(raw) if raw else {}
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise DataError(f"{self.uri}/versions.json cannot be read: {first_line(exc)}") from None
+            raise DataError(
+                f"{self.uri}/versions.json cannot be read ({first_line(exc)}): {VERSIONS_FIX}"
+            ) from None
         if not isinstance(data, dict):
-            raise DataError(f"{self.uri}/versions.json is not a JSON object")
+            raise DataError(f"{self.uri}/versions.json is not a JSON object: {VERSIONS_FIX}")
         return data
 
 
