@@ -98,7 +98,7 @@ def test_a_sweep_that_fits_the_cluster_validates_and_a_wrong_address_is_one_line
     head: Head, tmp_path: Path
 ) -> None:
     sweep = tmp_path / "ok.yaml"
-    sweep.write_text("name: ok\nfactors: {num_workers: [0]}\n")
+    sweep.write_text("name: ok\nfactors: {num_workers: [0]}\nstop: {iterations: 1}\n")
     fits = memsweep(head, "validate", str(sweep), "--address", head.gcs_address, cwd=tmp_path)
     assert fits.returncode == 0, fits.stderr[-3000:]
     assert "study 'ok'" in fits.stdout

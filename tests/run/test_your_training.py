@@ -441,7 +441,7 @@ def test_a_config_function_that_cannot_be_used_gets_one_line(
 
 
 def test_every_new_key_is_explained(tmp_path: Path) -> None:
-    path = write(tmp_path, "name: x\n")
+    path = write(tmp_path, "name: x\nstop: {iterations: 1}\n")
     result = subprocess.run(
         [sys.executable, "-m", "memsweep", "validate", "--explain", str(path)],
         capture_output=True,

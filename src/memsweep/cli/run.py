@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from memsweep.cli.validate import machine_for, warn
+from memsweep.cli.validate import machine_for, require_stop, warn
 from memsweep.errors import SpecError
 from memsweep.spec import load_study
 from memsweep.spec.runtime import check_runtime, check_same_sweep
@@ -48,6 +48,7 @@ class RunCommand:
         from memsweep.run.rllib_check import check_study
 
         check_study(study, args.sweep)  # Imports RLlib only when the file needs it.
+        require_stop(study, args.sweep)
         if args.as_grid and study.search.mode != "budget":
             raise SpecError(
                 f"{args.sweep}: --as-grid runs the plain grid of a budget search, "

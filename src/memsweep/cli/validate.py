@@ -6,8 +6,9 @@ import argparse
 import os
 import sys
 
-from memsweep.spec import describe_fields, load_study
-from memsweep.spec.plateau import GUARD_FACTOR, estimate, time_cap_s
+from memsweep.errors import SpecError
+from memsweep.spec import Study, describe_fields, load_study
+from memsweep.spec.plateau import GUARD_FACTOR, estimate, sweep_seconds, time_cap_s
 from memsweep.spec.runtime import Machine, check_runtime, local_machine
 from memsweep.units import format_bytes
 
@@ -52,6 +53,7 @@ class ValidateCommand:
             print("\n".join(describe_fields()))
             print()
             print(EXPLAIN_FACTORS)
+        require_stop(study, args.sweep)
         print(f"{args.sweep}: study '{study.name}', {study.algorithm} on {study.env.label}")
         if checked is not None:
             env = f"; env class {checked.env_class}" if checked.env_class else ""
@@ -87,11 +89,12 @@ class ValidateCommand:
             return 0
         points = study.points()
         estimates = [estimate(study, point) for point in points]
-        total_min = sum(found.seconds for found in estimates) / 60
+        total_min = sweep_seconds(study, points) / 60
         print(
             f"  {len(points)} trials: to a measurable plateau (buffer full + "
-            f"{study.stop.plateau_env_steps or 0:,} env steps) about {total_min:.0f} min of "
-            "sweep at the speeds measured on a 2-core machine (memsweep.spec.plateau):"
+            f"{study.stop.plateau_env_steps or 0:,} env steps) about {total_min:.1f} min of "
+            "sweep on a nearly idle 2-core machine (memsweep.spec.plateau; other work on the "
+            "machine slows it):"
         )
         extra = list(study.factors.rllib)
         header = (
@@ -125,6 +128,27 @@ class ValidateCommand:
         if study.resources.memory_budget is not None:
             print(f"  memory_budget: {format_bytes(study.resources.memory_budget)} (Σ PSS)")
         return 0
+
+
+def require_stop(study: Study, path: str) -> None:
+    """Refuse a sweep file without ``stop:`` (:class:`SpecError`, exit 2), with the fix.
+
+    The trial's stop is what decides whether the analysis gets a measurement: the buffer
+    has to fill, then a plateau follows (:mod:`memsweep.spec.plateau`). A fixed count of
+    iterations (the Python API's default, 10) ends a trial wherever its buffer is: an
+    iteration samples what the algorithm's config says (1,024 env steps for the default
+    study's DQN, so 10 iterations stop a 12,000-transition buffer before it is full), and
+    an unfilled buffer leaves the factor models nothing to fit. Only the file's author
+    knows how long a trial may run, so ``validate`` and ``run`` ask rather than guess."""
+    if "stop" in study.model_fields_set:
+        return
+    raise SpecError(
+        f"{path}: no `stop:`: add `stop: {{plateau_env_steps: 15000}}` (each trial runs "
+        "until its replay buffer is full, then 15,000 env steps: the plateau the analysis "
+        "measures; `memsweep validate` estimates the minutes). memsweep does not default "
+        "to a fixed count: 10 iterations end a trial wherever its buffer is, often before "
+        "it fills, which leaves nothing to fit"
+    )
 
 
 def warn(message: str) -> None:

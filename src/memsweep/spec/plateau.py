@@ -24,18 +24,21 @@ from memsweep.spec.study import REPLAY_ALGORITHMS, Study
 
 STEPS_PER_S: dict[tuple[str, str, str, bool], float] = {
     # (algorithm, env kind, framework, remote env runners?) → env steps per second, on
-    # the 2-core, 24 GB machine with other jobs sharing the CPUs, at memsweep's default
-    # training settings (training_intensity 0.25, train_batch_size 32). DQN: the lower
-    # figure of the committed runs' progress tables (results/claims-2cpu-24gb/*,
-    # results/reference-heldback; 1-4 envs per runner, load average 4-8). SAC on
-    # Pendulum-v1, 1 env per runner: a measure run on 2026-11-30 under load average
-    # 15-23 (1,024 env steps per iteration, 67 s each with no runner, 110 s with one).
-    # PPO: the lower figures of sweeps/examples (ppo_train_batch and evaluation with no
-    # runner, 550-1,100 env steps/s; multi_agent with one, 350-360) run on 2026-11-30 at
-    # load average 5-7, batches of 500-8,000, one SGD pass.
-    ("DQN", "vector", "torch", False): 1_200.0,
-    ("DQN", "vector", "torch", True): 450.0,
-    ("DQN", "vector", "tf2", False): 900.0,
+    # the 2-core, 24 GB machine, at memsweep's default training settings
+    # (training_intensity 0.25, train_batch_size 32). DQN vector torch/tf2: the median of
+    # env steps / Tune's time_total_s over the trials of results/reference-default (the
+    # default study, 4 KiB observations, nearly idle: torch 720-937 with no remote runner,
+    # 527-609 with two; tf2 871-907; results/reference-heldback's torch trials 781-908
+    # agree). Others: the lower figure of results/claims-2cpu-24gb/* (1-4 envs per
+    # runner, load average 4-8). SAC on Pendulum-v1, 1 env per runner: a measure run on
+    # 2026-11-30 under load average 15-23 (1,024 env steps per iteration, 67 s each with
+    # no runner, 110 s with one). PPO: the lower figures of sweeps/examples
+    # (ppo_train_batch and evaluation with no runner, 550-1,100 env steps/s; multi_agent
+    # with one, 350-360) run on 2026-11-30 at load average 5-7, batches of 500-8,000, one
+    # SGD pass.
+    ("DQN", "vector", "torch", False): 900.0,
+    ("DQN", "vector", "torch", True): 570.0,
+    ("DQN", "vector", "tf2", False): 890.0,
     ("DQN", "vector", "tf2", True): 340.0,
     ("DQN", "vector", "tf2-eager", False): 210.0,
     ("DQN", "vector", "tf2-eager", True): 130.0,
@@ -51,11 +54,26 @@ whether the trial has remote env runners). A combination not listed borrows the
 nearest one (same algorithm, else DQN; torch's figure halved for TensorFlow), and the
 estimate says so."""
 
-SETUP_S = 20.0
-"""Seconds to build a trial's algorithm before it samples (per trial, measured 10-30 s)."""
+SETUP_S = 5.0
+"""Seconds from one trial's end to the next one's first env step: Tune starts the trial's
+actor and builds its algorithm (results/reference-default's events, nearly idle: 4.1-5.7 s
+per trial without remote env runners; results/reference-heldback: 5.8-8.1 s)."""
 
-SETUP_PER_RUNNER_S = 8.0
-"""Extra set-up seconds per remote env runner (each is a new process importing RLlib)."""
+SETUP_PER_RUNNER_S = 2.5
+"""Extra set-up seconds per remote env runner, each a new process importing RLlib
+(results/reference-default: 9.3-9.8 s for trials with two runners, against ~5 s)."""
+
+SWEEP_START_S = 5.0
+"""Seconds before a sweep's first trial starts: the driver starts Ray and memsweep's
+sampler (results/reference-default: 8.8 s from ``versions.json`` to the first trial's
+start, of which :data:`SETUP_S` is the trial's own)."""
+
+ESTIMATE_TOLERANCE = 0.15
+"""How close a sweep's estimate is to its duration on a nearly idle machine, as a
+fraction: tests/cli/test_validate_estimate.py checks :func:`sweep_seconds` of the
+default study against results/reference-default. A loaded machine is slower (the same
+sweep took 23 min at a load average of 9-58, results/reference-loaded); the time guard
+(:data:`GUARD_FACTOR`) allows for that, the estimate does not."""
 
 GUARD_FACTOR = 30.0
 """A derived time cap is this many times the estimated training time. The guard only
@@ -149,6 +167,15 @@ def estimate(study: Study, point: TrialPoint) -> PlateauEstimate:
             "or leave it out to get a guard derived from this estimate"
         )
     return PlateauEstimate(point, steps, speed, seconds, measured, warning)
+
+
+def sweep_seconds(study: Study, points: list[TrialPoint] | None = None) -> float:
+    """Estimated wall time of a whole grid sweep, seconds, on a nearly idle machine: Ray's
+    start (:data:`SWEEP_START_S`) plus every trial's :func:`estimate` (trials run one
+    after another on this 2-core machine). Within :data:`ESTIMATE_TOLERANCE` of the
+    default study's reference run."""
+    points = study.points() if points is None else points
+    return SWEEP_START_S + sum(estimate(study, point).seconds for point in points)
 
 
 def time_cap_s(study: Study, point: TrialPoint) -> float | None:

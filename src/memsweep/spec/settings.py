@@ -14,7 +14,8 @@ from memsweep.units import parse_bytes
 
 
 class StopSpec(Frozen):
-    """When a trial ends: whichever limit comes first. At least one is required.
+    """When a trial ends: whichever limit comes first. At least one is required, and a
+    sweep file must have ``stop:`` (``validate`` and ``run`` refuse one without it).
 
     For a memory study, stop on ``plateau_env_steps``: a trial then runs until it has
     what the analysis needs (its buffer full, then a plateau long enough to measure),
