@@ -2,10 +2,16 @@
 traceback, a documented exit code, one line on error, and nothing written outside the
 folder the command was given.
 
-Commands that would start Ray (``run``, ``watch``, ``claims run``) are driven through
-their argument handling and checks up to the call that would start it, which is
-replaced by one that stops there with a marker line (memsweep's own entry points;
-Ray itself is not touched).
+**What is stubbed, and why.** Two functions of memsweep's own, the first calls that
+start or join Ray, stop with a marker line instead: ``memsweep.run.sweep._init_ray``
+(``run``, ``claims run`` and a budget search reach it through ``run_study``) and
+``memsweep.run.watch.join_cluster`` (``watch``). Everything before them is the real
+code: argument parsing, the sweep file's checks (spec, runtime, RLlib config check,
+``stop:``), the refusal of a folder holding another sweep, the claim sweeps' loop, the
+results folder's creation and its ``study.yaml``/``versions.json``, and ``watch``'s
+reachability check of ``--address``. Starting a Ray cluster for each of the generated
+examples would take ~10 s each on this 2-core machine and is what the slow tests do
+(tests/run, tests/collect/test_faults.py); Ray itself is not mocked.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from memsweep.testing.damage import damage_results
 from memsweep.testing.synthetic import SynthTrial, write_sweep
 
 REACHED = "stopped before Ray: argument handling passed"
+
+CLAIM_SWEEPS = Path(__file__).resolve().parents[2] / "sweeps" / "claims"
 
 TRIALS = [
     SynthTrial("t0", 20_000, plateau_s=15.0),
@@ -50,19 +58,20 @@ def valid_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def no_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """memsweep's own calls that would start or join Ray stop with the marker line."""
-    import memsweep.budget.app
-    import memsweep.cli.claims
+    """The two calls of memsweep that start or join Ray stop with the marker line (see
+    the module docstring); the environment variables ``run_study`` sets for Tune are
+    restored after each example."""
     import memsweep.run.sweep
     import memsweep.run.watch
 
     def stop(*args: Any, **kwargs: Any) -> Any:
         raise SpecError(REACHED)
 
-    monkeypatch.setattr(memsweep.run.sweep, "run_study", stop)
-    monkeypatch.setattr(memsweep.budget.app, "run_budget", stop)
-    monkeypatch.setattr(memsweep.run.watch, "watch", stop)
-    monkeypatch.setattr(memsweep.cli.claims, "run_claims", stop)
+    monkeypatch.setattr(memsweep.run.sweep, "_init_ray", stop)
+    monkeypatch.setattr(memsweep.run.watch, "join_cluster", stop)
+    for name in ("RAY_AIR_NEW_OUTPUT", "TUNE_GLOBAL_CHECKPOINT_S"):
+        monkeypatch.setenv(name, os.environ.get(name, "unset-by-test"))
+        monkeypatch.delenv(name)
     yield
 
 
@@ -116,7 +125,10 @@ def argv_for(draw: st.DrawFn, sweep: Path, results: Path, other: Path, out: Path
     )
     word, number = draw(_WORD), draw(_NUMBERISH)
     if command == "validate":
-        return ["validate", str(sweep), *draw(st.sampled_from([[], ["--explain"], ["--bogus"]]))]
+        flags = draw(
+            st.sampled_from([[], ["--explain"], ["--bogus"], ["--address", "127.0.0.1:9"]])
+        )
+        return ["validate", str(sweep), *flags]
     if command == "run":
         extra = draw(
             st.lists(
@@ -149,6 +161,17 @@ def argv_for(draw: st.DrawFn, sweep: Path, results: Path, other: Path, out: Path
                     ["claims", "table", str(results)],
                     ["claims", "table", str(out)],
                     ["claims", "run", "--bogus"],
+                    ["claims", "run", "--out", str(out)],
+                    [
+                        "claims",
+                        "run",
+                        "--sweeps",
+                        str(CLAIM_SWEEPS),
+                        "--only",
+                        "workers",
+                        "--out",
+                        str(out),
+                    ],
                     ["claims"],
                 ]
             )
@@ -205,6 +228,7 @@ def test_every_command_with_generated_arguments_ends_in_one_line_and_writes_only
     argv = data.draw(argv_for(sweep, results, other, out))
     intended = {results, other, out, sandbox / "results-grid"}
     before_sandbox = tree(sandbox, intended)
+    before_all = tree(sandbox, set())
     before_parent = set(sandbox.parent.iterdir())
     # WHEN the command runs
     capsys.readouterr()
@@ -214,7 +238,8 @@ def test_every_command_with_generated_arguments_ends_in_one_line_and_writes_only
         code = int(exit_.code or 0)
     err = capsys.readouterr().err
     label = argv[1] if len(argv) > 1 and argv[1] in ("predict", "table", "run") else ""
-    event(f"{argv[0]} {label}: exit {code}")
+    reached = REACHED in err
+    event(f"{argv[0]} {label}: exit {code}" + (" at Ray's start" if reached else ""))
     # THEN a documented exit code, never the internal-error one, and no traceback
     assert code in EXIT_CODES and code != 70, (argv, how, err)
     assert "Traceback" not in err, (argv, how, err)
@@ -228,6 +253,40 @@ def test_every_command_with_generated_arguments_ends_in_one_line_and_writes_only
     # AND nothing was written outside the folders the command was given
     assert tree(sandbox, intended) == before_sandbox, (argv, how)
     assert set(sandbox.parent.iterdir()) == before_parent, (argv, how)
+    # AND a sweep that got to Ray's start had written its study.yaml by the real path
+    if reached and argv[0] in ("run", "claims"):
+        assert any(p.name == "study.yaml" for p in tree(sandbox, set()) - before_all), argv
+
+
+def test_run_of_a_valid_sweep_reaches_rays_start_with_its_results_folder_written(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    no_ray: None,
+) -> None:
+    # GIVEN a valid sweep file in an empty folder
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sweep.yaml").write_text(VALID_SWEEP)
+    # WHEN it is run (Ray's start stubbed, as in the property test)
+    code = main(["run", "sweep.yaml"])
+    # THEN every check passed, and run_study wrote the folder before starting Ray
+    assert (code, capsys.readouterr().err.strip()) == (2, f"memsweep: {REACHED}")
+    folder = tmp_path / "results" / "gen"
+    assert {"study.yaml", "versions.json"} <= {p.name for p in folder.iterdir()}
+    # AND a second run of another sweep into that folder is refused by the real check
+    (tmp_path / "other.yaml").write_text(VALID_SWEEP.replace("[1000, 2000]", "[3000]"))
+    assert main(["run", "other.yaml", "--storage", str(folder)]) == 2
+    assert f"memsweep: {folder} holds another sweep" in capsys.readouterr().err
+
+
+def test_watch_of_an_address_nothing_answers_at_is_the_real_one_line_exit_4(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_ray: None
+) -> None:
+    # (the reachability check runs before the stubbed join)
+    assert main(["watch", "--address", "127.0.0.1:9", "--out", str(tmp_path / "w")]) == 4
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("memsweep: Cannot reach the Ray cluster at 127.0.0.1:9: ")
+    assert not (tmp_path / "w").exists()
 
 
 def test_a_sweep_file_with_a_control_character_is_one_line_and_exit_2(

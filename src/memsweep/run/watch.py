@@ -166,7 +166,7 @@ def _connected(address: str) -> Iterator[None]:
         reason = unreachable(address)
         if reason is not None:
             raise ConnectionError(reason)
-        ray.init(address=address, namespace="memsweep-watch", log_to_driver=False)
+        join_cluster(address)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ClusterError(
@@ -179,6 +179,14 @@ def _connected(address: str) -> Iterator[None]:
     finally:
         with contextlib.suppress(Exception):
             ray.shutdown()
+
+
+def join_cluster(address: str) -> None:
+    """Join the running cluster at ``address``: the first call of :func:`watch` that needs
+    Ray (everything before it, the argument and reachability checks, does not)."""
+    import ray
+
+    ray.init(address=address, namespace="memsweep-watch", log_to_driver=False)
 
 
 def _job_ended(job_id: str) -> bool | None:
