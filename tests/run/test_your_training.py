@@ -22,6 +22,7 @@ from memsweep.run.rllib_check import check_study, needs_rllib
 from memsweep.spec import load_study
 from memsweep.store import open_results
 from memsweep.testing.raycluster import memsweep
+from memsweep.units import format_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_ENVS = REPO / "sweeps" / "examples" / "envs" / "corridor.py"
@@ -216,8 +217,8 @@ def test_a_custom_env_by_entry_point_with_an_rllib_factor_is_fitted(tmp_path: Pa
     assert analysed.returncode == 0, analysed.stderr[-3000:]
     assert "6 trials analysed (6 reached their plateau)" in analysed.stdout
     printed = re.search(
-        r"per unit of train_batch_size_per_learner: ([\d,]+) bytes per unit of "
-        r"train_batch_size_per_learner \(95% CI ([\d,]+) – ([\d,]+)\)",
+        r"per unit of train_batch_size_per_learner: ([\d.,]+ [kMG]?B) per unit of "
+        r"train_batch_size_per_learner \(95% CI ([\d.,]+ [kMG]?B) – ([\d.,]+ [kMG]?B)\)",
         analysed.stdout,
     )
     assert printed is not None, analysed.stdout
@@ -228,7 +229,7 @@ def test_a_custom_env_by_entry_point_with_an_rllib_factor_is_fitted(tmp_path: Pa
     }
     plateau = effects["plateau"]["bytes_per_unit[train_batch_size_per_learner]"]
     peak = effects["peak"]["bytes_per_unit[train_batch_size_per_learner]"]
-    assert f"{plateau['estimate']:,.0f}" == printed.group(1)
+    assert format_bytes(plateau["estimate"]) == printed.group(1)
     # a larger batch holds more: the interval excludes 0
     assert 0 < plateau["ci_low"] <= plateau["estimate"] <= plateau["ci_high"]
     # known answer: while it learns, the trainable holds every observation of its batch

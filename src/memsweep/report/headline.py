@@ -29,7 +29,14 @@ def term_unit(term: str) -> str:
 
 
 def _is_bytes(unit: str) -> bool:
-    return unit in ("bytes", "bytes per env runner") or unit.startswith("bytes vs")
+    """Whether a figure in ``unit`` prints as a size (``361 MB``): a whole amount, a cost
+    per env runner or per unit of a factor the user named (an env runner's or a batch
+    element's memory reads best in MB/kB); per transition and per parameter stay bytes."""
+    return (
+        unit in ("bytes", "bytes per env runner")
+        or unit.startswith("bytes vs")
+        or unit.startswith("bytes per unit of ")
+    )
 
 
 def _figure(value: float, unit: str) -> str:
@@ -65,8 +72,8 @@ def effect_text(estimate: Estimate, unit: str, confidence: float) -> str:
     value, span = estimate_text(estimate, unit)
     if unit.startswith("bytes vs") or unit == "bytes":
         suffix = ""
-    elif unit == "bytes per env runner":
-        suffix = " per env runner"
+    elif _is_bytes(unit):
+        suffix = unit.removeprefix("bytes")  # "361 MB per env runner"
     else:
         suffix = f" {unit}"
     return f"{value}{suffix} ({confidence:.0%} CI {span})"
