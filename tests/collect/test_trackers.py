@@ -43,6 +43,12 @@ def test_per_role_memory_reaches_tune_results_and_tensorboard_hparams(tmp_path: 
             current, peak = (memory[key] for key in keys.role_keys(role))
             assert 0 < current <= peak, memory
         assert memory["memory/total/peak_bytes"] >= memory["memory/trainable/peak_bytes"]
+        # and the trial-level keys memsweep's own trainable reports (README: every result)
+        assert memory["memory/pss_bytes"] == memory["memory/total/current_bytes"], memory
+        assert memory["memory/pss_mb"] == round(memory["memory/pss_bytes"] / 10**6)
+        assert (
+            memory["memory/pss_bytes"] <= memory["memory/peak_bytes"] <= memory["memory/hwm_bytes"]
+        )
     # AND the trainable's peak differs between the trials by what they hold (known answer)
     small, large = (by_hold[h][0]["memory/trainable/peak_bytes"] for h in sorted(by_hold))
     assert large - small == pytest.approx(256 * MiB, rel=0.15)

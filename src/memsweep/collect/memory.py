@@ -34,14 +34,25 @@ class TrialMemory:
     roles: tuple[tuple[str, int, int], ...] = ()
     """(role, Σ PSS now, largest Σ PSS so far) per role of the trial, bytes, and ``total``."""
 
+    @property
+    def pss_bytes(self) -> int | None:
+        """Σ PSS of the trial's processes now: the ``total`` role's current figure; None
+        before the first PSS reading."""
+        return next((current for role, current, _ in self.roles if role == "total"), None)
+
     def as_result(self) -> dict[str, int]:
-        """The Tune result keys (:mod:`memsweep.result_keys`) for these figures."""
+        """The Tune result keys (:mod:`memsweep.result_keys`) for these figures: the same
+        ``memory/*`` keys memsweep's own trainable reports (``pss`` from the first PSS
+        reading on), and the per-role ones."""
         result = {
             keys.RSS_BYTES: self.rss_bytes,
             keys.PEAK_BYTES: self.peak_bytes,
             keys.HWM_BYTES: self.hwm_bytes,
             keys.PEAK_MB: round(self.peak_bytes / MB),
         }
+        if self.pss_bytes is not None:
+            result[keys.PSS_BYTES] = self.pss_bytes
+            result[keys.PSS_MB] = round(self.pss_bytes / MB)
         for role, current, peak in self.roles:
             current_key, peak_key = keys.role_keys(role)
             result[current_key] = current
@@ -115,10 +126,11 @@ class TrialProcesses:
                 hwm = sum(v for k, v in self._peaks.items() if k[0] == trial_id)
                 roles = sorted((r, *v) for (t, r), v in self._roles.items() if t == trial_id)
                 current = sum(role[1] for role in roles)
-                roles.append(("total", current, max(self._pss_peaks.get(trial_id, 0), current)))
-                self._memory[trial_id] = TrialMemory(
-                    total, self._pss_peaks.get(trial_id, 0), max(hwm, total), tuple(roles)
-                )
+                # One peak for the trial and its total (the roles' latest rounds may be
+                # later than the last round the peak query saw).
+                peak = max(self._pss_peaks.get(trial_id, 0), current)
+                roles.append(("total", current, peak))
+                self._memory[trial_id] = TrialMemory(total, peak, max(hwm, total), tuple(roles))
 
     def memory(self, trial_id: str) -> TrialMemory | None:
         """The trial's memory at the latest batch, or None before its first sample."""
