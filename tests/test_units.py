@@ -247,6 +247,44 @@ def test_a_power_law_in_capacity_is_chosen_over_linear_by_cross_validation() -> 
     )
 
 
+def test_three_levels_are_fitted_as_a_line_not_a_curve_through_them() -> None:
+    # GIVEN a new user's PPO batch sweep: one trial at each of three batch sizes, with
+    # peaks 877, 925, 958 MB (x^0.3 passed through them and was chosen before)
+    df = pd.DataFrame(
+        {"train_batch_size_per_learner": [500.0, 2000.0, 4000.0]}, index=["a", "b", "c"]
+    )
+    df["y"] = [877e6, 925e6, 958e6]
+    # WHEN fitted
+    model = fit_quantity("peak", df, "y", factors=("train_batch_size_per_learner",))
+    # THEN no curve was a candidate and the cost is the line's slope
+    assert [c.form for c in model.form_choices] == ["train_batch_size_per_learner"]
+    form = model.formula.form("train_batch_size_per_learner")
+    assert form is not None and form.kind == "linear"
+    slope = np.polyfit(df["train_batch_size_per_learner"], df["y"], 1)[0]
+    effect = next(e for e in model.effects if e.name.startswith("bytes_per_unit["))
+    assert effect.estimate.value == pytest.approx(slope, rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_chosen_form_is_the_stated_rule_applied_to_the_listed_errors(seed: int) -> None:
+    # GIVEN sweeps whose capacity cost is linear, square-root or logarithmic
+    rng = np.random.default_rng(seed)
+    df = _trials(40, rng)
+    shape = [lambda x: x, np.sqrt, np.log][seed % 3]
+    df["y"] = 1e9 + 1e5 * shape(df["replay_capacity"]) * (1 + seed) + rng.normal(0, 2e6, 40)
+    model = fit_quantity("plateau", df, "y")
+    rows = [c for c in model.form_choices if c.factor == "replay_capacity"]
+    linear = next(c for c in rows if c.form == "replay_capacity")
+    chosen = next(c for c in rows if c.chosen)
+    best = min(rows, key=lambda c: c.loo_rmse_bytes)
+    # THEN linear is kept unless another listed form is more than 5 % better, and then
+    # the best listed form is chosen
+    if best.loo_rmse_bytes < 0.95 * linear.loo_rmse_bytes:
+        assert chosen == best, rows
+    else:
+        assert chosen == linear, rows
+
+
 def test_too_few_trials_for_the_terms_fits_the_others_and_says_which_is_missing() -> None:
     # GIVEN 3 trials and 5 terms (intercept, three numeric factors, framework)
     df = _trials(3, np.random.default_rng(2))
