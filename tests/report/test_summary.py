@@ -15,8 +15,10 @@ from memsweep.report.summary import (
     driver_peak_rss,
     format_driver_peak,
     format_summaries,
+    trial_summaries,
 )
 from memsweep.run.trainable import MemsweepTrainable
+from memsweep.store import open_results
 
 
 def _summary(trial_id: str, stop_reason: str | None) -> TrialSummary:
@@ -92,3 +94,40 @@ def test_the_driver_peak_is_the_largest_rss_of_the_driver_rows(tmp_path: Path) -
     pq.write_table(pa.Table.from_pylist(full[3:], schema=SAMPLES), folder / "part-0.parquet")
     assert driver_peak_rss(open_results(str(tmp_path / "run"))) is None
     assert "not sampled" in format_driver_peak(None)
+
+
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+"""The committed runs."""
+
+
+def test_a_factor_beyond_the_built_ins_has_its_own_column() -> None:
+    # GIVEN the committed PPO sweep over train_batch_size_per_learner (an rllib factor)
+    table = format_summaries(trial_summaries(open_results(RESULTS / "reference-ppo-train-batch")))
+    header, *rows = table.splitlines()
+    # THEN the table has its column, after the built-ins, with each trial's value as written
+    columns = header.split()
+    assert columns.index("train_batch_size_per_learner") == columns.index("framework") + 1
+    values = [row.split()[5] for row in rows]
+    assert values == ["500", "2000", "4000", "500", "8000"]
+
+
+def test_a_failed_trial_is_followed_by_the_line_that_says_why() -> None:
+    # GIVEN the committed loaded run, whose first trial was killed before it ran
+    table = format_summaries(trial_summaries(open_results(RESULTS / "reference-loaded")))
+    # THEN after the table, one line names the trial, its status and Ray's reason (not
+    # Ray's "ip: 127.0.0.1" field line that opens the recorded error)
+    assert table.splitlines()[-1] == (
+        "9f6fa_00000 error: The actor is dead because it was killed by `ray.kill`."
+    )
+
+
+def test_a_traceback_is_told_by_its_exception_line() -> None:
+    from memsweep.report.summary import _first_line
+
+    traceback = (
+        'Traceback (most recent call last):\n  File "corridor.py", line 3, in reset\n'
+        "ray.exceptions.RayTaskError(ValueError): ray::MemsweepTrainable.train()\n"
+        "ValueError: size 16 is above 10"
+    )
+    assert _first_line(traceback) == "ValueError: size 16 is above 10"
+    assert _first_line("") is None

@@ -9,7 +9,9 @@ buffer may not have filled or its plateau may be too short to measure.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from memsweep import result_keys as keys
@@ -31,6 +33,11 @@ class TrialSummary:
     """The trial's peak: max over time of Σ PSS."""
     peak_rss_bytes: int | None
     hwm_bytes: int | None
+    other_factors: dict[str, Any] = field(default_factory=dict)
+    """Factors beyond the four built-ins (an ``rllib:`` key, an ``env_config`` key, a
+    user Tuner's varied key), from the trials table's ``factors_json``."""
+    error: str | None = None
+    """The first line of why a failed trial failed (``trials.parquet`` ``error``)."""
 
 
 DRIVER_GOAL_BYTES = 300_000_000
@@ -60,6 +67,15 @@ def format_driver_peak(peak: int | None) -> str:
     )
 
 
+def _cell(value: Any) -> str:
+    """A factor value as written: 2000, not 2000.0; "-" when the trial has none."""
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _show(value: int | None) -> str:
     return "-" if value is None else format_bytes(value)
 
@@ -86,14 +102,46 @@ def trial_summaries(results: Results) -> list[TrialSummary]:
                 peak_bytes=peak.peak_bytes if peak else None,
                 peak_rss_bytes=peak.peak_rss_bytes if peak else None,
                 hwm_bytes=peak.hwm_bytes if peak else None,
+                other_factors=_other_factors(trial.get("factors_json")),
+                error=_first_line(trial.get("error")),
             )
         )
     return out
 
 
+BUILT_IN_FACTORS = ("replay_capacity", "model", "num_workers", "framework")
+
+
+def _other_factors(factors_json: str | None) -> dict[str, Any]:
+    if not factors_json:
+        return {}
+    try:
+        factors = json.loads(factors_json)
+    except ValueError:
+        return {}
+    return {k: v for k, v in factors.items() if k not in BUILT_IN_FACTORS}
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*:")
+_RAY_FIELD_LINE = re.compile(r"^[a-z_]+: \S+$")  # Ray's "ip: 127.0.0.1", "pid: 4711"
+
+
+def _first_line(text: str | None) -> str | None:
+    """The line of a trial's error that says why: the last exception line of a
+    traceback (``ValueError: size 16 is too big``), else the first line that is not one
+    of Ray's ``field: value`` lines; at most 300 characters."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if not lines:
+        return None
+    raised = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    told = [line for line in lines if not _RAY_FIELD_LINE.match(line)]
+    line = raised[-1] if raised else (told or lines)[0]
+    return line if len(line) <= 300 else line[:299] + "…"
+
+
 def format_summaries(summaries: list[TrialSummary]) -> str:
     """The table, then one line naming the trials their time cap stopped (if any)."""
-    header = (
+    header: tuple[str, ...] = (
         "trial",
         "capacity",
         "model",
@@ -106,6 +154,9 @@ def format_summaries(summaries: list[TrialSummary]) -> str:
         "peak Σ RSS",
         "Σ VmHWM",
     )
+    # The other factors' columns, after the built-ins, in the order the trials name them.
+    others = list(dict.fromkeys(k for s in summaries for k in s.other_factors))
+    header = (*header[:5], *others, *header[5:])
     rows = [
         (
             s.trial_id,
@@ -113,6 +164,7 @@ def format_summaries(summaries: list[TrialSummary]) -> str:
             str(s.factors["model"]),
             str(s.factors["num_workers"]),
             str(s.factors["framework"]),
+            *(_cell(s.other_factors.get(k)) for k in others),
             s.status,
             s.stop_reason or "-",
             str(s.processes),
@@ -127,6 +179,9 @@ def format_summaries(summaries: list[TrialSummary]) -> str:
         "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in [header, *rows]
     ]
+    for s in summaries:
+        if s.error:
+            lines.append(f"{s.trial_id} {s.status}: {s.error}")
     capped = [s.trial_id for s in summaries if s.stop_reason == keys.STOP_TIME_CAP]
     if capped:
         lines.append(

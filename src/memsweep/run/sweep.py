@@ -310,6 +310,8 @@ def run_study(
                     ("replay_capacity", "capacity"),
                     ("num_workers", "workers"),
                     ("framework", "framework"),
+                    # The config factors (rllib: keys, env_config.*), by their own names.
+                    *((f"rllib/{name}", name) for name in study.factors.rllib),
                 )
                 for prefix in (["point/"] if study.search.mode == "grid" else [""])
             },
