@@ -92,6 +92,17 @@ def test_tensorflow_runs_on_the_old_stack_and_torch_on_the_new_unless_asked() ->
     assert old.points()[0].api_stack(old) == "old"
 
 
+@pytest.mark.parametrize("factors", ["", "factors: {num_workers: [0, 1]}\n"])
+def test_an_algorithm_without_a_buffer_studies_capacity_0_unless_told_otherwise(
+    tmp_path: Path, factors: str
+) -> None:
+    # GIVEN PPO with no replay_capacity in the file (a new user was told to "set
+    # replay_capacity: [0]" as if they had set something else)
+    study = load_study(write(tmp_path, f"name: x\nalgorithm: PPO\n{factors}"))
+    # THEN the capacity is 0, the only one PPO has
+    assert study.factors.replay_capacity == (0,)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -112,7 +123,10 @@ def test_tensorflow_runs_on_the_old_stack_and_torch_on_the_new_unless_asked() ->
             "name: x\nstop: {}\n",
             "stop: set at least one of plateau_env_steps, iterations, env_steps, seconds",
         ),
-        ("name: x\nalgorithm: PPO\n", "algorithm PPO has no replay buffer"),
+        (
+            "name: x\nalgorithm: PPO\nfactors: {replay_capacity: [1000]}\n",
+            "algorithm PPO has no replay buffer",
+        ),
         ("name: x\nenv: {id: memsweep/Synthetic-v0}\n", "needs obs_shape"),
         ("name: x\nenv: ALE/Pong-v5\n", "give factors.model a conv stack"),
         ("factors: {}\n", "name is required"),

@@ -204,9 +204,12 @@ def _check(study: Study, started: float) -> RllibCheck:
             config = registered_algorithm(study.algorithm).get_default_config()
     replay = has_replay_buffer(config)
     if not replay and study.factors.replay_capacity != (0,):
+        given = "replay_capacity" in study.factors.model_fields_set
         raise SpecError(
             f"factors.replay_capacity: algorithm {study.algorithm} has no replay buffer (its "
-            f"{type(config).__name__} has no replay_buffer_config): set replay_capacity: [0]"
+            f"{type(config).__name__} has no replay_buffer_config)"
+            + ("" if given else ", and replay_capacity defaults to [50000] (for DQN and SAC)")
+            + ": set replay_capacity: [0]"
         )
     if replay and 0 in study.factors.replay_capacity:
         raise SpecError(

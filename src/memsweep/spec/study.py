@@ -93,6 +93,20 @@ class Study(Frozen):
     """Where results go: a local path or a ``pyarrow.fs`` URI (``s3://bucket/prefix``).
     Default ``results/<name>``."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_buffer_no_capacity(cls, value: Any) -> Any:
+        """An algorithm memsweep knows has no replay buffer studies capacity 0 when the
+        file gives none (the default, 50,000, is for DQN and SAC)."""
+        if not isinstance(value, dict) or value.get("algorithm") not in NO_REPLAY_ALGORITHMS:
+            return value
+        factors = value.get("factors")
+        if factors is None:
+            return {**value, "factors": {"replay_capacity": [0]}}
+        if isinstance(factors, dict) and "replay_capacity" not in factors:
+            return {**value, "factors": {**factors, "replay_capacity": [0]}}
+        return value
+
     @field_validator("env", mode="before")
     @classmethod
     def _env_from_string(cls, value: Any) -> Any:
