@@ -27,7 +27,7 @@ sweep: $(STAMP) ## run the default sweep on an embedded local Ray (SWEEP=... for
 analyze: $(STAMP) ## analyse the default sweep's results (RESULTS=results/<name>)
 	$(VENV)/bin/memsweep analyze $(or $(RESULTS),results/default)
 
-test: $(STAMP) ## run the whole test suite (real Ray, RLlib, Tune, Parquet; 560 tests, over 30 min on 2 cores)
+test: $(STAMP) ## run the whole test suite (real Ray, RLlib, Tune, Parquet; 614 tests, over 30 min on 2 cores)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP) ## the quick tests: no Ray, no memsweep subprocess per case (under a minute)
