@@ -216,8 +216,12 @@ def test_a_custom_env_by_entry_point_with_an_rllib_factor_is_fitted(tmp_path: Pa
     analysed = memsweep("analyze", tmp_path / "out", cwd=tmp_path, timeout=300)
     assert analysed.returncode == 0, analysed.stderr[-3000:]
     assert "6 trials analysed (6 reached their plateau)" in analysed.stdout
+    # AT THE PEAK: PPO holds the batch while it learns and frees it after, so the peak is
+    # where its cost shows; the plateau (a time average over collect/learn cycles) is a
+    # blur of it. Two full fresh-clone runs found the plateau cost not distinguishable from
+    # 0 (R² 0.26 on an idle machine) while the peak model gave 160 kB per unit (120-200 kB).
     printed = re.search(
-        r"per unit of train_batch_size_per_learner: ([\d.,]+ [kMG]?B) per unit of "
+        r"at the peak: ([\d.,]+ [kMG]?B) per unit of "
         r"train_batch_size_per_learner \(95% CI ([\d.,]+ [kMG]?B) – ([\d.,]+ [kMG]?B)\)",
         analysed.stdout,
     )
@@ -227,14 +231,18 @@ def test_a_custom_env_by_entry_point_with_an_rllib_factor_is_fitted(tmp_path: Pa
         quantity: {e["name"]: e for e in models["models"][quantity]["effects"]}
         for quantity in ("plateau", "peak")
     }
-    plateau = effects["plateau"]["bytes_per_unit[train_batch_size_per_learner]"]
     peak = effects["peak"]["bytes_per_unit[train_batch_size_per_learner]"]
-    assert format_bytes(plateau["estimate"]) == printed.group(1)
+    assert format_bytes(peak["estimate"]) == printed.group(1)
     # a larger batch holds more: the interval excludes 0
-    assert 0 < plateau["ci_low"] <= plateau["estimate"] <= plateau["ci_high"]
+    assert 0 < peak["ci_low"] <= peak["estimate"] <= peak["ci_high"]
     # known answer: while it learns, the trainable holds every observation of its batch
     # at least once, so the peak grows by at least one observation per unit of batch
     assert peak["estimate"] >= obs_bytes, peak
+    # AND the plateau's cost is printed too, as a figure or as not distinguishable from 0
+    # (never a negative number of bytes)
+    plateau = effects["plateau"]["bytes_per_unit[train_batch_size_per_learner]"]
+    assert plateau["estimate"] >= 0
+    assert "per unit of train_batch_size_per_learner: " in analysed.stdout
 
 
 IMPORT_LOG_LINE = """
