@@ -30,6 +30,15 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(write_sweep(root / "results", TRIALS, interval_s=0.5).path)
 
 
+def compacted_copy(parts: Path, tmp_path: Path, table: str) -> tuple[Path, Path]:
+    """(a compacted copy of ``parts`` in tmp_path, the one compacted file of ``table``)."""
+    folder = tmp_path / "results"
+    shutil.copytree(parts, folder)
+    compact_results(folder)
+    (compacted,) = (folder / table).glob("compact-*.parquet")
+    return folder, compacted
+
+
 def truncate(path: Path, keep: int = 100) -> None:
     path.write_bytes(path.read_bytes()[:keep])
 
@@ -86,10 +95,7 @@ def test_a_truncated_compacted_samples_file_is_one_line_naming_it_and_the_fix(
 ) -> None:
     # GIVEN a compacted folder (every trial's samples in one file) whose samples file was
     # truncated
-    folder = tmp_path / "results"
-    shutil.copytree(parts, folder)
-    compact_results(folder)
-    (damaged,) = (folder / "samples").glob("compact-*.parquet")
+    folder, damaged = compacted_copy(parts, tmp_path, "samples")
     truncate(damaged, keep=5000)
     # WHEN it is analysed
     capsys.readouterr()
@@ -108,10 +114,7 @@ def test_a_truncated_progress_file_leaves_the_memory_analysed_and_says_what_is_l
     parts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # GIVEN a compacted folder whose progress file (Tune's results) was truncated
-    folder = tmp_path / "results"
-    shutil.copytree(parts, folder)
-    compact_results(folder)
-    (damaged,) = (folder / "progress").glob("compact-*.parquet")
+    folder, damaged = compacted_copy(parts, tmp_path, "progress")
     truncate(damaged)
     # WHEN it is analysed
     capsys.readouterr()
