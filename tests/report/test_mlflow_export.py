@@ -123,3 +123,28 @@ def test_a_store_that_cannot_be_opened_is_one_line_and_exit_5(tmp_path: Path) ->
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"memsweep: --tracking-uri {uri}: cannot open the tracking store (")
     assert line.endswith("give a store you can write to, e.g. sqlite:///mlflow.db")
+
+
+@pytest.mark.medium
+def test_an_unreachable_tracking_server_is_one_line_within_a_minute(tmp_path: Path) -> None:
+    # GIVEN a tracking URI where nothing listens (MLflow's own retries took ~4 min)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "memsweep",
+            "export-mlflow",
+            str(REFERENCE),
+            "--tracking-uri",
+            "http://127.0.0.1:9",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    # THEN it fails within the timeout, in one line naming the URI, exit 2
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--tracking-uri http://127.0.0.1:9" in lines[0], done.stderr

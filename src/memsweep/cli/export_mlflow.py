@@ -30,9 +30,16 @@ class ExportMlflowCommand:
         )
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+        import os
+
         from memsweep.errors import MemsweepError
         from memsweep.report.mlflow_export import MLFLOW_INSTALL, export_to_mlflow
 
+        # MLflow retries an unreachable tracking server for minutes (7 retries with
+        # back-off, 120 s per request) before it fails: a user's own settings win, else a
+        # down server is one line within a minute.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         try:
             import mlflow  # noqa: F401
         except ImportError:
