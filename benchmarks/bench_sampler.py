@@ -8,10 +8,14 @@ Timed separately, as process CPU time:
 
 - *fast* rounds: ``/proc/PID/status`` of every process (what runs at ``interval_s``);
 - *full* rounds: discovery, status, USS/PSS via ``smaps_rollup`` and CPU times (what runs
-  every ``full_interval_s``);
+  every ``full_interval_s`` for a process whose pages moved since its last read);
+- *carried* full rounds: the same with every process's last USS/PSS repeated (what an
+  idle process costs between two reads, ``pss_max_age_s`` apart);
 
 each including a drain (Arrow conversion) every 20 rounds, as the collector does every
-2 s at 10 Hz. The default mix (10 Hz, USS/PSS at 1 Hz) is 9 fast rounds and 1 full.
+2 s at 10 Hz. The default mix (10 Hz, full rounds at 1 Hz) is 9 fast rounds and 1 full
+one a second: for idle processes a carried one, with a ``smaps_rollup`` read every
+``pss_max_age_s``; for processes whose pages all move every second, a full one.
 The children are small Python processes: a Ray worker with torch loaded has many more
 mappings, so its ``smaps_rollup`` read costs more; the real-node figures in the
 overhead section show that cost.
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import Profile, Row, Stat, Timer, log
+from memsweep.collect.sampler import SamplerConfig
 
 _FAKE_RAYLET = r"""
 import subprocess, sys
@@ -47,6 +52,16 @@ for kid in kids:
 """
 
 _BATCHES = 3
+KINDS = (
+    ("fast", math.inf, 0.0),
+    ("full", 0.0, 0.0),
+    ("carried", 0.0, math.inf),
+)
+"""(kind, full_interval_s, pss_max_age_s) of the three round kinds timed: status only;
+full with a ``smaps_rollup`` read of every process (a process whose pages moved since the
+last read, or one whose last read is ``pss_max_age_s`` old); full with every process's
+last USS/PSS repeated (an idle one)."""
+PSS_MAX_AGE_S = SamplerConfig.pss_max_age_s
 _DRAIN_EVERY = 20
 
 
@@ -82,7 +97,7 @@ def _read_floor(parent: int, rounds: int) -> list[float]:
 
 def measure(n: int, rounds: int) -> dict[str, Any]:
     """In this process: CPU µs per process per round, fast and full, on ``n`` children."""
-    from memsweep.collect.sampler import SamplerConfig, SamplerCore
+    from memsweep.collect.sampler import SamplerCore
 
     raylet = subprocess.Popen(
         [sys.executable, "-c", _FAKE_RAYLET, str(n)],
@@ -95,14 +110,15 @@ def measure(n: int, rounds: int) -> dict[str, Any]:
         if raylet.stdout.readline().strip() != "ready":
             raise RuntimeError("the stand-in raylet did not start its children")
 
-        class Core(SamplerCore):
-            def _find_raylet(self) -> int | None:
-                return raylet.pid
-
         out: dict[str, Any] = {"n": n, "floor_us": _read_floor(raylet.pid, rounds)}
-        for kind, full_interval_s in (("fast", math.inf), ("full", 0.0)):
-            core = Core(SamplerConfig(full_interval_s=full_interval_s), "bench", is_head=False)
+        for kind, full_interval_s, pss_max_age_s in KINDS:
+            config = SamplerConfig(full_interval_s=full_interval_s, pss_max_age_s=pss_max_age_s)
+            core = SamplerCore(config, "bench", is_head=False, raylet_pid=raylet.pid)
             sampled = core.run_round()  # The first round always discovers.
+            if sampled < n:
+                raise RuntimeError(
+                    f"the sampler found {sampled} processes under the stand-in raylet, not {n}"
+                )
             core.drain()
             per_batch = []
             for _ in range(_BATCHES):
@@ -172,31 +188,55 @@ def run(profile: Profile) -> tuple[list[Row], dict[str, Any]]:
                 ),
             )
         )
-        mixed = Stat.of(
-            (9 * a + b) / 10 for a, b in zip(figures["fast_us"], figures["full_us"], strict=True)
-        )
-        assert mixed is not None
-        blended[n] = mixed.median
-        # CPU share of one core at 10 Hz: 10 rounds a second over `sampled` processes.
-        cpu_percent = mixed.median * 1e-6 * figures["sampled"] * 10 * 100
-        rows.append(
-            Row(
-                key=f"sampler.cost.n{n}",
-                section="sampler",
-                figure=f"SamplerCore CPU per process per sample, {n} idle processes",
-                tool="memsweep 10 Hz (+USS/PSS 1 Hz)",
-                unit="us",
-                stat=mixed,
-                goal="≤ 1% of a core at 10 Hz" if n == 50 else "",
-                status=("met" if cpu_percent <= 1 else "MISSED") if n == 50 else "info",
-                note=(
-                    f"fast round {fast.median:.0f} µs, full round {full.median:.0f} µs per "
-                    f"process: {cpu_percent:.2f}% of a core at 10 Hz with USS/PSS at 1 Hz, "
-                    f"{fast.median * 1e-6 * figures['sampled'] * 10 * 100:.2f}% for the 10 Hz "
-                    "status reads alone"
-                ),
+        # Per second at 10 Hz with full rounds at 1 Hz: 9 fast rounds and 1 full one. An
+        # idle process's smaps_rollup is read once per pss_max_age_s; a process whose
+        # pages move every second is read at every full round.
+        idle_share = 1.0 / PSS_MAX_AGE_S
+        mixes = {
+            "idle": Stat.of(
+                (9 * a + c + idle_share * (b - c)) / 10
+                for a, b, c in zip(
+                    figures["fast_us"], figures["full_us"], figures["carried_us"], strict=True
+                )
+            ),
+            "moving": Stat.of(
+                (9 * a + b) / 10
+                for a, b in zip(figures["fast_us"], figures["full_us"], strict=True)
+            ),
+        }
+        carried = Stat.of(figures["carried_us"])
+        assert carried is not None
+        for mix, mixed in mixes.items():
+            assert mixed is not None
+            if mix == "idle":
+                blended[n] = mixed.median
+            # CPU share of one core at 10 Hz: 10 rounds a second over `sampled` processes.
+            cpu_percent = mixed.median * 1e-6 * figures["sampled"] * 10 * 100
+            which = (
+                f"{n} idle processes (smaps_rollup read every {PSS_MAX_AGE_S:.0f} s)"
+                if mix == "idle"
+                else f"{n} processes whose pages all move every second (smaps_rollup "
+                "read every full round)"
             )
-        )
+            rows.append(
+                Row(
+                    key=f"sampler.cost.n{n}" if mix == "idle" else f"sampler.cost_moving.n{n}",
+                    section="sampler",
+                    figure=f"SamplerCore CPU per process per sample, {which}",
+                    tool="memsweep 10 Hz (+USS/PSS 1 Hz)",
+                    unit="us",
+                    stat=mixed,
+                    goal="≤ 1% of a core at 10 Hz" if n == 50 else "",
+                    status=("met" if cpu_percent <= 1 else "MISSED") if n == 50 else "info",
+                    note=(
+                        f"fast round {fast.median:.0f} µs, full round {full.median:.0f} µs "
+                        f"with smaps_rollup and {carried.median:.0f} µs without, per "
+                        f"process: {cpu_percent:.2f}% of a core at 10 Hz with full rounds "
+                        f"at 1 Hz, {fast.median * 1e-6 * figures['sampled'] * 10 * 100:.2f}% "
+                        "for the 10 Hz status reads alone"
+                    ),
+                )
+            )
         rows.append(
             Row(
                 key=f"sampler.rss.n{n}",
@@ -213,7 +253,7 @@ def run(profile: Profile) -> tuple[list[Row], dict[str, Any]]:
     # Round cost = fixed part (node memory, cgroup, discovery of the whole process table)
     # + a part per process: a least-squares line through (processes, µs per round).
     fits = {}
-    for kind in ("fast", "full"):
+    for kind in ("fast", "full", "carried"):
         xs = [float(m["sampled"]) for m in measured]
         ys = [statistics.median(m[f"{kind}_us"]) * m["sampled"] for m in measured]
         if len(set(xs)) > 1:

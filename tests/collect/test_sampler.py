@@ -87,6 +87,52 @@ def test_the_sampler_measures_a_known_allocation_and_drops_a_process_that_exits(
         core.close()
 
 
+def test_smaps_rollup_is_read_again_when_pages_move_the_process_set_changes_or_it_is_old(
+    holder: subprocess.Popen[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a sampler whose node "raylet" is this test process, so that its children (the
+    # holder, and any process it starts) are sampled, and a count of smaps_rollup reads
+    reads: list[int] = []
+    real_read = probe.read_full_pid
+
+    def counted(pid: int) -> probe.FullMemory | None:
+        reads.append(pid)
+        return real_read(pid)
+
+    monkeypatch.setattr(probe, "read_full_pid", counted)
+    core = SamplerCore(
+        SamplerConfig(pss_max_age_s=10.0), node_id="n1", is_head=False, raylet_pid=os.getpid()
+    )
+
+    def holder_reads_after_round(now: float) -> int:
+        core.run_round(now=now)
+        return reads.count(holder.pid)
+
+    other = None
+    try:
+        assert holder_reads_after_round(1000.0) == 1
+        # WHEN nothing moves, a full round repeats the holder's last figures
+        assert holder_reads_after_round(1001.0) == 1
+        # WHEN the holder allocates N bytes: read again, and PSS grew by N within 2%
+        step(holder, "allocated")
+        assert holder_reads_after_round(1002.0) == 2
+        assert holder_reads_after_round(1003.0) == 2
+        pss = [r["pss_bytes"] for r in rows_of(core.drain(), holder.pid)]
+        assert pss[0] == pss[1] and pss[3] == pss[2]
+        assert pss[2] - pss[1] == pytest.approx(N, rel=0.02)
+        # WHEN another sampled process starts (shared pages change sharers): read again
+        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        assert holder_reads_after_round(1004.0) == 3
+        assert holder_reads_after_round(1005.0) == 3
+        # WHEN the last read is pss_max_age_s old: read again
+        assert holder_reads_after_round(1014.0) == 4
+    finally:
+        if other is not None:
+            other.kill()
+            other.wait()
+        core.close()
+
+
 def test_the_process_table_reads_only_new_pids() -> None:
     table = _ProcessTable()
     first = table.refresh()
@@ -114,6 +160,16 @@ def test_a_status_file_kept_open_reads_what_a_fresh_open_reads() -> None:
         assert kept.hwm_bytes >= kept.rss_bytes
     finally:
         status.close()
+
+
+def test_the_one_split_parse_of_a_real_status_file_reads_what_a_field_by_field_one_reads() -> None:
+    real = open(f"/proc/{os.getpid()}/status", "rb").read()  # noqa: PTH123, SIM115
+    assert b"\nHugetlbPages:" in real  # the layout the one-split parse is for
+    # Without the line that ends the block the parse falls back to field by field.
+    fallback = real.replace(b"\nHugetlbPages:", b"\nHugetlb_Pages:")
+    fields = probe.parse_status_fields(real)
+    assert fields is not None and fields == probe.parse_status_fields(fallback)
+    assert fields[0] > 0 and fields[1] >= fields[0]
 
 
 def test_fields_are_parsed_from_the_kernels_text() -> None:

@@ -75,6 +75,7 @@ class RayProcesses:
         is_head: bool,
         driver_pid: int | None,
         driver_node_id: str | None,
+        raylet_pid: int | None = None,
     ) -> None:
         self.node_id = node_id
         self.is_head = is_head
@@ -83,7 +84,7 @@ class RayProcesses:
         self.table = ProcessTable()
         self._own_pid = os.getpid()
         self._system_verdict: dict[int, str | None] = {}
-        self.raylet_pid = self._find_raylet()
+        self.raylet_pid = raylet_pid if raylet_pid is not None else self._find_raylet()
         self._session_marker = self._find_session_marker()
 
     def _find_raylet(self) -> int | None:

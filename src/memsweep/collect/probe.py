@@ -64,25 +64,25 @@ def parse_status_fields(data: bytes) -> StatusFields | None:
     """The fields memsweep uses from the text of ``/proc/PID/status``, and only those;
     ``None`` for a zombie or kernel thread (nothing resident).
 
-    The kernel prints ``VmHWM``, ``VmRSS``, ``RssAnon``, ``RssFile`` and ``RssShmem`` on
-    consecutive lines (Linux ≥ 4.5): one split of that block reads all five; any other
-    layout is read field by field.
+    The kernel prints ``VmHWM`` to ``VmSwap`` on eleven consecutive lines (``VmRSS``,
+    ``RssAnon``, ``RssFile`` and ``RssShmem`` among them, Linux ≥ 4.5): one split of that
+    block reads all six; any other layout is read field by field.
     """
     ppid_at = data.find(b"\nPPid:")
     ppid = int(data[ppid_at + 6 : data.index(b"\n", ppid_at + 6)]) if ppid_at >= 0 else 0
     start = data.find(b"\nVmHWM:")
-    end = data.find(b"\nVmData:", start)
+    end = data.find(b"\nHugetlbPages:", start)
     words = data[start:end].split() if start >= 0 and end >= 0 else []
-    if len(words) == 15 and words[3] == b"VmRSS:" and words[12] == b"RssShmem:":
-        hwm, rss = int(words[1]) * 1024, int(words[4]) * 1024
+    if len(words) == 33 and words[3] == b"VmRSS:" and words[30] == b"VmSwap:":
+        hwm, rss, swap = int(words[1]) * 1024, int(words[4]) * 1024, int(words[31]) * 1024
         anon, file, shmem = int(words[7]) * 1024, int(words[10]) * 1024, int(words[13]) * 1024
     else:
         hwm, rss = _kib(data, b"\nVmHWM:"), _kib(data, b"\nVmRSS:")
         anon, file = _kib(data, b"\nRssAnon:"), _kib(data, b"\nRssFile:")
-        shmem = _kib(data, b"\nRssShmem:")
+        shmem, swap = _kib(data, b"\nRssShmem:"), _kib(data, b"\nVmSwap:")
     if rss == 0 and hwm == 0:
         return None
-    return (rss, hwm, _kib(data, b"\nVmSwap:"), anon, file, shmem, ppid)
+    return (rss, hwm, swap, anon, file, shmem, ppid)
 
 
 def parse_status(data: bytes) -> StatusMemory | None:
@@ -408,6 +408,7 @@ class NodeFiles:
             with contextlib.suppress(OSError):
                 self._usage = os.open(usage_path, os.O_RDONLY)
         self._counters_dir = counters_dir(cgroup_pid or os.getpid())
+        self._counters: CgroupCounters | None = None
         self._pressure = -1
         pressure = pressure_file(cgroup_pid or os.getpid())
         if pressure is not None:
@@ -418,7 +419,9 @@ class NodeFiles:
         """Re-read the cgroup's limit."""
         self._limit_bytes = _limit(self._limit_path)
 
-    def read(self) -> NodeMemory:
+    def read(self, counters: bool = True) -> NodeMemory:
+        """The node's memory now; the cgroup's OOM counters (a few files opened by name)
+        are read again only with ``counters``, else the last ones are repeated."""
         total, available, shmem, swap_used = parse_meminfo(os.pread(self._meminfo, _READ_SIZE, 0))
         usage = None
         if self._usage >= 0:
@@ -428,9 +431,8 @@ class NodeFiles:
         if self._pressure >= 0:
             with contextlib.suppress(OSError):
                 pressure = parse_pressure(os.pread(self._pressure, 512, 0).decode())
-        counters = None
-        if self._counters_dir is not None:
-            counters = read_cgroup_counters(self._counters_dir)
+        if counters and self._counters_dir is not None:
+            self._counters = read_cgroup_counters(self._counters_dir)
         return NodeMemory(
             total_bytes=total,
             available_bytes=available,
@@ -439,7 +441,7 @@ class NodeFiles:
             swap_used_bytes=swap_used,
             cgroup_limit_bytes=self._limit_bytes,
             cgroup_usage_bytes=usage,
-            cgroup=counters,
+            cgroup=self._counters,
             pressure=pressure,
         )
 

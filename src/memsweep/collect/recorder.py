@@ -67,6 +67,7 @@ class SweepRecorder:
         config = SamplerConfig(
             interval_s=self.sampling.interval_s,
             full_interval_s=self.sampling.full_interval_s,
+            pss_max_age_s=self.sampling.pss_max_age_s,
             driver_pid=driver_pid,
             driver_node_id=driver_node,
         )

@@ -4,8 +4,10 @@ One :class:`NodeSampler` runs on each node (pinned there with a hard node-affini
 strategy, zero CPUs so it never takes a trial's place). A background thread samples at
 ``interval_s``: ``/proc/PID/status`` for every process each round (each kept open and
 re-read with ``os.pread``) and the node's ``/proc/meminfo`` and cgroup usage; USS/PSS,
-CPU time, process titles and new processes every ``full_interval_s`` (new processes are
-found by listing ``/proc`` and reading only the new pids). It keeps rows in memory until the driver's collector calls
+CPU time, process titles, the cgroup's OOM counters and new processes every
+``full_interval_s`` (new processes are found by listing ``/proc`` and reading only the
+new pids; a process's ``smaps_rollup`` is read again only when its pages moved, see
+:attr:`SamplerConfig.pss_reread_bytes`). It keeps rows in memory until the driver's collector calls
 :meth:`NodeSampler.drain`; the sampler itself never writes files, so nodes that cannot
 see the driver's disk are covered too.
 
@@ -69,6 +71,13 @@ class _Tracked:
     create_time: float
     name: str
     system: str | None
+    full: tuple[int, int] | None = None
+    """(USS, PSS) of the last ``smaps_rollup`` read."""
+    full_pages: tuple[int, int, int] = (0, 0, 0)
+    """(RssAnon, RssFile, RssShmem) when it was read."""
+    full_at: float = 0.0
+    full_generation: int = -1
+    """The node's process-set generation when it was read."""
 
 
 @dataclass
@@ -87,7 +96,11 @@ class SamplerCore:
     :meth:`register` on the actor's method thread. One lock guards the buffer.
     """
 
-    def __init__(self, config: SamplerConfig, node_id: str, is_head: bool) -> None:
+    def __init__(
+        self, config: SamplerConfig, node_id: str, is_head: bool, raylet_pid: int | None = None
+    ) -> None:
+        """``raylet_pid``: the process whose subtree is sampled; by default this node's
+        raylet, found among the sampler's own parents (a Ray actor is its child)."""
         self.config = config
         self.node_id = node_id
         self.is_head = is_head
@@ -96,9 +109,13 @@ class SamplerCore:
         self._tracked: dict[int, _Tracked] = {}
         self._registrations: list[Registration] = []
         self._last_full = 0.0
+        self._generation = 0
+        """Bumped whenever a sampled process starts or ends (shared pages change sharers)."""
         self._gpu = probe.GpuProbe()
         self._boot_time = psutil.boot_time()
-        self._processes = RayProcesses(node_id, is_head, config.driver_pid, config.driver_node_id)
+        self._processes = RayProcesses(
+            node_id, is_head, config.driver_pid, config.driver_node_id, raylet_pid
+        )
         self._table = self._processes.table
         self._node = probe.NodeFiles(self._processes.raylet_pid)
 
@@ -115,6 +132,7 @@ class SamplerCore:
         for pid in list(self._tracked):
             if pid not in pids:
                 self._tracked.pop(pid).status.close()
+                self._generation += 1
         for pid, system in pids.items():
             tracked = self._tracked.get(pid)
             comm = self._table.name.get(pid, "")
@@ -133,6 +151,7 @@ class SamplerCore:
                 status = probe.StatusFile(pid)
             except OSError:
                 continue
+            self._generation += 1
             self._tracked[pid] = _Tracked(
                 status=status,
                 # psutil's create_time: boot time + start ticks / clock ticks per second.
@@ -165,9 +184,7 @@ class SamplerCore:
             rss, hwm, swap, anon, file, shmem, ppid = status
             uss = pss = cpu = None
             if full:
-                memory = probe.read_full_pid(pid)
-                if memory is not None:
-                    uss, pss = memory.uss_bytes, memory.pss_bytes
+                uss, pss = self._full_memory(pid, tracked, now, anon, file, shmem)
                 stat = probe.read_stat(pid)
                 cpu = stat.cpu_time_s if stat is not None else None
             gpu_bytes = gpu.get(pid) if gpu is not None else None
@@ -194,9 +211,10 @@ class SamplerCore:
         for pid in gone:
             self._tracked.pop(pid).status.close()
             self._table.forget(pid)
+            self._generation += 1
         if full:
             self._node.refresh()
-        node = self._node.read()
+        node = self._node.read(counters=full)
         node_row = {
             "ts": int(now * 1_000_000),
             "node_id": self.node_id,
@@ -226,6 +244,30 @@ class SamplerCore:
             if buffer.rounds > self.config.max_buffered_rounds:
                 self._drop_oldest_locked()
         return len(rows)
+
+    def _full_memory(
+        self, pid: int, tracked: _Tracked, now: float, anon: int, file: int, shmem: int
+    ) -> tuple[int | None, int | None]:
+        """(USS, PSS) of ``pid`` at a full round: read from ``smaps_rollup`` when its pages
+        moved, the node's process set changed or the last read is old
+        (:attr:`SamplerConfig.pss_reread_bytes`), else the last read figures."""
+        config, last = self.config, tracked.full
+        if (
+            last is not None
+            and tracked.full_generation == self._generation
+            and now - tracked.full_at < config.pss_max_age_s
+        ):
+            old_anon, old_file, old_shmem = tracked.full_pages
+            moved = abs(anon - old_anon) + abs(file - old_file) + abs(shmem - old_shmem)
+            if moved < config.pss_reread_bytes:
+                return last
+        memory = probe.read_full_pid(pid)
+        if memory is None:
+            return None, None
+        tracked.full = (memory.uss_bytes, memory.pss_bytes)
+        tracked.full_pages = (anon, file, shmem)
+        tracked.full_at, tracked.full_generation = now, self._generation
+        return tracked.full
 
     def _drop_oldest_locked(self) -> None:
         buffer = self._buffer

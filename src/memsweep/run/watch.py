@@ -311,7 +311,9 @@ def watch(
             )
         writer = ResultsWriter(storage)
         config = SamplerConfig(
-            interval_s=sampling.interval_s, full_interval_s=sampling.full_interval_s
+            interval_s=sampling.interval_s,
+            full_interval_s=sampling.full_interval_s,
+            pss_max_age_s=sampling.pss_max_age_s,
         )
         collector = Collector(writer, config, sampling.flush_interval_s, TrialsTable())
         import ray

@@ -148,7 +148,13 @@ class SamplingSpec(Frozen):
     """Seconds between two samples of a process's RSS, swap and peak RSS (10 Hz)."""
 
     full_interval_s: Annotated[float, Field(ge=0.005, le=600)] = 1.0
-    """Seconds between two reads of USS/PSS (``/proc/PID/smaps_rollup``, costlier)."""
+    """Seconds between two full rounds: USS/PSS (``/proc/PID/smaps_rollup``, costlier),
+    CPU time, process titles and new processes."""
+
+    pss_max_age_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    """A process whose resident pages did not move (by 256 KiB) keeps its last USS/PSS
+    for up to this many seconds instead of another ``smaps_rollup`` read (the kernel
+    walks its page tables each time); ``0``: read at every full round."""
 
     flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     """Seconds between two Parquet files: what a crash can lose at most."""

@@ -99,12 +99,18 @@ SAMPLES = pa.schema(
         pa.field(
             "uss_bytes",
             pa.int64(),
-            metadata={"doc": "unique set size; sampled every full_interval_s, else null"},
+            metadata={
+                "doc": "unique set size; every full_interval_s, else null (smaps_rollup "
+                "re-read when the pages moved, else the last read, ≤ pss_max_age_s old)"
+            },
         ),
         pa.field(
             "pss_bytes",
             pa.int64(),
-            metadata={"doc": "proportional set size; shared pages split between sharers"},
+            metadata={
+                "doc": "proportional set size: shared pages split between sharers; "
+                "read like uss_bytes"
+            },
         ),
         pa.field(
             "gpu_bytes",
