@@ -290,3 +290,41 @@ def test_without_the_workaround_tunes_callback_telemetry_imports_mlflow() -> Non
         "print('mlflow' in sys.modules)\n"
     )
     assert in_fresh_python(code).strip() == "True"
+
+
+TRIAL_STATE_GROWTH = """
+import random, sys, tracemalloc
+from ray.tune.trainable.metadata import _TrainingRunMetadata
+from ray.util import debug
+if sys.argv[1] == "worked-around":
+    from memsweep.run.workarounds.tune import trial_state_encoding_that_does_not_grow
+    trial_state_encoding_that_does_not_grow()
+    trial_state_encoding_that_does_not_grow()  # idempotent
+metadata = _TrainingRunMetadata()
+tracemalloc.start()
+before, kept = len(debug._logged), tracemalloc.get_traced_memory()[0]
+for result in range(120):
+    for metric in range(170):
+        metadata.update_metric(f"metric_{metric}", random.random(), step=result + 1)
+    metadata.get_json_state()  # what Tune saves after every result
+print(len(debug._logged) - before, tracemalloc.get_traced_memory()[0] - kept)
+"""
+
+
+@pytest.mark.parametrize("driver", ["upstream", "worked-around"])
+def test_tunes_trial_state_encoder_grows_the_driver_by_every_number_unless_worked_around(
+    driver: str,
+) -> None:
+    # GIVEN Tune's per-trial metadata as a trial of ~170 numeric metrics (RLlib's result)
+    # reports 120 results, its JSON state encoded after each, as Tune saves it
+    code = f"import sys; sys.argv = ['', {driver!r}]\n" + TRIAL_STATE_GROWTH
+    new_keys, grown = (int(word) for word in in_fresh_python(code).split())
+    if driver == "upstream":
+        # THEN upstream, log_once keeps two new strings per metric per result: the leak
+        # trial_state_encoding_that_does_not_grow works around (it can go once this fails)
+        assert new_keys == 120 * 170 * 2
+        assert grown > 8_000_000
+    else:
+        # THEN worked around: one key, and the traced memory is Tune's bounded metadata
+        assert new_keys <= 1
+        assert grown < 1_500_000

@@ -281,12 +281,14 @@ def run_study(
         storage_errors_in_one_line,
         tensorboard_logger_without_torch,
         tracker_integrations_without_their_libraries,
+        trial_state_encoding_that_does_not_grow,
         tune_survives_oom_kills,
     )
 
     check_study(study, source or study.name)
     tensorboard_logger_without_torch()
     tracker_integrations_without_their_libraries()
+    trial_state_encoding_that_does_not_grow()
     uri = storage or study.storage_uri
     writer = ResultsWriter(uri)
     writer.write_text("study.yaml", yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
