@@ -127,14 +127,15 @@ def trial_state_encoding_that_does_not_grow() -> None:
     from ray.tune.utils import serialization
     from ray.util.debug import log_once
 
-    if getattr(serialization.log_once, "memsweep_once_per_message", False):
+    # setattr/getattr: serialization imports log_once without re-exporting it.
+    if getattr(getattr(serialization, "log_once", None), "memsweep_once_per_message", False):
         return
 
     def once_per_message(key: str) -> bool:
         return log_once(key.split(":", 1)[0])
 
     once_per_message.memsweep_once_per_message = True  # type: ignore[attr-defined]
-    serialization.log_once = once_per_message  # type: ignore[attr-defined]
+    setattr(serialization, "log_once", once_per_message)  # noqa: B010
 
 
 class TrialOutOfMemoryError(RayActorError):
