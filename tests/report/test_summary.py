@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 
 from memsweep import result_keys as keys
 from memsweep.report.summary import (
+    DriverPeak,
     TrialSummary,
     driver_peak_rss,
     format_driver_peak,
@@ -72,7 +73,14 @@ def test_the_driver_peak_is_the_largest_rss_of_the_driver_rows(tmp_path: Path) -
     folder.mkdir(parents=True)
     start = datetime(2026, 1, 1, tzinfo=UTC)
     rows = [
-        {"ts": start + timedelta(seconds=i), "pid": 7, "role": "driver", "rss_bytes": rss}
+        {
+            "ts": start + timedelta(seconds=i),
+            "pid": 7,
+            "role": "driver",
+            "rss_bytes": rss,
+            "rss_anon_bytes": rss - 110_000_000,
+            "rss_file_bytes": 110_000_000,
+        }
         for i, rss in enumerate([200_000_000, 280_000_000, 250_000_000])
     ] + [{"ts": start, "pid": 8, "role": "trainable", "rss_bytes": 900_000_000}]
     filler = {pa.string(): "n", pa.int64(): 0, pa.int32(): 0, pa.float64(): 0.0, pa.bool_(): False}
@@ -86,9 +94,12 @@ def test_the_driver_peak_is_the_largest_rss_of_the_driver_rows(tmp_path: Path) -
     pq.write_table(pa.Table.from_pylist(full, schema=SAMPLES), folder / "part-0.parquet")
     results = open_results(str(tmp_path / "run"))
     # THEN the driver's peak is its largest row, within the goal
-    assert driver_peak_rss(results) == 280_000_000
-    assert format_driver_peak(280_000_000).endswith("goal ≤ 300 MB: met)")
-    assert format_driver_peak(1_330_000_000).endswith("MISSED)")
+    peak = driver_peak_rss(results)
+    assert peak == DriverPeak(280_000_000, 170_000_000, 110_000_000)
+    line = format_driver_peak(peak)
+    assert line.endswith("goal ≤ 300 MB: met)")
+    assert "170 MB its own, 110 MB library files" in line
+    assert format_driver_peak(DriverPeak(1_330_000_000, None, None)).endswith("MISSED)")
     # AND without driver rows there is no figure, and the line says why
     (folder / "part-0.parquet").unlink()
     pq.write_table(pa.Table.from_pylist(full[3:], schema=SAMPLES), folder / "part-0.parquet")
