@@ -94,3 +94,15 @@ def test_the_readme_ppo_batch_figures_are_the_committed_ppo_run() -> None:
     text = " ".join(README.read_text().split())
     assert quoted(peak.estimate).format("peak") in text
     assert quoted(plateau.estimate).format("plateau") in text
+
+
+def test_the_readme_benchmark_table_is_the_committed_bench_run() -> None:
+    # Every figure of the README's benchmark table is one the committed `make bench` run
+    # on the reference machine measured (benchmarks/readme_block.py renders it).
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import readme_block
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    readme = (REPO / "README.md").read_text()
+    assert readme_block.block() in readme, "run python benchmarks/readme_block.py"
