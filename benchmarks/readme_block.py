@@ -62,7 +62,10 @@ def render(document: dict[str, Any]) -> str:
         )
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     if document["failed_sections"]:
-        lines += ["", f"Sections that failed in this run: {', '.join(document['failed_sections'])}."]
+        lines += [
+            "",
+            f"Sections that failed in this run: {', '.join(document['failed_sections'])}.",
+        ]
     return "\n".join(lines)
 
 
