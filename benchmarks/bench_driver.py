@@ -6,9 +6,11 @@ RSS of the samples of role ``driver`` (the sampler reads the driver like any oth
 process; :func:`memsweep.report.summary.driver_peak_rss`), from a real ``memsweep run``
 subprocess of ``sweeps/default.yaml``: every trial of it (torch and tf2 ones, 0 and 2 env
 runners) with the sweep's own stop rule in the default and full profiles (the driver
-grows with what Tune keeps of each result, so a run cut short understates it: 3
-iterations a trial gave 280 MB where the whole sweep gave 332 MB), only the base point
-for 2 iterations in the smoke profile.
+grows slowly while trials report, ~2 MB a minute), only the base point for 2 iterations
+in the smoke profile. Its RSS has two parts, both reported: anonymous memory (its own)
+and pages of mapped library files, shared with Ray's processes, of which more are
+resident when the page cache holds whole libraries, as right after a fresh install
+(155 MB of them in a fresh clone's ``make sweep``, 111 MB in a long-used virtualenv).
 """
 
 from __future__ import annotations
