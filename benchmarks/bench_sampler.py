@@ -8,14 +8,16 @@ Timed separately, as process CPU time:
 
 - *fast* rounds: ``/proc/PID/status`` of every process (what runs at ``interval_s``);
 - *full* rounds: discovery, status, USS/PSS via ``smaps_rollup`` and CPU times (what runs
-  every ``full_interval_s`` for a process whose pages moved since its last read);
-- *carried* full rounds: the same with every process's last USS/PSS repeated (what an
-  idle process costs between two reads, ``pss_max_age_s`` apart);
+  every ``full_interval_s`` for a process whose file or shmem pages moved since its last
+  read, or when a process started or ended on the node);
+- *carried* full rounds: the same with USS/PSS followed from the status fields instead
+  (what a process costs between two ``smaps_rollup`` reads, ``pss_max_age_s`` apart,
+  when it is idle or only its anonymous pages move, as a training process's do);
 
 each including a drain (Arrow conversion) every 20 rounds, as the collector does every
 2 s at 10 Hz. The default mix (10 Hz, full rounds at 1 Hz) is 9 fast rounds and 1 full
-one a second: for idle processes a carried one, with a ``smaps_rollup`` read every
-``pss_max_age_s``; for processes whose pages all move every second, a full one.
+one a second: a carried one, with a ``smaps_rollup`` read every ``pss_max_age_s``; or,
+for processes whose file or shmem pages all move every second, a full one.
 The children are small Python processes: a Ray worker with torch loaded has many more
 mappings, so its ``smaps_rollup`` read costs more; the real-node figures in the
 overhead section show that cost.
@@ -58,9 +60,8 @@ KINDS = (
     ("carried", 0.0, math.inf),
 )
 """(kind, full_interval_s, pss_max_age_s) of the three round kinds timed: status only;
-full with a ``smaps_rollup`` read of every process (a process whose pages moved since the
-last read, or one whose last read is ``pss_max_age_s`` old); full with every process's
-last USS/PSS repeated (an idle one)."""
+full with a ``smaps_rollup`` read of every process; full with every process's USS/PSS
+followed from its status fields (between two reads)."""
 PSS_MAX_AGE_S = SamplerConfig.pss_max_age_s
 _DRAIN_EVERY = 20
 
@@ -188,9 +189,9 @@ def run(profile: Profile) -> tuple[list[Row], dict[str, Any]]:
                 ),
             )
         )
-        # Per second at 10 Hz with full rounds at 1 Hz: 9 fast rounds and 1 full one. An
-        # idle process's smaps_rollup is read once per pss_max_age_s; a process whose
-        # pages move every second is read at every full round.
+        # Per second at 10 Hz with full rounds at 1 Hz: 9 fast rounds and 1 full one. A
+        # process's smaps_rollup is read once per pss_max_age_s, or at every full round
+        # when its file or shmem pages move every second.
         idle_share = 1.0 / PSS_MAX_AGE_S
         mixes = {
             "idle": Stat.of(
@@ -213,10 +214,11 @@ def run(profile: Profile) -> tuple[list[Row], dict[str, Any]]:
             # CPU share of one core at 10 Hz: 10 rounds a second over `sampled` processes.
             cpu_percent = mixed.median * 1e-6 * figures["sampled"] * 10 * 100
             which = (
-                f"{n} idle processes (smaps_rollup read every {PSS_MAX_AGE_S:.0f} s)"
+                f"{n} processes, smaps_rollup every {PSS_MAX_AGE_S:.0f} s (idle, or "
+                "only anonymous pages moving)"
                 if mix == "idle"
-                else f"{n} processes whose pages all move every second (smaps_rollup "
-                "read every full round)"
+                else f"{n} processes, smaps_rollup every full round (file or shmem "
+                "pages moving every second)"
             )
             rows.append(
                 Row(

@@ -87,11 +87,33 @@ def test_the_sampler_measures_a_known_allocation_and_drops_a_process_that_exits(
         core.close()
 
 
-def test_smaps_rollup_is_read_again_when_pages_move_the_process_set_changes_or_it_is_old(
-    holder: subprocess.Popen[str], monkeypatch: pytest.MonkeyPatch
+STEPS = """
+import mmap, sys, tempfile, numpy as np
+print("ready", flush=True); sys.stdin.readline()
+a = np.ones({n}, dtype=np.uint8)
+print("allocated", flush=True); sys.stdin.readline()
+with tempfile.TemporaryFile() as f:
+    f.write(b"x" * {m}); f.flush()
+    view = mmap.mmap(f.fileno(), {m}, access=mmap.ACCESS_READ)
+    touched = sum(view[i] for i in range(0, {m}, 4096))
+    print("mapped", flush=True); sys.stdin.readline()
+"""
+M = 8_000_000
+
+
+def test_uss_and_pss_follow_anonymous_pages_between_reads_and_are_read_when_sharing_may_change(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # GIVEN a sampler whose node "raylet" is this test process, so that its children (the
-    # holder, and any process it starts) are sampled, and a count of smaps_rollup reads
+    # GIVEN a process that will allocate N anonymous bytes, then map and touch an M-byte
+    # file, and a sampler whose node "raylet" is this test process (so that its children
+    # are sampled), counting its smaps_rollup reads
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STEPS.format(n=N, m=M)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     reads: list[int] = []
     real_read = probe.read_full_pid
 
@@ -104,32 +126,60 @@ def test_smaps_rollup_is_read_again_when_pages_move_the_process_set_changes_or_i
         SamplerConfig(pss_max_age_s=10.0), node_id="n1", is_head=False, raylet_pid=os.getpid()
     )
 
-    def holder_reads_after_round(now: float) -> int:
+    def reads_after_round(now: float) -> int:
         core.run_round(now=now)
-        return reads.count(holder.pid)
+        return reads.count(proc.pid)
 
     other = None
     try:
-        assert holder_reads_after_round(1000.0) == 1
-        # WHEN nothing moves, a full round repeats the holder's last figures
-        assert holder_reads_after_round(1001.0) == 1
-        # WHEN the holder allocates N bytes: read again, and PSS grew by N within 2%
-        step(holder, "allocated")
-        assert holder_reads_after_round(1002.0) == 2
-        assert holder_reads_after_round(1003.0) == 2
-        pss = [r["pss_bytes"] for r in rows_of(core.drain(), holder.pid)]
-        assert pss[0] == pss[1] and pss[3] == pss[2]
-        assert pss[2] - pss[1] == pytest.approx(N, rel=0.02)
+        assert reads_after_round(1000.0) == 1
+        # WHEN it allocates N anonymous bytes: no read; USS and PSS grow by what RssAnon
+        # grew, and agree with a fresh read within 2% of N
+        step(proc, "allocated")
+        assert reads_after_round(1001.0) == 1
+        before, after = rows_of(core.drain(), proc.pid)
+        anon_grew = after["rss_anon_bytes"] - before["rss_anon_bytes"]
+        assert anon_grew == pytest.approx(N, rel=0.02)
+        assert after["pss_bytes"] - before["pss_bytes"] == anon_grew
+        assert after["uss_bytes"] - before["uss_bytes"] == anon_grew
+        fresh = real_read(proc.pid)
+        assert fresh is not None
+        assert after["pss_bytes"] == pytest.approx(fresh.pss_bytes, abs=0.02 * N)
+        assert after["uss_bytes"] == pytest.approx(fresh.uss_bytes, abs=0.02 * N)
+        # WHEN it maps and touches a file (pages others may share): read again
+        step(proc, "mapped")
+        assert reads_after_round(1002.0) == 2
+        assert reads_after_round(1003.0) == 2
         # WHEN another sampled process starts (shared pages change sharers): read again
         other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-        assert holder_reads_after_round(1004.0) == 3
-        assert holder_reads_after_round(1005.0) == 3
+        assert reads_after_round(1004.0) == 3
+        assert reads_after_round(1005.0) == 3
         # WHEN the last read is pss_max_age_s old: read again
-        assert holder_reads_after_round(1014.0) == 4
+        assert reads_after_round(1014.0) == 4
     finally:
-        if other is not None:
-            other.kill()
-            other.wait()
+        for child in (proc, other):
+            if child is not None:
+                child.kill()
+                child.wait()
+        core.close()
+
+
+def test_rounds_nobody_drains_are_dropped_oldest_first_and_counted() -> None:
+    # GIVEN a sampler that keeps at most 3 undrained rounds
+    core = SamplerCore(SamplerConfig(max_buffered_rounds=3), node_id="n1", is_head=False)
+    try:
+        # WHEN 5 rounds run (the first full) and nobody drains
+        for index in range(5):
+            core.run_round(now=1000.0 + index / 10)
+        drain = core.drain()
+        # THEN the last 3 rounds are kept, whole, and the 2 dropped are counted
+        times = drain.samples["ts"].cast("int64").to_pylist()
+        assert sorted(set(times)) == [int((1000.0 + i / 10) * 1e6) for i in (2, 3, 4)]
+        assert drain.node_samples.num_rows == 3 and drain.dropped_rounds == 2
+        own = [r for r in drain.samples.to_pylist() if r["pid"] == os.getpid()]
+        assert len(own) == 3 and all(r["pss_bytes"] is None for r in own)
+        assert all(r["cpu_time_s"] is None and r["rss_bytes"] > 0 for r in own)
+    finally:
         core.close()
 
 

@@ -64,16 +64,20 @@ class SamplerConfig:
     """Seconds between two full rounds: USS/PSS, CPU time, titles, new processes."""
     pss_reread_bytes: int = 256 * 1024
     """At a full round a process's ``smaps_rollup`` (USS/PSS) is read again only when
-    its resident anon, file or shmem pages moved by at least this many bytes in all
-    since the last read, a sampled process started or ended on the node (shared pages
-    change sharers), or the last read is ``pss_max_age_s`` old; otherwise the last read
-    figures are repeated. ``smaps_rollup`` walks the process's page tables (~145 µs
-    even for an idle 8 MB Python process on the reference machine, 20× a ``status``
-    read), and most of a node's processes are idle Ray daemons and workers."""
+    its resident file or shmem pages moved by at least this many bytes in all since the
+    last read (their sharers are unknown until read), a sampled process started or
+    ended on the node (shared pages change sharers), or the last read is
+    ``pss_max_age_s`` old. Otherwise USS and PSS are the last read figures plus the
+    change in the process's resident anonymous pages (``RssAnon``, from the status read
+    of the same round): a page a process faults in anonymously is its own, so it counts
+    whole in both. ``smaps_rollup`` walks the process's page tables: ~145 µs for an
+    idle 8 MB Python process and ~8 ms for a Ray worker with PyTorch loaded on the
+    reference machine (``status``: ~7 µs)."""
     pss_max_age_s: float = 10.0
-    """The oldest a repeated USS/PSS figure can be, seconds (``0``: read every full
-    round). Bounds the one change a process's own pages do not show: another process
-    starting or stopping to share pages it maps."""
+    """The oldest a USS/PSS read may be before it is read again, seconds (``0``: read
+    every full round). Bounds what the status fields do not show: another process
+    starting or stopping to share pages this one maps, and copy-on-write pages of a fork
+    becoming private."""
     driver_pid: int | None = None
     """The sweep driver's pid, recorded as role ``driver`` when it runs on this node."""
     driver_node_id: str | None = None

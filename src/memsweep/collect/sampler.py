@@ -6,7 +6,8 @@ strategy, zero CPUs so it never takes a trial's place). A background thread samp
 re-read with ``os.pread``) and the node's ``/proc/meminfo`` and cgroup usage; USS/PSS,
 CPU time, process titles, the cgroup's OOM counters and new processes every
 ``full_interval_s`` (new processes are found by listing ``/proc`` and reading only the
-new pids; a process's ``smaps_rollup`` is read again only when its pages moved, see
+new pids; a process's ``smaps_rollup`` is read at most ``pss_max_age_s`` apart and
+followed in between through its anonymous pages, see
 :attr:`SamplerConfig.pss_reread_bytes`). It keeps rows in memory until the driver's collector calls
 :meth:`NodeSampler.drain`; the sampler itself never writes files, so nodes that cannot
 see the driver's disk are covered too.
@@ -248,9 +249,10 @@ class SamplerCore:
     def _full_memory(
         self, pid: int, tracked: _Tracked, now: float, anon: int, file: int, shmem: int
     ) -> tuple[int | None, int | None]:
-        """(USS, PSS) of ``pid`` at a full round: read from ``smaps_rollup`` when its pages
-        moved, the node's process set changed or the last read is old
-        (:attr:`SamplerConfig.pss_reread_bytes`), else the last read figures."""
+        """(USS, PSS) of ``pid`` at a full round, bytes: read from ``smaps_rollup`` when
+        its file or shmem pages moved, the node's process set changed or the last read
+        is old (:attr:`SamplerConfig.pss_reread_bytes`); else the last read figures plus
+        the change in its anonymous pages since (:attr:`SamplerConfig.pss_max_age_s`)."""
         config, last = self.config, tracked.full
         if (
             last is not None
@@ -258,9 +260,11 @@ class SamplerCore:
             and now - tracked.full_at < config.pss_max_age_s
         ):
             old_anon, old_file, old_shmem = tracked.full_pages
-            moved = abs(anon - old_anon) + abs(file - old_file) + abs(shmem - old_shmem)
-            if moved < config.pss_reread_bytes:
-                return last
+            if abs(file - old_file) + abs(shmem - old_shmem) < config.pss_reread_bytes:
+                # A page a process faults in anonymously is its own (a fork shares only
+                # the pages it had), so it counts whole in USS and PSS alike.
+                moved = anon - old_anon
+                return max(last[0] + moved, 0), max(last[1] + moved, 0)
         memory = probe.read_full_pid(pid)
         if memory is None:
             return None, None

@@ -152,9 +152,11 @@ class SamplingSpec(Frozen):
     CPU time, process titles and new processes."""
 
     pss_max_age_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
-    """A process whose resident pages did not move (by 256 KiB) keeps its last USS/PSS
-    for up to this many seconds instead of another ``smaps_rollup`` read (the kernel
-    walks its page tables each time); ``0``: read at every full round."""
+    """The longest USS/PSS go without a ``smaps_rollup`` read (the kernel walks the
+    process's page tables: ~8 ms for a Ray worker with PyTorch), seconds. In between, a
+    process whose file and shmem pages did not move (by 256 KiB) and no process started
+    or ended gets its last figures plus the change in its anonymous pages, which are its
+    own. ``0``: read at every full round."""
 
     flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     """Seconds between two Parquet files: what a crash can lose at most."""

@@ -100,8 +100,9 @@ SAMPLES = pa.schema(
             "uss_bytes",
             pa.int64(),
             metadata={
-                "doc": "unique set size; every full_interval_s, else null (smaps_rollup "
-                "re-read when the pages moved, else the last read, ≤ pss_max_age_s old)"
+                "doc": "unique set size; every full_interval_s, else null: read from "
+                "smaps_rollup at most pss_max_age_s apart, in between the last read plus "
+                "the change in RssAnon"
             },
         ),
         pa.field(
