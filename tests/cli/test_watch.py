@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -16,6 +17,8 @@ from memsweep.collect.attribution import ActorInfo
 from memsweep.run.watch import trials_from_actors, tune_trial_of
 from memsweep.store import open_results
 from memsweep.testing.raycluster import analyze, clean_env, memsweep, ray_head
+
+REPO = Path(__file__).resolve().parents[2]
 
 SCRIPT = Path(__file__).parent / "scripts" / "watched_job.py"
 
@@ -149,3 +152,15 @@ def test_watch_attached_to_a_running_job_records_its_processes_and_analyze_repor
     report = analyze(str(out), "--out", str(tmp_path / "report"))
     assert report.returncode == 0, report.stderr[-3000:]
     assert "| trial | held_mb |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_watch_refuses_a_folder_that_already_holds_a_recording(tmp_path: Path) -> None:
+    # GIVEN a folder with samples in it (a committed reference run's copy)
+    out = tmp_path / "watched"
+    shutil.copytree(REPO / "results" / "reference-ppo-train-batch", out)
+    # WHEN watch is told to record into it THEN one line and exit 2, before any cluster
+    result = memsweep("watch", "--address", "127.0.0.1:1", "--out", str(out), timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("memsweep")]
+    assert len(lines) == 1 and "already holds a recording" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and "recording" not in result.stdout

@@ -5,7 +5,26 @@ from __future__ import annotations
 import argparse
 import time
 
-from memsweep.errors import MemsweepError
+from memsweep.errors import MemsweepError, UsageError
+
+
+def refuse_a_folder_with_results(out: str) -> None:
+    """:class:`~memsweep.errors.UsageError` when ``out`` (a path or ``s3://…``) already
+    holds samples: a second recording would be analysed as one with the first."""
+    import pyarrow.fs as pafs
+
+    from memsweep.store import resolve
+
+    fs, root = resolve(out)
+    try:
+        found = fs.get_file_info(pafs.FileSelector(f"{root}/samples", allow_not_found=True))
+    except OSError:
+        return  # Unreadable: the writer says why when it starts.
+    if any(info.type == pafs.FileType.File for info in found):
+        raise UsageError(
+            f"{out} already holds a recording (samples/): give --out a new folder, or leave "
+            "it out for results/watch-<UTC time>"
+        )
 
 
 class WatchCommand:
@@ -39,6 +58,7 @@ class WatchCommand:
         if args.seconds is not None and not args.seconds > 0:
             raise MemsweepError(f"--seconds must be positive, not {args.seconds:g}")
         out = args.out or f"results/watch-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        refuse_a_folder_with_results(out)
         print(f"memsweep watch: recording {args.address} into {out} (Ctrl-C to stop)", flush=True)
         outcome = watch(args.address, out, job=args.job, seconds=args.seconds)
         print(
