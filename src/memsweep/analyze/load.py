@@ -203,7 +203,8 @@ def load_sweep(source: str | Results, max_buckets: int = 600) -> SweepData:
     if not results.exists("trials.parquet"):
         raise DataError(
             f"{uri}: partial dataset: no trials.parquet, so the factor values of the trials are "
-            "unknown. The sweep driver writes it when trials start; rerun or resume the sweep."
+            "unknown: restore it from a copy of the results folder, or run the sweep again "
+            "with --resume (its driver writes it as trials start)."
         )
     trials = results.table("trials").to_pandas()
     if trials.empty:
