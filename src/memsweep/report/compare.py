@@ -17,7 +17,7 @@ _LABELS = {
     "plateau": "plateau",
     "peak": "peak",
     "bytes_per_transition": "bytes/transition",
-    "growth": "growth",
+    "growth": "growth MB/1M",
 }
 
 
