@@ -128,6 +128,8 @@ def format_number(value: float) -> str:
         return "n/a"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
     if abs(value) >= 10:
         return f"{value:.1f}"
     return f"{value:.3g}"
