@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchlib import REPO, SECTIONS, Stat, format_stat
+from benchlib import REPO, SECTIONS, Row, Stat, format_ratio, format_stat
 
 BENCH = REPO / "results" / "bench-2cpu-24gb" / "bench.json"
 """The reference machine's committed run (2 cores, 24 GiB: the machine CI runs on)."""
@@ -52,10 +52,12 @@ def render(document: dict[str, Any]) -> str:
         if not row["goal"] or row["status"] not in {"met", "MISSED"}:
             continue
         status = "**MISSED**" if row["status"] == "MISSED" else "met"
+        measured = format_stat(_stat(row["stat"]), row["unit"])
+        ratio = format_ratio(Row(**{**row, "stat": _stat(row["stat"])}))
         cells = (
             SECTIONS.get(row["section"], row["section"]),
             row["figure"],
-            format_stat(_stat(row["stat"]), row["unit"]),
+            f"{measured}; {ratio}" if ratio else measured,
             row["goal"],
             status,
             row["note"],
