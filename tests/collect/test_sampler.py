@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -161,6 +162,69 @@ def test_uss_and_pss_follow_anonymous_pages_between_reads_and_are_read_when_shar
             if child is not None:
                 child.kill()
                 child.wait()
+        core.close()
+
+
+SHARE = """
+import mmap, sys
+path, size = sys.argv[1], int(sys.argv[2])
+if sys.argv[3] == "create":
+    with open(path, "w+b") as f:
+        f.truncate(size)
+print("ready", flush=True); sys.stdin.readline()
+with open(path, "r+b") as f:
+    view = mmap.mmap(f.fileno(), size)
+    for i in range(0, size, 4096):
+        view[i] = 1
+    print("touched", flush=True); sys.stdin.readline()
+"""
+
+
+def test_when_another_process_maps_shared_pages_every_holder_of_shmem_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an owner that maps and touches M bytes of shared memory (/dev/shm, as Ray's
+    # object store), and a second process that is already running and will map them too
+    shm = Path("/dev/shm") / f"memsweep-test-{os.getpid()}"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SHARE, str(shm), str(M), role],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for role in ("create", "attach")
+    ]
+    owner, sharer = procs
+    reads: list[int] = []
+    real_read = probe.read_full_pid
+
+    def counted(pid: int) -> probe.FullMemory | None:
+        reads.append(pid)
+        return real_read(pid)
+
+    monkeypatch.setattr(probe, "read_full_pid", counted)
+    core = SamplerCore(SamplerConfig(), node_id="n1", is_head=False, raylet_pid=os.getpid())
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        step(owner, "touched")
+        core.run_round(now=1000.0)
+        core.run_round(now=1001.0)
+        assert reads.count(owner.pid) == 1
+        # WHEN the second process maps and touches the same pages
+        step(sharer, "touched")
+        core.run_round(now=1002.0)
+        # THEN the owner, whose own pages did not move, is read again, and its PSS lost
+        # about half the shared pages to the sharer
+        assert reads.count(owner.pid) == 2
+        pss = [r["pss_bytes"] for r in rows_of(core.drain(), owner.pid)]
+        assert pss[1] - pss[2] == pytest.approx(M / 2, rel=0.1)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        shm.unlink(missing_ok=True)
         core.close()
 
 

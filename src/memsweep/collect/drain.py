@@ -65,9 +65,11 @@ class SamplerConfig:
     pss_reread_bytes: int = 256 * 1024
     """At a full round a process's ``smaps_rollup`` (USS/PSS) is read again only when
     its resident file or shmem pages moved by at least this many bytes in all since the
-    last read (their sharers are unknown until read), a sampled process started or
-    ended on the node (shared pages change sharers), or the last read is
-    ``pss_max_age_s`` old. Otherwise USS and PSS are the last read figures plus the
+    last read (their sharers are unknown until read), any sampled process's shmem pages
+    moved so while it holds some (Ray's object store: a process mapping an object
+    changes the PSS of every process that maps it), a sampled process started or ended
+    on the node (shared pages change sharers), or the last read is ``pss_max_age_s``
+    old. Otherwise USS and PSS are the last read figures plus the
     change in the process's resident anonymous pages (``RssAnon``, from the status read
     of the same round): a page a process faults in anonymously is its own, so it counts
     whole in both. ``smaps_rollup`` walks the process's page tables: ~145 µs for an

@@ -177,15 +177,22 @@ class SamplerCore:
         rows: list[tuple[Any, ...]] = []
         append = rows.append
         gone: list[int] = []
+        # A full round reads every status first: when any process's shmem pages moved
+        # (Ray's object store: a process mapping an object changes the PSS of every
+        # process that maps it), each process holding shmem pages is read again.
+        statuses = {pid: t.status.read_fields() for pid, t in self._tracked.items()} if full else {}
+        shared_moved = full and self._shmem_moved(statuses)
         for pid, tracked in self._tracked.items():
-            status = tracked.status.read_fields()
+            status = statuses[pid] if full else tracked.status.read_fields()
             if status is None:
                 gone.append(pid)
                 continue
             rss, hwm, swap, anon, file, shmem, ppid = status
             uss = pss = cpu = None
             if full:
-                uss, pss = self._full_memory(pid, tracked, now, anon, file, shmem)
+                uss, pss = self._full_memory(
+                    pid, tracked, now, anon, file, shmem, shared_moved and shmem > 0
+                )
                 stat = probe.read_stat(pid)
                 cpu = stat.cpu_time_s if stat is not None else None
             gpu_bytes = gpu.get(pid) if gpu is not None else None
@@ -246,16 +253,35 @@ class SamplerCore:
                 self._drop_oldest_locked()
         return len(rows)
 
+    def _shmem_moved(self, statuses: dict[int, probe.StatusFields | None]) -> bool:
+        """Did any process's shmem pages move by ``pss_reread_bytes`` since its last read?"""
+        threshold = self.config.pss_reread_bytes
+        return any(
+            status is not None
+            and self._tracked[pid].full is not None
+            and abs(status[5] - self._tracked[pid].full_pages[2]) >= threshold
+            for pid, status in statuses.items()
+        )
+
     def _full_memory(
-        self, pid: int, tracked: _Tracked, now: float, anon: int, file: int, shmem: int
+        self,
+        pid: int,
+        tracked: _Tracked,
+        now: float,
+        anon: int,
+        file: int,
+        shmem: int,
+        sharers_moved: bool,
     ) -> tuple[int | None, int | None]:
         """(USS, PSS) of ``pid`` at a full round, bytes: read from ``smaps_rollup`` when
-        its file or shmem pages moved, the node's process set changed or the last read
-        is old (:attr:`SamplerConfig.pss_reread_bytes`); else the last read figures plus
-        the change in its anonymous pages since (:attr:`SamplerConfig.pss_max_age_s`)."""
+        its file or shmem pages moved, another process's shmem pages moved while it holds
+        some (``sharers_moved``), the node's process set changed or the last read is old
+        (:attr:`SamplerConfig.pss_reread_bytes`); else the last read figures plus the
+        change in its anonymous pages since (:attr:`SamplerConfig.pss_max_age_s`)."""
         config, last = self.config, tracked.full
         if (
             last is not None
+            and not sharers_moved
             and tracked.full_generation == self._generation
             and now - tracked.full_at < config.pss_max_age_s
         ):
