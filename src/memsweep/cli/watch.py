@@ -11,16 +11,15 @@ from memsweep.errors import MemsweepError, UsageError
 def refuse_a_folder_with_results(out: str) -> None:
     """:class:`~memsweep.errors.UsageError` when ``out`` (a path or ``s3://…``) already
     holds samples: a second recording would be analysed as one with the first."""
-    import pyarrow.fs as pafs
-
-    from memsweep.store import resolve
+    from memsweep.errors import DataError
+    from memsweep.store import Results, resolve
 
     fs, root = resolve(out)
     try:
-        found = fs.get_file_info(pafs.FileSelector(f"{root}/samples", allow_not_found=True))
-    except OSError:
+        held = Results(uri=out, fs=fs, root=root).files("samples")
+    except (OSError, DataError):
         return  # Unreadable: the writer says why when it starts.
-    if any(info.type == pafs.FileType.File for info in found):
+    if held:
         raise UsageError(
             f"{out} already holds a recording (samples/): give --out a new folder, or leave "
             "it out for results/watch-<UTC time>"
