@@ -14,6 +14,7 @@ import pytest
 
 from memsweep.collect import probe
 from memsweep.collect.discovery import ProcessTable as _ProcessTable
+from memsweep.collect.probe import read_full_pid as read_smaps_rollup
 from memsweep.collect.sampler import SamplerConfig, SamplerCore, SamplerDrain
 
 HOLD = """
@@ -88,6 +89,21 @@ def test_the_sampler_measures_a_known_allocation_and_drops_a_process_that_exits(
         core.close()
 
 
+@pytest.fixture
+def smaps_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The pids whose ``smaps_rollup`` the sampler reads, in order (the read itself is
+    the real one)."""
+    reads: list[int] = []
+    real_read = probe.read_full_pid
+
+    def counted(pid: int) -> probe.FullMemory | None:
+        reads.append(pid)
+        return real_read(pid)
+
+    monkeypatch.setattr(probe, "read_full_pid", counted)
+    return reads
+
+
 STEPS = """
 import mmap, sys, tempfile, numpy as np
 print("ready", flush=True); sys.stdin.readline()
@@ -103,7 +119,7 @@ M = 8_000_000
 
 
 def test_uss_and_pss_follow_anonymous_pages_between_reads_and_are_read_when_sharing_may_change(
-    monkeypatch: pytest.MonkeyPatch,
+    smaps_reads: list[int],
 ) -> None:
     # GIVEN a process that will allocate N anonymous bytes, then map and touch an M-byte
     # file, and a sampler whose node "raylet" is this test process (so that its children
@@ -115,21 +131,13 @@ def test_uss_and_pss_follow_anonymous_pages_between_reads_and_are_read_when_shar
         text=True,
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    reads: list[int] = []
-    real_read = probe.read_full_pid
-
-    def counted(pid: int) -> probe.FullMemory | None:
-        reads.append(pid)
-        return real_read(pid)
-
-    monkeypatch.setattr(probe, "read_full_pid", counted)
     core = SamplerCore(
         SamplerConfig(pss_max_age_s=10.0), node_id="n1", is_head=False, raylet_pid=os.getpid()
     )
 
     def reads_after_round(now: float) -> int:
         core.run_round(now=now)
-        return reads.count(proc.pid)
+        return smaps_reads.count(proc.pid)
 
     other = None
     try:
@@ -143,7 +151,7 @@ def test_uss_and_pss_follow_anonymous_pages_between_reads_and_are_read_when_shar
         assert anon_grew == pytest.approx(N, rel=0.02)
         assert after["pss_bytes"] - before["pss_bytes"] == anon_grew
         assert after["uss_bytes"] - before["uss_bytes"] == anon_grew
-        fresh = real_read(proc.pid)
+        fresh = read_smaps_rollup(proc.pid)  # the real read, not counted
         assert fresh is not None
         assert after["pss_bytes"] == pytest.approx(fresh.pss_bytes, abs=0.02 * N)
         assert after["uss_bytes"] == pytest.approx(fresh.uss_bytes, abs=0.02 * N)
@@ -181,7 +189,7 @@ with open(path, "r+b") as f:
 
 
 def test_when_another_process_maps_shared_pages_every_holder_of_shmem_is_read_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    smaps_reads: list[int],
 ) -> None:
     # GIVEN an owner that maps and touches M bytes of shared memory (/dev/shm, as Ray's
     # object store), and a second process that is already running and will map them too
@@ -196,14 +204,6 @@ def test_when_another_process_maps_shared_pages_every_holder_of_shmem_is_read_ag
         for role in ("create", "attach")
     ]
     owner, sharer = procs
-    reads: list[int] = []
-    real_read = probe.read_full_pid
-
-    def counted(pid: int) -> probe.FullMemory | None:
-        reads.append(pid)
-        return real_read(pid)
-
-    monkeypatch.setattr(probe, "read_full_pid", counted)
     core = SamplerCore(SamplerConfig(), node_id="n1", is_head=False, raylet_pid=os.getpid())
     try:
         for proc in procs:
@@ -211,13 +211,13 @@ def test_when_another_process_maps_shared_pages_every_holder_of_shmem_is_read_ag
         step(owner, "touched")
         core.run_round(now=1000.0)
         core.run_round(now=1001.0)
-        assert reads.count(owner.pid) == 1
+        assert smaps_reads.count(owner.pid) == 1
         # WHEN the second process maps and touches the same pages
         step(sharer, "touched")
         core.run_round(now=1002.0)
         # THEN the owner, whose own pages did not move, is read again, and its PSS lost
         # about half the shared pages to the sharer
-        assert reads.count(owner.pid) == 2
+        assert smaps_reads.count(owner.pid) == 2
         pss = [r["pss_bytes"] for r in rows_of(core.drain(), owner.pid)]
         assert pss[1] - pss[2] == pytest.approx(M / 2, rel=0.1)
     finally:
