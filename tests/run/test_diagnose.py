@@ -246,3 +246,27 @@ def test_tracemalloc_reports_the_line_whose_allocations_grew_between_its_snapsho
     assert top.allocations >= 200  # A bytearray is its object and its buffer: two blocks.
     assert top.held_bytes == pytest.approx(200 * 10_000, rel=0.02)
     assert len(kept) == 200
+
+
+def test_memray_holds_a_line_at_its_objects_not_at_pymalloc_arenas(tmp_path: Path) -> None:
+    pytest.importorskip("memray")
+    kept: list[tuple[int, int]] = []
+
+    def keep(n: int) -> int:
+        for i in range(n):
+            kept.append((i, -i))
+        return sys._getframe().f_lineno - 2
+
+    # GIVEN memray tracking started in this process (memray names the frames entered after)
+    wanted = {"role": "probe", "dir": str(tmp_path), "tracker": "memray"}
+    assert profile.start("probe", wanted) == "memray"
+    # WHEN one line keeps 20,000 small tuples (pymalloc maps fresh 1 MiB arenas for them)
+    line = keep(20_000)
+    profile.stop()
+    # THEN that line holds about one small object per tuple kept (some come from
+    # CPython's free lists), not two arenas of 1 MiB in two allocations (what memray
+    # reports when it sees pymalloc only through the arenas it maps)
+    (capture,) = tmp_path.glob("probe-*.bin")
+    site = next(s for s in held_sites(capture) if (s.file, s.line) == (__file__, line))
+    assert site.allocations >= 19_000
+    assert 19_000 * 24 <= site.held_bytes <= 20_000 * 100
