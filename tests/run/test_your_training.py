@@ -239,10 +239,20 @@ def test_a_custom_env_by_entry_point_with_an_rllib_factor_is_fitted(tmp_path: Pa
     # at least once, so the peak grows by at least one observation per unit of batch
     assert peak["estimate"] >= obs_bytes, peak
     # AND the plateau's cost is printed too, as a figure or as not distinguishable from 0
-    # (never a negative number of bytes)
-    plateau = effects["plateau"]["bytes_per_unit[train_batch_size_per_learner]"]
-    assert plateau["estimate"] >= 0
-    assert "per unit of train_batch_size_per_learner: " in analysed.stdout
+    # (never a negative number of bytes): a fit that comes out negative with an interval
+    # holding 0 is fixed at 0 and listed as such (one run of six trials on a busy machine
+    # had one plateau 200 MB under its neighbours, and the fit went negative)
+    name = "bytes_per_unit[train_batch_size_per_learner]"
+    zero = {e["name"]: e for e in models["models"]["plateau"]["zero_effects"]}
+    if name in effects["plateau"]:
+        assert effects["plateau"][name]["estimate"] >= 0
+        assert "per unit of train_batch_size_per_learner: " in analysed.stdout
+    else:
+        assert zero[name]["fixed_at"] == 0 and zero[name]["ci_low"] <= 0 <= zero[name]["ci_high"]
+        assert (
+            "per unit of train_batch_size_per_learner: not distinguishable from 0"
+            in analysed.stdout
+        )
 
 
 IMPORT_LOG_LINE = """
