@@ -231,7 +231,9 @@ def test_a_folder_without_claim_sweeps_is_one_line(tmp_path: Path) -> None:
 # --- A real claim sweep, end to end --------------------------------------------------------
 
 # Stops well after the 500-transition buffer fills: a trial needs a few seconds of
-# plateau to count in the factor models.
+# plateau to count in the factor models. The three trials run at once (half a CPU per
+# trainable: 0.5 + 0.6 + 0.7 of 2): memory, not speed, is compared, and one at a time
+# leaves a core of two idle.
 TINY_WORKERS = """\
 name: workers
 algorithm: DQN
@@ -244,6 +246,7 @@ factors:
 stop: {env_steps: 5000, seconds: 120}
 training: {learning_starts: 200, training_intensity: 0.25, num_envs_per_env_runner: 1}
 sampling: {interval_s: 0.1, full_interval_s: 0.5, flush_interval_s: 1.0}
+resources: {cpus_per_trainable: 0.5, max_concurrent_trials: 3}
 """
 
 
