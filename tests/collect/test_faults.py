@@ -828,7 +828,12 @@ def assert_trace_ends_at_the_kill(
     """The trace runs to the kill: the process is in every sampling round of its node from
     its first sample to its last (so the last is the last round that began before it was
     killed: at most one period before), and it was dead by the node's next round without
-    it, or by Tune's report of the trial's end, within a second."""
+    it, or by Tune's report of the trial's end, within two seconds.
+
+    Not within one period: a round can start late while the node frees the killed
+    process's gigabytes (CI saw the node's next round start 1.14 s after the last one with
+    the killed trainable in it, at a 0.1 s period). What this guards is a trace that stops
+    long before the kill (a sampler that dropped the process, or stopped)."""
     first, last = trace[0]["ts"], trace[-1]["ts"]
     node_rounds = results.table("node_samples")
     node_rounds = node_rounds.filter(pc.equal(node_rounds["node_id"], trace[-1]["node_id"]))
@@ -836,7 +841,7 @@ def assert_trace_ends_at_the_kill(
     during = [t for t in times if first <= t <= last]
     assert during == [r["ts"] for r in trace], "the process missed sampling rounds while alive"
     dead_by = min([t for t in times if t > last] + [trial["ended_at"]])
-    assert (dead_by - last).total_seconds() <= 1.0, (last, dead_by)
+    assert (dead_by - last).total_seconds() <= 2.0, (last, dead_by)
 
 
 def memory_controller_version() -> int | None:
