@@ -3,6 +3,7 @@ open, measures a known allocation and hands over a typed drain."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -131,8 +132,10 @@ def test_uss_and_pss_follow_anonymous_pages_between_reads_and_are_read_when_shar
         text=True,
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    # (reads for age come 1000 s apart here: a read at a round where nothing changed would
+    # be a trigger's)
     core = SamplerCore(
-        SamplerConfig(pss_max_age_s=10.0), node_id="n1", is_head=False, raylet_pid=os.getpid()
+        SamplerConfig(pss_max_age_s=1000.0), node_id="n1", is_head=False, raylet_pid=os.getpid()
     )
 
     def reads_after_round(now: float) -> int:
@@ -164,12 +167,49 @@ def test_uss_and_pss_follow_anonymous_pages_between_reads_and_are_read_when_shar
         assert reads_after_round(1004.0) == 3
         assert reads_after_round(1005.0) == 3
         # WHEN the last read is pss_max_age_s old: read again
-        assert reads_after_round(1014.0) == 4
+        assert reads_after_round(2004.0) == 4
     finally:
         for child in (proc, other):
             if child is not None:
                 child.kill()
                 child.wait()
+        core.close()
+
+
+def test_reads_for_age_are_spread_over_full_rounds_and_none_is_older_than_the_max_age(
+    smaps_reads: list[int],
+) -> None:
+    # GIVEN ten idle processes, all read at the first full round, and a sampler that reads
+    # a process's smaps_rollup at least every 10 s, full rounds 1 s apart
+    sleepers = [subprocess.Popen(["sleep", "120"]) for _ in range(10)]
+    mine = {p.pid for p in sleepers}
+    core = SamplerCore(
+        SamplerConfig(full_interval_s=1.0, pss_max_age_s=10.0),
+        node_id="n1",
+        is_head=False,
+        raylet_pid=os.getpid(),
+    )
+    try:
+        reads: dict[float, list[int]] = {}
+        for second in range(41):
+            before = len(smaps_reads)
+            core.run_round(now=1000.0 + second)
+            reads[1000.0 + second] = [p for p in smaps_reads[before:] if p in mine]
+        # THEN the first round reads each once; afterwards no round reads more than the
+        # share that keeps up (10 processes / 10 s: one a round, two where a fraction
+        # carried over), where reading each when it came of age would read all ten at
+        # once at 1010, 1020, 1030 and 1040
+        assert sorted(reads[1000.0]) == sorted(mine)
+        assert max(len(pids) for at, pids in reads.items() if at > 1000.0) <= 2, reads
+        # AND each is read again within 10 s of its last read, about once every 10 s
+        for pid in mine:
+            times = [at for at, pids in reads.items() if pid in pids]
+            assert max(b - a for a, b in itertools.pairwise(times)) <= 10.0, times
+            assert 4 <= len(times) - 1 <= 5, times
+    finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
         core.close()
 
 

@@ -79,7 +79,8 @@ class SamplerConfig:
     """The oldest a USS/PSS read may be before it is read again, seconds (``0``: read
     every full round). Bounds what the status fields do not show: another process
     starting or stopping to share pages this one maps, and copy-on-write pages of a fork
-    becoming private."""
+    becoming private. These reads are spread over the full rounds, oldest first (one
+    round walking every process's page tables would outlast the period)."""
     driver_pid: int | None = None
     """The sweep driver's pid, recorded as role ``driver`` when it runs on this node."""
     driver_node_id: str | None = None

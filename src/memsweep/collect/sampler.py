@@ -26,6 +26,7 @@ and their children are attributed to it from the first sample on.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import os
 import threading
@@ -110,6 +111,9 @@ class SamplerCore:
         self._tracked: dict[int, _Tracked] = {}
         self._registrations: list[Registration] = []
         self._last_full = 0.0
+        self._age_credit = 0.0
+        """``smaps_rollup`` reads owed to age, carried between full rounds (see
+        :meth:`_due_by_age`)."""
         self._generation = 0
         """Bumped whenever a sampled process starts or ends (shared pages change sharers)."""
         self._gpu = probe.GpuProbe()
@@ -168,8 +172,10 @@ class SamplerCore:
         start = time.perf_counter()
         now = time.time() if now is None else now
         full = now - self._last_full >= self.config.full_interval_s
+        due: set[int] = set()
         if full or not self._tracked:
             self._sync_tracked(self.discover())
+            due = self._due_by_age(now, now - self._last_full)
             self._last_full = now
         gpu = self._gpu.per_pid() if self._gpu.available else None
         ts = int(now * 1_000_000)
@@ -191,7 +197,7 @@ class SamplerCore:
             uss = pss = cpu = None
             if full:
                 uss, pss = self._full_memory(
-                    pid, tracked, now, anon, file, shmem, shared_moved and shmem > 0
+                    pid, tracked, now, anon, file, shmem, shared_moved and shmem > 0, pid in due
                 )
                 stat = probe.read_stat(pid)
                 cpu = stat.cpu_time_s if stat is not None else None
@@ -253,6 +259,31 @@ class SamplerCore:
                 self._drop_oldest_locked()
         return len(rows)
 
+    def _due_by_age(self, now: float, elapsed_s: float) -> set[int]:
+        """The processes whose ``smaps_rollup`` is read again at this full round for its
+        age: the oldest reads, as many as keep every process within ``pss_max_age_s``
+        when spread evenly (``len(tracked) × elapsed_s / pss_max_age_s`` per round, the
+        fraction carried to the next), plus any that are older than that already.
+
+        Spread, not each when it comes of age: the reads of one sweep's processes come of
+        age together (a process starting or ending has them all read at once), and a round
+        that walks the page tables of twenty Ray workers with PyTorch loaded takes
+        100–180 ms, longer than the 0.1 s period: every process's 10 Hz sample would skip
+        a beat every ``pss_max_age_s``.
+        """
+        age = self.config.pss_max_age_s
+        read = [(t.full_at, pid) for pid, t in self._tracked.items() if t.full is not None]
+        if age <= 0:
+            return {pid for _, pid in read}
+        self._age_credit = min(
+            self._age_credit + len(self._tracked) * min(elapsed_s, age) / age, len(read)
+        )
+        owed = int(self._age_credit)
+        self._age_credit -= owed
+        return {pid for _, pid in heapq.nsmallest(owed, read)} | {
+            pid for at, pid in read if now - at >= age
+        }
+
     def _shmem_moved(self, statuses: dict[int, probe.StatusFields | None]) -> bool:
         """Did any process's shmem pages move by ``pss_reread_bytes`` since its last read?"""
         threshold = self.config.pss_reread_bytes
@@ -272,18 +303,19 @@ class SamplerCore:
         file: int,
         shmem: int,
         sharers_moved: bool,
+        due_by_age: bool,
     ) -> tuple[int | None, int | None]:
         """(USS, PSS) of ``pid`` at a full round, bytes: read from ``smaps_rollup`` when
         its file or shmem pages moved, another process's shmem pages moved while it holds
-        some (``sharers_moved``), the node's process set changed or the last read is old
-        (:attr:`SamplerConfig.pss_reread_bytes`); else the last read figures plus the
-        change in its anonymous pages since (:attr:`SamplerConfig.pss_max_age_s`)."""
+        some (``sharers_moved``), the node's process set changed or its turn to be read
+        for age came (``due_by_age``, :meth:`_due_by_age`); else the last read figures
+        plus the change in its anonymous pages since (:attr:`SamplerConfig.pss_reread_bytes`)."""
         config, last = self.config, tracked.full
         if (
             last is not None
             and not sharers_moved
+            and not due_by_age
             and tracked.full_generation == self._generation
-            and now - tracked.full_at < config.pss_max_age_s
         ):
             old_anon, old_file, old_shmem = tracked.full_pages
             if abs(file - old_file) + abs(shmem - old_shmem) < config.pss_reread_bytes:

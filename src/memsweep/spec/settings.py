@@ -156,7 +156,9 @@ class SamplingSpec(Frozen):
     process's page tables: ~8 ms for a Ray worker with PyTorch), seconds. In between, a
     process whose file and shmem pages did not move (by 256 KiB) and no process started
     or ended gets its last figures plus the change in its anonymous pages, which are its
-    own. ``0``: read at every full round."""
+    own. The reads this age calls for are spread over the full rounds (the oldest first,
+    about one process in ``pss_max_age_s / full_interval_s`` a round), not made all at
+    once. ``0``: read at every full round."""
 
     flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     """Seconds between two Parquet files: what a crash can lose at most."""
