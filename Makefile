@@ -30,7 +30,7 @@ analyze: $(STAMP) ## analyse the default sweep's results (RESULTS=results/<name>
 test: $(STAMP) ## run the whole test suite (real Ray, RLlib, Tune, Parquet; 624 tests, ~32 min on 2 cores)
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP) ## the quick tests: no Ray, no Python started per case (401 tests, about a minute)
+test-fast: $(STAMP) ## the quick tests: no Ray, no Python started per case (402 tests, about a minute)
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not medium"
 
 lint: $(STAMP) ## ruff lint + format check, strict mypy on src/, import-linter layering contracts

@@ -7,6 +7,7 @@ import itertools
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -207,6 +208,46 @@ def test_reads_for_age_are_spread_over_full_rounds_and_none_is_older_than_the_ma
             assert max(b - a for a, b in itertools.pairwise(times)) <= 10.0, times
             assert 4 <= len(times) - 1 <= 5, times
     finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
+        core.close()
+
+
+def test_a_zombie_child_is_not_sampled_and_does_not_make_every_round_read_every_process(
+    smaps_reads: list[int],
+) -> None:
+    # GIVEN ten idle processes and a sampler that has read them all once
+    sleepers = [subprocess.Popen(["sleep", "120"]) for _ in range(10)]
+    mine = {p.pid for p in sleepers}
+    core = SamplerCore(
+        SamplerConfig(full_interval_s=1.0, pss_max_age_s=10.0),
+        node_id="n1",
+        is_head=False,
+        raylet_pid=os.getpid(),
+    )
+    zombie = None
+    try:
+        core.run_round(now=1000.0)
+        # WHEN a child exits and nobody waits for it (a zombie: listed in /proc, no memory)
+        zombie = subprocess.Popen(["true"])
+        deadline = time.monotonic() + 10
+        while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.01)
+        reads: list[int] = []
+        for second in range(1, 16):
+            before = len(smaps_reads)
+            core.run_round(now=1000.0 + second)
+            reads.append(sum(1 for p in smaps_reads[before:] if p in mine))
+        # THEN it is in no sample, and after the round that saw the process set change, the
+        # idle processes are read only for their age (1-2 a round), where a zombie found
+        # anew at every full round had them all read at every one (10, 10, 10, ...)
+        assert zombie.pid not in {row["pid"] for row in core.drain().samples.to_pylist()}
+        assert max(reads[2:]) <= 2, reads
+    finally:
+        if zombie is not None:
+            zombie.wait()
         for sleeper in sleepers:
             sleeper.kill()
             sleeper.wait()

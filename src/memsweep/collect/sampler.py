@@ -70,6 +70,7 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 @dataclass
 class _Tracked:
     status: probe.StatusFile
+    start_ticks: int
     create_time: float
     name: str
     system: str | None
@@ -116,6 +117,11 @@ class SamplerCore:
         :meth:`_due_by_age`)."""
         self._generation = 0
         """Bumped whenever a sampled process starts or ends (shared pages change sharers)."""
+        self._ended: set[tuple[int, int]] = set()
+        """(pid, start ticks) of processes that ended while their pid is still listed: a
+        zombie (exited, not yet reaped) has no memory fields in its status and stays in
+        ``/proc`` until its parent waits for it; tracked again, it would end again at
+        every full round, and each time the process set would "change"."""
         self._gpu = probe.GpuProbe()
         self._boot_time = psutil.boot_time()
         self._processes = RayProcesses(
@@ -134,6 +140,7 @@ class SamplerCore:
         return self._processes.discover()
 
     def _sync_tracked(self, pids: dict[int, str | None]) -> None:
+        self._ended = {(pid, ticks) for pid, ticks in self._ended if pid in pids}
         for pid in list(self._tracked):
             if pid not in pids:
                 self._tracked.pop(pid).status.close()
@@ -152,6 +159,8 @@ class SamplerCore:
                 if stat is None:
                     continue
                 ticks, comm = stat.start_ticks, stat.name
+            if (pid, ticks) in self._ended:
+                continue
             try:
                 status = probe.StatusFile(pid)
             except OSError:
@@ -159,6 +168,7 @@ class SamplerCore:
             self._generation += 1
             self._tracked[pid] = _Tracked(
                 status=status,
+                start_ticks=ticks,
                 # psutil's create_time: boot time + start ticks / clock ticks per second.
                 create_time=self._boot_time + ticks / _CLOCK_TICKS,
                 name=name_of(probe.read_title(pid), comm),
@@ -223,7 +233,9 @@ class SamplerCore:
                 )
             )
         for pid in gone:
-            self._tracked.pop(pid).status.close()
+            ended = self._tracked.pop(pid)
+            ended.status.close()
+            self._ended.add((pid, ended.start_ticks))
             self._table.forget(pid)
             self._generation += 1
         if full:
