@@ -177,55 +177,53 @@ def test_uss_and_pss_follow_anonymous_pages_between_reads_and_are_read_when_shar
         core.close()
 
 
+@pytest.fixture
+def ten_idle() -> Iterator[tuple[SamplerCore, set[int]]]:
+    """Ten idle child processes (``sleep``) and a sampler of this process's subtree that
+    reads a process's smaps_rollup at least every 10 s, full rounds 1 s apart."""
+    sleepers = [subprocess.Popen(["sleep", "120"]) for _ in range(10)]
+    core = SamplerCore(
+        SamplerConfig(full_interval_s=1.0, pss_max_age_s=10.0),
+        node_id="n1",
+        is_head=False,
+        raylet_pid=os.getpid(),
+    )
+    yield core, {p.pid for p in sleepers}
+    for sleeper in sleepers:
+        sleeper.kill()
+        sleeper.wait()
+    core.close()
+
+
 def test_reads_for_age_are_spread_over_full_rounds_and_none_is_older_than_the_max_age(
-    smaps_reads: list[int],
+    smaps_reads: list[int], ten_idle: tuple[SamplerCore, set[int]]
 ) -> None:
     # GIVEN ten idle processes, all read at the first full round, and a sampler that reads
     # a process's smaps_rollup at least every 10 s, full rounds 1 s apart
-    sleepers = [subprocess.Popen(["sleep", "120"]) for _ in range(10)]
-    mine = {p.pid for p in sleepers}
-    core = SamplerCore(
-        SamplerConfig(full_interval_s=1.0, pss_max_age_s=10.0),
-        node_id="n1",
-        is_head=False,
-        raylet_pid=os.getpid(),
-    )
-    try:
-        reads: dict[float, list[int]] = {}
-        for second in range(41):
-            before = len(smaps_reads)
-            core.run_round(now=1000.0 + second)
-            reads[1000.0 + second] = [p for p in smaps_reads[before:] if p in mine]
-        # THEN the first round reads each once; afterwards no round reads more than the
-        # share that keeps up (10 processes / 10 s: one a round, two where a fraction
-        # carried over), where reading each when it came of age would read all ten at
-        # once at 1010, 1020, 1030 and 1040
-        assert sorted(reads[1000.0]) == sorted(mine)
-        assert max(len(pids) for at, pids in reads.items() if at > 1000.0) <= 2, reads
-        # AND each is read again within 10 s of its last read, about once every 10 s
-        for pid in mine:
-            times = [at for at, pids in reads.items() if pid in pids]
-            assert max(b - a for a, b in itertools.pairwise(times)) <= 10.0, times
-            assert 4 <= len(times) - 1 <= 5, times
-    finally:
-        for sleeper in sleepers:
-            sleeper.kill()
-            sleeper.wait()
-        core.close()
+    core, mine = ten_idle
+    reads: dict[float, list[int]] = {}
+    for second in range(41):
+        before = len(smaps_reads)
+        core.run_round(now=1000.0 + second)
+        reads[1000.0 + second] = [p for p in smaps_reads[before:] if p in mine]
+    # THEN the first round reads each once; afterwards no round reads more than the
+    # share that keeps up (10 processes / 10 s: one a round, two where a fraction
+    # carried over), where reading each when it came of age would read all ten at
+    # once at 1010, 1020, 1030 and 1040
+    assert sorted(reads[1000.0]) == sorted(mine)
+    assert max(len(pids) for at, pids in reads.items() if at > 1000.0) <= 2, reads
+    # AND each is read again within 10 s of its last read, about once every 10 s
+    for pid in mine:
+        times = [at for at, pids in reads.items() if pid in pids]
+        assert max(b - a for a, b in itertools.pairwise(times)) <= 10.0, times
+        assert 4 <= len(times) - 1 <= 5, times
 
 
 def test_a_zombie_child_is_not_sampled_and_does_not_make_every_round_read_every_process(
-    smaps_reads: list[int],
+    smaps_reads: list[int], ten_idle: tuple[SamplerCore, set[int]]
 ) -> None:
     # GIVEN ten idle processes and a sampler that has read them all once
-    sleepers = [subprocess.Popen(["sleep", "120"]) for _ in range(10)]
-    mine = {p.pid for p in sleepers}
-    core = SamplerCore(
-        SamplerConfig(full_interval_s=1.0, pss_max_age_s=10.0),
-        node_id="n1",
-        is_head=False,
-        raylet_pid=os.getpid(),
-    )
+    core, mine = ten_idle
     zombie = None
     try:
         core.run_round(now=1000.0)
@@ -248,10 +246,6 @@ def test_a_zombie_child_is_not_sampled_and_does_not_make_every_round_read_every_
     finally:
         if zombie is not None:
             zombie.wait()
-        for sleeper in sleepers:
-            sleeper.kill()
-            sleeper.wait()
-        core.close()
 
 
 SHARE = """
