@@ -137,7 +137,8 @@ def test_emitted_requests_are_placed_and_an_undersized_node_refuses(
     seen = _Statuses()
     tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(time_budget_s=15),
+        # Several times what placing the fitting trial above takes (a second or two).
+        tune_config=tune.TuneConfig(time_budget_s=8),
         run_config=tune.RunConfig(
             storage_path=str(tmp_path), name="refused", callbacks=[seen.callback]
         ),

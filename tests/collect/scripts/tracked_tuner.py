@@ -31,8 +31,9 @@ out = sys.argv[1]
 ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
 tuner = tune.Tuner(
     hold,
-    param_space={"hold_bytes": tune.grid_search([64 * 2**20, 320 * 2**20]), "reports": 10},
-    tune_config=tune.TuneConfig(max_concurrent_trials=1),
+    param_space={"hold_bytes": tune.grid_search([64 * 2**20, 320 * 2**20]), "reports": 6},
+    # Side by side (a CPU each): what is compared is memory, per trial's own processes.
+    tune_config=tune.TuneConfig(max_concurrent_trials=2),
     run_config=tune.RunConfig(
         storage_path=f"{out}/tune",
         name="tracked",
