@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from memsweep.analyze import Analysis, AnalysisOptions, analyze_results
+from memsweep.analyze import Analysis, AnalysisOptions, PredictPoint, analyze_results, predict
 from memsweep.analyze.growth import GrowthRule
+from memsweep.analyze.leaks import GrowthVerdict
+from memsweep.report.emit import emit_ray
+from memsweep.units import format_bytes, format_number
 from memsweep.testing.synthetic import (
     LEAK_TRIALS,
     RUNNER_LEAK_BYTES_PER_H,
@@ -72,6 +75,41 @@ def test_a_lower_threshold_flags_the_planted_leaks_on_their_roles(sweep: SynthSw
     assert not strict.verdict("leak_trainable", "env_runner").flagged
     assert not strict.verdict("leak_runner", "trainable").flagged
     assert not any(v.flagged for v in strict.verdicts if v.trial_id == "clean")
+
+
+def _total_first(verdict: GrowthVerdict) -> bool:
+    return verdict.role != "total"
+
+
+def test_a_prediction_names_each_trial_with_sustained_growth_and_what_it_adds_by_the_horizon(
+    sweep: SynthSweep, analysis: Analysis
+) -> None:
+    # GIVEN the planted leaks flagged (as above), projected to a horizon of 2M env steps
+    rule = GrowthRule(min_rate_bytes_per_step=10.0, background_rate_bytes_per_step=0.0)
+    strict = analyze_results(sweep.path, AnalysisOptions(growth=rule, horizon_env_steps=2e6))
+    # WHEN a capacity is predicted, and Ray resource requests emitted for it
+    prediction = predict(strict, PredictPoint(replay_capacity=10_000))
+    emitted = emit_ray(prediction)
+    # THEN each flagged trial is named, with its late rate and that rate over the horizon,
+    # and whether it ran at the point predicted; the leak-free trial is not named
+    about = {w.split(" ", 2)[1]: w for w in prediction.warnings if w.startswith("trial ")}
+    assert set(about) == {"leak_trainable", "leak_runner"}, prediction.warnings
+    for trial_id, where in (("leak_trainable", "this point"), ("leak_runner", "not this point")):
+        # (the trial's total when that is flagged, else its role that is)
+        flagged = sorted((v for v in strict.flagged if v.trial_id == trial_id), key=_total_first)
+        verdict = flagged[0]
+        rate, projected = verdict.rate_mb_per_1m_steps, verdict.projected_bytes
+        assert rate is not None and projected is not None
+        assert projected.value == pytest.approx(rate.value * MB * 2)  # MB per 1M × 2M steps
+        warning = about[trial_id]
+        assert f"; {where}) had sustained growth" in warning
+        assert f"+{format_number(rate.value)} MB per 1M env steps" in warning
+        assert f"+{format_bytes(projected.value)} over 2,000,000 env steps" in warning
+        # AND the emitted requests carry the same warning
+        assert f"# WARNING: {warning}" in emitted
+    # AND with nothing flagged (the default rule here), no prediction warns of growth
+    quiet = predict(analysis, PredictPoint(replay_capacity=10_000))
+    assert not any("sustained growth" in w for w in quiet.warnings)
 
 
 def test_pure_buffer_fill_is_not_flagged(analysis: Analysis) -> None:

@@ -23,6 +23,7 @@ from memsweep.units import Estimate, format_bytes, format_number, natural_order,
 
 if TYPE_CHECKING:
     from memsweep.analyze.analysis import Analysis
+    from memsweep.analyze.leaks import GrowthVerdict
 
 
 @dataclass(frozen=True)
@@ -323,6 +324,74 @@ def _extrapolation_warnings(model: FittedModel, point: dict[str, float | str]) -
     return out
 
 
+GROWTH_WARNINGS_SHOWN = 3
+"""Trials with sustained growth named one by one in a prediction's warnings (fastest
+first); any more are counted in one more line."""
+
+
+def _same_level(measured: object, asked: float | str) -> bool:
+    if isinstance(measured, int | float) and not isinstance(measured, bool):
+        return not isinstance(asked, str) and math.isclose(float(measured), float(asked))
+    return str(measured) == str(asked)
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return _level(float(value))
+    return str(value)
+
+
+def _growth_warnings(analysis: Analysis, point: dict[str, float | str]) -> list[str]:
+    """One warning per trial the growth verdict flags (sustained growth), fastest first.
+
+    A prediction is of a plateau (and a peak) that such a trial does not have: its memory
+    kept rising at the late rate the verdict measured (RSS, MB per 1M env steps), so the
+    warning gives that rate and what it adds over the analysis's horizon
+    (``--horizon``, env steps), and says whether the trial ran at the predicted point
+    (every factor it has at the value asked) or elsewhere in the sweep."""
+    flagged: dict[str, GrowthVerdict] = {}
+    for verdict in analysis.flagged:
+        rate = verdict.rate_mb_per_1m_steps
+        if rate is None or verdict.projected_bytes is None:
+            continue
+        held = flagged.get(verdict.trial_id)
+        # The trial's total when it is flagged, else its fastest-growing role.
+        if held is None or (
+            held.role != "total"
+            and (verdict.role == "total" or rate.value > (held.rate_mb_per_1m_steps or rate).value)
+        ):
+            flagged[verdict.trial_id] = verdict
+    ranked = sorted(
+        flagged.values(),
+        key=lambda v: -(v.rate_mb_per_1m_steps.value if v.rate_mb_per_1m_steps else 0.0),
+    )
+    names = [f.name for f in analysis.models.factors if f.name != "model_params"]
+    out = []
+    for verdict in ranked[:GROWTH_WARNINGS_SHOWN]:
+        rate, projected = verdict.rate_mb_per_1m_steps, verdict.projected_bytes
+        assert rate is not None and projected is not None  # filtered above
+        trial = analysis.trial(verdict.trial_id).factors
+        factors = {k: trial[k] for k in names if k in trial}
+        here = all(_same_level(v, point[k]) for k, v in factors.items() if k in point)
+        where = ", ".join(f"{k}={_shown(v)}" for k, v in factors.items()) or "no factors"
+        role = "in total" if verdict.role == "total" else f"in its {verdict.role}"
+        out.append(
+            f"trial {verdict.trial_id} ({where}; "
+            f"{'this point' if here else 'not this point'}) had sustained growth {role}: "
+            f"+{format_number(rate.value)} MB per 1M env steps (CI {format_number(rate.low)}"
+            f"–{format_number(rate.high)}), +{format_bytes(projected.value)} over "
+            f"{format_number(verdict.horizon_env_steps)} env steps (--horizon); the figures "
+            "above are its plateau and peak as measured, not that growth"
+            + ("" if here else ", which a run here may share")
+        )
+    if len(ranked) > GROWTH_WARNINGS_SHOWN:
+        out.append(
+            f"{len(ranked) - GROWTH_WARNINGS_SHOWN} more trial(s) with sustained growth: "
+            "see the report's growth section"
+        )
+    return out
+
+
 def _row(frame: pd.DataFrame, i: int, interval: Literal["obs", "mean"] = "obs") -> Estimate:
     """A predicted memory figure, cut at 0 (memory is never negative; cutting both the
     value and its interval's ends keeps the value inside its interval)."""
@@ -414,6 +483,7 @@ def predict(analysis: Analysis, point: PredictPoint) -> Prediction:
     plateau_model = require_models(analysis)
     resolved, source, warnings = resolve_point(analysis, point)
     warnings += _extrapolation_warnings(plateau_model, resolved)
+    warnings += _growth_warnings(analysis, resolved)
     frame = pd.DataFrame([resolved])
     # One path for predict, the budget solve and the accuracy bench.
     (row,) = predict_roles(analysis.models, frame)
