@@ -279,6 +279,22 @@ def test_a_sweep_on_s3_is_analysed_through_pyarrow_fs(
     assert document["models"]["plateau"]["n_trials"] == 3
 
 
+def test_trials_without_a_buffer_stopped_soon_after_set_up_say_what_they_lacked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN three trials with no replay buffer (PPO-like) that ran seconds after set-up
+    path = tmp_path / "nobuffer"
+    write_sweep(path, [SynthTrial(f"p{i}", 0, duration_s=12) for i in range(3)])
+    # WHEN the report is written
+    assert main([str(path)]) == 0
+    out = capsys.readouterr().out
+    # THEN the summary blames no buffer, and each trial's note counts what it lacked
+    assert "no trial reached a measured plateau" in out and "(a full buffer)" not in out
+    report = (path / "analysis" / "report.md").read_text()
+    assert report.count("too few samples after set-up to measure a plateau: 1 time bucket(s)") == 3
+    assert "3 needed; run it longer (a larger stop.plateau_env_steps or stop.seconds)" in report
+
+
 def test_a_sweep_whose_buffers_never_fill_reports_per_trial_and_refuses_to_predict(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -291,7 +307,8 @@ def test_a_sweep_whose_buffers_never_fill_reports_per_trial_and_refuses_to_predi
     assert main([str(path)]) == 0
     out = capsys.readouterr().out
     # THEN it says there is nothing to fit across trials and extrapolates each trial
-    assert "no trial reached its plateau (a full buffer), so there is nothing to fit" in out
+    assert "no trial reached a measured plateau, so there is nothing to fit" in out
+    assert "run the trials longer (stop.plateau_env_steps)" in out
     assert "(extrapolated)" in (path / "analysis" / "report.md").read_text()
     # AND predict says why it cannot answer
     assert main(["predict", str(path), "--replay-capacity", "1e6"]) == 3

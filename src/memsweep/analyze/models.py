@@ -467,8 +467,9 @@ def fit_all(
             for f in infos
         )
         errors.append(
-            "no trial reached its plateau (a full buffer), so there is nothing to fit across "
-            "trials; each trial's plateau is extrapolated from its fill (see Trials)"
+            "no trial reached a measured plateau, so there is nothing to fit across trials: "
+            "each trial's reason (a buffer not yet full, or too few samples after set-up) is "
+            "in the report's Trials notes; run the trials longer (stop.plateau_env_steps)"
         )
     for quantity in ("plateau", "peak") if len(measured) else ():
         try:

@@ -366,7 +366,12 @@ def trial_phases(
             f"steps): {how}{eta}"
         )
     elif not reached:
-        notes.append("too few samples after set-up to measure a plateau")
+        buckets = int(seg_total.plateau.sum())
+        notes.append(
+            f"too few samples after set-up to measure a plateau: {buckets} time bucket(s) of "
+            f"{bucket_s:g} s, {options.min_plateau_buckets} needed; run it longer (a larger "
+            "stop.plateau_env_steps or stop.seconds)"
+        )
     if status != "terminated":
         notes.append(f"status {status}")
     duration = float(total_rows["t_s"].max() + bucket_s / 2)
