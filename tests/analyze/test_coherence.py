@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from memsweep.analyze import Analysis, PredictPoint, analyze_results, predict
 from memsweep.analyze.models import ModelSet, fit_all
-from memsweep.analyze.prediction import prediction_text
+from memsweep.analyze.prediction import Prediction, prediction_text
 from memsweep.errors import MemsweepError
 from memsweep.report.blocks import to_markdown
 from memsweep.report.document import summary_text
@@ -34,6 +34,7 @@ NEGATIVE_BYTES = re.compile(r"(?<![\w.])[-−]\s?\d[\d,.]*\s?(?:B|kB|MB|GB|TB)\b
 def analyses(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Analysis]:
     root = tmp_path_factory.getbasetemp()
     out = {name: analyze_results(REPO / "results" / name) for name in COMMITTED}
+    out["reference-default"] = analyze_results(REPO / "results" / "reference-default")
     out["synthetic capacity"] = analysis_of(capacity_sweep(root))
     out["synthetic leaks"] = analysis_of(leak_sweep(root))
     return out
@@ -128,6 +129,44 @@ def test_predictions_anywhere_are_never_negative_nor_below_their_plateau(
     if analysis.models.get("plateau") is None:
         return
     _check_prediction(analysis, _point(analysis, data))
+
+
+def _figures(prediction: Prediction) -> dict[tuple[str, str], float]:
+    rows = (*prediction.roles, prediction.total)
+    return {
+        **{(row.role, "plateau"): row.plateau.value for row in rows},
+        **{(row.role, "peak"): row.peak.value for row in rows if row.peak is not None},
+    }
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+@pytest.mark.parametrize("name", [*COMMITTED, "reference-default"])
+def test_a_factor_moved_further_beyond_the_measured_range_never_lowers_a_figure(
+    analyses: dict[str, Analysis], name: str, data: st.DataObject
+) -> None:
+    # GIVEN a point anywhere up to 10x the measured range of each factor
+    analysis = analyses[name]
+    plateau = analysis.models.get("plateau")
+    if plateau is None:
+        return
+    point = _point(analysis, data)
+    try:
+        far = _figures(predict(analysis, point))
+    except MemsweepError:
+        return
+    # WHEN one factor beyond its range is brought back to the range's edge, the rest kept
+    for factor, (low, high) in plateau.ranges.items():
+        value = dict(point.settings).get(factor)
+        if not isinstance(value, float) or low <= value <= high:
+            continue
+        edge = [(k, min(max(float(v), low), high) if k == factor else v) for k, v in point.settings]
+        near = _figures(predict(analysis, replace(point, settings=tuple(edge))))
+        # THEN no role's plateau or peak is lower out there than at the edge
+        for key, figure in near.items():
+            assert far[key] >= figure - 1.0, (factor, value, key, far[key], figure)
 
 
 @settings(

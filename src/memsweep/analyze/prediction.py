@@ -442,20 +442,32 @@ def predict_roles(models: ModelSet, points: pd.DataFrame) -> list[tuple[RolePred
 
 
 def _not_below_the_edge(model: FittedModel, points: pd.DataFrame) -> pd.DataFrame:
-    """``model.predict(points)``, never below the prediction at the nearest edge of the
-    measured range: a role whose memory fell over the measured range (the trainable hands
-    its sampling to remote env runners) is not carried further down by a straight line,
-    which would reach 0 a few env runners later. Taken column by column (mean and each
-    bound), which keeps the mean inside its interval."""
+    """``model.predict(points)``, never below the prediction at the edge of the measured
+    range of any factor that lies beyond it: a role whose memory fell over the measured
+    range (the trainable hands its sampling to remote env runners) is not carried further
+    down by a straight line, which would reach 0 a few env runners later. Each subset of
+    the factors out of range is brought to its edge in turn, the others left where they
+    are, and the largest prediction kept, so that moving any one factor further out never
+    lowers a figure (bringing them all to the edge at once would let a rising factor
+    hide a falling one). Taken column by column (mean and each bound), which keeps the
+    mean inside its interval."""
     frame = model.predict(points)
-    edge = points.copy()
-    for factor, (low, high) in model.ranges.items():
-        if factor in edge and pd.api.types.is_numeric_dtype(edge[factor]):
-            edge[factor] = edge[factor].clip(low, high)
-    if edge.equals(points):
-        return frame
-    at_edge = model.predict(edge)
-    return frame.where(frame >= at_edge, at_edge)
+    outside = [
+        factor
+        for factor, (low, high) in model.ranges.items()
+        if factor in points
+        and pd.api.types.is_numeric_dtype(points[factor])
+        and ((points[factor] < low) | (points[factor] > high)).any()
+    ]
+    for size in range(1, len(outside) + 1):
+        for subset in itertools.combinations(outside, size):
+            edge = points.copy()
+            for factor in subset:
+                low, high = model.ranges[factor]
+                edge[factor] = edge[factor].clip(low, high)
+            at_edge = model.predict(edge)
+            frame = frame.where(frame >= at_edge, at_edge)
+    return frame
 
 
 def _at_least_the_sum(total: Estimate, roles: Sequence[Estimate]) -> Estimate:
