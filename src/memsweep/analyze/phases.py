@@ -75,10 +75,13 @@ class RolePhases:
 
     peak_bytes: float | None
     """The peak: max over time of Σ PSS over the role's processes (shared pages once;
-    Σ RSS when the sweep has no PSS), :mod:`memsweep.store.peaks`; at least the plateau."""
+    Σ RSS when the sweep has no PSS), :mod:`memsweep.store.peaks`, as measured (the
+    plateau is capped at it); the largest bucket value only for a role without one
+    complete PSS round."""
 
     peak_sampled_bytes: float | None
-    """Largest bucket value of the memory series."""
+    """Largest bucket value of the memory series: per-process means added up per bucket,
+    so it may exceed the peak (never used as the peak when one was measured)."""
 
     last_bytes: float | None
     """Memory in the last bucket."""
@@ -211,11 +214,11 @@ def _role_phases(
         y[fill], stored[fill], drift_k if reached else None, capacity, conf, filled=reached
     )
     peak_sampled = float(np.nanmax(y)) if has_y.any() else None
-    # The measured peak (per second) is at least the largest bucket mean; a sweep
-    # without per-second peaks (none in the samples) falls back to the bucket maximum.
+    # The peak is store.peaks' figure as measured, never raised to a bucket value: a
+    # bucket adds per-process means over different rounds (and rounds the peak rule
+    # drops, where a process had no PSS yet), which no one moment reached. Only a role
+    # without one complete round falls back to the bucket maximum.
     peak = measured_peak if measured_peak is not None else peak_sampled
-    if peak is not None and peak_sampled is not None:
-        peak = max(peak, peak_sampled)
     last = float(y[has_y][-1]) if has_y.any() else None
     baseline = fill_fit.coef("const") if fill_fit else None
     level = plateau_level if reached else None
@@ -245,11 +248,14 @@ def coherent_levels(
 ) -> tuple[Estimate | None, Estimate | None, float | None]:
     """Baseline ≤ plateau ≤ peak, never negative, each value inside its own interval.
 
-    Memory is never negative: every figure is cut at 0. A baseline is memory with an
-    empty buffer, so it is at most the plateau: a fill fit whose intercept lands above the
-    plateau (a role that shrank while the buffer filled) is capped at the plateau, its
-    interval's ends too. A peak is the highest memory the trial reached, so at least its
-    plateau. Capping both ends of an interval keeps the value inside it."""
+    Memory is never negative: every figure is cut at 0. The peak is a measurement
+    (:mod:`memsweep.store.peaks`) and stays as measured, so that it is the figure every
+    other table prints: a plateau fit whose level lands above it (a level between
+    buckets, or a drift fit's intercept) is capped at the peak, and its low end with it.
+    A baseline is memory with an empty buffer, so it is at most the plateau: a fill fit
+    whose intercept lands above the plateau (a role that shrank while the buffer filled)
+    is capped at the plateau, its interval's ends too. Capping an end no lower than the
+    value keeps the value inside its interval."""
 
     def floor0(e: Estimate | None) -> Estimate | None:
         if e is None:
@@ -257,16 +263,16 @@ def coherent_levels(
         return Estimate(max(e.value, 0.0), max(e.low, 0.0), max(e.high, 0.0))
 
     baseline, plateau = floor0(baseline), floor0(plateau)
+    if peak is not None:
+        peak = max(peak, 0.0)
+        if plateau is not None and plateau.value > peak:
+            plateau = Estimate(peak, min(plateau.low, peak), plateau.high)
     if baseline is not None and plateau is not None:
         baseline = Estimate(
             min(baseline.value, plateau.value),
             min(baseline.low, plateau.low),
             min(baseline.high, plateau.high),
         )
-    if peak is not None:
-        peak = max(peak, 0.0)
-        if plateau is not None:
-            peak = max(peak, plateau.value)
     return baseline, plateau, peak
 
 
