@@ -41,7 +41,9 @@ def test_every_per_trial_peak_the_analysis_prints_is_the_store_peak(
         # THEN models.json's total peak is that figure
         assert trial["roles"]["total"]["peak_bytes"] == expected, trial["trial_id"]
         # AND report.md's trial row prints it
-        row = next(line for line in report.splitlines() if line.startswith(f"| {trial['trial_id']} |"))
+        row = next(
+            line for line in report.splitlines() if line.startswith(f"| {trial['trial_id']} |")
+        )
         assert f"| {format_bytes(expected)} |" in row, (trial["trial_id"], row)
         # AND a plateau never stands above it
         plateau = trial["roles"]["total"]["plateau_bytes"]
