@@ -67,7 +67,9 @@ PSS_BYTES: Final = "memory/pss_bytes"
 
 PEAK_BYTES: Final = "memory/peak_bytes"
 """The trial's peak so far: the largest Σ PSS of its processes at any result, bytes
-(the one definition of a peak: :mod:`memsweep.store.peaks`)."""
+(the one definition of a peak: :mod:`memsweep.store.peaks`). A running figure read at
+results: the end-of-run table and the analysis read it from all samples
+(:func:`memsweep.store.peaks.trial_peaks`), which can differ by a few MB either way."""
 
 HWM_BYTES: Final = "memory/hwm_bytes"
 """Σ VmHWM of the trial's processes, bytes: an upper bound that shows spikes between
