@@ -8,7 +8,6 @@ from memsweep.analyze import Analysis, AnalysisOptions, PredictPoint, analyze_re
 from memsweep.analyze.growth import GrowthRule
 from memsweep.analyze.leaks import GrowthVerdict
 from memsweep.report.emit import emit_ray
-from memsweep.units import format_bytes, format_number
 from memsweep.testing.synthetic import (
     LEAK_TRIALS,
     RUNNER_LEAK_BYTES_PER_H,
@@ -18,6 +17,7 @@ from memsweep.testing.synthetic import (
     analysis_of,
     leak_sweep,
 )
+from memsweep.units import format_bytes, format_number
 
 MB = 1e6
 
