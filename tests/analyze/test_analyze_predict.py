@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from memsweep.analyze import Analysis, PredictPoint, predict, solve_budget
@@ -84,22 +86,12 @@ def test_the_budget_answer_is_the_largest_capacity_that_fits(analysis: Analysis)
     # THEN the answer fits with its upper bound, and one more transition would not
     assert answer.largest_safe is not None and answer.largest_expected is not None
     assert answer.largest_expected >= answer.largest_safe > 1_000_000
-    model = analysis.models.get("peak")
-    assert model is not None
-    import pandas as pd
 
     def upper(capacity: int) -> float:
-        row = {
-            "replay_capacity": capacity,
-            "num_workers": 8,
-            "framework": "torch",
-            "model_params": float(mlp_params([512, 512])),
-        }
-        return (
-            float(model.predict(pd.DataFrame([row]))["obs_ci_upper"].iloc[0])
-            + analysis.system_bytes_per_node
-            + analysis.driver_bytes
-        )
+        # The peak's upper bound as predict prints it (with the node's own processes)
+        peak = predict(analysis, replace(BIG, replay_capacity=capacity)).total_with_system.peak
+        assert peak is not None
+        return peak.high
 
     assert upper(answer.largest_safe) <= budget < upper(answer.largest_safe + 1)
     assert answer.prediction is not None
