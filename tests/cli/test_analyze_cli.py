@@ -295,6 +295,42 @@ def test_trials_without_a_buffer_stopped_soon_after_set_up_say_what_they_lacked(
     assert "3 needed; run it longer (a larger stop.plateau_env_steps or stop.seconds)" in report
 
 
+def test_a_sweep_whose_trials_failed_says_so_first_with_the_first_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a sweep whose every trial ended in error seconds after set-up, and one where
+    # one trial of three did
+    failed = tmp_path / "failed"
+    write_sweep(
+        failed,
+        [SynthTrial(f"e{i}", 5000 * (i + 1), duration_s=8, status="error") for i in range(3)],
+    )
+    mixed = tmp_path / "mixed"
+    write_sweep(
+        mixed,
+        [
+            SynthTrial("ok", 5000),
+            SynthTrial("bad", 10_000, status="error"),
+            SynthTrial("ok2", 20_000),
+        ],
+    )
+    # WHEN each is analysed
+    assert main([str(failed)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    # THEN the summary says every trial ended in error, naming the first and its error,
+    # before any note on plateaus or buffers
+    said = [i for i, line in enumerate(out) if line.startswith("  ended error: every trial (e0: ")]
+    assert len(said) == 1, out
+    assert all("plateau" not in line for line in out[1 : said[0]] if line.startswith("  note"))
+    assert main([str(mixed)]) == 0
+    assert "  ended error: 1 trial(s) (bad: " in capsys.readouterr().out
+    # AND a sweep whose trials all ended normally has no such line
+    clean = tmp_path / "clean"
+    write_sweep(clean, [SynthTrial("ok", 5000, plateau_s=30)])
+    assert main([str(clean)]) == 0
+    assert "ended " not in capsys.readouterr().out
+
+
 def test_a_sweep_whose_buffers_never_fill_reports_per_trial_and_refuses_to_predict(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

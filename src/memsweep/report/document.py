@@ -55,6 +55,32 @@ def write_report(analysis: Analysis, folder: Path | None = None) -> ReportFiles:
     return ReportFiles(folder, markdown, page, models, tuple(folder / p.name for p in plots))
 
 
+def _ended_early(analysis: Analysis) -> list[str]:
+    """One line per status other than ``terminated`` among the analysed trials, with the
+    first such trial's error (``trials.parquet``): a sweep whose trials failed says so
+    before any plateau or buffer is blamed."""
+    by_status: dict[str, list[str]] = {}
+    for trial in analysis.trials:
+        status = str(trial.factors.get("status") or "unknown")
+        if status != "terminated":
+            by_status.setdefault(status, []).append(trial.trial_id)
+    if not by_status:
+        return []
+    errors = analysis.data.trials.get("error")
+    lines = []
+    for status, ids in by_status.items():
+        first = ids[0]
+        error = errors.get(first) if errors is not None else None
+        said = (
+            f" ({first}: {str(error).splitlines()[0][:200]})"
+            if isinstance(error, str) and error.strip()
+            else ""
+        )
+        every = "every trial" if len(ids) == len(analysis.trials) else f"{len(ids)} trial(s)"
+        lines.append(f"  ended {status}: {every}{said}; their figures stop where they ended")
+    return lines
+
+
 def summary_text(analysis: Analysis, files: ReportFiles | None = None) -> str:
     """The short plain-text summary the CLI prints."""
     reached = sum(t.plateau_reached for t in analysis.trials)
@@ -64,6 +90,7 @@ def summary_text(analysis: Analysis, files: ReportFiles | None = None) -> str:
         f"{analysis.timings_s.get('analysis_s', math.nan):.1f} s",
     ]
     lines += [f"  {line}" for line in headline(analysis)]
+    lines += _ended_early(analysis)
     if analysis.missing:
         lines.append(
             f"  missing ({len(analysis.missing)}): "
