@@ -352,6 +352,10 @@ def make_config():
 
 def broken():
     raise ValueError("boom")
+
+
+def tensorflow():
+    return make_config().framework("tf2")
 """
 
 
@@ -441,6 +445,12 @@ def test_a_users_config_function_runs_on_real_ray_with_the_factors_on_top(
         (
             "algorithm: DQN\nconfig: train.py:make_config\nfactors: {replay_capacity: [10]}\n",
             "config: it returns a PPOConfig (PPO) but algorithm is DQN: set algorithm: PPO",
+        ),
+        (
+            "algorithm: PPO\nconfig: train.py:tensorflow\n",
+            "config: it sets framework tf2, but memsweep runs a user's config on RLlib's new "
+            "API stack, which is torch-only: remove .framework(...) from the function, or "
+            "sweep TensorFlow without config: (factors: {framework: [tf2]})",
         ),
     ],
 )

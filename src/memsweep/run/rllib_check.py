@@ -200,6 +200,14 @@ def _check(study: Study, started: float) -> RllibCheck:
                     "config on RLlib's new API stack only (api_stack(enable_rl_module_and_"
                     "learner=True, enable_env_runner_and_connector_v2=True))"
                 )
+            if config.framework_str != "torch":
+                # It would run as torch: memsweep sets torch on a user's config.
+                raise SpecError(
+                    f"config: it sets framework {config.framework_str}, but memsweep runs a "
+                    "user's config on RLlib's new API stack, which is torch-only: remove "
+                    ".framework(...) from the function, or sweep TensorFlow without config: "
+                    "(factors: {framework: [tf2]})"
+                )
         else:
             config = registered_algorithm(study.algorithm).get_default_config()
     replay = has_replay_buffer(config)
