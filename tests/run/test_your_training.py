@@ -70,6 +70,13 @@ BAD_FILES = [
         id="a-key-memsweep-owns",
     ),
     pytest.param(
+        "algorithm: DQN\nrllib: {replay_buffer_config.type: PrioritizedEpisodeReplayBuffer}\n",
+        "rllib.replay_buffer_config.type: memsweep sets replay_buffer_config from its own key "
+        "factors.replay_capacity (for its capacity; other buffer keys such as type or alpha go "
+        "in the replay_buffer_config of a config: function, which memsweep keeps): use that",
+        id="a-buffer-key-names-where-it-goes",
+    ),
+    pytest.param(
         f"algorithm: PPO\nenv: {EXAMPLE_ENVS}:TwoCorridors\nfactors: {{replay_capacity: [0]}}\n",
         "env.id: corridor.py:TwoCorridors is a MultiAgentEnv: add env.multi_agent, e.g. "
         "{policies: [p0, p1], mapping: {agent_0: p0, agent_1: p1}}",

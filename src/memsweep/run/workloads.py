@@ -153,7 +153,10 @@ OWNED_KEYS: Mapping[str, str] = {
     "framework_str": "factors.framework",
     "env": "env.id",
     "env_config": "env.env_config (or a factor env_config.KEY)",
-    "replay_buffer_config": "factors.replay_capacity",
+    "replay_buffer_config": (
+        "factors.replay_capacity (for its capacity; other buffer keys such as type or alpha "
+        "go in the replay_buffer_config of a config: function, which memsweep keeps)"
+    ),
     "enable_rl_module_and_learner": "api_stack",
     "enable_env_runner_and_connector_v2": "api_stack",
     "seed": "seed",
