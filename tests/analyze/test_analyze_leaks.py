@@ -77,6 +77,22 @@ def test_a_lower_threshold_flags_the_planted_leaks_on_their_roles(sweep: SynthSw
     assert not any(v.flagged for v in strict.verdicts if v.trial_id == "clean")
 
 
+def test_a_projection_far_past_the_plateau_says_how_far(sweep: SynthSweep) -> None:
+    # GIVEN the planted leak flagged, projected to 1M env steps and to 1B
+    rule = GrowthRule(min_rate_bytes_per_step=10.0, background_rate_bytes_per_step=0.0)
+    for horizon, far in ((1e6, False), (1e9, True)):
+        strict = analyze_results(
+            sweep.path, AnalysisOptions(growth=rule, horizon_env_steps=horizon)
+        )
+        verdict = strict.verdict("leak_trainable", "trainable")
+        assert verdict.fit is not None and verdict.flagged
+        measured = verdict.fit.plateau_env_steps
+        # THEN only a horizon over 10x the plateau's env steps is said to be a straight line
+        said = f"(a straight line {horizon / measured:,.0f}× the {measured:,.0f} env steps measured"
+        assert (said in verdict.text) is far, verdict.text
+        assert (measured * 10 <= horizon) is far
+
+
 def _total_first(verdict: GrowthVerdict) -> bool:
     return verdict.role != "total"
 

@@ -217,6 +217,21 @@ def _bound(fit: GrowthFit) -> str:
     return f"late rate below +{_per_m(rate.high)}"
 
 
+PROJECTION_SAID_BEYOND = 10.0
+"""A projection this many times longer than the plateau it was measured on says so."""
+
+
+def _beyond(fit: GrowthFit, horizon_env_steps: float) -> str:
+    """How far past what was measured a projection runs, when that is far."""
+    measured = fit.plateau_env_steps
+    if measured <= 0 or horizon_env_steps < PROJECTION_SAID_BEYOND * measured:
+        return ""
+    return (
+        f" (a straight line {horizon_env_steps / measured:,.0f}× the {_steps(measured)} env "
+        "steps measured: a rate that holds, not a measured total)"
+    )
+
+
 def growth_text(
     fit: GrowthFit,
     rule: GrowthRule,
@@ -234,7 +249,7 @@ def growth_text(
             f"–{format_number(rate.high * PER_STEPS / MB)}){hourly} over the last half of "
             f"{over}; +{format_bytes(projected.value)} "
             f"({format_bytes(max(projected.low, 0.0))}–{format_bytes(projected.high)}) "
-            f"over {_steps(horizon_env_steps)} env steps"
+            f"over {_steps(horizon_env_steps)} env steps{_beyond(fit, horizon_env_steps)}"
         )
     if fit.kind == "one-time step" and fit.step_bytes is not None:
         word = "step" if fit.step_bytes > 0 else "drop"

@@ -203,7 +203,7 @@ def growth_headline(analysis: Analysis) -> str:
     details = "; ".join(
         f"{v.trial_id} +{format_number(v.rate_mb_per_1m_steps.value)} MB per 1M env steps"
         + (
-            f" (+{format_bytes(v.projected_bytes.value)} over {horizon} env steps)"
+            f" (+{format_bytes(v.projected_bytes.value)} over {horizon} env steps if it holds)"
             if v.projected_bytes
             else ""
         )
