@@ -139,6 +139,135 @@ def test_a_sweep_of_memsweeps_own_algorithms_imports_neither_rllib_nor_user_code
     assert not needs_rllib(load_study(REPO / "sweeps" / "default.yaml"))
 
 
+MY_ENVS = """\
+import gymnasium as gym
+import numpy as np
+
+
+class Leaky(gym.Env):
+    \"\"\"Holds leak_kb kB (env_config) on top of a 4-float observation.\"\"\"
+
+    def __init__(self, env_config=None):
+        config = dict(env_config or {})
+        self.held = bytearray(config.get("leak_kb", 0) * 1024 + 1)
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(4, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(4, np.float32), 1.0, False, False, {}
+
+
+class NeedsLicence(Leaky):
+    def __init__(self, env_config=None):
+        raise RuntimeError("no licence server at localhost:27000\\nretried 3 times")
+
+
+class NoSpaces(gym.Env):
+    def __init__(self, env_config=None):
+        self.held = env_config
+"""
+
+BUILT_BY = (
+    "; fix the env or its env_config (memsweep builds it as each trial's env runner will: "
+    "gymnasium.make(id, **env_config), or EnvClass(env_config))"
+)
+
+ENVS_THAT_CANNOT_BE_BUILT = [
+    pytest.param(
+        "algorithm: PPO\nenv: {id: envs/myenv.py:NeedsLicence, env_config: {leak_kb: 4}}\n"
+        "factors: {replay_capacity: [0]}\n",
+        "env.id: myenv.py:NeedsLicence with env_config {'leak_kb': 4} cannot be built for the "
+        "trial with replay_capacity=0, model=256x256, num_workers=1, framework=torch: "
+        "RuntimeError: no licence server at localhost:27000" + BUILT_BY,
+        id="init-raises",
+    ),
+    pytest.param(
+        "algorithm: PPO\nenv: {id: envs/myenv.py:NoSpaces}\nfactors: {replay_capacity: [0]}\n",
+        "env.id: myenv.py:NoSpaces with env_config {} cannot be built for the trial with "
+        "replay_capacity=0, model=256x256, num_workers=1, framework=torch: AttributeError: "
+        "The environment must specify an action space. "
+        "https://gymnasium.farama.org/introduction/create_custom_env/" + BUILT_BY,
+        id="no-spaces",
+    ),
+    pytest.param(
+        "algorithm: PPO\nenv: {id: envs/myenv.py:Leaky}\n"
+        "factors: {replay_capacity: [0], env_config.leak_kb: [zero, four]}\n",
+        "env.id: myenv.py:Leaky with env_config {'leak_kb': 'zero'} cannot be built for the "
+        "trial with replay_capacity=0, model=256x256, num_workers=1, framework=torch, "
+        'env_config.leak_kb=zero: TypeError: can only concatenate str (not "int") to str'
+        + BUILT_BY,
+        id="words-for-numbers-in-env-config",
+    ),
+    pytest.param(
+        "algorithm: PPO\nenv: CartPole-v1\nfactors: {replay_capacity: [0], env_config.size: [8, 64]}\n",
+        "env.id: CartPole-v1 with env_config {'size': 8} cannot be built for the trial with "
+        "replay_capacity=0, model=256x256, num_workers=1, framework=torch, env_config.size=8: "
+        "TypeError: CartPoleEnv.__init__() got an unexpected keyword argument 'size'" + BUILT_BY,
+        id="gym-make-refuses-a-key",
+    ),
+    pytest.param(
+        "algorithm: DQN\nenv: Pendulum-v1\n",
+        "algorithm: RLlib cannot build DQN's RLModule for Pendulum-v1 with env_config {} "
+        "(observation space Box([-1. -1. -8.], [1. 1. 8.], (3,), float32), action space "
+        "Box(-2.0, 2.0, (1,), float32)) in the trial with replay_capacity=50000, "
+        "model=256x256, num_workers=1, framework=torch: AttributeError: 'Box' object has no "
+        "attribute 'n'; use an algorithm that supports this action space, or an env with one "
+        "it supports",
+        id="dqn-on-continuous-actions",
+    ),
+]
+
+
+def with_my_envs(folder: Path) -> None:
+    (folder / "envs").mkdir()
+    (folder / "envs" / "myenv.py").write_text(MY_ENVS)
+
+
+@pytest.mark.parametrize(("text", "expected"), ENVS_THAT_CANNOT_BE_BUILT)
+def test_validate_refuses_an_env_no_trial_could_build_with_one_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    # GIVEN a sweep whose env every trial would fail to build (or RLlib to build a module for)
+    with_my_envs(tmp_path)
+    path = write(tmp_path, f"name: x\n{text}stop: {{plateau_env_steps: 1000}}\n")
+    # WHEN it is validated
+    result = memsweep("validate", path, cwd=tmp_path, timeout=300)
+    # THEN exit 2 and one line: the trial's factor values, the env, the error, the fix
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [f"memsweep: {path}: {expected}"]
+
+
+def test_a_custom_env_that_builds_validates_with_each_env_config_built_once(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a custom env whose __init__ counts its builds (one line per build, in a file),
+    # swept over two leak sizes by three models: six trials, two distinct env_configs
+    with_my_envs(tmp_path)
+    counted = tmp_path / "builds.txt"
+    (tmp_path / "envs" / "counted.py").write_text(
+        MY_ENVS + "\n\nclass Counted(Leaky):\n"
+        "    def __init__(self, env_config=None):\n"
+        "        super().__init__(env_config)\n"
+        f"        with open({str(counted)!r}, 'a') as f:\n"
+        "            f.write(str(env_config['leak_kb']) + '\\n')\n"
+    )
+    path = write(
+        tmp_path,
+        "name: x\nalgorithm: PPO\nenv: {id: envs/counted.py:Counted}\n"
+        "factors: {replay_capacity: [0], model: ['16', '32', '64'], env_config.leak_kb: [4, 64]}\n"
+        "stop: {plateau_env_steps: 1000}\n",
+    )
+    # WHEN it is validated
+    result = memsweep("validate", path, cwd=tmp_path, timeout=300)
+    # THEN it passes, and the env was built once per leak size
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(counted.read_text().split()) == ["4", "64"]
+
+
 def test_config_factors_expand_by_the_design_and_reach_factors_json(tmp_path: Path) -> None:
     path = write(
         tmp_path,

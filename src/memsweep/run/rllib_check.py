@@ -1,12 +1,14 @@
 """Check a study against RLlib itself, before Ray starts: algorithm, ``rllib:`` keys,
-RLlib-config factors and the user's env entry point.
+RLlib-config factors, the user's env entry point, and the env each trial builds.
 
 The spec stage checks shapes without importing Ray (:mod:`memsweep.spec`); what only
 RLlib knows — which algorithms it registers, which attributes an ``AlgorithmConfig``
 has, whether an algorithm has a replay buffer, whether an entry point names an env
 class — is checked here, by importing RLlib once, lazily, and only when the study needs
-it (:func:`needs_rllib`): a sweep of memsweep's own algorithms, gymnasium ids and the
-four built-in factors imports nothing. Importing RLlib and one algorithm's config costs
+it (:func:`needs_rllib`): a sweep of memsweep's own algorithms on its synthetic env with
+the four built-in factors imports nothing. Any other env is built here once per distinct
+``env_config`` of the trials (:func:`_build_envs`), so that an env no trial could build is
+one line before Ray starts. Importing RLlib and one algorithm's config costs
 about 3 s of CPU (several more on a loaded machine); :class:`RllibCheck` records it.
 
 **Where it runs.** In a short-lived subprocess (``python -m memsweep.run.rllib_check``),
@@ -77,7 +79,15 @@ def needs_rllib(study: Study) -> bool:
         or study.factors.rllib
         or study.env.kind in ("module", "file")
         or study.config is not None
+        or _builds_env(study)
     )
+
+
+def _builds_env(study: Study) -> bool:
+    """Whether the check builds the study's env (:func:`_build_envs`): every env but
+    memsweep's synthetic one (its spaces are memsweep's own: a Box and ``Discrete(2)``),
+    for the trials known before Tune starts (a grid or a budget search)."""
+    return not study.env.is_synthetic and study.search.mode in ("grid", "budget")
 
 
 def check_study(study: Study, source: str) -> RllibCheck | None:
@@ -87,7 +97,8 @@ def check_study(study: Study, source: str) -> RllibCheck | None:
     does not register, a replay capacity for an algorithm without a buffer, an
     ``AlgorithmConfig`` attribute that does not exist (with the nearest names), a value
     whose type cannot be the attribute's, an entry point that does not import or is not
-    an env class; :class:`MemsweepError` when the check's subprocess fails otherwise.
+    an env class, an env a trial could not build or whose action space the algorithm's
+    RLModule refuses (:func:`_build_envs`); :class:`MemsweepError` when the check's subprocess fails otherwise.
     Runs in a subprocess unless RLlib is already imported here; a study checked before in
     this process is not checked again.
     """
@@ -238,6 +249,7 @@ def _check(study: Study, started: float) -> RllibCheck:
             ) from None
         found_env = f"{cls.__module__}.{cls.__qualname__}"
     _validate_trials(study)
+    _build_envs(study)
     return RllibCheck(
         config_class=type(config).__name__,
         has_replay_buffer=replay,
@@ -265,6 +277,138 @@ def _validate_trials(study: Study) -> None:
             raise SpecError(
                 f"RLlib refuses the config of the trial with {values}: {first}"
             ) from None
+
+
+def _build_envs(study: Study) -> None:
+    """Build the env once for each distinct ``env_config`` the study's trials use, as a
+    trial's env runner builds it, so that an env that cannot be built (its ``__init__``
+    raises, it has no gymnasium spaces, ``gymnasium.make`` refuses a key of its
+    ``env_config``) or whose action space the algorithm refuses (DQN on ``Pendulum-v1``)
+    is one line now, not every trial failing after Ray started.
+
+    New API stack: RLlib's own ``SingleAgentEnvRunner`` / ``MultiAgentEnvRunner`` on the
+    trial's config with one env (``make_env``: ``gymnasium.make(id, **env_config)`` or
+    ``EnvClass(EnvContext)``; ``make_module``: the algorithm's RLModule for the env's
+    spaces, where RLlib refuses an action space), then one ``reset`` and one step of a
+    random action, then ``stop`` (closes the env). Old stack: RLlib's
+    ``_gym_env_creator``, as its ``RolloutWorker`` calls it, then the same reset, step
+    and close (the policy, where the old stack checks the action space, is not built).
+    Cost: one env (and on the new stack one RLModule) per distinct ``env_config`` and
+    stack, built one after another in the check's subprocess: for CartPole about 0.1 s
+    each; an env slow to build costs its build time once per distinct ``env_config``.
+    Raises :class:`SpecError` naming the trial's factor values, the env and the first
+    line of the exception."""
+    from memsweep.run.workloads import build_config
+
+    if not _builds_env(study):
+        return
+    built: set[str] = set()
+    for point in study.points():
+        config = build_config(study, point)
+        stack = point.api_stack(study)
+        key = json.dumps([stack, dict(config.env_config)], sort_keys=True, default=repr)
+        if key in built:
+            continue
+        built.add(key)
+        spaces: list[str] = []
+        try:
+            _build_env(config, stack, multi_agent=study.env.multi_agent is not None, spaces=spaces)
+        except Exception as exc:  # The env's own code (or RLlib on it) may raise anything.
+            values = ", ".join(f"{k}={v}" for k, v in point.factor_values().items())
+            env = f"{study.env.label} with env_config {dict(config.env_config)}"
+            root = _module_error(exc) if spaces else _root_cause(exc)
+            text = str(root).strip()
+            first = f"{type(root).__name__}: {text.splitlines()[0] if text else '(no message)'}"
+            if spaces:
+                raise SpecError(
+                    f"algorithm: RLlib cannot build {study.algorithm}'s RLModule for {env} "
+                    f"(observation space {spaces[0]}, action space {spaces[1]}) in the trial "
+                    f"with {values}: {first}; use an algorithm that supports this action "
+                    "space, or an env with one it supports"
+                ) from None
+            raise SpecError(
+                f"env.id: {env} cannot be built for the trial with {values}: {first}; fix "
+                "the env or its env_config (memsweep builds it as each trial's env runner "
+                "will: gymnasium.make(id, **env_config), or EnvClass(env_config))"
+            ) from None
+
+
+def _module_error(exc: BaseException) -> BaseException:
+    """What made an RLModule's build fail: RLlib 2.60's ``RLModuleSpec.build`` answers an
+    ``AttributeError`` of the module's constructor (often its Catalog refusing the
+    spaces) by retrying the deprecated ``RLModule(config=...)``, whose ValueError hides
+    the error that matters (its ``__context__``)."""
+    if str(exc).startswith("`RLModule(config=") and exc.__context__ is not None:
+        return exc.__context__
+    return exc
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The first exception of ``exc``'s chain: RLlib wraps an env's own error in its
+    ``EnvError``, and re-raises an RLModule's failed build as a deprecation error."""
+    seen = {id(exc)}
+    while True:
+        inner = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        if inner is None or id(inner) in seen:
+            return exc
+        seen.add(id(inner))
+        exc = inner
+
+
+def _build_env(config: AlgorithmConfig, stack: str, multi_agent: bool, spaces: list[str]) -> None:
+    """Build one env of ``config`` as a trial would (see :func:`_build_envs`), step it
+    once and close it; raises whatever the env or RLlib raise. ``spaces`` receives the
+    env's observation and action spaces once the env is built and RLlib starts building
+    the RLModule for them (empty while the env itself is being built)."""
+    one = config.copy(copy_frozen=False)
+    one.env_runners(num_env_runners=0, num_envs_per_env_runner=1)
+    if stack == "new":
+        from ray.rllib.env.multi_agent_env_runner import MultiAgentEnvRunner
+        from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+
+        base: Any = MultiAgentEnvRunner if multi_agent else SingleAgentEnvRunner
+
+        class Runner(base):  # type: ignore[misc]
+            """RLlib's env runner, telling which of its env and RLModule failed."""
+
+            def make_module(self) -> None:
+                if not multi_agent:  # A vector env of one: its single_* spaces are the env's.
+                    obs, act = _checked_spaces(
+                        self.env.single_observation_space, self.env.single_action_space
+                    )
+                    spaces.extend([str(obs), str(act)])
+                super().make_module()
+
+        runner = Runner(config=one)
+        try:
+            runner.sample(num_timesteps=1, random_actions=True)
+        finally:
+            runner.stop()
+        return
+    from ray.rllib.env.env_context import EnvContext
+    from ray.rllib.env.utils import _gym_env_creator
+
+    descriptor: Any = one.env
+    env: Any = _gym_env_creator(EnvContext(dict(one.env_config), worker_index=0), descriptor)
+    try:
+        _checked_spaces(getattr(env, "observation_space", None), getattr(env, "action_space", None))
+        env.reset(seed=0)
+        env.step(env.action_space.sample())
+    finally:
+        env.close()
+
+
+def _checked_spaces(observation_space: Any, action_space: Any) -> tuple[Any, Any]:
+    """The env's spaces; TypeError naming the fix when one is not a gymnasium space."""
+    import gymnasium as gym
+
+    for name, space in (("observation_space", observation_space), ("action_space", action_space)):
+        if not isinstance(space, gym.spaces.Space):
+            raise TypeError(
+                f"its {name} is a {type(space).__name__}, not a gymnasium space: set "
+                f"self.{name} to one in __init__"
+            )
+    return observation_space, action_space
 
 
 def _registered_name(algo_class: Any) -> str:

@@ -51,7 +51,8 @@ class EnvSpec(Frozen):
     entry point ``package.module:EnvClass`` (imported in every Ray worker, like an
     installed package), or a file ``envs/my_env.py:MyEnv`` relative to the sweep file
     (shipped to Ray's workers by value). An entry point is code the sweep's author asks
-    memsweep to import: ``memsweep validate`` imports it to check it is an env class.
+    memsweep to import: ``memsweep validate`` imports it to check it is an env class and
+    builds it once per distinct ``env_config`` of the trials.
     RLlib builds the class as ``EnvClass(env_config)``."""
 
     env_config: dict[str, Any] = Field(default_factory=dict)
