@@ -98,6 +98,9 @@ class UnmatchedTrial:
     factors: tuple[tuple[str, Any], ...]
     """The factor values it was matched on."""
 
+    other_has_fewer: bool = False
+    """The other run has trials with these values, fewer of them, all paired already."""
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -140,6 +143,13 @@ def _peak(role: RolePhases) -> Estimate | None:
     return None if role.peak_bytes is None else Estimate(role.peak_bytes, *[role.peak_bytes] * 2)
 
 
+BUFFER_HOLDERS = ("trainable", "total")
+"""Roles whose memory against the buffer's fill is a cost per transition: RLlib keeps a
+replay buffer in the Algorithm, the trainable's process (both API stacks). Any other
+role's slope against the fill is its warm-up over the same minutes, not a buffer cost, so
+compare gives it no per-transition figure."""
+
+
 def _figures(
     analysis: Analysis, trial: TrialPhases, role: RolePhases
 ) -> tuple[dict[str, Estimate | None], str]:
@@ -151,7 +161,9 @@ def _figures(
     figures = {
         "plateau": _plateau(role),
         "peak": _peak(role),
-        "bytes_per_transition": role.fill_bytes_per_transition,
+        "bytes_per_transition": (
+            role.fill_bytes_per_transition if role.role in BUFFER_HOLDERS else None
+        ),
         "growth": growth,
     }
     return figures, verdict.verdict if verdict else "no verdict"
@@ -217,6 +229,8 @@ def compare_analyses(a: Analysis, b: Analysis) -> Comparison:
     waiting: dict[tuple[tuple[str, Any], ...], list[TrialPhases]] = {}
     for trial in b.trials:
         waiting.setdefault(_key_values(trial, common), []).append(trial)
+    keys_b = set(waiting)
+    keys_a = {_key_values(trial, common) for trial in a.trials}
     repeats = [key for key, trials in waiting.items() if len(trials) > 1]
     if repeats:
         notes.append(
@@ -230,7 +244,7 @@ def compare_analyses(a: Analysis, b: Analysis) -> Comparison:
         key = _key_values(trial_a, common)
         candidates = waiting.get(key)
         if not candidates:
-            unmatched.append(UnmatchedTrial("A", trial_a.trial_id, key))
+            unmatched.append(UnmatchedTrial("A", trial_a.trial_id, key, key in keys_b))
             continue
         trial_b = candidates.pop(0)
         pairs.append((trial_a.trial_id, trial_b.trial_id, key))
@@ -244,7 +258,14 @@ def compare_analyses(a: Analysis, b: Analysis) -> Comparison:
         for role in sorted(roles_b - {r.role for r in trial_a.roles}):
             notes.append(f"{trial_b.trial_id}: role {role} is only in run B")
     for key, trials in waiting.items():
-        unmatched += [UnmatchedTrial("B", t.trial_id, key) for t in trials]
+        unmatched += [UnmatchedTrial("B", t.trial_id, key, key in keys_a) for t in trials]
+    if not pairs:
+        notes.append(
+            "no trial of A has the values of a trial of B"
+            + (f" on {', '.join(common)}" if common else "")
+            + ": nothing to compare; compare two runs of one sweep file (e.g. before and "
+            "after an upgrade)"
+        )
     return Comparison(
         name_a=a.name,
         uri_a=a.uri,

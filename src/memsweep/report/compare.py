@@ -78,8 +78,17 @@ def comparison_text(comparison: Comparison) -> str:
             lines += [_line(d) for d in role.differences]
     if c.unmatched:
         lines.append("")
-        lines.append(f"Unmatched ({len(c.unmatched)}: no trial of the other run has their values):")
-        lines += [f"  run {u.run} {u.trial_id}: {factor_text(u.factors)}" for u in c.unmatched]
+        lines.append(f"Unmatched ({len(c.unmatched)}):")
+        lines += [
+            f"  run {u.run} {u.trial_id}: {factor_text(u.factors)} ("
+            + (
+                "the other run ran these values fewer times; its trials with them are paired"
+                if u.other_has_fewer
+                else "no trial of the other run has these values"
+            )
+            + ")"
+            for u in c.unmatched
+        ]
     if c.notes:
         lines.append("")
         lines += [f"Note: {note}" for note in c.notes]
@@ -116,7 +125,13 @@ def comparison_json(comparison: Comparison) -> str:
             for role in c.matched
         ],
         "unmatched": [
-            {"run": u.run, "trial_id": u.trial_id, "factors": dict(u.factors)} for u in c.unmatched
+            {
+                "run": u.run,
+                "trial_id": u.trial_id,
+                "factors": dict(u.factors),
+                "other_has_fewer": u.other_has_fewer,
+            }
+            for u in c.unmatched
         ],
         "notes": list(c.notes),
     }
