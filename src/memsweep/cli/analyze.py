@@ -319,7 +319,7 @@ COMMANDS: dict[str, Command] = {
 
 
 class AnalyzeCommand:
-    help = "analyse a results folder: report (the default), predict, budget, designs, claims"
+    help = "analyse a results folder: report (the default), predict (and --budget), designs, claims"
 
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
         add_commands(parser, COMMANDS, dest="analyze_command", entry="analyze_entry")
