@@ -207,6 +207,7 @@ MEDIUM = frozenset(
         "tests/report/test_mlflow_export.py::test_without_mlflow_it_says_what_to_install_in_one_line",
         "tests/collect/test_own_tuner.py::test_importing_memsweep_loads_no_ray_and_names_the_public_api",
         "tests/cli/test_watch.py::test_watch_refuses_a_cluster_it_cannot_reach_with_one_line",
+        "tests/cli/test_watch.py::test_watch_auto_without_a_ray_on_this_machine_says_to_start_one",
         "tests/cli/test_watch.py::test_watch_refuses_a_folder_that_already_holds_a_recording",
         "tests/run/test_placement.py::test_tunes_trial_state_encoder_grows_the_driver_by_every_number_unless_worked_around",
     ]

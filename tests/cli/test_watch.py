@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+import psutil
 import pyarrow.compute as pc
 import pytest
 
@@ -68,6 +69,23 @@ def test_watch_refuses_a_cluster_it_cannot_reach_with_one_line() -> None:
     lines = [line for line in result.stderr.splitlines() if line.startswith("memsweep")]
     assert len(lines) == 1 and "Cannot reach the Ray cluster at 127.0.0.1:1" in lines[0]
     assert "Traceback" not in result.stderr
+    # AND before it connects it says it is connecting, not recording
+    assert result.stdout.startswith("memsweep watch: connecting to 127.0.0.1:1, then recording")
+
+
+def test_watch_auto_without_a_ray_on_this_machine_says_to_start_one(tmp_path: Path) -> None:
+    # GIVEN no Ray on this machine (`auto` finds a running GCS by its process)
+    if any(p.info["name"] == "gcs_server" for p in psutil.process_iter(["name"])):
+        pytest.skip("a Ray runs on this machine: --address auto would join it")
+    # WHEN watch is given --address auto (a temp dir of its own)
+    # THEN the fix is to start one, not --address auto again, and no sentence ends twice
+    env = {**os.environ, "RAY_TMPDIR": str(tmp_path)}
+    env.pop("RAY_ADDRESS", None)
+    auto = memsweep("watch", "--address", "auto", "--seconds", "1", env=env, timeout=300)
+    assert auto.returncode == 4, auto.stderr[-2000:]
+    (line,) = [line for line in auto.stderr.splitlines() if line.startswith("memsweep")]
+    assert "Cannot reach the Ray cluster at auto: " in line and "ray start --head" in line
+    assert "with --address auto" not in line and ".." not in line
 
 
 @pytest.mark.slow

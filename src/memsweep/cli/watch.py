@@ -58,7 +58,11 @@ class WatchCommand:
             raise MemsweepError(f"--seconds must be positive, not {args.seconds:g}")
         out = args.out or f"results/watch-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
         refuse_a_folder_with_results(out)
-        print(f"memsweep watch: recording {args.address} into {out} (Ctrl-C to stop)", flush=True)
+        print(
+            f"memsweep watch: connecting to {args.address}, then recording into {out} "
+            "(Ctrl-C to stop)",
+            flush=True,
+        )
         outcome = watch(args.address, out, job=args.job, seconds=args.seconds)
         print(
             f"memsweep watch: {outcome.why_stopped} after {outcome.seconds:.0f} s, "

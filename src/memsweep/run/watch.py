@@ -168,12 +168,15 @@ def _connected(address: str) -> Iterator[None]:
             raise ConnectionError(reason)
         join_cluster(address)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ClusterError(
-            f"Cannot reach the Ray cluster at {address}: {reason}. Give the address "
-            "`ray status` shows (HOST:PORT of the GCS), or run on a node of the cluster "
-            "with --address auto."
-        ) from None
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+        fix = (
+            "Start Ray on this node first (`ray start --head`), or give the address "
+            "`ray status` shows on a node of the cluster (HOST:PORT of the GCS)"
+            if address == "auto"
+            else "Give the address `ray status` shows (HOST:PORT of the GCS), or run on a "
+            "node of the cluster with --address auto"
+        )
+        raise ClusterError(f"Cannot reach the Ray cluster at {address}: {reason}. {fix}.") from None
     try:
         yield
     finally:
