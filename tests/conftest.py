@@ -206,6 +206,16 @@ MEDIUM = frozenset(
         "tests/claims/test_claims.py::test_a_claim_row_comparing_a_process_that_keeps_growing_gives_its_rate",
         "tests/report/test_mlflow_export.py::test_without_mlflow_it_says_what_to_install_in_one_line",
         "tests/collect/test_own_tuner.py::test_importing_memsweep_loads_no_ray_and_names_the_public_api",
+        # validate in a subprocess that imports RLlib and builds each env (6-8 s each)
+        "tests/run/test_your_training.py::test_validate_refuses_an_env_no_trial_could_build_with_one_line",
+        "tests/run/test_your_training.py::test_a_custom_env_that_builds_validates_with_each_env_config_built_once",
+        "tests/run/test_your_training.py::test_every_new_key_is_explained",
+        # hypothesis over four committed runs' predictions (3-4 s each)
+        "tests/analyze/test_coherence.py::test_a_factor_moved_further_beyond_the_measured_range_never_lowers_a_figure",
+        "tests/cli/test_analyze_cli.py::test_a_sweep_whose_trials_failed_says_so_first_with_the_first_error",
+        "tests/report/test_peaks_agree.py::test_every_per_trial_peak_the_analysis_prints_is_the_store_peak",
+        "tests/run/test_your_training.py::test_every_example_sweep_checks_against_rllib",
+        "tests/analyze/test_compare.py::test_a_setting_run_fewer_times_in_the_other_run_is_said_to_be_so",
         "tests/cli/test_watch.py::test_watch_refuses_a_cluster_it_cannot_reach_with_one_line",
         "tests/cli/test_watch.py::test_watch_auto_without_a_ray_on_this_machine_says_to_start_one",
         "tests/cli/test_watch.py::test_watch_refuses_a_folder_that_already_holds_a_recording",
