@@ -217,7 +217,6 @@ MEDIUM = frozenset(
         "tests/run/test_your_training.py::test_every_example_sweep_checks_against_rllib",
         "tests/analyze/test_compare.py::test_a_setting_run_fewer_times_in_the_other_run_is_said_to_be_so",
         "tests/cli/test_watch.py::test_watch_refuses_a_cluster_it_cannot_reach_with_one_line",
-        "tests/cli/test_watch.py::test_watch_auto_without_a_ray_on_this_machine_says_to_start_one",
         "tests/cli/test_watch.py::test_watch_refuses_a_folder_that_already_holds_a_recording",
         "tests/run/test_placement.py::test_tunes_trial_state_encoder_grows_the_driver_by_every_number_unless_worked_around",
     ]

@@ -158,6 +158,21 @@ def trials_from_actors(actors: Iterable[ActorInfo]) -> list[WatchedTrial]:
     return out
 
 
+def unreachable_error(address: str, exc: Exception) -> ClusterError:
+    """The one line for a cluster ``watch`` cannot join: the first line of Ray's reason and
+    the fix; with ``auto`` (a Ray on this node, found by its running GCS) the fix is to
+    start one, not ``--address auto`` again."""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+    fix = (
+        "Start Ray on this node first (`ray start --head`), or give the address "
+        "`ray status` shows on a node of the cluster (HOST:PORT of the GCS)"
+        if address == "auto"
+        else "Give the address `ray status` shows (HOST:PORT of the GCS), or run on a "
+        "node of the cluster with --address auto"
+    )
+    return ClusterError(f"Cannot reach the Ray cluster at {address}: {reason}. {fix}.")
+
+
 @contextlib.contextmanager
 def _connected(address: str) -> Iterator[None]:
     import ray
@@ -168,15 +183,7 @@ def _connected(address: str) -> Iterator[None]:
             raise ConnectionError(reason)
         join_cluster(address)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
-        fix = (
-            "Start Ray on this node first (`ray start --head`), or give the address "
-            "`ray status` shows on a node of the cluster (HOST:PORT of the GCS)"
-            if address == "auto"
-            else "Give the address `ray status` shows (HOST:PORT of the GCS), or run on a "
-            "node of the cluster with --address auto"
-        )
-        raise ClusterError(f"Cannot reach the Ray cluster at {address}: {reason}. {fix}.") from None
+        raise unreachable_error(address, exc) from None
     try:
         yield
     finally:
