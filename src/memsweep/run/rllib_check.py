@@ -48,6 +48,8 @@ from memsweep.spec import ALGORITHMS, FACTOR_NAMES, Study
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
+    from memsweep.spec.point import TrialPoint
+
 
 @dataclass(frozen=True)
 class RllibCheck:
@@ -248,8 +250,7 @@ def _check(study: Study, started: float) -> RllibCheck:
                 message if message.startswith("env") else f"env.id: {message}"
             ) from None
         found_env = f"{cls.__module__}.{cls.__qualname__}"
-    _validate_trials(study)
-    _build_envs(study)
+    _build_envs(study, _validate_trials(study))
     return RllibCheck(
         config_class=type(config).__name__,
         has_replay_buffer=replay,
@@ -259,27 +260,32 @@ def _check(study: Study, started: float) -> RllibCheck:
     )
 
 
-def _validate_trials(study: Study) -> None:
+def _validate_trials(study: Study) -> list[tuple[TrialPoint, AlgorithmConfig]]:
     """Build every trial's config as its trainable will and let RLlib validate it, so that a
     combination RLlib refuses (e.g. a ``minibatch_size`` above one trial's
     ``train_batch_size_per_learner``) is one line now, not a failed trial later. The driver
-    no longer builds configs (it stays small), so this subprocess is where it happens."""
+    no longer builds configs (it stays small), so this subprocess is where it happens.
+    Returns each trial's point and config (none for a drawn search), built once here."""
     from memsweep.run.workloads import build_config
 
     if study.search.mode not in ("grid", "budget"):
-        return  # drawn points are not known before Tune draws them
+        return []  # drawn points are not known before Tune draws them
+    trials = []
     for point in study.points():
         try:
-            build_config(study, point).validate()
+            config = build_config(study, point)
+            config.validate()
         except ValueError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             values = ", ".join(f"{k}={v}" for k, v in point.factor_values().items())
             raise SpecError(
                 f"RLlib refuses the config of the trial with {values}: {first}"
             ) from None
+        trials.append((point, config))
+    return trials
 
 
-def _build_envs(study: Study) -> None:
+def _build_envs(study: Study, trials: list[tuple[TrialPoint, AlgorithmConfig]]) -> None:
     """Build the env once for each distinct ``env_config`` the study's trials use, as a
     trial's env runner builds it, so that an env that cannot be built (its ``__init__``
     raises, it has no gymnasium spaces, ``gymnasium.make`` refuses a key of its
@@ -298,13 +304,10 @@ def _build_envs(study: Study) -> None:
     each; an env slow to build costs its build time once per distinct ``env_config``.
     Raises :class:`SpecError` naming the trial's factor values, the env and the first
     line of the exception."""
-    from memsweep.run.workloads import build_config
-
     if not _builds_env(study):
         return
     built: set[str] = set()
-    for point in study.points():
-        config = build_config(study, point)
+    for point, config in trials:
         stack = point.api_stack(study)
         key = json.dumps([stack, dict(config.env_config)], sort_keys=True, default=repr)
         if key in built:
