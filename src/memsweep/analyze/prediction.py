@@ -336,9 +336,13 @@ def _same_level(measured: object, asked: float | str) -> bool:
 
 
 def _shown(value: object) -> str:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return _level(float(value))
-    return str(value)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return _value_text(float(value) if number else str(value))  # type: ignore[arg-type]
+
+
+def _rate(verdict: GrowthVerdict) -> float:
+    rate = verdict.rate_mb_per_1m_steps
+    return rate.value if rate is not None else 0.0
 
 
 def _growth_warnings(analysis: Analysis, point: dict[str, float | str]) -> list[str]:
@@ -349,22 +353,16 @@ def _growth_warnings(analysis: Analysis, point: dict[str, float | str]) -> list[
     warning gives that rate and what it adds over the analysis's horizon
     (``--horizon``, env steps), and says whether the trial ran at the predicted point
     (every factor it has at the value asked) or elsewhere in the sweep."""
-    flagged: dict[str, GrowthVerdict] = {}
+    by_trial: dict[str, list[GrowthVerdict]] = {}
     for verdict in analysis.flagged:
-        rate = verdict.rate_mb_per_1m_steps
-        if rate is None or verdict.projected_bytes is None:
-            continue
-        held = flagged.get(verdict.trial_id)
-        # The trial's total when it is flagged, else its fastest-growing role.
-        if held is None or (
-            held.role != "total"
-            and (verdict.role == "total" or rate.value > (held.rate_mb_per_1m_steps or rate).value)
-        ):
-            flagged[verdict.trial_id] = verdict
-    ranked = sorted(
-        flagged.values(),
-        key=lambda v: -(v.rate_mb_per_1m_steps.value if v.rate_mb_per_1m_steps else 0.0),
-    )
+        if verdict.rate_mb_per_1m_steps is not None and verdict.projected_bytes is not None:
+            by_trial.setdefault(verdict.trial_id, []).append(verdict)
+    # Per trial its total when that is flagged, else its fastest-growing role.
+    chosen = [
+        next((v for v in verdicts if v.role == "total"), None) or max(verdicts, key=_rate)
+        for verdicts in by_trial.values()
+    ]
+    ranked = sorted(chosen, key=_rate, reverse=True)
     names = [f.name for f in analysis.models.factors if f.name != "model_params"]
     out = []
     for verdict in ranked[:GROWTH_WARNINGS_SHOWN]:
