@@ -926,9 +926,11 @@ def test_a_trial_the_kernel_oom_kills_is_recorded_oom_killed_and_the_sweep_goes_
     assert oom["kill_cgroup_oom_kills"] >= 1
     assert 200_000_000 < oom["kill_cgroup_peak_bytes"] <= 300_000_000, oom
     # (the process's anon RSS counts what it held before it moved into the cgroup: it is
-    # at least its last sampled RssAnon and at most a few 20 MB steps more)
+    # about its last sampled RssAnon and at most a few 20 MB steps more; "about", because
+    # the kernel keeps its RSS counters per CPU and both figures read them approximately:
+    # one run's kill line said 0.2 MB less than the last sample)
     last_anon = trace_of(results, oom["killed_pid"])[-1]["rss_anon_bytes"]
-    assert last_anon <= oom["kill_anon_rss_bytes"] <= last_anon + 100_000_000, oom
+    assert last_anon * 0.99 <= oom["kill_anon_rss_bytes"] <= last_anon + 100_000_000, oom
     assert oom["error"] == (
         f"the kernel's OOM killer killed pid {oom['killed_pid']} (trainable) in memory "
         f"cgroup {oom['kill_cgroup']}; Ray saw its worker vanish"
