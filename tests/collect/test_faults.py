@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,9 +55,9 @@ from memsweep.collect.kernel import (
     read_cgroup_counters,
 )
 from memsweep.spec import parse_study
-from memsweep.store import SAMPLES, open_results
+from memsweep.store import SAMPLES, latest_attempts, open_results
 from memsweep.testing.faults_table import FaultCase
-from memsweep.testing.raycluster import memsweep
+from memsweep.testing.raycluster import memsweep, trial_statuses, trials_with_progress
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "tests" / "corpus"
@@ -1353,7 +1354,7 @@ def test_a_sigkilled_driver_loses_at_most_one_flush_and_resume_and_analyze_work(
         "killed",
         storage,
         factors={
-            "replay_capacity": [1000],
+            "replay_capacity": [1000, 2000, 3000],
             "model": ["16"],
             "num_workers": [0],
             "framework": ["torch"],
@@ -1362,7 +1363,8 @@ def test_a_sigkilled_driver_loses_at_most_one_flush_and_resume_and_analyze_work(
     )
     env = {**os.environ, **FAKE_SECRETS}
     env.pop("RAY_ADDRESS", None)
-    # GIVEN a sweep whose first trial is running and being sampled
+    # GIVEN a three-trial sweep on an embedded Ray, one trial finished and another
+    # running and being sampled
     proc = subprocess.Popen(
         [sys.executable, "-m", "memsweep", "run", str(sweep)],
         cwd=tmp_path,
@@ -1372,8 +1374,14 @@ def test_a_sigkilled_driver_loses_at_most_one_flush_and_resume_and_analyze_work(
         text=True,
     )
     try:
-        wait_for(lambda: "running" in statuses(storage), 180, "the first trial to run")
-        time.sleep(3.0)
+        finished: set[str] = set()
+
+        def one_finished_and_another_running() -> bool:
+            finished.clear()
+            finished.update(t for t, s in trial_statuses(storage).items() if s == "terminated")
+            return bool(finished) and bool(trials_with_progress(storage) - finished)
+
+        wait_for(one_finished_and_another_running, 400, "a trial to finish and the next to run")
     finally:
         # WHEN the driver is SIGKILLed (flushes land every second: some kills hit a write)
         killed_at = sigkill_tree(proc)
@@ -1386,13 +1394,44 @@ def test_a_sigkilled_driver_loses_at_most_one_flush_and_resume_and_analyze_work(
     assert lost_s < 1.0 + 1.0, lost_s
     assert statuses(storage).count("running") == 1
     first_run = set(samples["run_id"].to_pylist())
+    rows_of_finished = {
+        trial: samples.filter(pc.equal(samples["trial_id"], trial)).num_rows for trial in finished
+    }
     # AND `memsweep run --resume` finishes the sweep in the same folder
-    resumed = memsweep("run", sweep, "--resume", cwd=tmp_path, env=env, timeout=400)
+    resumed = memsweep("run", sweep, "--resume", cwd=tmp_path, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    assert statuses(storage) == ["terminated"]
+    assert statuses(storage) == ["terminated"] * 3
+    results = open_results(storage)
+    trials = results.table("trials").to_pylist()
+    # (the trials table holds each trial exactly once)
+    assert Counter(t["trial_id"] for t in trials) == Counter({t["trial_id"]: 1 for t in trials})
     # (nothing of the killed run was rewritten: its samples are still there)
-    samples = open_results(storage).table("samples", columns=["run_id"])
+    samples = results.table("samples")
     assert first_run < set(samples["run_id"].to_pylist())
+    # (a trial that had finished was not rerun: same attempt, same rows, no more)
+    run_of = {t["trial_id"]: t["run_id"] for t in trials}
+    progress = results.table("progress")
+    for trial in finished:
+        mine = samples.filter(pc.equal(samples["trial_id"], trial))
+        assert mine.num_rows == rows_of_finished[trial]
+        assert set(mine["run_id"].to_pylist()) == {run_of[trial]}
+        iterations = progress.filter(pc.equal(progress["trial_id"], trial))["iteration"]
+        assert sorted(iterations.to_pylist()) == [1, 2]
+    # (the interrupted trial and any not started ran in the resumed driver)
+    resumed_runs = {run_of[t] for t in run_of if t not in finished}
+    assert len(resumed_runs) == 1 and resumed_runs.isdisjoint({run_of[t] for t in finished})
+    # (keeping each trial's latest attempt leaves no sample twice)
+    latest = latest_attempts(samples, results.table("trials"))
+    keys = Counter(
+        zip(
+            latest["node_id"].to_pylist(),
+            latest["pid"].to_pylist(),
+            latest["ts"].to_pylist(),
+            strict=True,
+        )
+    )
+    assert max(keys.values()) == 1
+    assert set(pc.unique(latest["trial_id"].drop_null()).to_pylist()) == set(run_of)
     # AND the analysis reads it all
     started = time.time()
     analysis = subprocess.run(

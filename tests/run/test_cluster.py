@@ -1,9 +1,9 @@
-"""Beyond one machine: nodes that come and go during a sweep, and a driver killed half-way.
+"""Beyond one machine: nodes that come and go during a sweep.
 
-Real Ray throughout. The multi-node test runs ``ray.cluster_utils.Cluster`` (raylets on
-this machine, each its own node id) with ``memsweep run --address`` as the driver; the
-resume test kills a ``memsweep run`` driver with SIGKILL and resumes it with
-``memsweep run --resume``. Both read back only what memsweep wrote in Parquet.
+Real Ray throughout: ``ray.cluster_utils.Cluster`` (raylets on this machine, each its own
+node id) with ``memsweep run --address`` as the driver, read back only from what memsweep
+wrote in Parquet. A driver killed half-way and resumed is in
+``tests/collect/test_faults.py`` (``test_a_sigkilled_driver_…``).
 """
 
 from __future__ import annotations
@@ -11,24 +11,20 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow.compute as pc
 import pytest
 
-from memsweep.store import latest_attempts, open_results
+from memsweep.store import open_results
 from memsweep.testing.raycluster import (
     TINY_SWEEP,
     clean_env,
     driving,
     free_ports,
-    memsweep,
     nodes_sampled,
     trial_statuses,
-    trials_with_progress,
     wait_until,
     write_sweep,
 )
@@ -125,69 +121,3 @@ def test_a_node_that_joins_and_one_that_leaves_mid_sweep_are_both_sampled(
     events = results.table("events", columns=["kind", "node_id"]).to_pylist()
     assert {"kind": "node_removed", "node_id": leaving_id} in events
     assert {"kind": "node_added", "node_id": joining.node_id} in events
-
-
-def test_a_sweep_whose_driver_is_killed_resumes_without_duplicating_finished_trials(
-    tmp_path: Path,
-) -> None:
-    # GIVEN a three-trial sweep on an embedded Ray
-    sweep = write_sweep(
-        tmp_path, name="resume", factors=_capacities(1000, 2000, 3000), stop={"iterations": 4}
-    )
-    storage = tmp_path / "results"
-    first = _start_run(str(sweep), "--storage", str(storage), log=tmp_path / "first.log")
-    with driving(first) as driver:
-        # WHEN the driver is killed (SIGKILL) while the second trial runs
-        finished = wait_until(
-            lambda: {t for t, s in trial_statuses(storage).items() if s == "terminated"},
-            600,
-            "no trial finished",
-        )
-        wait_until(
-            lambda: trials_with_progress(storage) - finished, 300, "the second trial never ran"
-        )
-        driver.crash()
-    snapshot = open_results(storage)
-    samples_before = snapshot.table("samples")
-    rows_of_finished = {
-        trial: samples_before.filter(pc.equal(samples_before["trial_id"], trial)).num_rows
-        for trial in finished
-    }
-    # AND the user resumes it
-    resumed = memsweep("run", str(sweep), "--storage", str(storage), "--resume", timeout=900)
-    # THEN it completes
-    assert resumed.returncode == 0, resumed.stdout[-5000:] + resumed.stderr[-3000:]
-    results = open_results(storage)
-    trials = results.table("trials").to_pylist()
-    # AND the trials table holds each of the three trials exactly once, all finished
-    assert Counter(t["trial_id"] for t in trials) == Counter({t["trial_id"]: 1 for t in trials})
-    assert len(trials) == 3
-    assert {t["status"] for t in trials} == {"terminated"}
-    # AND a trial that had finished was not rerun: same attempt, same rows, no more
-    samples = results.table("samples")
-    run_of = {t["trial_id"]: t["run_id"] for t in trials}
-    for trial in finished:
-        mine = samples.filter(pc.equal(samples["trial_id"], trial))
-        assert mine.num_rows == rows_of_finished[trial]
-        assert set(mine["run_id"].to_pylist()) == {run_of[trial]}
-        iterations = (
-            results.table("progress")
-            .filter(pc.equal(results.table("progress")["trial_id"], trial))["iteration"]
-            .to_pylist()
-        )
-        assert sorted(iterations) == [1, 2, 3, 4]
-    # AND the interrupted and the remaining trials ran in the resumed driver
-    resumed_runs = {run_of[t] for t in run_of if t not in finished}
-    assert len(resumed_runs) == 1 and resumed_runs.isdisjoint({run_of[t] for t in finished})
-    # AND keeping each trial's latest attempt leaves no sample twice
-    latest = latest_attempts(samples, results.table("trials"))
-    keys = Counter(
-        zip(
-            latest["node_id"].to_pylist(),
-            latest["pid"].to_pylist(),
-            latest["ts"].to_pylist(),
-            strict=True,
-        )
-    )
-    assert max(keys.values()) == 1
-    assert set(pc.unique(latest["trial_id"].drop_null()).to_pylist()) == set(run_of)
