@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.memsweep-installed
 SWEEP ?= sweeps/default.yaml
+# make test: pytest-xdist workers, each test file on one of them (a file's tests share
+# their Ray); two on a 2-core machine (a Ray test waits on its trials half the time).
+TEST_WORKERS ?= 2
 export TF_USE_LEGACY_KERAS := 1
 export RAY_DEDUP_LOGS := 0
 
@@ -27,8 +30,9 @@ sweep: $(STAMP) ## run the default sweep on an embedded local Ray (SWEEP=... for
 analyze: $(STAMP) ## analyse the default sweep's results (RESULTS=results/<name>)
 	$(VENV)/bin/memsweep analyze $(or $(RESULTS),results/default)
 
-test: $(STAMP) ## run the whole test suite (real Ray, RLlib, Tune, Parquet; 646 tests, ~35 min on 2 cores)
-	$(PY) -m pytest -q
+test: $(STAMP) ## run the whole test suite (real Ray, RLlib, Tune, Parquet; 645 tests, ~35 min on 2 cores)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not solo"
+	$(PY) -m pytest -q -p no:cacheprovider -m solo
 
 test-fast: $(STAMP) ## the quick tests: no Ray, no Python started per case (405 tests, about a minute)
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not medium"

@@ -1155,6 +1155,7 @@ LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 def test_an_oom_killed_trial_is_data_and_the_sweep_finishes_on_a_loopback_only_ray(
     tmp_path: Path, fault: Any
 ) -> None:

@@ -155,6 +155,7 @@ def test_an_rllib_tuner_with_only_the_public_callback_produces_a_report(tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 def test_a_trial_rays_memory_monitor_kills_in_a_plain_tuner_fails_alone(tmp_path: Path) -> None:
     # GIVEN a plain Tuner, memsweep's callback and survive_oom_kills, Ray without its
     # dashboard, and Ray's memory monitor set to kill at 3 GB above what this machine
