@@ -100,6 +100,10 @@ def test_the_driver_peak_is_the_largest_rss_of_the_driver_rows(tmp_path: Path) -
     assert line.endswith("goal ≤ 300 MB: met)")
     assert "170 MB its own, 110 MB library files" in line
     assert format_driver_peak(DriverPeak(1_330_000_000, None, None)).endswith("MISSED)")
+    # AND the whole command's VmHWM (compacting and summarising once the trials have
+    # ended) is said after it, without changing the verdict on the sampled peak
+    whole = format_driver_peak(peak, 329_000_000)
+    assert whole.startswith(line) and whole.endswith("this summary: 329 MB (VmHWM)")
     # AND without driver rows there is no figure, and the line says why
     (folder / "part-0.parquet").unlink()
     pq.write_table(pa.Table.from_pylist(full[3:], schema=SAMPLES), folder / "part-0.parquet")

@@ -97,13 +97,24 @@ def print_outcome(name: str, outcome: SweepOutcome) -> None:
         f"{outcome.seconds:.0f} s"
     )
     print(format_summaries(summaries))
-    print(format_driver_peak(driver_peak_rss(results)))
+    print(format_driver_peak(driver_peak_rss(results), _own_peak_rss()))
     uri = outcome.storage
     print(f"Parquet: {uri}/samples (per process), node_samples, progress, trials.parquet")
     print(f"Next: memsweep analyze {uri}")
     if outcome.report is not None:
         print()
         print(outcome.report)
+
+
+def _own_peak_rss() -> int | None:
+    """This process's peak RSS so far, bytes: the kernel's VmHWM (``ru_maxrss``, KiB on
+    Linux); None where the platform does not keep it."""
+    import resource
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _study_text(storage: str) -> str | None:
