@@ -31,7 +31,7 @@ analyze: $(STAMP) ## analyse the default sweep's results (RESULTS=results/<name>
 	$(VENV)/bin/memsweep analyze $(or $(RESULTS),results/default)
 
 test: $(STAMP) ## run the whole test suite (real Ray, RLlib, Tune, Parquet; 645 tests, ~27 min on 2 cores)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not solo"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not solo"
 	$(PY) -m pytest -q -p no:cacheprovider -m solo
 
 test-fast: $(STAMP) ## the quick tests: no Ray, no Python started per case (405 tests, about a minute)

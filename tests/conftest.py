@@ -238,10 +238,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         name = getattr(item, "originalname", item.name)
         if f"{path}::{name}" in MEDIUM:
             item.add_marker(pytest.mark.medium)
-    # `make test` hands whole files to two pytest-xdist workers in this order: the files
-    # that start Ray first, the longest (the bench smoke test, ~3.5 min) first of all, so
-    # that the last files handed out are short ones and neither worker ends minutes after
-    # the other (at collection order the bench smoke test came last and ran alone).
+    # `make test` hands whole files to two pytest-xdist workers in this order (with
+    # `--no-loadscope-reorder`; by default xdist hands out the files with most tests
+    # first, which put the bench smoke test, one test of ~3.5 min, last, to run alone):
+    # the files that start Ray first, the bench smoke test first of all, so that the last
+    # files handed out are short ones and neither worker ends minutes after the other.
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(
         key=lambda item: (item.path.name != "test_bench_smoke.py", item.path not in slow_files)
