@@ -107,7 +107,7 @@ def format_driver_peak(peak: DriverPeak | None, whole_command_bytes: int | None 
         )
     if whole_command_bytes is not None:
         line += (
-            f"; after them, compacting the results and this summary: "
+            f"; the whole command, with compacting the results and this summary: "
             f"{format_bytes(whole_command_bytes)} (VmHWM)"
         )
     return line
