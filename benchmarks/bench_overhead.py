@@ -161,11 +161,19 @@ def sampler_actor_figures(uri: str) -> dict[str, float | None]:
         cpu_fraction_of(rows) for _, rows in samples[samples["role"] == "ray_worker"].groupby("pid")
     ]
     idle_known = [f for f in idle if f is not None]
-    nodes = results.table("node_samples", columns=["sample_cost_s", "num_processes"]).to_pandas()
+    nodes = results.table(
+        "node_samples", columns=["ts", "sample_cost_s", "num_processes"]
+    ).to_pandas()
     nodes = nodes[nodes["num_processes"] > 0]
     per_process = (nodes["sample_cost_s"] / nodes["num_processes"]).median() if len(nodes) else None
+    # The sampling thread's share: its rounds' wall time over the span they cover (wall
+    # time bounds its CPU time from above); the rest of the actor's CPU is its Ray worker
+    # runtime and the drains.
+    span_s = (nodes["ts"].max() - nodes["ts"].min()).total_seconds() if len(nodes) >= 2 else 0.0
+    rounds_fraction = float(nodes["sample_cost_s"].sum()) / span_s if span_s > 0 else None
     return {
         "cpu_fraction": cpu_fraction,
+        "rounds_fraction": rounds_fraction,
         "idle_worker_cpu_fraction": float(statistics.median(idle_known)) if idle_known else None,
         "rss_bytes": float(mine["rss_bytes"].median()) if len(mine) else None,
         "uss_bytes": float(mine["uss_bytes"].dropna().median())
@@ -260,6 +268,10 @@ def run(profile: Profile, work: Path) -> tuple[list[Row], dict[str, Any]]:
         actor_cpu = Stat.of(
             None if f["cpu_fraction"] is None else 100 * f["cpu_fraction"] for f in figures
         )
+        rounds = Stat.of(
+            None if f.get("rounds_fraction") is None else 100 * f["rounds_fraction"]
+            for f in figures
+        )
         rows.append(
             Row(
                 key=f"sampler.actor_cpu.{variant}",
@@ -275,6 +287,12 @@ def run(profile: Profile, work: Path) -> tuple[list[Row], dict[str, Any]]:
                     else "info"
                 ),
                 note="its own cpu_time_s over wall time (the primary overhead figure)"
+                + (
+                    f"; of which its sampling rounds (their wall time, all nodes): "
+                    f"{rounds.median:.1f}%"
+                    if rounds
+                    else ""
+                )
                 + (
                     f"; an idle Ray worker in the same runs: {idle.median:.1f}% cpu" if idle else ""
                 ),

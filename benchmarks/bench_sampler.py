@@ -59,10 +59,15 @@ KINDS = (
     ("full", 0.0, 0.0),
     ("carried", 0.0, math.inf),
 )
-"""(kind, full_interval_s, pss_max_age_s) of the three round kinds timed: status only;
-full with a ``smaps_rollup`` read of every process; full with every process's USS/PSS
-followed from its status fields (between two reads)."""
+"""(kind, full_interval_s, pss_max_age_s) of the three round kinds timed, with no
+``smaps_rollup`` budget: status only; full with a ``smaps_rollup`` read of every process;
+full with every process's USS/PSS followed from its status fields (between two reads)."""
 PSS_MAX_AGE_S = SamplerConfig.pss_max_age_s
+PSS_CPU_SHARE = SamplerConfig.pss_cpu_share
+_BUDGETED_SECONDS = 30
+"""Simulated seconds per batch of the budgeted kind: 10 Hz rounds, full ones at 1 Hz,
+every process wanted for a ``smaps_rollup`` read at every full round (as when its file
+or shmem pages move every second), the default ``pss_cpu_share`` deciding which are made."""
 _DRAIN_EVERY = 20
 
 
@@ -112,8 +117,13 @@ def measure(n: int, rounds: int) -> dict[str, Any]:
             raise RuntimeError("the stand-in raylet did not start its children")
 
         out: dict[str, Any] = {"n": n, "floor_us": _read_floor(raylet.pid, rounds)}
+        out.update(_budgeted(raylet.pid, n))
         for kind, full_interval_s, pss_max_age_s in KINDS:
-            config = SamplerConfig(full_interval_s=full_interval_s, pss_max_age_s=pss_max_age_s)
+            config = SamplerConfig(
+                full_interval_s=full_interval_s,
+                pss_max_age_s=pss_max_age_s,
+                pss_cpu_share=math.inf,
+            )
             core = SamplerCore(config, "bench", is_head=False, raylet_pid=raylet.pid)
             sampled = core.run_round()  # The first round always discovers.
             if sampled < n:
@@ -142,6 +152,45 @@ def measure(n: int, rounds: int) -> dict[str, Any]:
         if raylet.stdin is not None:
             raylet.stdin.close()
         raylet.wait(timeout=120)
+
+
+def _budgeted(raylet_pid: int, n: int) -> dict[str, Any]:
+    """The default sampler (10 Hz, full rounds at 1 Hz, the default ``pss_cpu_share``) on
+    a simulated clock, every process wanted for a read at every full round: CPU µs per
+    process per sample, and ``smaps_rollup`` reads per process per simulated second."""
+    from memsweep.collect import probe
+    from memsweep.collect.sampler import SamplerCore
+
+    reads = [0]
+    real_read = probe.read_full_pid
+
+    def counted(pid: int) -> probe.FullMemory | None:
+        reads[0] += 1
+        return real_read(pid)
+
+    probe.read_full_pid = counted  # type: ignore[assignment]
+    try:
+        config = SamplerConfig(full_interval_s=1.0, pss_max_age_s=0.0)
+        core = SamplerCore(config, "bench", is_head=False, raylet_pid=raylet_pid)
+        now = 1000.0
+        sampled = core.run_round(now=now)  # The first round reads each process once.
+        core.drain()
+        per_batch, reads_per_s = [], []
+        for _ in range(_BATCHES):
+            count, reads[0] = 0, 0
+            cpu = time.process_time()
+            for index in range(_BUDGETED_SECONDS * 10):
+                now += 0.1
+                count += core.run_round(now=now)
+                if (index + 1) % _DRAIN_EVERY == 0:
+                    core.drain()
+            core.drain()
+            per_batch.append((time.process_time() - cpu) / max(count, 1) * 1e6)
+            reads_per_s.append(reads[0] / sampled / _BUDGETED_SECONDS)
+        core.close()
+    finally:
+        probe.read_full_pid = real_read  # type: ignore[assignment]
+    return {"budgeted_us": per_batch, "budgeted_reads_per_s": reads_per_s}
 
 
 def _in_child(n: int, rounds: int) -> dict[str, Any]:
@@ -200,11 +249,13 @@ def run(profile: Profile) -> tuple[list[Row], dict[str, Any]]:
                     figures["fast_us"], figures["full_us"], figures["carried_us"], strict=True
                 )
             ),
-            "moving": Stat.of(
-                (9 * a + b) / 10
-                for a, b in zip(figures["fast_us"], figures["full_us"], strict=True)
-            ),
+            "moving": Stat.of(figures["budgeted_us"]),
         }
+        unbudgeted = Stat.of(
+            (9 * a + b) / 10 for a, b in zip(figures["fast_us"], figures["full_us"], strict=True)
+        )
+        assert unbudgeted is not None
+        read_every_s = 1 / max(statistics.median(figures["budgeted_reads_per_s"]), 1e-9)
         carried = Stat.of(figures["carried_us"])
         assert carried is not None
         for mix, mixed in mixes.items():
@@ -217,8 +268,20 @@ def run(profile: Profile) -> tuple[list[Row], dict[str, Any]]:
                 f"{n} processes, smaps_rollup every {PSS_MAX_AGE_S:.0f} s (idle, or "
                 "only anonymous pages moving)"
                 if mix == "idle"
-                else f"{n} processes, smaps_rollup every full round (file or shmem "
-                "pages moving every second)"
+                else f"{n} processes, a smaps_rollup read wanted at every full round (file "
+                f"or shmem pages moving every second), {PSS_CPU_SHARE * 100:.2g}% of a core "
+                "for them"
+            )
+            extra = (
+                ""
+                if mix == "idle"
+                else (
+                    f"; measured on a simulated 10 Hz clock ({_BUDGETED_SECONDS} s × "
+                    f"{_BATCHES}): each process's smaps_rollup read every {read_every_s:.1f} s "
+                    "on average, its USS/PSS carried in between; reading every one at "
+                    f"every full round (no budget): {unbudgeted.median:.0f} µs, "
+                    f"{unbudgeted.median * 1e-6 * figures['sampled'] * 10 * 100:.2f}% of a core"
+                )
             )
             rows.append(
                 Row(
@@ -235,7 +298,7 @@ def run(profile: Profile) -> tuple[list[Row], dict[str, Any]]:
                         f"with smaps_rollup and {carried.median:.0f} µs without, per "
                         f"process: {cpu_percent:.2f}% of a core at 10 Hz with full rounds "
                         f"at 1 Hz, {fast.median * 1e-6 * figures['sampled'] * 10 * 100:.2f}% "
-                        "for the 10 Hz status reads alone"
+                        f"for the 10 Hz status reads alone{extra}"
                     ),
                 )
             )

@@ -219,6 +219,170 @@ def test_reads_for_age_are_spread_over_full_rounds_and_none_is_older_than_the_ma
         assert 4 <= len(times) - 1 <= 5, times
 
 
+def _read_cost_s(pids: set[int]) -> float:
+    """The median CPU seconds of one ``smaps_rollup`` read of these processes, now."""
+    costs = []
+    for pid in sorted(pids) * 5:
+        cpu = time.thread_time()
+        read_smaps_rollup(pid)
+        costs.append(time.thread_time() - cpu)
+    return sorted(costs)[len(costs) // 2]
+
+
+def test_smaps_rollup_reads_stay_within_their_cpu_share_and_still_reach_every_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a small stand-in raylet with ten idle children, each process wanted for a
+    # read at every full round (max age 0), and a budget that affords about a quarter
+    raylet = subprocess.Popen(
+        ["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 120 & done; wait"]
+    )
+    deadline = time.monotonic() + 10
+    while len(psutil.Process(raylet.pid).children()) < 10:
+        assert time.monotonic() < deadline, "the stand-in raylet did not start its children"
+        time.sleep(0.01)
+    mine = {raylet.pid, *(child.pid for child in psutil.Process(raylet.pid).children())}
+    # (the sampler also samples its own process, this test's: a read ~40x larger)
+    # A budget that reads all twelve about every 4 s (720 reads in a minute without one)
+    share = (len(mine) * _read_cost_s(mine) + _read_cost_s({os.getpid()})) / 4
+    spent: list[tuple[int, float]] = []
+    real_read = probe.read_full_pid
+
+    def costed(pid: int) -> probe.FullMemory | None:
+        cpu = time.thread_time()
+        try:
+            return real_read(pid)
+        finally:
+            spent.append((pid, time.thread_time() - cpu))
+
+    monkeypatch.setattr(probe, "read_full_pid", costed)
+    config = SamplerConfig(full_interval_s=1.0, pss_max_age_s=0.0, pss_cpu_share=share)
+    core = SamplerCore(config, node_id="n1", is_head=False, raylet_pid=raylet.pid)
+    try:
+        core.run_round(now=1000.0)
+        assert {pid for pid, _ in spent} == {*mine, os.getpid()}  # every first read
+        first = len(spent)
+        reads: dict[int, list[float]] = {pid: [] for pid in {*mine, os.getpid()}}
+        for second in range(1, 61):
+            before = len(spent)
+            core.run_round(now=1000.0 + second)
+            for pid, _ in spent[before:]:
+                reads[pid].append(1000.0 + second)
+        # THEN the reads after the first ones cost at most the share of the 60 s, plus
+        # what the budget holds and one read over it
+        later = [cost for _, cost in spent[first:]]
+        capacity = share * max(config.pss_max_age_s, config.full_interval_s)
+        assert sum(later) <= share * 60 + capacity + max(later), (sum(later), share)
+        # AND far fewer reads than one per process per round (720), yet every process is
+        # read again and again, oldest first: about every 4 s (less often as the
+        # sampler's own process, this one, grows and its read costs more)
+        assert len(later) < 360, len(later)
+        for pid in mine:
+            times = reads[pid]
+            assert len(times) >= 4, (pid, times)
+            assert max(b - a for a, b in itertools.pairwise([1000.0, *times])) <= 20.0, times
+    finally:
+        for child in psutil.Process(raylet.pid).children():
+            child.kill()
+        raylet.kill()
+        raylet.wait()
+        core.close()
+
+
+def test_a_process_whose_pages_moved_is_read_first_and_a_read_put_off_carries_them(
+    smaps_reads: list[int],
+) -> None:
+    # GIVEN a process that will map and touch an M-byte file, ten idle ones, and a budget
+    # of about one read a round when all of them are due for age at every round
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STEPS.format(n=1, m=M)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    sleepers = [subprocess.Popen(["sleep", "120"]) for _ in range(10)]
+    idle = {p.pid for p in sleepers}
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    step(proc, "allocated")
+    share = 1.5 * _read_cost_s({proc.pid, *idle})
+    core = SamplerCore(
+        SamplerConfig(full_interval_s=1.0, pss_max_age_s=1.0, pss_cpu_share=share),
+        node_id="n1",
+        is_head=False,
+        raylet_pid=os.getpid(),
+    )
+    try:
+        core.run_round(now=1000.0)
+        for second in range(1, 20):
+            core.run_round(now=1000.0 + second)
+        core.drain()
+        # WHEN it maps and touches the file, and the budget has refilled (a minute later:
+        # this test's own process, sampled too, costs ~30 reads of the others)
+        step(proc, "mapped")
+        before = len(smaps_reads)
+        core.run_round(now=1100.0)
+        # THEN it is the one read first, though every idle process was read before it
+        # and all are due for age
+        assert smaps_reads[before] == proc.pid, smaps_reads[before:]
+    finally:
+        for child in (proc, *sleepers):
+            child.kill()
+            child.wait()
+        core.close()
+
+
+def test_a_read_the_budget_puts_off_carries_the_moved_pages_closer_than_ignoring_them(
+    smaps_reads: list[int],
+) -> None:
+    # GIVEN a process that will map and touch an M-byte file only it maps, and a sampler
+    # with a budget of almost nothing, spent on the one read the start of another
+    # process called for (the first reads are not charged)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STEPS.format(n=1, m=M)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    step(proc, "allocated")
+    core = SamplerCore(
+        SamplerConfig(pss_max_age_s=1000.0, pss_cpu_share=1e-9),
+        node_id="n1",
+        is_head=False,
+        raylet_pid=os.getpid(),
+    )
+    other = None
+    try:
+        core.run_round(now=1000.0)
+        other = subprocess.Popen(["sleep", "120"])
+        core.run_round(now=1001.0)
+        assert smaps_reads.count(proc.pid) == 1
+        # WHEN it maps and touches the file
+        step(proc, "mapped")
+        core.run_round(now=1002.0)
+        # THEN its smaps_rollup is not read again
+        assert smaps_reads.count(proc.pid) == 1
+        _, before, after = rows_of(core.drain(), proc.pid)
+        moved = after["rss_file_bytes"] - before["rss_file_bytes"]
+        anon = after["rss_anon_bytes"] - before["rss_anon_bytes"]
+        assert moved == pytest.approx(M, rel=0.05)
+        # AND its USS follows only its anonymous pages, while its PSS takes the moved
+        # pages at the share its shared pages had: nearer the true PSS than the last
+        # figure plus the anonymous change alone
+        assert after["uss_bytes"] - before["uss_bytes"] == anon
+        fresh = read_smaps_rollup(proc.pid)
+        assert fresh is not None
+        ignoring = before["pss_bytes"] + anon
+        assert 0 < after["pss_bytes"] - ignoring <= moved
+        assert abs(fresh.pss_bytes - after["pss_bytes"]) < abs(fresh.pss_bytes - ignoring)
+    finally:
+        for child in (proc, other):
+            if child is not None:
+                child.kill()
+                child.wait()
+        core.close()
+
+
 def test_a_zombie_child_is_not_sampled_and_does_not_make_every_round_read_every_process(
     smaps_reads: list[int], ten_idle: tuple[SamplerCore, set[int]]
 ) -> None:

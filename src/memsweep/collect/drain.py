@@ -76,11 +76,23 @@ class SamplerConfig:
     idle 8 MB Python process and ~8 ms for a Ray worker with PyTorch loaded on the
     reference machine (``status``: ~7 µs)."""
     pss_max_age_s: float = 10.0
-    """The oldest a USS/PSS read may be before it is read again, seconds (``0``: read
-    every full round). Bounds what the status fields do not show: another process
-    starting or stopping to share pages this one maps, and copy-on-write pages of a fork
-    becoming private. These reads are spread over the full rounds, oldest first (one
+    """The age at which a USS/PSS read is read again, seconds (``0``: every full round),
+    within :attr:`pss_cpu_share`. Bounds what the status fields do not show: another
+    process starting or stopping to share pages this one maps, and copy-on-write pages of
+    a fork becoming private. These reads are spread over the full rounds, oldest first (one
     round walking every process's page tables would outlast the period)."""
+    pss_cpu_share: float = 0.0015
+    """The share of one core that ``smaps_rollup`` reads may take on average (0.15%),
+    measured as the sampling thread's CPU time in each read. A process's first read is
+    always made and not charged; the reads wanted after it (its file or shmem pages
+    moved, sharers moved, the process set changed, its age came) are made most-needed
+    first while the budget lasts (it accrues per second and holds at most ``pss_max_age_s`` seconds' worth), the
+    rest wait for a later full round, their figures carried meanwhile (the anonymous
+    pages' change, plus moved file and shmem pages shared as the last read's were).
+    ``math.inf``: no budget. A Ray worker with PyTorch costs ~10–17 ms a read on the
+    reference machine: at 0.15%, a node of ~25 Ray processes whose reads are all wanted
+    has each read about once a minute. The default keeps the sampler within 1% of a core
+    for 50 processes on that machine (`make bench`, section 1b)."""
     driver_pid: int | None = None
     """The sweep driver's pid, recorded as role ``driver`` when it runs on this node."""
     driver_node_id: str | None = None

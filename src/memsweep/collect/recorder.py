@@ -68,6 +68,7 @@ class SweepRecorder:
             interval_s=self.sampling.interval_s,
             full_interval_s=self.sampling.full_interval_s,
             pss_max_age_s=self.sampling.pss_max_age_s,
+            pss_cpu_share=self.sampling.pss_cpu_share,
             driver_pid=driver_pid,
             driver_node_id=driver_node,
         )

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import logging
+import math
 import os
 import threading
 import time
@@ -81,6 +82,8 @@ class _Tracked:
     full_at: float = 0.0
     full_generation: int = -1
     """The node's process-set generation when it was read."""
+    full_cost_s: float = 0.0
+    """CPU seconds the last ``smaps_rollup`` read took (the sampling thread's)."""
 
 
 @dataclass
@@ -115,6 +118,8 @@ class SamplerCore:
         self._age_credit = 0.0
         """``smaps_rollup`` reads owed to age, carried between full rounds (see
         :meth:`_due_by_age`)."""
+        self._pss_credit_s = self._pss_capacity_s()
+        """CPU seconds left for ``smaps_rollup`` reads (:attr:`SamplerConfig.pss_cpu_share`)."""
         self._generation = 0
         """Bumped whenever a sampled process starts or ends (shared pages change sharers)."""
         self._ended: set[tuple[int, int]] = set()
@@ -186,6 +191,7 @@ class SamplerCore:
         if full or not self._tracked:
             self._sync_tracked(self.discover())
             due = self._due_by_age(now, now - self._last_full)
+            self._accrue_pss_credit(now - self._last_full)
             self._last_full = now
         gpu = self._gpu.per_pid() if self._gpu.available else None
         ts = int(now * 1_000_000)
@@ -197,7 +203,7 @@ class SamplerCore:
         # (Ray's object store: a process mapping an object changes the PSS of every
         # process that maps it), each process holding shmem pages is read again.
         statuses = {pid: t.status.read_fields() for pid, t in self._tracked.items()} if full else {}
-        shared_moved = full and self._shmem_moved(statuses)
+        reads = self._plan_reads(statuses, due) if full else set()
         for pid, tracked in self._tracked.items():
             status = statuses[pid] if full else tracked.status.read_fields()
             if status is None:
@@ -206,9 +212,7 @@ class SamplerCore:
             rss, hwm, swap, anon, file, shmem, ppid = status
             uss = pss = cpu = None
             if full:
-                uss, pss = self._full_memory(
-                    pid, tracked, now, anon, file, shmem, shared_moved and shmem > 0, pid in due
-                )
+                uss, pss = self._full_memory(pid, tracked, now, anon, file, shmem, pid in reads)
                 stat = probe.read_stat(pid)
                 cpu = stat.cpu_time_s if stat is not None else None
             gpu_bytes = gpu.get(pid) if gpu is not None else None
@@ -306,6 +310,64 @@ class SamplerCore:
             for pid, status in statuses.items()
         )
 
+    def _pss_capacity_s(self) -> float:
+        """The most CPU seconds of ``smaps_rollup`` reads the budget holds."""
+        config = self.config
+        return config.pss_cpu_share * max(config.pss_max_age_s, config.full_interval_s)
+
+    def _accrue_pss_credit(self, elapsed_s: float) -> None:
+        if math.isinf(self.config.pss_cpu_share):
+            return
+        self._pss_credit_s = min(
+            self._pss_credit_s + self.config.pss_cpu_share * max(elapsed_s, 0.0),
+            self._pss_capacity_s(),
+        )
+
+    def _plan_reads(
+        self, statuses: dict[int, probe.StatusFields | None], due_by_age: set[int]
+    ) -> set[int]:
+        """The processes whose ``smaps_rollup`` is read at this full round.
+
+        Always a process's first read (not charged to the budget: what it costs is
+        bounded by how many processes start); then, while
+        :attr:`SamplerConfig.pss_cpu_share`'s credit lasts (each read costed at its last
+        one, and charged what it takes), the wanted ones most-needed first:
+        those whose own file or shmem pages moved (the most moved first), then those whose
+        sharers may have changed (another process's shmem pages moved while they hold
+        some, or the process set changed; the oldest read first), then those due for age
+        (:meth:`_due_by_age`, oldest first). A read wanted and not made stays wanted: its
+        trigger is measured against its last read, and its age only grows.
+        """
+        threshold = self.config.pss_reread_bytes
+        shared_moved = self._shmem_moved(statuses)
+        first: set[int] = set()
+        wanted: list[tuple[int, float, int]] = []
+        for pid, status in statuses.items():
+            tracked = self._tracked[pid]
+            if status is None:
+                continue
+            if tracked.full is None:
+                first.add(pid)
+                continue
+            _, old_file, old_shmem = tracked.full_pages
+            moved = abs(status[4] - old_file) + abs(status[5] - old_shmem)
+            if moved >= threshold:
+                wanted.append((0, -moved, pid))
+            elif (shared_moved and status[5] > 0) or tracked.full_generation != self._generation:
+                wanted.append((1, tracked.full_at, pid))
+            elif pid in due_by_age:
+                wanted.append((2, tracked.full_at, pid))
+        if math.isinf(self.config.pss_cpu_share):
+            return first | {pid for *_, pid in wanted}
+        credit = self._pss_credit_s
+        chosen = first
+        for *_, pid in sorted(wanted):
+            if credit <= 0:
+                break
+            chosen.add(pid)
+            credit -= self._tracked[pid].full_cost_s
+        return chosen
+
     def _full_memory(
         self,
         pid: int,
@@ -314,33 +376,40 @@ class SamplerCore:
         anon: int,
         file: int,
         shmem: int,
-        sharers_moved: bool,
-        due_by_age: bool,
+        read: bool,
     ) -> tuple[int | None, int | None]:
         """(USS, PSS) of ``pid`` at a full round, bytes: read from ``smaps_rollup`` when
-        its file or shmem pages moved, another process's shmem pages moved while it holds
-        some (``sharers_moved``), the node's process set changed or its turn to be read
-        for age came (``due_by_age``, :meth:`_due_by_age`); else the last read figures
-        plus the change in its anonymous pages since (:attr:`SamplerConfig.pss_reread_bytes`)."""
-        config, last = self.config, tracked.full
-        if (
-            last is not None
-            and not sharers_moved
-            and not due_by_age
-            and tracked.full_generation == self._generation
-        ):
+        :meth:`_plan_reads` chose it; else carried from the last read: plus the change in
+        its anonymous pages (a page a process faults in anonymously is its own, so it
+        counts whole in USS and PSS alike), and, when its file or shmem pages moved by
+        :attr:`SamplerConfig.pss_reread_bytes` (a read wanted, put off by the budget),
+        plus that move at the share of a page the last read gave its shared pages."""
+        last = tracked.full
+        if not read and last is not None:
             old_anon, old_file, old_shmem = tracked.full_pages
-            if abs(file - old_file) + abs(shmem - old_shmem) < config.pss_reread_bytes:
-                # A page a process faults in anonymously is its own (a fork shares only
-                # the pages it had), so it counts whole in USS and PSS alike.
-                moved = anon - old_anon
-                return max(last[0] + moved, 0), max(last[1] + moved, 0)
+            moved = anon - old_anon
+            shared = (file - old_file) + (shmem - old_shmem)
+            uss, pss = last[0] + moved, last[1] + moved
+            if abs(file - old_file) + abs(shmem - old_shmem) >= self.config.pss_reread_bytes:
+                # PSS counts a page shared by k processes as 1/k of a page: the last
+                # read's (PSS - USS) / (resident - USS) is that share, on average.
+                resident_shared = old_anon + old_file + old_shmem - last[0]
+                if resident_shared > 0:
+                    pss += round(shared * min(max((last[1] - last[0]) / resident_shared, 0), 1))
+            return max(uss, 0), max(pss, 0)
+        cpu = time.thread_time()
         memory = probe.read_full_pid(pid)
+        cost = time.thread_time() - cpu
+        if last is not None and not math.isinf(self.config.pss_cpu_share):
+            # The whole cost, however far below zero: one Ray worker's read can cost
+            # more than the budget holds, and is then paid back before the next one.
+            self._pss_credit_s -= cost
         if memory is None:
             return None, None
         tracked.full = (memory.uss_bytes, memory.pss_bytes)
         tracked.full_pages = (anon, file, shmem)
         tracked.full_at, tracked.full_generation = now, self._generation
+        tracked.full_cost_s = cost
         return tracked.full
 
     def _drop_oldest_locked(self) -> None:

@@ -324,6 +324,7 @@ def watch(
             interval_s=sampling.interval_s,
             full_interval_s=sampling.full_interval_s,
             pss_max_age_s=sampling.pss_max_age_s,
+            pss_cpu_share=sampling.pss_cpu_share,
         )
         collector = Collector(writer, config, sampling.flush_interval_s, TrialsTable())
         import ray

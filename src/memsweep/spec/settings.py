@@ -152,13 +152,20 @@ class SamplingSpec(Frozen):
     CPU time, process titles and new processes."""
 
     pss_max_age_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
-    """The longest USS/PSS go without a ``smaps_rollup`` read (the kernel walks the
-    process's page tables: ~8 ms for a Ray worker with PyTorch), seconds. In between, a
-    process whose file and shmem pages did not move (by 256 KiB) and no process started
-    or ended gets its last figures plus the change in its anonymous pages, which are its
-    own. The reads this age calls for are spread over the full rounds (the oldest first,
-    about one process in ``pss_max_age_s / full_interval_s`` a round), not made all at
-    once. ``0``: read at every full round."""
+    """The age at which USS/PSS are read again from ``smaps_rollup`` (the kernel walks the
+    process's page tables: ~10–17 ms for a Ray worker with PyTorch), seconds, within
+    ``pss_cpu_share``. In between, a process whose file and shmem pages did not move (by
+    256 KiB) and no process started or ended gets its last figures plus the change in its
+    anonymous pages, which are its own. The reads this age calls for are spread over the
+    full rounds (the oldest first, about one process in ``pss_max_age_s /
+    full_interval_s`` a round), not made all at once. ``0``: read at every full round."""
+
+    pss_cpu_share: Annotated[float, Field(gt=0, le=1)] = 0.0015
+    """The share of one core the ``smaps_rollup`` reads may take on average (0.15%): a
+    process's first read is always made, the others (pages moved, sharers changed, age)
+    most-needed first while this budget lasts; a read put off is carried from the last
+    one. Raise it for fresher PSS on a node of many large processes (``1``: no limit in
+    practice); every sample's RSS, VmHWM and swap are read at ``interval_s`` whatever it is."""
 
     flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     """Seconds between two Parquet files: what a crash can lose at most."""

@@ -101,8 +101,9 @@ SAMPLES = pa.schema(
             pa.int64(),
             metadata={
                 "doc": "unique set size; every full_interval_s, else null: read from "
-                "smaps_rollup at most pss_max_age_s apart, in between the last read plus "
-                "the change in RssAnon"
+                "smaps_rollup when wanted (pages moved, processes started or ended, "
+                "pss_max_age_s) within pss_cpu_share of a core, in between the last read "
+                "plus the change in RssAnon"
             },
         ),
         pa.field(
