@@ -6,11 +6,12 @@ strategy, zero CPUs so it never takes a trial's place). A background thread samp
 re-read with ``os.pread``) and the node's ``/proc/meminfo`` and cgroup usage; USS/PSS,
 CPU time, process titles, the cgroup's OOM counters and new processes every
 ``full_interval_s`` (new processes are found by listing ``/proc`` and reading only the
-new pids; a process's ``smaps_rollup`` is read at most ``pss_max_age_s`` apart and
-followed in between through its anonymous pages, see
-:attr:`SamplerConfig.pss_reread_bytes`). It keeps rows in memory until the driver's collector calls
-:meth:`NodeSampler.drain`; the sampler itself never writes files, so nodes that cannot
-see the driver's disk are covered too.
+new pids; a process's ``smaps_rollup`` is read again when its pages moved, the process
+set changed or its read is ``pss_max_age_s`` old, within a CPU budget, and followed in
+between through its anonymous pages, see :attr:`SamplerConfig.pss_reread_bytes` and
+:attr:`SamplerConfig.pss_cpu_share`). It keeps rows in memory until the driver's
+collector calls :meth:`NodeSampler.drain`; the sampler itself never writes files, so
+nodes that cannot see the driver's disk are covered too.
 
 Which processes: the node's raylet and everything below it (Ray workers, actors, their
 child processes, the dashboard and runtime-env agents); on the head node also the GCS,
@@ -201,7 +202,7 @@ class SamplerCore:
         gone: list[int] = []
         # A full round reads every status first: when any process's shmem pages moved
         # (Ray's object store: a process mapping an object changes the PSS of every
-        # process that maps it), each process holding shmem pages is read again.
+        # process that maps it), each process holding shmem pages is wanted again.
         statuses = {pid: t.status.read_fields() for pid, t in self._tracked.items()} if full else {}
         reads = self._plan_reads(statuses, due) if full else set()
         for pid, tracked in self._tracked.items():
