@@ -84,11 +84,14 @@ class SamplerConfig:
     pss_cpu_share: float = 0.0015
     """The share of one core that ``smaps_rollup`` reads may take on average (0.15%),
     measured as the sampling thread's CPU time in each read. A process's first read is
-    always made and not charged; the reads wanted after it (its file or shmem pages
-    moved, sharers moved, the process set changed, its age came) are made most-needed
-    first while the budget lasts (it accrues per second and holds at most ``pss_max_age_s`` seconds' worth), the
-    rest wait for a later full round, their figures carried meanwhile (the anonymous
-    pages' change, plus moved file and shmem pages shared as the last read's were).
+    always made and not charged; so are, charged, the reads of processes whose sharers
+    may have changed (a sampled process started or ended, another's shmem pages moved):
+    a sum of PSS would count shared pages twice without them. The reads a process's own
+    moved file or shmem pages or its age call for are made, most-needed first, while
+    the budget lasts (it accrues per second and holds at most ``pss_max_age_s`` seconds'
+    worth); the rest wait for a later full round, their figures carried meanwhile (the
+    anonymous pages' change, plus moved file and shmem pages shared as the last read's
+    were).
     ``math.inf``: no budget. A Ray worker with PyTorch costs ~10–17 ms a read on the
     reference machine: at 0.15%, a node of ~25 Ray processes whose reads are all wanted
     has each read about once a minute. The default keeps the sampler within 1% of a core

@@ -330,18 +330,21 @@ class SamplerCore:
         """The processes whose ``smaps_rollup`` is read at this full round.
 
         Always a process's first read (not charged to the budget: what it costs is
-        bounded by how many processes start); then, while
+        bounded by how many processes start), and the reads of processes whose sharers
+        may have changed (another process's shmem pages moved while they hold some, or
+        a sampled process started or ended), charged: nothing in their own status shows
+        how their share of shared pages moved, and a sum of PSS over processes would
+        count those pages twice until they are read. Then, while
         :attr:`SamplerConfig.pss_cpu_share`'s credit lasts (each read costed at its last
-        one, and charged what it takes), the wanted ones most-needed first:
-        those whose own file or shmem pages moved (the most moved first), then those whose
-        sharers may have changed (another process's shmem pages moved while they hold
-        some, or the process set changed; the oldest read first), then those due for age
-        (:meth:`_due_by_age`, oldest first). A read wanted and not made stays wanted: its
-        trigger is measured against its last read, and its age only grows.
+        one), those whose own file or shmem pages moved (the most moved first; carried
+        meanwhile at the last read's share, :meth:`_full_memory`), then those due for
+        age (:meth:`_due_by_age`, oldest first). A read wanted and not made stays wanted:
+        its trigger is measured against its last read, and its age only grows.
         """
         threshold = self.config.pss_reread_bytes
         shared_moved = self._shmem_moved(statuses)
         first: set[int] = set()
+        """Reads made whatever the budget: first reads, and sharers that may have changed."""
         wanted: list[tuple[int, float, int]] = []
         for pid, status in statuses.items():
             tracked = self._tracked[pid]
@@ -352,15 +355,15 @@ class SamplerCore:
                 continue
             _, old_file, old_shmem = tracked.full_pages
             moved = abs(status[4] - old_file) + abs(status[5] - old_shmem)
-            if moved >= threshold:
+            if (shared_moved and status[5] > 0) or tracked.full_generation != self._generation:
+                first.add(pid)
+            elif moved >= threshold:
                 wanted.append((0, -moved, pid))
-            elif (shared_moved and status[5] > 0) or tracked.full_generation != self._generation:
-                wanted.append((1, tracked.full_at, pid))
             elif pid in due_by_age:
-                wanted.append((2, tracked.full_at, pid))
+                wanted.append((1, tracked.full_at, pid))
         if math.isinf(self.config.pss_cpu_share):
             return first | {pid for *_, pid in wanted}
-        credit = self._pss_credit_s
+        credit = self._pss_credit_s - sum(self._tracked[pid].full_cost_s for pid in first)
         chosen = first
         for *_, pid in sorted(wanted):
             if credit <= 0:
