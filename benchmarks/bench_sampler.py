@@ -66,8 +66,10 @@ PSS_MAX_AGE_S = SamplerConfig.pss_max_age_s
 PSS_CPU_SHARE = SamplerConfig.pss_cpu_share
 _BUDGETED_SECONDS = 30
 """Simulated seconds per batch of the budgeted kind: 10 Hz rounds, full ones at 1 Hz,
-every process wanted for a ``smaps_rollup`` read at every full round (as when its file
-or shmem pages move every second), the default ``pss_cpu_share`` deciding which are made."""
+every process wanted for a ``smaps_rollup`` read at every full round (as when its own
+file or shmem pages move a little every second), the default ``pss_cpu_share`` deciding
+which are made. (Reads a change of sharers calls for are made whatever the budget: what
+they cost when every process's are called for every second is the unbudgeted figure.)"""
 _DRAIN_EVERY = 20
 
 
@@ -268,9 +270,9 @@ def run(profile: Profile) -> tuple[list[Row], dict[str, Any]]:
                 f"{n} processes, smaps_rollup every {PSS_MAX_AGE_S:.0f} s (idle, or "
                 "only anonymous pages moving)"
                 if mix == "idle"
-                else f"{n} processes, a smaps_rollup read wanted at every full round (file "
-                f"or shmem pages moving every second), {PSS_CPU_SHARE * 100:.2g}% of a core "
-                "for them"
+                else f"{n} processes, a smaps_rollup read wanted at every full round (own "
+                f"file or shmem pages moving a little every second), {PSS_CPU_SHARE * 100:.2g}% "
+                "of a core for them"
             )
             extra = (
                 ""
@@ -279,7 +281,8 @@ def run(profile: Profile) -> tuple[list[Row], dict[str, Any]]:
                     f"; measured on a simulated 10 Hz clock ({_BUDGETED_SECONDS} s × "
                     f"{_BATCHES}): each process's smaps_rollup read every {read_every_s:.1f} s "
                     "on average, its USS/PSS carried in between; reading every one at "
-                    f"every full round (no budget): {unbudgeted.median:.0f} µs, "
+                    "every full round (no budget, as when every process's sharers change "
+                    f"every second): {unbudgeted.median:.0f} µs, "
                     f"{unbudgeted.median * 1e-6 * figures['sampled'] * 10 * 100:.2f}% of a core"
                 )
             )

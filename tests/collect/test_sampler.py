@@ -164,7 +164,12 @@ def test_uss_and_pss_follow_anonymous_pages_between_reads_and_are_read_when_shar
         assert reads_after_round(1002.0) == 2
         assert reads_after_round(1003.0) == 2
         # WHEN another sampled process starts (shared pages change sharers): read again
-        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        other = subprocess.Popen(
+            [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert other.stdout is not None and other.stdout.readline().strip() == "ready"
         assert reads_after_round(1004.0) == 3
         assert reads_after_round(1005.0) == 3
         # WHEN the last read is pss_max_age_s old: read again
@@ -292,10 +297,11 @@ def test_smaps_rollup_reads_stay_within_their_cpu_share_and_still_reach_every_pr
 def test_a_process_whose_pages_moved_is_read_first_and_a_read_put_off_carries_them(
     smaps_reads: list[int],
 ) -> None:
-    # GIVEN a process that will map and touch an M-byte file, ten idle ones, and a budget
-    # of about one read a round when all of them are due for age at every round
+    # GIVEN a process holding N anonymous bytes that will map and touch an M-byte file (a
+    # move well under a tenth of its size: its read is up to the budget), ten idle ones,
+    # and a budget of about one read a round when all are due for age at every round
     proc = subprocess.Popen(
-        [sys.executable, "-c", STEPS.format(n=1, m=M)],
+        [sys.executable, "-c", STEPS.format(n=N, m=M)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -316,11 +322,11 @@ def test_a_process_whose_pages_moved_is_read_first_and_a_read_put_off_carries_th
         for second in range(1, 20):
             core.run_round(now=1000.0 + second)
         core.drain()
-        # WHEN it maps and touches the file, and the budget has refilled (a minute later:
-        # this test's own process, sampled too, costs ~30 reads of the others)
+        # WHEN it maps and touches the file, and the budget has refilled (long after: this
+        # test's own process, sampled too, costs dozens of reads of the others)
         step(proc, "mapped")
         before = len(smaps_reads)
-        core.run_round(now=1100.0)
+        core.run_round(now=3000.0)
         # THEN it is the one read first, though every idle process was read before it
         # and all are due for age
         assert smaps_reads[before] == proc.pid, smaps_reads[before:]
@@ -334,11 +340,12 @@ def test_a_process_whose_pages_moved_is_read_first_and_a_read_put_off_carries_th
 def test_a_read_the_budget_puts_off_carries_the_moved_pages_closer_than_ignoring_them(
     smaps_reads: list[int],
 ) -> None:
-    # GIVEN a process that will map and touch an M-byte file only it maps, and a sampler
+    # GIVEN a process holding N anonymous bytes that will map and touch an M-byte file
+    # only it maps (under a tenth of its size: its read is up to the budget), and a sampler
     # with a budget of almost nothing, spent on the one read for age it afforded (the
     # oldest read, lowest pid first: this test's process; first reads are not charged)
     proc = subprocess.Popen(
-        [sys.executable, "-c", STEPS.format(n=1, m=M)],
+        [sys.executable, "-c", STEPS.format(n=N, m=M)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -374,6 +381,45 @@ def test_a_read_the_budget_puts_off_carries_the_moved_pages_closer_than_ignoring
         ignoring = before["pss_bytes"] + anon
         assert 0 < after["pss_bytes"] - ignoring <= moved
         assert abs(fresh.pss_bytes - after["pss_bytes"]) < abs(fresh.pss_bytes - ignoring)
+    finally:
+        proc.kill()
+        proc.wait()
+        core.close()
+
+
+def test_a_process_whose_pages_moved_by_a_tenth_of_its_size_has_everyone_read_past_the_budget(
+    smaps_reads: list[int],
+) -> None:
+    # GIVEN a small process (no large allocation) that will map and touch an M-byte file,
+    # more than a tenth of its size, and a sampler with a budget of almost nothing
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STEPS.format(n=1, m=M)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    step(proc, "allocated")
+    core = SamplerCore(
+        SamplerConfig(pss_max_age_s=1000.0, pss_cpu_share=1e-9),
+        node_id="n1",
+        is_head=False,
+        raylet_pid=os.getpid(),
+    )
+    try:
+        core.run_round(now=1000.0)
+        core.run_round(now=1001.0)
+        assert (smaps_reads.count(proc.pid), smaps_reads.count(os.getpid())) == (1, 1)
+        # WHEN it maps and touches the file (as a fresh Ray worker importing PyTorch does)
+        step(proc, "mapped")
+        core.run_round(now=1002.0)
+        # THEN it is read again, and so is every other process holding file pages (this
+        # test's, which the sampler samples too): their share of shared pages may have moved
+        assert (smaps_reads.count(proc.pid), smaps_reads.count(os.getpid())) == (2, 2)
+        _, _, after = rows_of(core.drain(), proc.pid)
+        fresh = read_smaps_rollup(proc.pid)
+        assert fresh is not None
+        assert after["pss_bytes"] == pytest.approx(fresh.pss_bytes, abs=0.02 * M)
     finally:
         proc.kill()
         proc.wait()

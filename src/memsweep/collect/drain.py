@@ -85,8 +85,9 @@ class SamplerConfig:
     """The share of one core that ``smaps_rollup`` reads may take on average (0.15%),
     measured as the sampling thread's CPU time in each read. A process's first read is
     always made and not charged; so are, charged, the reads of processes whose sharers
-    may have changed (a sampled process started or ended, another's shmem pages moved):
-    a sum of PSS would count shared pages twice without them. The reads a process's own
+    may have changed (a sampled process started or ended, another's shmem pages moved,
+    another's file or shmem pages moved by a tenth of its size, as a process importing
+    PyTorch): a sum of PSS would count shared pages twice without them. The reads a process's own
     moved file or shmem pages or its age call for are made, most-needed first, while
     the budget lasts (it accrues per second and holds at most ``pss_max_age_s`` seconds'
     worth); the rest wait for a later full round, their figures carried meanwhile (the

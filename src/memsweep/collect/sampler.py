@@ -68,6 +68,13 @@ logger = logging.getLogger(__name__)
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
+REMAP_FRACTION = 0.1
+"""A process whose file and shmem pages moved by this share of its resident size since
+its last ``smaps_rollup`` read has it read again whatever the budget, and so do the
+others holding file pages (:meth:`SamplerCore._remapped`): at that size the carried
+estimate is no longer close (a fresh process importing PyTorch maps hundreds of MB of
+libraries the others already share)."""
+
 
 @dataclass
 class _Tracked:
@@ -311,6 +318,23 @@ class SamplerCore:
             for pid, status in statuses.items()
         )
 
+    def _remapped(self, statuses: dict[int, probe.StatusFields | None]) -> bool:
+        """Did any process's file or shmem pages move by :data:`REMAP_FRACTION` of what
+        was resident at its last read (a process importing PyTorch, or starting to share
+        a large object)? Its last read no longer describes it, and the processes that map
+        the same library files now share them with one more: both are read whatever the
+        budget (the carried estimate assumes the last read's sharing)."""
+        threshold = self.config.pss_reread_bytes
+        for pid, status in statuses.items():
+            tracked = self._tracked[pid]
+            if status is None or tracked.full is None:
+                continue
+            anon, file, shmem = tracked.full_pages
+            moved = abs(status[4] - file) + abs(status[5] - shmem)
+            if moved >= max(threshold, REMAP_FRACTION * (anon + file + shmem)):
+                return True
+        return False
+
     def _pss_capacity_s(self) -> float:
         """The most CPU seconds of ``smaps_rollup`` reads the budget holds."""
         config = self.config
@@ -331,8 +355,9 @@ class SamplerCore:
 
         Always a process's first read (not charged to the budget: what it costs is
         bounded by how many processes start), and the reads of processes whose sharers
-        may have changed (another process's shmem pages moved while they hold some, or
-        a sampled process started or ended), charged: nothing in their own status shows
+        may have changed (another process's shmem pages moved while they hold some, a
+        process's file or shmem pages moved by :data:`REMAP_FRACTION` of its size while
+        they hold file pages, or a sampled process started or ended), charged: nothing in their own status shows
         how their share of shared pages moved, and a sum of PSS over processes would
         count those pages twice until they are read. Then, while
         :attr:`SamplerConfig.pss_cpu_share`'s credit lasts (each read costed at its last
@@ -343,6 +368,7 @@ class SamplerCore:
         """
         threshold = self.config.pss_reread_bytes
         shared_moved = self._shmem_moved(statuses)
+        remapped = self._remapped(statuses)
         first: set[int] = set()
         """Reads made whatever the budget: first reads, and sharers that may have changed."""
         wanted: list[tuple[int, float, int]] = []
@@ -355,7 +381,11 @@ class SamplerCore:
                 continue
             _, old_file, old_shmem = tracked.full_pages
             moved = abs(status[4] - old_file) + abs(status[5] - old_shmem)
-            if (shared_moved and status[5] > 0) or tracked.full_generation != self._generation:
+            if (
+                tracked.full_generation != self._generation
+                or (shared_moved and status[5] > 0)
+                or (remapped and status[4] > 0)
+            ):
                 first.add(pid)
             elif moved >= threshold:
                 wanted.append((0, -moved, pid))

@@ -162,9 +162,10 @@ class SamplingSpec(Frozen):
 
     pss_cpu_share: Annotated[float, Field(gt=0, le=1)] = 0.0015
     """The share of one core the ``smaps_rollup`` reads may take on average (0.15%): a
-    process's first read is always made, the others (pages moved, sharers changed, age)
-    most-needed first while this budget lasts; a read put off is carried from the last
-    one. Raise it for fresher PSS on a node of many large processes (``1``: no limit in
+    process's first read and the reads a change of sharers calls for (a process started
+    or ended, or mapped much more) are always made, the others (its own pages moved a
+    little, its age) most-needed first while this budget lasts; a read put off is
+    carried from the last one. Raise it for fresher PSS on a node of many large processes (``1``: no limit in
     practice); every sample's RSS, VmHWM and swap are read at ``interval_s`` whatever it is."""
 
     flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 2.0
