@@ -70,10 +70,10 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 REMAP_FRACTION = 0.1
 """A process whose file and shmem pages moved by this share of its resident size since
-its last ``smaps_rollup`` read has it read again whatever the budget, and so do the
-others holding file pages (:meth:`SamplerCore._remapped`): at that size the carried
-estimate is no longer close (a fresh process importing PyTorch maps hundreds of MB of
-libraries the others already share)."""
+its last ``smaps_rollup`` read has it read again whatever the budget, and the others'
+at most once per ``pss_max_age_s`` (:meth:`SamplerCore._plan_reads`): at that size the
+carried estimate is no longer close (a fresh process importing PyTorch maps hundreds of
+MB of libraries the others already share)."""
 
 
 @dataclass
@@ -129,7 +129,10 @@ class SamplerCore:
         self._pss_credit_s = self._pss_capacity_s()
         """CPU seconds left for ``smaps_rollup`` reads (:attr:`SamplerConfig.pss_cpu_share`)."""
         self._generation = 0
-        """Bumped whenever a sampled process starts or ends (shared pages change sharers)."""
+        """Bumped whenever a sampled process starts or ends (shared pages change sharers),
+        and when one remaps (:meth:`_plan_reads`)."""
+        self._last_remap = -math.inf
+        """When a remap last had every process read."""
         self._ended: set[tuple[int, int]] = set()
         """(pid, start ticks) of processes that ended while their pid is still listed: a
         zombie (exited, not yet reaped) has no memory fields in its status and stays in
@@ -211,7 +214,7 @@ class SamplerCore:
         # (Ray's object store: a process mapping an object changes the PSS of every
         # process that maps it), each process holding shmem pages is wanted again.
         statuses = {pid: t.status.read_fields() for pid, t in self._tracked.items()} if full else {}
-        reads = self._plan_reads(statuses, due) if full else set()
+        reads = self._plan_reads(statuses, due, now) if full else set()
         for pid, tracked in self._tracked.items():
             status = statuses[pid] if full else tracked.status.read_fields()
             if status is None:
@@ -318,13 +321,12 @@ class SamplerCore:
             for pid, status in statuses.items()
         )
 
-    def _remapped(self, statuses: dict[int, probe.StatusFields | None]) -> bool:
-        """Did any process's file or shmem pages move by :data:`REMAP_FRACTION` of what
-        was resident at its last read (a process importing PyTorch, or starting to share
-        a large object)? Its last read no longer describes it, and the processes that map
-        the same library files now share them with one more: both are read whatever the
-        budget (the carried estimate assumes the last read's sharing)."""
+    def _remapped(self, statuses: dict[int, probe.StatusFields | None]) -> set[int]:
+        """The processes whose file or shmem pages moved by :data:`REMAP_FRACTION` of what
+        was resident at their last read (a process importing PyTorch, or starting to
+        share a large object): their last read no longer describes them."""
         threshold = self.config.pss_reread_bytes
+        remapped = set()
         for pid, status in statuses.items():
             tracked = self._tracked[pid]
             if status is None or tracked.full is None:
@@ -332,8 +334,8 @@ class SamplerCore:
             anon, file, shmem = tracked.full_pages
             moved = abs(status[4] - file) + abs(status[5] - shmem)
             if moved >= max(threshold, REMAP_FRACTION * (anon + file + shmem)):
-                return True
-        return False
+                remapped.add(pid)
+        return remapped
 
     def _pss_capacity_s(self) -> float:
         """The most CPU seconds of ``smaps_rollup`` reads the budget holds."""
@@ -349,15 +351,15 @@ class SamplerCore:
         )
 
     def _plan_reads(
-        self, statuses: dict[int, probe.StatusFields | None], due_by_age: set[int]
+        self, statuses: dict[int, probe.StatusFields | None], due_by_age: set[int], now: float
     ) -> set[int]:
         """The processes whose ``smaps_rollup`` is read at this full round.
 
         Always a process's first read (not charged to the budget: what it costs is
-        bounded by how many processes start), and the reads of processes whose sharers
-        may have changed (another process's shmem pages moved while they hold some, a
-        process's file or shmem pages moved by :data:`REMAP_FRACTION` of its size while
-        they hold file pages, or a sampled process started or ended), charged: nothing in their own status shows
+        bounded by how many processes start), and, charged, the reads of processes that
+        remapped (:meth:`_remapped`) or whose sharers may have changed (another process's
+        shmem pages moved while they hold some, a sampled process started or ended, or
+        one remapped: at most once per ``pss_max_age_s``): nothing in their own status shows
         how their share of shared pages moved, and a sum of PSS over processes would
         count those pages twice until they are read. Then, while
         :attr:`SamplerConfig.pss_cpu_share`'s credit lasts (each read costed at its last
@@ -369,6 +371,13 @@ class SamplerCore:
         threshold = self.config.pss_reread_bytes
         shared_moved = self._shmem_moved(statuses)
         remapped = self._remapped(statuses)
+        if remapped and now - self._last_remap >= self.config.pss_max_age_s:
+            # The others mapping the same library files now share them with one more: read
+            # them all, as when the process set changes, but at most once per max age (a
+            # process importing PyTorch remaps for seconds on end; reading every process
+            # at every one of those rounds cost as much as no budget at all).
+            self._generation += 1
+            self._last_remap = now
         first: set[int] = set()
         """Reads made whatever the budget: first reads, and sharers that may have changed."""
         wanted: list[tuple[int, float, int]] = []
@@ -384,7 +393,7 @@ class SamplerCore:
             if (
                 tracked.full_generation != self._generation
                 or (shared_moved and status[5] > 0)
-                or (remapped and status[4] > 0)
+                or pid in remapped
             ):
                 first.add(pid)
             elif moved >= threshold:
