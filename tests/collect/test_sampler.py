@@ -120,6 +120,20 @@ with tempfile.TemporaryFile() as f:
 M = 8_000_000
 
 
+def _file_mapper(n: int) -> subprocess.Popen[str]:
+    """A process (:data:`STEPS`) that has allocated ``n`` anonymous bytes and maps and
+    touches an M-byte file at its next step ("mapped")."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STEPS.format(n=n, m=M)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    step(proc, "allocated")
+    return proc
+
+
 def test_uss_and_pss_follow_anonymous_pages_between_reads_and_are_read_when_sharing_may_change(
     smaps_reads: list[int],
 ) -> None:
@@ -300,16 +314,9 @@ def test_a_process_whose_pages_moved_is_read_first_and_a_read_put_off_carries_th
     # GIVEN a process holding N anonymous bytes that will map and touch an M-byte file (a
     # move well under a tenth of its size: its read is up to the budget), ten idle ones,
     # and a budget of about one read a round when all are due for age at every round
-    proc = subprocess.Popen(
-        [sys.executable, "-c", STEPS.format(n=N, m=M)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = _file_mapper(N)
     sleepers = [subprocess.Popen(["sleep", "120"]) for _ in range(10)]
     idle = {p.pid for p in sleepers}
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    step(proc, "allocated")
     share = 1.5 * _read_cost_s({proc.pid, *idle})
     core = SamplerCore(
         SamplerConfig(full_interval_s=1.0, pss_max_age_s=1.0, pss_cpu_share=share),
@@ -344,14 +351,7 @@ def test_a_read_the_budget_puts_off_carries_the_moved_pages_closer_than_ignoring
     # only it maps (under a tenth of its size: its read is up to the budget), and a sampler
     # with a budget of almost nothing, spent on the one read for age it afforded (the
     # oldest read, lowest pid first: this test's process; first reads are not charged)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", STEPS.format(n=N, m=M)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    step(proc, "allocated")
+    proc = _file_mapper(N)
     core = SamplerCore(
         SamplerConfig(pss_max_age_s=1.0, pss_cpu_share=1e-9),
         node_id="n1",
@@ -392,14 +392,7 @@ def test_a_process_whose_pages_moved_by_a_tenth_of_its_size_has_everyone_read_pa
 ) -> None:
     # GIVEN a small process (no large allocation) that will map and touch an M-byte file,
     # more than a tenth of its size, and a sampler with a budget of almost nothing
-    proc = subprocess.Popen(
-        [sys.executable, "-c", STEPS.format(n=1, m=M)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    step(proc, "allocated")
+    proc = _file_mapper(1)
     core = SamplerCore(
         SamplerConfig(pss_max_age_s=1000.0, pss_cpu_share=1e-9),
         node_id="n1",
