@@ -439,13 +439,12 @@ def test_a_zombie_child_is_not_sampled_and_does_not_make_every_round_read_every_
             before = len(smaps_reads)
             core.run_round(now=1000.0 + second)
             reads.append(sum(1 for p in smaps_reads[before:] if p in mine))
-        # THEN it is in no sample, and after the round that saw the process set change, the
-        # idle processes are read only for their age (each about every 10 s, a few a
-        # round: 1-2, more after the budget paid for the reads the change called for),
-        # where a zombie found anew at every full round had them all read at every one
-        # (10, 10, 10, ...)
+        # THEN it is in no sample, and after the rounds that saw the process set change,
+        # the idle processes are read only for their age: each at most twice in 13 s
+        # (the budget may make the reads that came due while it paid for those rounds
+        # together), where a zombie found anew at every full round had them all read at
+        # every one (10, 10, 10, ...: 130)
         assert zombie.pid not in {row["pid"] for row in core.drain().samples.to_pylist()}
-        assert max(reads[2:]) <= 5, reads
         assert sum(reads[2:]) <= 2 * len(mine), reads
     finally:
         if zombie is not None:
