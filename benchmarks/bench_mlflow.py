@@ -42,11 +42,23 @@ def _importable(python: Path) -> bool:
     return check.returncode == 0
 
 
-def ensure_mlflow(venv: Path = DEFAULT_VENV) -> Path:
-    """The Python of a virtualenv with MLflow, created and installed on first use."""
+def ensure_mlflow(venv: Path = DEFAULT_VENV, install: bool = True) -> Path:
+    """The Python of a virtualenv with MLflow, created and installed on first use.
+
+    Without ``install`` (the smoke profile: pip takes about a minute), a missing
+    virtualenv is stood in for by this Python if it has MLflow (memsweep's dev install has
+    ``mlflow-skinny``, whose system metrics are the same code). Raises
+    :class:`MlflowUnavailable` if neither is there or the install fails."""
     python = _python_of(venv)
     if _importable(python):
         return python
+    if not install:
+        if _importable(Path(sys.executable)):
+            return Path(sys.executable)
+        raise MlflowUnavailable(
+            f"no MLflow virtualenv at {venv} and none in this Python (this profile does "
+            "not install it; `make bench` does, on first use)"
+        )
     base = shutil.which("python3.11") or sys.executable
     log(f"peak: installing MLflow into {venv} (first use only, a minute or two)")
     steps = [

@@ -220,7 +220,7 @@ def run(profile: Profile, work: Path, mlflow_venv: Path) -> tuple[list[Row], dic
     mlflow_error = None
     sidecar = None
     try:
-        python = bench_mlflow.ensure_mlflow(mlflow_venv)
+        python = bench_mlflow.ensure_mlflow(mlflow_venv, install=profile.install_mlflow)
         sidecar = bench_mlflow.MlflowSidecar.start(python, work / "mlflow")
     except bench_mlflow.MlflowUnavailable as exc:
         mlflow_error = str(exc)
