@@ -94,6 +94,21 @@ class _Tracked:
     """CPU seconds the last ``smaps_rollup`` read took (the sampling thread's)."""
 
 
+@dataclass(frozen=True)
+class _Moved:
+    """How a process's pages moved since its last ``smaps_rollup`` read: the change in
+    its RssAnon, RssFile and RssShmem, bytes (negative when they shrank)."""
+
+    anon: int
+    file: int
+    shmem: int
+
+    @property
+    def shared(self) -> int:
+        """Bytes of file and shmem pages that came or went, either way."""
+        return abs(self.file) + abs(self.shmem)
+
+
 @dataclass
 class _Buffer:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
@@ -214,7 +229,8 @@ class SamplerCore:
         # (Ray's object store: a process mapping an object changes the PSS of every
         # process that maps it), each process holding shmem pages is wanted again.
         statuses = {pid: t.status.read_fields() for pid, t in self._tracked.items()} if full else {}
-        reads = self._plan_reads(statuses, due, now) if full else set()
+        moves = self._moves(statuses)
+        reads = self._plan_reads(statuses, moves, due, now) if full else set()
         for pid, tracked in self._tracked.items():
             status = statuses[pid] if full else tracked.status.read_fields()
             if status is None:
@@ -223,7 +239,9 @@ class SamplerCore:
             rss, hwm, swap, anon, file, shmem, ppid = status
             uss = pss = cpu = None
             if full:
-                uss, pss = self._full_memory(pid, tracked, now, anon, file, shmem, pid in reads)
+                uss, pss = self._full_memory(
+                    pid, tracked, now, (anon, file, shmem), moves.get(pid), pid in reads
+                )
                 stat = probe.read_stat(pid)
                 cpu = stat.cpu_time_s if stat is not None else None
             gpu_bytes = gpu.get(pid) if gpu is not None else None
@@ -311,31 +329,28 @@ class SamplerCore:
             pid for at, pid in read if now - at >= age
         }
 
-    def _shmem_moved(self, statuses: dict[int, probe.StatusFields | None]) -> bool:
-        """Did any process's shmem pages move by ``pss_reread_bytes`` since its last read?"""
-        threshold = self.config.pss_reread_bytes
-        return any(
-            status is not None
-            and self._tracked[pid].full is not None
-            and abs(status[5] - self._tracked[pid].full_pages[2]) >= threshold
-            for pid, status in statuses.items()
-        )
-
-    def _remapped(self, statuses: dict[int, probe.StatusFields | None]) -> set[int]:
-        """The processes whose file or shmem pages moved by :data:`REMAP_FRACTION` of what
-        was resident at their last read (a process importing PyTorch, or starting to
-        share a large object): their last read no longer describes them."""
-        threshold = self.config.pss_reread_bytes
-        remapped = set()
+    def _moves(self, statuses: dict[int, probe.StatusFields | None]) -> dict[int, _Moved]:
+        """pid → how its pages moved since its last ``smaps_rollup`` read, for each
+        process read before and still there (a full round's statuses)."""
+        moves = {}
         for pid, status in statuses.items():
             tracked = self._tracked[pid]
             if status is None or tracked.full is None:
                 continue
             anon, file, shmem = tracked.full_pages
-            moved = abs(status[4] - file) + abs(status[5] - shmem)
-            if moved >= max(threshold, REMAP_FRACTION * (anon + file + shmem)):
-                remapped.add(pid)
-        return remapped
+            moves[pid] = _Moved(status[3] - anon, status[4] - file, status[5] - shmem)
+        return moves
+
+    def _remapped(self, moves: dict[int, _Moved]) -> set[int]:
+        """The processes whose file or shmem pages moved by :data:`REMAP_FRACTION` of what
+        was resident at their last read (a process importing PyTorch, or starting to
+        share a large object): their last read no longer describes them."""
+        threshold = self.config.pss_reread_bytes
+        return {
+            pid
+            for pid, moved in moves.items()
+            if moved.shared >= max(threshold, REMAP_FRACTION * sum(self._tracked[pid].full_pages))
+        }
 
     def _pss_capacity_s(self) -> float:
         """The most CPU seconds of ``smaps_rollup`` reads the budget holds."""
@@ -351,7 +366,11 @@ class SamplerCore:
         )
 
     def _plan_reads(
-        self, statuses: dict[int, probe.StatusFields | None], due_by_age: set[int], now: float
+        self,
+        statuses: dict[int, probe.StatusFields | None],
+        moves: dict[int, _Moved],
+        due_by_age: set[int],
+        now: float,
     ) -> set[int]:
         """The processes whose ``smaps_rollup`` is read at this full round.
 
@@ -369,8 +388,8 @@ class SamplerCore:
         its trigger is measured against its last read, and its age only grows.
         """
         threshold = self.config.pss_reread_bytes
-        shared_moved = self._shmem_moved(statuses)
-        remapped = self._remapped(statuses)
+        shared_moved = any(abs(moved.shmem) >= threshold for moved in moves.values())
+        remapped = self._remapped(moves)
         if remapped and now - self._last_remap >= self.config.pss_max_age_s:
             # The others mapping the same library files now share them with one more: read
             # them all, as when the process set changes, but at most once per max age (a
@@ -385,19 +404,18 @@ class SamplerCore:
             tracked = self._tracked[pid]
             if status is None:
                 continue
-            if tracked.full is None:
+            moved = moves.get(pid)
+            if moved is None:  # never read
                 first.add(pid)
                 continue
-            _, old_file, old_shmem = tracked.full_pages
-            moved = abs(status[4] - old_file) + abs(status[5] - old_shmem)
             if (
                 tracked.full_generation != self._generation
                 or (shared_moved and status[5] > 0)
                 or pid in remapped
             ):
                 first.add(pid)
-            elif moved >= threshold:
-                wanted.append((0, -moved, pid))
+            elif moved.shared >= threshold:
+                wanted.append((0, -moved.shared, pid))
             elif pid in due_by_age:
                 wanted.append((1, tracked.full_at, pid))
         if math.isinf(self.config.pss_cpu_share):
@@ -416,9 +434,8 @@ class SamplerCore:
         pid: int,
         tracked: _Tracked,
         now: float,
-        anon: int,
-        file: int,
-        shmem: int,
+        pages: tuple[int, int, int],
+        moved: _Moved | None,
         read: bool,
     ) -> tuple[int | None, int | None]:
         """(USS, PSS) of ``pid`` at a full round, bytes: read from ``smaps_rollup`` when
@@ -426,19 +443,20 @@ class SamplerCore:
         its anonymous pages (a page a process faults in anonymously is its own, so it
         counts whole in USS and PSS alike), and, when its file or shmem pages moved by
         :attr:`SamplerConfig.pss_reread_bytes` (a read wanted, put off by the budget),
-        plus that move at the share of a page the last read gave its shared pages."""
+        plus that move at the share of a page the last read gave its shared pages.
+
+        ``pages``: its (RssAnon, RssFile, RssShmem) now; ``moved``: their change since the
+        last read (None if never read)."""
         last = tracked.full
-        if not read and last is not None:
-            old_anon, old_file, old_shmem = tracked.full_pages
-            moved = anon - old_anon
-            shared = (file - old_file) + (shmem - old_shmem)
-            uss, pss = last[0] + moved, last[1] + moved
-            if abs(file - old_file) + abs(shmem - old_shmem) >= self.config.pss_reread_bytes:
+        if not read and last is not None and moved is not None:
+            uss, pss = last[0] + moved.anon, last[1] + moved.anon
+            if moved.shared >= self.config.pss_reread_bytes:
                 # PSS counts a page shared by k processes as 1/k of a page: the last
                 # read's (PSS - USS) / (resident - USS) is that share, on average.
-                resident_shared = old_anon + old_file + old_shmem - last[0]
+                resident_shared = sum(tracked.full_pages) - last[0]
                 if resident_shared > 0:
-                    pss += round(shared * min(max((last[1] - last[0]) / resident_shared, 0), 1))
+                    share = min(max((last[1] - last[0]) / resident_shared, 0), 1)
+                    pss += round((moved.file + moved.shmem) * share)
             return max(uss, 0), max(pss, 0)
         cpu = time.thread_time()
         memory = probe.read_full_pid(pid)
@@ -450,7 +468,7 @@ class SamplerCore:
         if memory is None:
             return None, None
         tracked.full = (memory.uss_bytes, memory.pss_bytes)
-        tracked.full_pages = (anon, file, shmem)
+        tracked.full_pages = pages
         tracked.full_at, tracked.full_generation = now, self._generation
         tracked.full_cost_s = cost
         return tracked.full
