@@ -120,9 +120,23 @@ with tempfile.TemporaryFile() as f:
 M = 8_000_000
 
 
+def _subtree_sampler(config: SamplerConfig) -> SamplerCore:
+    """A sampler whose node "raylet" is this test process: it samples this process and
+    its children."""
+    return SamplerCore(config, node_id="n1", is_head=False, raylet_pid=os.getpid())
+
+
 def _file_mapper(n: int) -> subprocess.Popen[str]:
     """A process (:data:`STEPS`) that has allocated ``n`` anonymous bytes and maps and
     touches an M-byte file at its next step ("mapped")."""
+    proc = _steps(n)
+    step(proc, "allocated")
+    return proc
+
+
+def _steps(n: int) -> subprocess.Popen[str]:
+    """A process running :data:`STEPS` with ``n`` anonymous bytes, started and waiting
+    for its first step ("allocated")."""
     proc = subprocess.Popen(
         [sys.executable, "-c", STEPS.format(n=n, m=M)],
         stdin=subprocess.PIPE,
@@ -130,7 +144,6 @@ def _file_mapper(n: int) -> subprocess.Popen[str]:
         text=True,
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    step(proc, "allocated")
     return proc
 
 
@@ -140,18 +153,10 @@ def test_uss_and_pss_follow_anonymous_pages_between_reads_and_are_read_when_shar
     # GIVEN a process that will allocate N anonymous bytes, then map and touch an M-byte
     # file, and a sampler whose node "raylet" is this test process (so that its children
     # are sampled), counting its smaps_rollup reads
-    proc = subprocess.Popen(
-        [sys.executable, "-c", STEPS.format(n=N, m=M)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    proc = _steps(N)
     # (reads for age come 1000 s apart here: a read at a round where nothing changed would
     # be a trigger's)
-    core = SamplerCore(
-        SamplerConfig(pss_max_age_s=1000.0), node_id="n1", is_head=False, raylet_pid=os.getpid()
-    )
+    core = _subtree_sampler(SamplerConfig(pss_max_age_s=1000.0))
 
     def reads_after_round(now: float) -> int:
         core.run_round(now=now)
@@ -201,12 +206,7 @@ def ten_idle() -> Iterator[tuple[SamplerCore, set[int]]]:
     """Ten idle child processes (``sleep``) and a sampler of this process's subtree that
     reads a process's smaps_rollup at least every 10 s, full rounds 1 s apart."""
     sleepers = [subprocess.Popen(["sleep", "120"]) for _ in range(10)]
-    core = SamplerCore(
-        SamplerConfig(full_interval_s=1.0, pss_max_age_s=10.0),
-        node_id="n1",
-        is_head=False,
-        raylet_pid=os.getpid(),
-    )
+    core = _subtree_sampler(SamplerConfig(full_interval_s=1.0, pss_max_age_s=10.0))
     yield core, {p.pid for p in sleepers}
     for sleeper in sleepers:
         sleeper.kill()
@@ -318,11 +318,8 @@ def test_a_process_whose_pages_moved_is_read_first_and_a_read_put_off_carries_th
     sleepers = [subprocess.Popen(["sleep", "120"]) for _ in range(10)]
     idle = {p.pid for p in sleepers}
     share = 1.5 * _read_cost_s({proc.pid, *idle})
-    core = SamplerCore(
-        SamplerConfig(full_interval_s=1.0, pss_max_age_s=1.0, pss_cpu_share=share),
-        node_id="n1",
-        is_head=False,
-        raylet_pid=os.getpid(),
+    core = _subtree_sampler(
+        SamplerConfig(full_interval_s=1.0, pss_max_age_s=1.0, pss_cpu_share=share)
     )
     try:
         core.run_round(now=1000.0)
@@ -352,12 +349,7 @@ def test_a_read_the_budget_puts_off_carries_the_moved_pages_closer_than_ignoring
     # with a budget of almost nothing, spent on the one read for age it afforded (first
     # reads are not charged; which of the two it read depends on their pids)
     proc = _file_mapper(N)
-    core = SamplerCore(
-        SamplerConfig(pss_max_age_s=1.0, pss_cpu_share=1e-9),
-        node_id="n1",
-        is_head=False,
-        raylet_pid=os.getpid(),
-    )
+    core = _subtree_sampler(SamplerConfig(pss_max_age_s=1.0, pss_cpu_share=1e-9))
     try:
         core.run_round(now=1000.0)
         first = len(smaps_reads)
@@ -394,12 +386,7 @@ def test_a_process_whose_pages_moved_by_a_tenth_of_its_size_has_everyone_read_pa
     # GIVEN a small process (no large allocation) that will map and touch an M-byte file,
     # more than a tenth of its size, and a sampler with a budget of almost nothing
     proc = _file_mapper(1)
-    core = SamplerCore(
-        SamplerConfig(pss_max_age_s=1000.0, pss_cpu_share=1e-9),
-        node_id="n1",
-        is_head=False,
-        raylet_pid=os.getpid(),
-    )
+    core = _subtree_sampler(SamplerConfig(pss_max_age_s=1000.0, pss_cpu_share=1e-9))
     try:
         core.run_round(now=1000.0)
         core.run_round(now=1001.0)
@@ -482,7 +469,7 @@ def test_when_another_process_maps_shared_pages_every_holder_of_shmem_is_read_ag
         for role in ("create", "attach")
     ]
     owner, sharer = procs
-    core = SamplerCore(SamplerConfig(), node_id="n1", is_head=False, raylet_pid=os.getpid())
+    core = _subtree_sampler(SamplerConfig())
     try:
         for proc in procs:
             assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
