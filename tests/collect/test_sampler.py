@@ -4,6 +4,7 @@ open, measures a known allocation and hands over a typed drain."""
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import subprocess
 import sys
@@ -204,9 +205,14 @@ def test_uss_and_pss_follow_anonymous_pages_between_reads_and_are_read_when_shar
 @pytest.fixture
 def ten_idle() -> Iterator[tuple[SamplerCore, set[int]]]:
     """Ten idle child processes (``sleep``) and a sampler of this process's subtree that
-    reads a process's smaps_rollup at least every 10 s, full rounds 1 s apart."""
+    reads a process's smaps_rollup at least every 10 s, full rounds 1 s apart, without a
+    CPU budget: the pytest process is sampled too, and after a test in it imported RLlib
+    its own read costs more than the default budget holds, which then puts the sleepers'
+    reads off (the budget's own tests are below)."""
     sleepers = [subprocess.Popen(["sleep", "120"]) for _ in range(10)]
-    core = _subtree_sampler(SamplerConfig(full_interval_s=1.0, pss_max_age_s=10.0))
+    core = _subtree_sampler(
+        SamplerConfig(full_interval_s=1.0, pss_max_age_s=10.0, pss_cpu_share=math.inf)
+    )
     yield core, {p.pid for p in sleepers}
     for sleeper in sleepers:
         sleeper.kill()
