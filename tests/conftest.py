@@ -219,6 +219,16 @@ MEDIUM = frozenset(
         "tests/cli/test_watch.py::test_watch_refuses_a_cluster_it_cannot_reach_with_one_line",
         "tests/cli/test_watch.py::test_watch_refuses_a_folder_that_already_holds_a_recording",
         "tests/run/test_placement.py::test_tunes_trial_state_encoder_grows_the_driver_by_every_number_unless_worked_around",
+        # Measured 2026-12-01 (--durations=25 of test-fast, which had grown to 103 s): the
+        # RLlib check's subprocess per refused case (3.3-3.6 s each, ten cases), RLlib
+        # imported in this process to build configs (9.8 s), a budget CLI pair (5.0 s);
+        # then (3.6-4.3 s each) the user's config function checked in a subprocess, a
+        # trainable built from the source the driver shipped.
+        "tests/run/test_your_training.py::test_a_config_function_that_cannot_be_used_gets_one_line",
+        "tests/run/test_your_training.py::test_a_trial_runs_the_shipped_source_of_a_file_it_does_not_have",
+        "tests/run/test_your_training.py::test_what_only_rllib_knows_is_refused_with_one_exact_line",
+        "tests/run/test_your_training.py::test_a_users_config_function_gets_the_factor_values_on_top",
+        "tests/budget/test_budget.py::test_as_grid_needs_a_budget_search_and_a_budget_search_cannot_resume",
     ]
 )
 
