@@ -229,7 +229,7 @@ class SamplerCore:
         # (Ray's object store: a process mapping an object changes the PSS of every
         # process that maps it), each process holding shmem pages is wanted again.
         statuses = {pid: t.status.read_fields() for pid, t in self._tracked.items()} if full else {}
-        moves = self._moves(statuses)
+        moves = self._moves(statuses) if full else {}
         reads = self._plan_reads(statuses, moves, due, now) if full else set()
         for pid, tracked in self._tracked.items():
             status = statuses[pid] if full else tracked.status.read_fields()
