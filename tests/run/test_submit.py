@@ -37,41 +37,6 @@ def head(s3_credentials: dict[str, str]) -> Iterator[Head]:
 
 
 @pytest.mark.slow
-def test_a_sweep_submitted_as_a_ray_job_leaves_its_parquet_and_report_in_storage(
-    head: Head, tmp_path: Path
-) -> None:
-    # GIVEN a tiny sweep file and a results location outside the job's working dir
-    sweep = write_sweep(tmp_path)
-    storage = tmp_path / "results"
-    env = clean_env(RAY_AUTH_TOKEN_PATH=str(head.token_path))
-    # WHEN the user submits it with --follow
-    done = memsweep(
-        "submit", str(sweep), "--address", head.dashboard, "--storage", str(storage), "--follow",
-        env=env,
-    )  # fmt: skip
-    # THEN the job succeeded, its id was printed and its logs were streamed
-    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
-    job_id = done.stdout.splitlines()[0].strip()
-    assert job_id.startswith("memsweep-tiny-")
-    assert "memsweep: tiny: 1 trials, 0 failed" in done.stdout
-    assert f"job {job_id} SUCCEEDED" in done.stderr
-    # AND the storage holds the Parquet dataset of the sweep
-    results = open_results(storage)
-    trials = results.table("trials").to_pylist()
-    assert [t["status"] for t in trials] == ["terminated"]
-    samples = results.table("samples", columns=["trial_id", "role"])
-    assert samples.num_rows > 0
-    assert {"trainable"} <= set(samples.filter(samples["trial_id"].is_valid())["role"].to_pylist())
-    # AND the status command reports it finished
-    status = memsweep("status", job_id, "--address", head.dashboard, env=env)
-    assert status.returncode == 0 and "SUCCEEDED" in status.stdout
-    # AND the analysis reads the same storage and writes its report there
-    analysed = analyze(str(storage), env=env)
-    assert analysed.returncode == 0, analysed.stderr
-    assert (storage / "analysis" / "report.md").is_file()
-
-
-@pytest.mark.slow
 def test_a_sweep_submitted_with_s3_storage_is_analysed_from_s3(
     head: Head,
     s3_uri: Callable[[str], str],
@@ -131,14 +96,33 @@ def test_a_stopped_job_resumes_with_submit_resume_without_rerunning_finished_tri
     resumed = memsweep(
         "submit", str(sweep), *where, "--storage", str(storage), "--resume", "--follow", env=env
     )
-    # THEN the resumed job succeeds; the finished trial kept its attempt and its rows
+    # THEN the resumed job succeeds, its id was printed and its logs were streamed
     assert resumed.returncode == 0, resumed.stderr[-3000:] + resumed.stdout[-3000:]
-    trials = open_results(storage).table("trials").to_pylist()
+    resumed_id = resumed.stdout.splitlines()[0].strip()
+    assert resumed_id.startswith("memsweep-stopped-") and resumed_id != job_id
+    assert "memsweep: stopped: 2 trials, 0 failed" in resumed.stdout
+    assert f"job {resumed_id} SUCCEEDED" in resumed.stderr
+    # AND the finished trial kept its attempt and its rows
+    results = open_results(storage)
+    trials = results.table("trials").to_pylist()
     assert sorted(t["status"] for t in trials) == ["terminated", "terminated"]
     assert _samples_of(storage, finished) == rows_before
     runs = {t["trial_id"]: t["run_id"] for t in trials}
     (other,) = set(runs) - finished
     assert runs[other] not in {runs[t] for t in finished}
+    # AND every trial's trainable was sampled
+    samples = results.table("samples", columns=["trial_id", "role"])
+    sampled = samples.filter(samples["trial_id"].is_valid())
+    assert {"trainable"} <= set(sampled["role"].to_pylist())
+    assert set(sampled["trial_id"].to_pylist()) == set(runs)
+    # AND the status command reports it finished
+    status = memsweep("status", resumed_id, *where, env=env)
+    assert status.returncode == 0 and "SUCCEEDED" in status.stdout
+    # AND the analysis reads the same storage (local, outside the job's working dir) and
+    # writes its report there
+    analysed = analyze(str(storage), env=env)
+    assert analysed.returncode == 0, analysed.stderr
+    assert (storage / "analysis" / "report.md").is_file()
 
 
 def _samples_of(storage: Path, trials: set[str]) -> dict[str, int]:
