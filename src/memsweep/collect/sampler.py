@@ -228,9 +228,13 @@ class SamplerCore:
         # A full round reads every status first: when any process's shmem pages moved
         # (Ray's object store: a process mapping an object changes the PSS of every
         # process that maps it), each process holding shmem pages is wanted again.
-        statuses = {pid: t.status.read_fields() for pid, t in self._tracked.items()} if full else {}
-        moves = self._moves(statuses) if full else {}
-        reads = self._plan_reads(statuses, moves, due, now) if full else set()
+        statuses: dict[int, probe.StatusFields | None] = {}
+        moves: dict[int, _Moved] = {}
+        reads: set[int] = set()
+        if full:
+            statuses = {pid: t.status.read_fields() for pid, t in self._tracked.items()}
+            moves = self._moves(statuses)
+            reads = self._plan_reads(statuses, moves, due, now)
         for pid, tracked in self._tracked.items():
             status = statuses[pid] if full else tracked.status.read_fields()
             if status is None:
