@@ -11,15 +11,27 @@ in the smoke profile. Its RSS has two parts, both reported: anonymous memory (it
 and pages of mapped library files, shared with Ray's processes, of which more are
 resident when the page cache holds whole libraries, as right after a fresh install
 (155 MB of them in a fresh clone's ``make sweep``, 111 MB in a long-used virtualenv).
+
+Two more figures come from the same run. The floor: a Python process that only imports
+``ray.tune`` and starts Ray as ``memsweep run`` does (``ray.init`` with the dashboard),
+measured in a subprocess right after the sweep, the part of the driver's RSS that any
+Tune driver on this node pays. And the NodeSampler actor's CPU over the whole sweep (its
+own ``cpu_time_s`` over wall time): the overhead section's runs last seconds and are
+mostly start-up; this one is as long as a user's sweep.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from bench_overhead import sampler_actor_figures
 from benchlib import REPO, Profile, Row, Stat, Timer, log, memsweep_run
 from memsweep.report.summary import DRIVER_GOAL_BYTES, driver_peak_rss
 from memsweep.store import open_results
@@ -40,6 +52,44 @@ def _sweep_file(profile: Profile, work: Path) -> Path:
     path = work / "driver-sweep.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+FLOOR_SCRIPT = """
+import json, ray, ray.tune
+ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1")
+kib = {}
+with open("/proc/self/status") as status:
+    for line in status:
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+            kib[key] = int(value.split()[0])
+ray.shutdown()
+print(json.dumps(kib))
+"""
+"""A driver that does nothing but import Tune and start Ray as ``memsweep run`` does."""
+
+
+def driver_floor() -> dict[str, int]:
+    """RSS of :data:`FLOOR_SCRIPT`'s process, KiB by ``/proc/self/status`` field."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # Ray 2.60 turns token auth on when ~/.ray/auth_token exists; say the mode, as
+    # memsweep's own in-process clusters do.
+    env.setdefault("RAY_AUTH_MODE", "disabled")
+    done = subprocess.run(
+        [sys.executable, "-c", FLOOR_SCRIPT],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"the driver floor script exited {done.returncode}: {done.stderr[-500:]}"
+        )
+    kib: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
+    return kib
 
 
 def run(profile: Profile, work: Path) -> tuple[list[Row], dict[str, Any]]:
@@ -77,10 +127,51 @@ def run(profile: Profile, work: Path) -> tuple[list[Row], dict[str, Any]]:
         "fresh install); before #16.3 the driver imported RLlib/TF for placement groups: "
         "1.33 GB",
     )
-    return [row], {
+    log("driver: the floor (import ray.tune, ray.init) in a subprocess")
+    floor = driver_floor()
+    floor_row = Row(
+        key="driver.floor_rss",
+        section="driver",
+        figure="RSS of a process that only imports ray.tune and starts Ray as memsweep run does",
+        tool="Ray + Tune",
+        unit="bytes",
+        stat=Stat.one(floor["VmRSS"] * 1024.0),
+        note=f"the floor under the driver's figure: {floor['RssAnon'] * 1024 / 1e6:.0f} MB "
+        f"anonymous, {floor['RssFile'] * 1024 / 1e6:.0f} MB of mapped library files; the "
+        f"driver's own part during the sweep is its anonymous memory above the floor's: "
+        f"{((driver.anon_bytes or 0) - floor['RssAnon'] * 1024) / 1e6:.0f} MB (Tune's loop "
+        "and trial state, memsweep's collector)",
+    )
+    actor = sampler_actor_figures(str(storage))
+    cpu = None if actor["cpu_fraction"] is None else 100 * actor["cpu_fraction"]
+    idle = actor["idle_worker_cpu_fraction"]
+    rounds = actor["rounds_fraction"]
+    actor_row = Row(
+        key="sampler.actor_cpu.default_sweep",
+        section="sampler",
+        figure=f"NodeSampler actor CPU over the whole default sweep ({trials} trials, {stop}, "
+        f"~{actor['processes_per_round'] or 0:.0f} processes a round)",
+        tool="memsweep 10 Hz",
+        unit="%cpu",
+        stat=None if cpu is None else Stat.one(cpu),
+        goal="≤ 1% of a core",
+        status="not measured" if cpu is None else "met" if cpu <= 1.0 else "MISSED",
+        note="its own cpu_time_s from its first sample to its last (trial start-ups included)"
+        + (
+            f"; of which its sampling rounds (their wall time): {100 * rounds:.1f}%"
+            if rounds
+            else ""
+        )
+        + (f"; an idle Ray worker in the same run: {100 * idle:.1f}% cpu" if idle else "")
+        if cpu is not None
+        else "the sweep was shorter than 2 s of the sampler's own samples",
+    )
+    return [row, floor_row, actor_row], {
         "peak_rss_bytes": peak,
         "anon_bytes": driver.anon_bytes,
         "file_bytes": driver.file_bytes,
+        "floor_kib": floor,
+        "sampler_actor": actor,
         "trials": trials,
         **timer.done(),
     }

@@ -235,12 +235,15 @@ def markdown(config: BenchConfig, machine: dict[str, Any], rows: list[Row], wall
         "How: (1) the default sweep's base point (DQN) for a fixed number of iterations, one "
         "Tune run per variant, variants interleaved across repeats; steps/s from the first to "
         "the last result. (1b) `SamplerCore` alone on N idle processes, and the `NodeSampler` "
-        "actor's own samples in the memsweep runs. (2) one Tune trial per spike, the spike at "
+        "actor's own samples in the memsweep runs and over the driver section's whole default "
+        "sweep. (2) one Tune trial per spike, the spike at "
         "a random moment, all tools watching the same trials; the truth is the process's own "
         "VmRSS before and after allocating. (3) `memsweep run`'s code path on a two-node "
         "`ray.cluster_utils.Cluster`; the truth is each trial's reported pids. (4) "
         "`benchmarks/bench_analysis.py`. (5) `sweeps/default.yaml`. (6) a synthetic sweep's "
-        "part files, compacted as a sweep does when it ends. Details: the docstrings "
+        "part files, compacted as a sweep does when it ends. (Driver) a `memsweep run` "
+        "subprocess of `sweeps/default.yaml`, and beside it a process that only imports "
+        "`ray.tune` and starts Ray (the floor). Details: the docstrings "
         "of `benchmarks/*.py`; every raw figure is in bench.json.",
         "",
     ]

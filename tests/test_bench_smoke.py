@@ -48,6 +48,8 @@ FIXED_ROWS = {
     *(f"compaction.files.{table}" for table in ("samples", "node_samples", "progress", "events")),
     "compaction.seconds",
     "driver.peak_rss",
+    "driver.floor_rss",
+    "sampler.actor_cpu.default_sweep",
 }
 """Rows whose key does not depend on the sizes of the run."""
 
