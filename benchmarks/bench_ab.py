@@ -32,7 +32,7 @@ from benchlib import Profile, Row, Stat, Timer, fit_one_trial, log
 
 GOAL_RATIO = 0.99
 BUFFER_BYTES = 1 << 20
-PAIRS = {"smoke": 2, "default": 20, "full": 40}
+PAIRS = {"smoke": 2, "default": 60, "full": 120}
 """On/off pairs by profile (``MEMSWEEP_BENCH_AB_PAIRS`` overrides)."""
 STEPS = 6
 WARMUP_STEPS = 1

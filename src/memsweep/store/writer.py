@@ -24,16 +24,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from memsweep.errors import DataError
+from memsweep.store.location import is_remote
 from memsweep.store.schema import APPEND_TABLES, WHOLE_TABLES
 
 Row = Mapping[str, object]
 """One row of a table: column name → a value of that column's Arrow type (a missing
 column is null, an unknown one is dropped). The writer converts, never reads, values."""
-
-
-def is_remote(uri: str | os.PathLike[str]) -> bool:
-    """True for a ``pyarrow.fs`` URI (``s3://…``, ``gs://…``); plain paths are local."""
-    return "://" in os.fspath(uri)
 
 
 def resolve(uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
