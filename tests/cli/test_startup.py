@@ -51,6 +51,9 @@ def test_every_name_of_the_store_resolves_to_its_home_module() -> None:
     for name, module in homes.items():
         home = importlib.import_module(f"memsweep.store.{module}")
         assert getattr(memsweep.store, name) is getattr(home, name), name
+    # AND dir() lists each name once, used or not
+    listing = dir(memsweep.store)
+    assert len(listing) == len(set(listing)) and set(homes) <= set(listing)
     # AND an unknown name is an AttributeError, as for any module
     try:
         memsweep.store.no_such_name  # noqa: B018
