@@ -55,22 +55,19 @@ def _sweep_file(profile: Profile, work: Path) -> Path:
 
 
 FLOOR_SCRIPT = """
-import json, ray, ray.tune
+import dataclasses, json, os, ray, ray.tune
+from memsweep.collect.probe import read_status
 ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1")
-kib = {}
-with open("/proc/self/status") as status:
-    for line in status:
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
-            kib[key] = int(value.split()[0])
+status = read_status(os.getpid())
 ray.shutdown()
-print(json.dumps(kib))
+print(json.dumps(dataclasses.asdict(status)))
 """
 """A driver that does nothing but import Tune and start Ray as ``memsweep run`` does."""
 
 
 def driver_floor() -> dict[str, int]:
-    """RSS of :data:`FLOOR_SCRIPT`'s process, KiB by ``/proc/self/status`` field."""
+    """Memory of :data:`FLOOR_SCRIPT`'s process: :class:`memsweep.collect.probe.StatusMemory`
+    as a dict (bytes)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # Ray 2.60 turns token auth on when ~/.ray/auth_token exists; say the mode, as
     # memsweep's own in-process clusters do.
@@ -88,8 +85,8 @@ def driver_floor() -> dict[str, int]:
         raise RuntimeError(
             f"the driver floor script exited {done.returncode}: {done.stderr[-500:]}"
         )
-    kib: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
-    return kib
+    status: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
+    return status
 
 
 def run(profile: Profile, work: Path) -> tuple[list[Row], dict[str, Any]]:
@@ -135,11 +132,11 @@ def run(profile: Profile, work: Path) -> tuple[list[Row], dict[str, Any]]:
         figure="RSS of a process that only imports ray.tune and starts Ray as memsweep run does",
         tool="Ray + Tune",
         unit="bytes",
-        stat=Stat.one(floor["VmRSS"] * 1024.0),
-        note=f"the floor under the driver's figure: {floor['RssAnon'] * 1024 / 1e6:.0f} MB "
-        f"anonymous, {floor['RssFile'] * 1024 / 1e6:.0f} MB of mapped library files; the "
+        stat=Stat.one(float(floor["rss_bytes"])),
+        note=f"the floor under the driver's figure: {floor['rss_anon_bytes'] / 1e6:.0f} MB "
+        f"anonymous, {floor['rss_file_bytes'] / 1e6:.0f} MB of mapped library files; the "
         f"driver's own part during the sweep is its anonymous memory above the floor's: "
-        f"{((driver.anon_bytes or 0) - floor['RssAnon'] * 1024) / 1e6:.0f} MB (Tune's loop "
+        f"{((driver.anon_bytes or 0) - floor['rss_anon_bytes']) / 1e6:.0f} MB (Tune's loop "
         "and trial state, memsweep's collector)",
     )
     actor = sampler_actor_figures(str(storage))
@@ -170,7 +167,7 @@ def run(profile: Profile, work: Path) -> tuple[list[Row], dict[str, Any]]:
         "peak_rss_bytes": peak,
         "anon_bytes": driver.anon_bytes,
         "file_bytes": driver.file_bytes,
-        "floor_kib": floor,
+        "floor": floor,
         "sampler_actor": actor,
         "trials": trials,
         **timer.done(),
