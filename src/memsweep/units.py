@@ -196,6 +196,19 @@ def parse_count(text: str, flag: str, minimum: int = 0) -> int:
     return int(value)
 
 
+def parse_counts(text: str, flag: str, minimum: int = 0, example: str = "4,5,6") -> list[int]:
+    """Whole counts separated by commas (``4,5,6``; each as :func:`parse_count` reads it,
+    from ``minimum``). :class:`MemsweepError` (exit 2) naming the part that is not one."""
+    parts = [part.strip() for part in text.split(",")]
+    for part in parts:
+        if not part.startswith("-") and not _COUNT_RE.match(part.replace("_", "")):
+            raise MemsweepError(
+                f"{flag}: expected whole numbers separated by commas such as {example}, "
+                f"got {part!r} in {text!r}"
+            )
+    return [parse_count(part, flag, minimum) for part in parts]
+
+
 _HIDDEN_RE = re.compile(r"^\s*\d+(\s*[,x]\s*\d+)*\s*$")
 
 

@@ -209,6 +209,8 @@ def test_a_folder_that_cannot_be_analysed_gets_one_line_and_exit_3(
             2,
             "cannot solve for num_workers",
         ),
+        (["--solve-for", "num_workers"], 2, "--solve-for num_workers answers a --budget"),
+        (["--emit", "ray", "--budget", "8GB"], 2, "--emit and --budget: give one of them"),
     ],
     ids=[
         "budget",
@@ -219,6 +221,8 @@ def test_a_folder_that_cannot_be_analysed_gets_one_line_and_exit_3(
         "flag",
         "single-valued",
         "solve-single",
+        "solve-without-budget",
+        "emit-and-budget",
     ],
 )
 def test_a_bad_predict_request_gets_one_line_naming_the_problem(

@@ -31,16 +31,25 @@ def _modules_after(code: str) -> set[str]:
     return {name.split(".")[0] for name in loaded}
 
 
-def test_the_command_line_and_a_refused_file_load_no_data_library() -> None:
+def test_the_command_line_and_a_refused_file_or_folder_load_no_data_library() -> None:
     # GIVEN the command line's module, and a call that refuses a missing sweep file
     # WHEN each runs in a fresh Python
     imported = _modules_after("import memsweep.cli.main")
     refused = _modules_after(
         "from memsweep.cli.main import main\nassert main(['validate', '/no/such.yaml']) == 2"
     )
+    # (and a results folder that is not there, for every command that reads one)
+    missing = _modules_after(
+        "from memsweep.cli.main import main\n"
+        "for argv in (['analyze', '/no/such'], ['analyze', 'predict', '/no/such'],"
+        " ['compact', '/no/such'], ['compare', '/no/such', '/no/such'],"
+        " ['export-mlflow', '/no/such']):\n"
+        "    assert main(argv) == 3, argv"
+    )
     # THEN neither loaded a data library
     assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
     assert not refused & set(HEAVY), sorted(refused & set(HEAVY))
+    assert not missing & set(HEAVY), sorted(missing & set(HEAVY))
 
 
 def test_every_name_of_the_store_resolves_to_its_home_module() -> None:

@@ -586,6 +586,12 @@ def test_generated_malformed_inputs_get_one_line_too(tmp_path: Path, fault: Any)
         (("run", "--storage"), "expected one argument"),
         (("validate", "--explain"), "the following arguments are required: sweep"),
         (("validate", "x.yaml", "--bogus"), "unrecognized arguments: --bogus"),
+        # (argparse would say only that a command, or the sweep, is required)
+        (("--bogus",), "unrecognized arguments: --bogus: the first word is a command"),
+        (("run", "--bogus"), "unrecognized arguments: --bogus; the following arguments"),
+        # (the help of the command whose flags are meant, not the top-level one)
+        (("analyze", "predict", "{tmp}", "--bogus"), "(see memsweep analyze predict --help)"),
+        (("analyze", "designs", "{tmp}", "--sizes", "4,x"), "separated by commas"),
         (("analyze",), "the following arguments are required: COMMAND"),
         (("analyze", "/nonexistent/results"), "No such results folder"),
         (("analyze", "report", "{tmp}", "--confidence", "2"), "--confidence must be in"),

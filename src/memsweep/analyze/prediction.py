@@ -11,7 +11,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -251,8 +251,7 @@ def resolve_point(
             if not measured:
                 continue
             raise UsageError(
-                f"{flag} is required: the sweep varies {factor} "
-                f"({', '.join(str(v) for v in measured)})"
+                f"{flag} is required: the sweep varies {factor} ({_levels_text(measured)})"
             )
         numeric = all(isinstance(v, int | float) for v in measured)
         if numeric and isinstance(value, str):
@@ -266,7 +265,7 @@ def resolve_point(
         if not numeric and measured and str(value) not in map(str, measured):
             raise UsageError(
                 f"{flag.replace('=VALUE', '')} {value}: the sweep measured only "
-                f"{', '.join(map(str, measured))}"
+                f"{_levels_text(measured)}"
             )
     if "framework" not in resolved and "framework" in analysis.trial_table:
         frameworks = analysis.trial_table["framework"].dropna().unique()
@@ -294,6 +293,14 @@ def resolve_point(
                 "estimated from its layer sizes (pass --model-params to give the count)"
             )
     return resolved, source, warnings
+
+
+def _levels_text(levels: list[Any]) -> str:
+    """Levels of a factor for a message, as a sweep file writes them: ``2000, 5000``
+    (whole numbers without ``.0`` or thousands separators, which a list would blur)."""
+    return ", ".join(
+        str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in levels
+    )
 
 
 def _level(value: float) -> str:

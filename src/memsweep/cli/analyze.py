@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,10 +19,11 @@ from typing import TYPE_CHECKING
 from memsweep.cli.command import Command, add_commands
 from memsweep.cli.output import writable_folder
 from memsweep.errors import DataError, MemsweepError
-from memsweep.store import is_remote
+from memsweep.store import is_remote, refuse_missing_local
 from memsweep.units import (
     format_bytes,
     parse_count,
+    parse_counts,
     parse_model,
     parse_size,
 )
@@ -49,6 +51,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _analyse(args: argparse.Namespace) -> Analysis:
     """Check the flags and the folder, then import the analysis and run it."""
     confidence, horizon = _option_values(args)
+    refuse_missing_local(args.results)
     from memsweep.store import open_results
 
     results = open_results(args.results)
@@ -90,6 +93,7 @@ class ReportCommand:
                 f"{args.results} is remote: give a local --out folder for the report"
             )
         _option_values(args)
+        refuse_missing_local(args.results)
         from memsweep.store import open_results
 
         # The folder is checked first (nothing is created beside what is not a results
@@ -157,7 +161,6 @@ class PredictCommand:
         )
         parser.add_argument(
             "--solve-for",
-            default="replay_capacity",
             metavar="FACTOR",
             help="with --budget: the numeric factor to maximise: replay_capacity (default), "
             "num_workers or any other numeric factor of the sweep",
@@ -180,6 +183,16 @@ class PredictCommand:
             raise MemsweepError(
                 f"--framework: expected torch, tf2 or tf2-eager, got {args.framework!r}"
             )
+        if args.emit == "ray" and budget is not None:
+            raise MemsweepError("--emit and --budget: give one of them")
+        if args.solve_for is not None and budget is None:
+            raise MemsweepError(
+                f"--solve-for {args.solve_for} answers a --budget: give the budget too, "
+                "as in --budget 16GB"
+            )
+        margin, node_memory = _emit_values(args)
+        settings = tuple(parse_setting(text) for text in args.settings)
+        refuse_missing_local(args.results)
         from memsweep.analyze.prediction import PredictPoint, predict, prediction_text
         from memsweep.analyze.solve import solve_budget
 
@@ -189,13 +202,10 @@ class PredictCommand:
             model=args.model,
             framework=args.framework,
             model_params=params,
-            settings=tuple(parse_setting(text) for text in args.settings),
+            settings=settings,
         )
-        margin, node_memory = _emit_values(args)
         analysis = _analyse(args)
         if args.emit == "ray":
-            if budget is not None:
-                raise MemsweepError("--emit and --budget: give one of them")
             from memsweep.report.emit import emit_ray
 
             print(emit_ray(predict(analysis, point), margin, node_memory, sweep=analysis.name))
@@ -203,7 +213,7 @@ class PredictCommand:
         if budget is None:
             print(prediction_text(predict(analysis, point)))
             return 0
-        answer = solve_budget(analysis, point, budget, args.solve_for)
+        answer = solve_budget(analysis, point, budget, args.solve_for or "replay_capacity")
         factor = answer.factor
         if answer.largest_expected is None:
             print(
@@ -263,7 +273,7 @@ class DesignsCommand:
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         sizes = None
         if args.sizes:
-            sizes = [parse_count(part, "--sizes", minimum=2) for part in args.sizes.split(",")]
+            sizes = parse_counts(args.sizes, "--sizes", minimum=2)
         analysis = _analyse(args)
         from memsweep.analyze.designs import designs_report
 
@@ -334,11 +344,14 @@ def damaged_parquet_is_one_line() -> Iterator[None]:
     """A damaged Parquet part (a truncated copy, a disk error) surfaces in duckdb when the
     analysis reads the samples: a :class:`DataError` (exit 3) naming it, for every
     command that analyses a folder (``analyze``, ``compare``)."""
-    import duckdb
-
     try:
         yield
-    except duckdb.Error as exc:
+    except Exception as exc:
+        # duckdb is loaded by then if it raised: a refusal before any reading (a folder
+        # that is not there) does not load it for this check.
+        duckdb = sys.modules.get("duckdb")
+        if duckdb is None or not isinstance(exc, duckdb.Error):
+            raise
         text = str(exc).strip()
         first = text.splitlines()[0] if text else type(exc).__name__
         raise DataError(

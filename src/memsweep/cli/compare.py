@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from memsweep.cli.analyze import _option_values, damaged_parquet_is_one_line
+from memsweep.store import refuse_missing_local
 
 
 class CompareCommand:
@@ -23,6 +24,8 @@ class CompareCommand:
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         args.horizon = "10M"
         confidence, horizon = _option_values(args)
+        refuse_missing_local(args.results_a)
+        refuse_missing_local(args.results_b)
         from memsweep.store import open_results
 
         results_a = open_results(args.results_a)

@@ -33,6 +33,9 @@ class ExportMlflowCommand:
         import os
 
         from memsweep.errors import MemsweepError
+        from memsweep.store import refuse_missing_local
+
+        refuse_missing_local(args.results)
         from memsweep.report.mlflow_export import MLFLOW_INSTALL, export_to_mlflow
 
         # MLflow retries an unreachable tracking server for minutes (7 retries with

@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"`memsweep analyze {' '.join(words)}`"
             )
         parser = get_parser()
-        args = parser.parse_args(words)
+        args = parser.parse(words)
         command: Command = args.entry
         return command.run(args, parser)
     except MemsweepError as exc:

@@ -12,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from memsweep.store.location import is_remote
+    from memsweep.store.location import is_remote, refuse_missing_local
     from memsweep.store.reader import Results, latest_attempts, open_results
     from memsweep.store.schema import (
         APPEND_TABLES,
@@ -42,7 +42,7 @@ _HOMES = {
         "WHOLE_TABLES",
         "schema_markdown",
     ),
-    "location": ("is_remote",),
+    "location": ("is_remote", "refuse_missing_local"),
     "writer": ("ResultsWriter", "Row", "resolve", "to_table"),
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
@@ -63,6 +63,7 @@ __all__ = [
     "is_remote",
     "latest_attempts",
     "open_results",
+    "refuse_missing_local",
     "resolve",
     "schema_markdown",
     "to_table",

@@ -4,8 +4,24 @@ checks this before it decides to read anything)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+from memsweep.errors import DataError
 
 
 def is_remote(uri: str | os.PathLike[str]) -> bool:
     """True for a ``pyarrow.fs`` URI (``s3://…``, ``gs://…``); plain paths are local."""
     return "://" in os.fspath(uri)
+
+
+def no_such_folder(uri: str | os.PathLike[str]) -> DataError:
+    """The refusal of a results location that does not exist (one wording everywhere)."""
+    return DataError(f"No such results folder: {os.fspath(uri)}")
+
+
+def refuse_missing_local(uri: str | os.PathLike[str]) -> None:
+    """:class:`DataError` (exit 3) when ``uri`` is a local path that does not exist,
+    before a command imports pyarrow and pandas to read it (~0.7 s); remote locations
+    are checked when they are opened."""
+    if not is_remote(uri) and not Path(uri).exists():
+        raise no_such_folder(uri)

@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from memsweep.errors import DataError
+from memsweep.store.location import no_such_folder
 from memsweep.store.schema import APPEND_TABLES, SCHEMA_VERSION, WHOLE_TABLES
 from memsweep.store.writer import first_line, resolve
 
@@ -256,7 +257,7 @@ def open_results(uri: str | os.PathLike[str]) -> Results:
     results = Results(uri=os.fspath(uri), fs=fs, root=root)
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
-        raise DataError(f"No such results folder: {os.fspath(uri)}")
+        raise no_such_folder(uri)
     if not (results.exists("trials.parquet") or results.exists("samples")):
         raise DataError(
             f"{os.fspath(uri)} is not a memsweep results folder (no trials.parquet, no "
