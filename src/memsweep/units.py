@@ -204,7 +204,7 @@ def parse_counts(text: str, flag: str, minimum: int = 0, example: str = "4,5,6")
         if not part.startswith("-") and not _COUNT_RE.match(part.replace("_", "")):
             raise MemsweepError(
                 f"{flag}: expected whole numbers separated by commas such as {example}, "
-                f"got {part!r} in {text!r}"
+                f"got {part!r}" + (f" in {text!r}" if len(parts) > 1 else "")
             )
     return [parse_count(part, flag, minimum) for part in parts]
 

@@ -185,11 +185,22 @@ class PredictCommand:
             )
         if args.emit == "ray" and budget is not None:
             raise MemsweepError("--emit and --budget: give one of them")
-        if args.solve_for is not None and budget is None:
-            raise MemsweepError(
-                f"--solve-for {args.solve_for} answers a --budget: give the budget too, "
-                "as in --budget 16GB"
-            )
+        if args.solve_for is not None:
+            if not args.solve_for.strip():
+                raise MemsweepError(
+                    "--solve-for: give a numeric factor of the sweep, such as replay_capacity "
+                    "or num_workers"
+                )
+            if args.emit == "ray":
+                raise MemsweepError(
+                    f"--solve-for {args.solve_for} goes with --budget (the largest value that "
+                    "fits it), not with --emit: give one of them"
+                )
+            if budget is None:
+                raise MemsweepError(
+                    f"--solve-for {args.solve_for} answers a --budget: give the budget too, "
+                    "as in --budget 16GB"
+                )
         margin, node_memory = _emit_values(args)
         settings = tuple(parse_setting(text) for text in args.settings)
         refuse_missing_local(args.results)
@@ -213,7 +224,8 @@ class PredictCommand:
         if budget is None:
             print(prediction_text(predict(analysis, point)))
             return 0
-        answer = solve_budget(analysis, point, budget, args.solve_for or "replay_capacity")
+        factor = args.solve_for if args.solve_for is not None else "replay_capacity"
+        answer = solve_budget(analysis, point, budget, factor)
         factor = answer.factor
         if answer.largest_expected is None:
             print(
@@ -253,6 +265,7 @@ class ClaimsTableCommand:
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         args.horizon = "10M"
         confidence, _ = _option_values(args)
+        refuse_missing_local(args.folder)
         from memsweep.analyze.analysis import AnalysisOptions
         from memsweep.claims.render import print_and_write
 

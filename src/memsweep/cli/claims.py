@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from memsweep.claims.runner import CLAIMS_SWEEPS_DIR, default_out, run_claims, write_table
+from memsweep.cli.command import HELP_PROG
 
 
 class ClaimsCommand:
@@ -34,6 +35,8 @@ class ClaimsCommand:
         )
         table = sub.add_parser("table", help="build the table from results already there")
         table.add_argument("folder", type=Path, nargs="?", default=None)
+        for child in (run, table):
+            child.set_defaults(**{HELP_PROG: child.prog})
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.claims_command == "table":

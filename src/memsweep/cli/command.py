@@ -39,7 +39,7 @@ class Parser(argparse.ArgumentParser):
         unknown flag before any command, say that a command comes first (argparse says
         only that one is required). :class:`MemsweepError` (exit 2)."""
         words = list(words)
-        if words and words[0].startswith("-") and words[0] not in self._option_string_actions:
+        if words and not self._known_flag(words[0], [self]):
             raise MemsweepError(
                 f"unrecognized arguments: {words[0]}: the first word is a command, "
                 f"as in `{self.prog} COMMAND …` (see {self.prog} --help)"
@@ -48,7 +48,8 @@ class Parser(argparse.ArgumentParser):
             parsed, extras = self.parse_known_args(words)
         except MemsweepError as exc:
             # argparse checks required arguments before it lists unknown ones: name both.
-            unknown = [word for word in words if not self._known_flag(word)]
+            chain = self._chain(words)
+            unknown = [word for word in words if not self._known_flag(word, chain)]
             if unknown and "arguments are required" in str(exc):
                 raise MemsweepError(f"unrecognized arguments: {' '.join(unknown)}; {exc}") from None
             raise
@@ -57,23 +58,28 @@ class Parser(argparse.ArgumentParser):
             raise MemsweepError(f"unrecognized arguments: {' '.join(extras)} (see {prog} --help)")
         return parsed
 
-    def _known_flag(self, word: str) -> bool:
-        """Whether ``word`` is not a flag, or a flag (or argparse's abbreviation of one)
-        of this parser or any command below it."""
-        if not word.startswith("-") or word == "-" or word.lstrip("-")[:1].isdigit():
+    def _chain(self, words: Sequence[str]) -> list[argparse.ArgumentParser]:
+        """This parser and the parsers of the commands ``words`` choose, outermost first."""
+        chain: list[argparse.ArgumentParser] = [self]
+        for word in words:
+            for action in chain[-1]._actions:
+                if isinstance(action, argparse._SubParsersAction) and word in action.choices:
+                    chain.append(action.choices[word])
+                    break
+        return chain
+
+    @staticmethod
+    def _known_flag(word: str, chain: Sequence[argparse.ArgumentParser]) -> bool:
+        """Whether ``word`` is not a flag, or one that a parser of ``chain`` knows: the
+        flag, argparse's abbreviation of it (``--vers``), or single-dash flags run together
+        with a value (``-hv``), which argparse itself then judges."""
+        if not word.startswith("-") or word in ("-", "--") or word.lstrip("-")[:1].isdigit():
             return True
         name = word.split("=", 1)[0]
-        return any(flag.startswith(name) for flag in _flags(self))
-
-
-def _flags(parser: argparse.ArgumentParser) -> set[str]:
-    """Every option string of ``parser`` and of its subcommands' parsers, recursively."""
-    flags = set(parser._option_string_actions)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for child in action.choices.values():
-                flags |= _flags(child)
-    return flags
+        flags = {flag for parser in chain for flag in parser._option_string_actions}
+        if not word.startswith("--") and word[:2] in flags:
+            return True
+        return any(flag.startswith(name) for flag in flags if flag.startswith("--"))
 
 
 def add_commands(

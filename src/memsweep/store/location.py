@@ -23,5 +23,14 @@ def refuse_missing_local(uri: str | os.PathLike[str]) -> None:
     """:class:`DataError` (exit 3) when ``uri`` is a local path that does not exist,
     before a command imports pyarrow and pandas to read it (~0.7 s); remote locations
     are checked when they are opened."""
-    if not is_remote(uri) and not Path(uri).exists():
+    text = os.fspath(uri)
+    if not text.strip():
+        raise DataError("an empty path is not a results folder: give results/<sweep-name>")
+    if is_remote(text):
+        return
+    try:
+        there = Path(text).exists()
+    except OSError as exc:  # a name too long, a folder on the way that cannot be searched
+        raise DataError(f"{text[:200]}: cannot be read ({exc.strerror or exc})") from None
+    if not there:
         raise no_such_folder(uri)

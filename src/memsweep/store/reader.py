@@ -255,7 +255,13 @@ def open_results(uri: str | os.PathLike[str]) -> Results:
     """Open a results folder for reading; :class:`DataError` if it is not one."""
     fs, root = resolve(uri)
     results = Results(uri=os.fspath(uri), fs=fs, root=root)
-    info = fs.get_file_info(root)
+    try:
+        info = fs.get_file_info(root)
+    except OSError as exc:  # a storage endpoint that refuses or drops the connection
+        raise DataError(
+            f"{os.fspath(uri)} cannot be read ({first_line(exc)}): check that its storage "
+            "can be reached from here (endpoint, network, credentials)"
+        ) from None
     if info.type == pafs.FileType.NotFound:
         raise no_such_folder(uri)
     if not (results.exists("trials.parquet") or results.exists("samples")):

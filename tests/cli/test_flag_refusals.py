@@ -1,0 +1,77 @@
+"""Refusals of the command line name the flag and the help that lists the right ones.
+
+In-process (``main(argv)``), so each case costs milliseconds: argparse's own words are
+kept where they are right and replaced where they mislead (a flag before any command, a
+required argument missing beside an unknown flag, the top-level help named for a
+subcommand's flags).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from memsweep.cli.main import main
+
+REFERENCE = Path(__file__).resolve().parents[2] / "results" / "reference-default"
+POINT = ["--replay-capacity", "12000", "--num-workers", "2", "--model", "256,256", "--framework"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "says"),
+    [
+        (["--bogus"], 2, "memsweep: unrecognized arguments: --bogus: the first word is a command"),
+        (["run", "--bogus"], 2, "unrecognized arguments: --bogus; the following arguments"),
+        # a flag another command has is still unknown to this one
+        (["compact", "--json"], 2, "unrecognized arguments: --json; the following"),
+        (["claims", "run", "--bogus"], 2, "(see memsweep claims run --help)"),
+        (["claims", "table", "--bogus"], 2, "(see memsweep claims table --help)"),
+        (["analyze", "predict", "x", "--bogus"], 2, "(see memsweep analyze predict --help)"),
+        (["analyze", "x", "--bogus"], 2, "(see memsweep analyze report --help)"),
+        (["analyze", "designs", "x", "--sizes", "4,x"], 2, "got 'x' in '4,x'"),
+        (["analyze", "designs", "x", "--sizes", "x"], 2, "such as 4,5,6, got 'x'\n"),
+        (["analyze", "predict", "x", "--solve-for", ""], 2, "--solve-for: give a numeric"),
+        (["analyze", "predict", "x", "--solve-for", "num_workers"], 2, "answers a --budget"),
+        (
+            ["analyze", "predict", "x", "--emit", "ray", "--solve-for", "num_workers"],
+            2,
+            "goes with --budget (the largest value that fits it), not with --emit",
+        ),
+        (["analyze", "predict", "x", "--emit", "ray", "--budget", "8GB"], 2, "give one of them"),
+        (["analyze", ""], 3, "an empty path is not a results folder"),
+        (["compact", "a" * 300], 3, "cannot be read (File name too long)"),
+        (["analyze", "claims", "/no/such"], 3, "No such results folder: /no/such"),
+    ],
+)
+def test_a_refusal_is_one_line_naming_the_problem(
+    argv: list[str], code: int, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # WHEN the command line refuses it
+    assert main(argv) == code
+    # THEN one line on stderr says what and where to look
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err, err
+
+
+@pytest.mark.parametrize("flag", ["--vers", "--version"])
+def test_argparse_abbreviations_still_work_before_the_command(
+    flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([flag])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("memsweep ")
+
+
+def test_a_prediction_with_abbreviated_flags_is_the_same(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN the committed reference run; WHEN the same budget question is asked with
+    # argparse's abbreviations and in full
+    budget = ["--budget", "8GB", "--solve-for", "num_workers"]
+    assert main(["analyze", "predict", str(REFERENCE), *POINT, "torch", *budget]) == 0
+    full = capsys.readouterr().out
+    short = ["--rep", "12000", "--num", "2", "--model", "256,256", "--fr", "torch", "--bud", "8GB"]
+    assert main(["analyze", "predict", str(REFERENCE), *short, "--so", "num_workers"]) == 0
+    # THEN the answers are the same
+    assert capsys.readouterr().out == full and "largest num_workers" in full
