@@ -145,6 +145,7 @@ MEDIUM = frozenset(
         "tests/analyze/test_analyze_models.py::test_every_trial_of_a_complete_sweep_is_analysed_and_reaches_its_plateau",
         "tests/analyze/test_analyze_models.py::test_results_on_a_pyarrow_filesystem_are_read_through_the_dataset",
         "tests/analyze/test_designs.py::test_more_qmc_trials_predict_the_left_out_grid_better",
+        "tests/analyze/test_designs.py::test_each_size_is_tried_once_and_one_that_leaves_nothing_out_is_refused",
         "tests/analyze/test_analyze_models.py::test_the_capacity_slope_recovers_bytes_per_transition_within_its_interval",
         "tests/analyze/test_coherence.py::test_with_trials_lost_every_fitted_figure_stays_coherent",
         "tests/analyze/test_coherence.py::test_every_figure_of_a_sweep_is_coherent",

@@ -81,6 +81,14 @@ def test_the_half_fraction_is_balanced(tmp_path: Path) -> None:
             assert rows[factor].value_counts().tolist() == [2, 2]
 
 
+def test_each_size_is_tried_once_and_one_that_leaves_nothing_out_is_refused(grid) -> None:  # type: ignore[no-untyped-def]
+    designs = [r.design for r in compare_designs(grid, sizes=[6, 6])]
+    assert designs.count("Optuna QMC, 6 trials") == 1
+    # (it was dropped without a word: the user asked for a figure that cannot exist)
+    with pytest.raises(ValueError, match="leaves none of the 54 grid points out"):
+        compare_designs(grid, sizes=[6, 54])
+
+
 def test_report_says_how_many_trials_reach_the_full_grid_error(grid) -> None:  # type: ignore[no-untyped-def]
     text = designs_report("factorial", grid, sizes=[6, 12, 24, 36])
     assert "| one at a time | 8 |" in text

@@ -147,3 +147,20 @@ def test_emitted_requests_are_placed_and_an_undersized_node_refuses(
     # mid-run); Tune ends it unstarted when the time budget runs out
     assert seen.started == [] and "PENDING" in seen.running
     assert not seen.running & {"RUNNING", "ERROR"}
+
+
+def test_the_emitted_point_shows_counts_as_whole_numbers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN the reference run, whose model's parameter count is a median carried as a
+    # float (it came out 328705.99999999994 once)
+    reference = REPO / "results" / "reference-default"
+    point = ["--replay-capacity", "12000", "--num-workers", "2", "--model", "256,256"]
+    # WHEN its code is emitted
+    assert main(["analyze", "predict", str(reference), *point, "--framework", "torch",
+                 "--emit", "ray"]) == 0  # fmt: skip
+    # THEN the header names every count as a whole number
+    header = capsys.readouterr().out.splitlines()[0]
+    for name in ("replay_capacity", "num_workers", "model_params"):
+        value = header.split(f"{name}=", 1)[1].split(",", 1)[0]
+        assert value.isdigit(), header

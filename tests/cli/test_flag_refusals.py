@@ -39,6 +39,8 @@ POINT = ["--replay-capacity", "12000", "--num-workers", "2", "--model", "256,256
             "goes with --budget (the largest value that fits it), not with --emit",
         ),
         (["analyze", "predict", "x", "--emit", "ray", "--budget", "8GB"], 2, "give one of them"),
+        (["analyze", "predict", "x", "--margin", "0.5"], 2, "--margin goes with --emit ray"),
+        (["analyze", "predict", "x", "--node-memory", "16GB"], 2, "--node-memory goes with"),
         (["analyze", ""], 3, "an empty path is not a results folder"),
         (["compact", "a" * 300], 3, "cannot be read (File name too long)"),
         (["analyze", "claims", "/no/such"], 3, "No such results folder: /no/such"),

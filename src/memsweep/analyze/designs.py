@@ -163,7 +163,9 @@ def _plain(value: Any) -> Any:
 
 
 def compare_designs(table: pd.DataFrame, sizes: Sequence[int] | None = None) -> list[DesignResult]:
-    """Every design on a full-grid trial table (index trial id, factor columns, plateau)."""
+    """Every design on a full-grid trial table (index trial id, factor columns, plateau),
+    at each of ``sizes`` (each once; default: the fitted terms up to the grid's size − 1).
+    :class:`ValueError` if the table is not a full grid or a size leaves no point out."""
     table = table.dropna(subset=[PLATEAU])
     factors = varied_factors(table)
     if not factors:
@@ -187,9 +189,13 @@ def compare_designs(table: pd.DataFrame, sizes: Sequence[int] | None = None) -> 
     terms = 1 + sum(
         1 if pd.api.types.is_numeric_dtype(table[f]) else table[f].nunique() - 1 for f in factors
     )
-    for n in sizes or range(terms, len(table)):
-        if n >= len(table):
-            continue
+    too_big = [n for n in sizes or () if n >= len(table)]
+    if too_big:
+        raise ValueError(
+            f"a design of {too_big[0]} trials leaves none of the {len(table)} grid points "
+            f"out to test it on: give sizes below {len(table)}"
+        )
+    for n in dict.fromkeys(sizes) if sizes else range(terms, len(table)):
         qmc = [qmc_points(table, n, seed) for seed in range(SEEDS)]
         rng = np.random.default_rng(0)
         rand = [

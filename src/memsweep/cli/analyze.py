@@ -150,7 +150,6 @@ class PredictCommand:
         )
         parser.add_argument(
             "--margin",
-            default="0.2",
             metavar="FRACTION",
             help="with --emit: added over the upper prediction bound of the peak (default 0.2)",
         )
@@ -315,16 +314,22 @@ def parse_setting(text: str) -> tuple[str, float | str]:
 
 
 def _emit_values(args: argparse.Namespace) -> tuple[float, int | None]:
+    """(margin, node memory in bytes or None) of ``--emit``; :class:`MemsweepError` for a
+    bad value, or for either flag without ``--emit`` (it would be silently ignored)."""
+    if args.emit is None:
+        for flag, value in (("--margin", args.margin), ("--node-memory", args.node_memory)):
+            if value is not None:
+                raise MemsweepError(
+                    f"{flag} goes with --emit ray (it sizes the emitted requests): add "
+                    "--emit ray, or leave it out"
+                )
+    text = args.margin if args.margin is not None else "0.2"
     try:
-        margin = float(args.margin)
+        margin = float(text)
     except ValueError:
-        raise MemsweepError(
-            f"--margin: expected a fraction such as 0.2, got {args.margin!r}"
-        ) from None
+        raise MemsweepError(f"--margin: expected a fraction such as 0.2, got {text!r}") from None
     if not 0 <= margin <= 10:
-        raise MemsweepError(
-            f"--margin must be in [0, 10] (a fraction: 0.2 = 20 %), got {args.margin}"
-        )
+        raise MemsweepError(f"--margin must be in [0, 10] (a fraction: 0.2 = 20 %), got {text}")
     node = parse_size(args.node_memory, "--node-memory") if args.node_memory else None
     return margin, node
 

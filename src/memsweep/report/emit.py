@@ -119,7 +119,11 @@ def ray_request(prediction: Prediction, margin: float = DEFAULT_MARGIN) -> RayRe
 def _point_text(point: dict[str, float | str]) -> str:
     parts = []
     for name, value in point.items():
-        shown = int(value) if isinstance(value, float) and value.is_integer() else value
+        # A count carried as a float (a median or estimate of parameters) can land a hair
+        # off its whole number (328705.99999999994): show it as the count it is.
+        shown: float | int | str = value
+        if isinstance(value, float) and math.isclose(value, round(value), rel_tol=1e-9):
+            shown = round(value)
         parts.append(f"{name}={shown}")
     return ", ".join(parts)
 
