@@ -122,6 +122,19 @@ def format_interval(estimate: Estimate | None, unit: str = "bytes") -> str:
     return f"{format_number(estimate.value)} [{low} – {high}] {unit}"
 
 
+def as_written(value: object, rel_tol: float = 0.0) -> str:
+    """A factor value as a sweep file writes it: a float that is a whole number (within
+    ``rel_tol``, for a count carried as a median or an estimate) without ``.0`` or
+    thousands separators (``2000``, ``328706``), anything else as ``str`` gives it."""
+    if (
+        isinstance(value, float)
+        and math.isfinite(value)
+        and math.isclose(value, round(value), rel_tol=rel_tol)
+    ):
+        return str(round(value))
+    return str(value)
+
+
 def format_number(value: float) -> str:
     """Three significant digits, thousands separators for large values."""
     if not math.isfinite(value):

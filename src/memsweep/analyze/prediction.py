@@ -11,7 +11,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,14 @@ import scipy.linalg
 
 from memsweep.analyze.models import FittedModel, ModelSet
 from memsweep.errors import DataError, UsageError
-from memsweep.units import Estimate, format_bytes, format_number, natural_order, parse_model
+from memsweep.units import (
+    Estimate,
+    as_written,
+    format_bytes,
+    format_number,
+    natural_order,
+    parse_model,
+)
 
 if TYPE_CHECKING:
     from memsweep.analyze.analysis import Analysis
@@ -251,7 +258,7 @@ def resolve_point(
             if not measured:
                 continue
             raise UsageError(
-                f"{flag} is required: the sweep varies {factor} ({_levels_text(measured)})"
+                f"{flag} is required: the sweep varies {factor} ({', '.join(map(as_written, measured))})"
             )
         numeric = all(isinstance(v, int | float) for v in measured)
         if numeric and isinstance(value, str):
@@ -265,7 +272,7 @@ def resolve_point(
         if not numeric and measured and str(value) not in map(str, measured):
             raise UsageError(
                 f"{flag.replace('=VALUE', '')} {value}: the sweep measured only "
-                f"{_levels_text(measured)}"
+                f"{', '.join(map(as_written, measured))}"
             )
     if "framework" not in resolved and "framework" in analysis.trial_table:
         frameworks = analysis.trial_table["framework"].dropna().unique()
@@ -293,14 +300,6 @@ def resolve_point(
                 "estimated from its layer sizes (pass --model-params to give the count)"
             )
     return resolved, source, warnings
-
-
-def _levels_text(levels: list[Any]) -> str:
-    """Levels of a factor for a message, as a sweep file writes them: ``2000, 5000``
-    (whole numbers without ``.0`` or thousands separators, which a list would blur)."""
-    return ", ".join(
-        str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in levels
-    )
 
 
 def _level(value: float) -> str:

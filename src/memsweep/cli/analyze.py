@@ -30,6 +30,7 @@ from memsweep.units import (
 
 if TYPE_CHECKING:
     from memsweep.analyze.analysis import Analysis
+    from memsweep.store import Results
 
 # The analysis modules (pandas, statsmodels, duckdb, matplotlib) are imported inside
 # ``run``, after the flags and the folder have been checked: a typo answers at once.
@@ -48,13 +49,20 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def read_results(uri: str) -> Results:
+    """The results folder at ``uri``: a local one that is not there is refused before the
+    store's readers (pyarrow, pandas) are imported, so that the refusal answers at once.
+    :class:`DataError` (exit 3) if it is not a results folder."""
+    refuse_missing_local(uri)
+    from memsweep.store import open_results
+
+    return open_results(uri)
+
+
 def _analyse(args: argparse.Namespace) -> Analysis:
     """Check the flags and the folder, then import the analysis and run it."""
     confidence, horizon = _option_values(args)
-    refuse_missing_local(args.results)
-    from memsweep.store import open_results
-
-    results = open_results(args.results)
+    results = read_results(args.results)
     from memsweep.analyze.analysis import AnalysisOptions, analyze_results
 
     return analyze_results(
@@ -93,12 +101,9 @@ class ReportCommand:
                 f"{args.results} is remote: give a local --out folder for the report"
             )
         _option_values(args)
-        refuse_missing_local(args.results)
-        from memsweep.store import open_results
-
         # The folder is checked first (nothing is created beside what is not a results
         # folder), then the output, then the analysis runs.
-        open_results(args.results)
+        read_results(args.results)
         writable_folder(out if out is not None else Path(args.results) / "analysis")
         analysis = _analyse(args)
         from memsweep.report.document import summary_text, write_report
@@ -202,7 +207,7 @@ class PredictCommand:
                 )
         margin, node_memory = _emit_values(args)
         settings = tuple(parse_setting(text) for text in args.settings)
-        refuse_missing_local(args.results)
+        analysis = _analyse(args)
         from memsweep.analyze.prediction import PredictPoint, predict, prediction_text
         from memsweep.analyze.solve import solve_budget
 
@@ -214,7 +219,6 @@ class PredictCommand:
             model_params=params,
             settings=settings,
         )
-        analysis = _analyse(args)
         if args.emit == "ray":
             from memsweep.report.emit import emit_ray
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from memsweep.cli.analyze import _option_values, damaged_parquet_is_one_line
-from memsweep.store import refuse_missing_local
+from memsweep.cli.analyze import _option_values, damaged_parquet_is_one_line, read_results
 
 
 class CompareCommand:
@@ -24,12 +23,8 @@ class CompareCommand:
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         args.horizon = "10M"
         confidence, horizon = _option_values(args)
-        refuse_missing_local(args.results_a)
-        refuse_missing_local(args.results_b)
-        from memsweep.store import open_results
-
-        results_a = open_results(args.results_a)
-        results_b = open_results(args.results_b)
+        results_a = read_results(args.results_a)
+        results_b = read_results(args.results_b)
         from memsweep.analyze.analysis import AnalysisOptions, analyze_results
         from memsweep.analyze.compare import compare_analyses
         from memsweep.report.compare import comparison_json, comparison_text

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from memsweep.analyze.prediction import Prediction, RolePrediction
 from memsweep.errors import MemsweepError
-from memsweep.units import format_bytes
+from memsweep.units import as_written, format_bytes
 
 MIB = 2**20
 DEFAULT_MARGIN = 0.2
@@ -121,10 +121,7 @@ def _point_text(point: dict[str, float | str]) -> str:
     for name, value in point.items():
         # A count carried as a float (a median or estimate of parameters) can land a hair
         # off its whole number (328705.99999999994): show it as the count it is.
-        shown: float | int | str = value
-        if isinstance(value, float) and math.isclose(value, round(value), rel_tol=1e-9):
-            shown = round(value)
-        parts.append(f"{name}={shown}")
+        parts.append(f"{name}={as_written(value, rel_tol=1e-9)}")
     return ", ".join(parts)
 
 

@@ -46,7 +46,7 @@ import pandas as pd
 
 from memsweep.analyze.analysis import Analysis
 from memsweep.errors import MemsweepError, OutputError
-from memsweep.units import Estimate
+from memsweep.units import Estimate, as_written
 
 MLFLOW_INSTALL = "pip install 'memsweep[mlflow]'"
 """How to get the optional MLflow client (``mlflow-skinny``)."""
@@ -111,12 +111,6 @@ class ExportSummary:
         return "\n".join(lines)
 
 
-def _param_text(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def _summary(prefix: str, estimate: Estimate | None) -> Iterator[tuple[str, float]]:
     if estimate is not None and math.isfinite(estimate.value):
         yield prefix, float(estimate.value)
@@ -144,7 +138,7 @@ def trial_runs(
     for trial in analysis.trials:
         trial_id = trial.trial_id
         factors = data.factors.get(trial_id) or trial.factors
-        params = tuple((str(k), _param_text(v)) for k, v in sorted(factors.items()))
+        params = tuple((str(k), as_written(v)) for k, v in sorted(factors.items()))
         rows = series[series["trial_id"] == trial_id].sort_values(["role", "t_s"])
         has_steps = bool(rows["env_steps"].notna().any())
         # After its last Tune result a trial samples no more env steps: the last count holds.

@@ -17,7 +17,7 @@ from typing import Any
 from memsweep import result_keys as keys
 from memsweep.store import Results
 from memsweep.store.peaks import trial_peaks
-from memsweep.units import format_bytes
+from memsweep.units import as_written, format_bytes
 
 
 @dataclass(frozen=True)
@@ -115,11 +115,7 @@ def format_driver_peak(peak: DriverPeak | None, whole_command_bytes: int | None 
 
 def _cell(value: Any) -> str:
     """A factor value as written: 2000, not 2000.0; "-" when the trial has none."""
-    if value is None:
-        return "-"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+    return "-" if value is None else as_written(value)
 
 
 def _show(value: int | None) -> str:
