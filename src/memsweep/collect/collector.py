@@ -214,8 +214,9 @@ class Collector:
 
     def flush(self, final: bool = False) -> None:
         """Drain, attribute and write once: follow membership, drain every sampler, take
-        in what they registered, attribute and write the samples, check the budget,
-        settle kills and unattributed trials, write the other tables."""
+        in what they registered, write the trials table if it changed, attribute and
+        write the samples, check the budget, settle kills and unattributed trials, write
+        the other tables (the trials table again if that changed it)."""
         if not final:
             self._add_events(self._fleet.follow_membership())
         drained, events = self._fleet.drain_all(final, max(10.0, 3 * self.flush_interval_s))
@@ -228,6 +229,11 @@ class Collector:
                 # The GCS can be briefly unreachable: keep the last actor table; rows of
                 # new processes are held back below.
                 log.warning("memsweep: actor table not refreshed: %s", exc)
+        # The trials table first (a few rows, only when changed), then the bulky samples:
+        # a results disk that fills up during this flush then still holds every trial
+        # that started, and their statuses as last known. Written again below if the
+        # kills and unattributed trials settled in this flush change it.
+        self._write_trials()
         pending = [(b.node_id, b.samples, time.time()) for b in drained if b.samples.num_rows]
         pending = self._held + pending
         self._held = []
