@@ -41,6 +41,18 @@ POINT = ["--replay-capacity", "12000", "--num-workers", "2", "--model", "256,256
         (["analyze", "predict", "x", "--emit", "ray", "--budget", "8GB"], 2, "give one of them"),
         (["analyze", "predict", "x", "--margin", "0.5"], 2, "--margin goes with --emit ray"),
         (["analyze", "predict", "x", "--node-memory", "16GB"], 2, "--node-memory goes with"),
+        (
+            ["analyze", "predict", "x", "--budget", "-8GB"],
+            2,
+            "argument --budget: -8GB starts with '-' and reads as a flag: write --budget=-8GB "
+            "(see memsweep analyze predict --help)",
+        ),
+        (
+            ["analyze", "--confidence", "0.9", "predict", "x"],
+            2,
+            "predict is a command: it comes before its flags, as in "
+            "`memsweep analyze predict --confidence 0.9 x`",
+        ),
         (["analyze", ""], 3, "an empty path is not a results folder"),
         (["compact", "a" * 300], 3, "cannot be read (File name too long)"),
         (["analyze", "claims", "/no/such"], 3, "No such results folder: /no/such"),
@@ -77,3 +89,14 @@ def test_a_prediction_with_abbreviated_flags_is_the_same(
     assert main(["analyze", "predict", str(REFERENCE), *short, "--so", "num_workers"]) == 0
     # THEN the answers are the same
     assert capsys.readouterr().out == full and "largest num_workers" in full
+
+
+def test_a_results_folder_named_like_a_command_is_still_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a folder called "predict" here (not a sweep's results)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "predict").mkdir()
+    # WHEN it follows a report flag, THEN it is the report's folder, refused as one
+    assert main(["analyze", "--confidence", "0.9", "predict"]) == 3
+    assert "predict is a command" not in capsys.readouterr().err

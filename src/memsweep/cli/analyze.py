@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from memsweep.cli.command import Command, add_commands
 from memsweep.cli.output import writable_folder
-from memsweep.errors import DataError, MemsweepError
+from memsweep.errors import DataError, MemsweepError, UsageError
 from memsweep.store import is_remote, refuse_missing_local
 from memsweep.units import (
     format_bytes,
@@ -384,7 +384,21 @@ def damaged_parquet_is_one_line() -> Iterator[None]:
 
 
 def with_default_command(argv: list[str]) -> list[str]:
-    """``analyze RESULTS …`` → ``analyze report RESULTS …``: report is the default."""
+    """``analyze RESULTS …`` → ``analyze report RESULTS …``: report is the default.
+
+    Raises :class:`~memsweep.errors.UsageError` for a command named after a flag
+    (``analyze --confidence 0.9 predict R``), which would otherwise be taken for the
+    report's results folder, unless a folder of that name is there."""
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+        if argv[0].startswith("-"):
+            at = next(
+                (i for i, w in enumerate(argv) if w in COMMANDS and not Path(w).exists()), None
+            )
+            if at is not None:
+                late, rest = argv[at], argv[:at] + argv[at + 1 :]
+                raise UsageError(
+                    f"{late} is a command: it comes before its flags, as in "
+                    f"`memsweep analyze {late} {' '.join(rest)}`"
+                )
         return ["report", *argv]
     return argv

@@ -9,6 +9,7 @@ once and passes only those inward. An expected failure is a
 from __future__ import annotations
 
 import argparse
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import NoReturn, Protocol
 
@@ -52,6 +53,13 @@ class Parser(argparse.ArgumentParser):
             unknown = [word for word in words if not self._known_flag(word, chain)]
             if unknown and "arguments are required" in str(exc):
                 raise MemsweepError(f"unrecognized arguments: {' '.join(unknown)}; {exc}") from None
+            dashed = _dashed_value(words, str(exc))
+            if dashed is not None:
+                flag, value = dashed
+                raise MemsweepError(
+                    f"argument {flag}: {value} starts with '-' and reads as a flag: write "
+                    f"{flag}={value} (see {chain[-1].prog} --help)"
+                ) from None
             raise
         if extras:
             prog = getattr(parsed, HELP_PROG, self.prog)
@@ -80,6 +88,19 @@ class Parser(argparse.ArgumentParser):
         if not word.startswith("--") and word[:2] in flags:
             return True
         return any(flag.startswith(name) for flag in flags if flag.startswith("--"))
+
+
+def _dashed_value(words: Sequence[str], message: str) -> tuple[str, str] | None:
+    """The flag and value of argparse's "argument --budget: expected one argument" when
+    the word after the flag is a value starting with ``-`` and a digit (``-8GB``), which
+    argparse takes for a flag unless it is a plain number; else None."""
+    if "expected one argument" not in message or not message.startswith("argument "):
+        return None
+    flags = message[len("argument ") :].split(":", 1)[0].split("/")
+    for flag, value in itertools.pairwise(words):
+        if flag in flags and value[:1] == "-" and value[1:2].isdigit():
+            return flag, value
+    return None
 
 
 def add_commands(

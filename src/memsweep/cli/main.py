@@ -78,10 +78,10 @@ def exit_codes_text() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     analyzing = words[:1] == ["analyze"]
-    if analyzing:
-        words = ["analyze", *with_default_command(words[1:])]
     prog = "memsweep analyze" if analyzing and len(words) > 1 else "memsweep"
     try:
+        if analyzing:
+            words = ["analyze", *with_default_command(words[1:])]
         if words and words[0] in ANALYZE_COMMANDS and words[0] not in COMMANDS:
             # `memsweep predict …`: argparse would list every command; name the one meant.
             raise UsageError(
