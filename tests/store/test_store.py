@@ -72,6 +72,23 @@ def test_a_folder_that_is_not_a_sweep_is_refused_with_the_fix(tmp_path: Path) ->
         open_results(tmp_path / "empty")
 
 
+def test_a_remote_location_not_there_says_whether_its_bucket_is(
+    s3_uri: Callable[[str], str], s3_endpoint: str
+) -> None:
+    # GIVEN a real S3 API with a bucket "sweeps": a missing folder in it is just missing
+    with pytest.raises(DataError, match="No such results folder") as missing:
+        open_results(s3_uri("nothing/here"))
+    assert "bucket" not in str(missing.value)
+    # AND a missing bucket names the bucket and what to check (pyarrow answers "not found"
+    # for it, not an error, as it does for an endpoint with no route to it)
+    with pytest.raises(DataError, match="its bucket s3://no-such-bucket is not there") as exc:
+        open_results(s3_uri("x").replace("s3://sweeps/", "s3://no-such-bucket/"))
+    assert "endpoint_override" in str(exc.value)
+    # AND an endpoint that refuses the connection is an error of its own, named as such
+    with pytest.raises(DataError, match="check that its storage can be reached"):
+        open_results(s3_uri("x").replace(s3_endpoint, "127.0.0.1:9"))  # the discard port
+
+
 def test_results_from_a_newer_memsweep_are_refused(tmp_path: Path) -> None:
     writer = ResultsWriter(tmp_path / "s")
     writer.replace("trials", [{"trial_id": "t"}])

@@ -263,7 +263,7 @@ def open_results(uri: str | os.PathLike[str]) -> Results:
             "can be reached from here (endpoint, network, credentials)"
         ) from None
     if info.type == pafs.FileType.NotFound:
-        raise no_such_folder(uri)
+        raise _not_found(uri, fs, root)
     if not (results.exists("trials.parquet") or results.exists("samples")):
         raise DataError(
             f"{os.fspath(uri)} is not a memsweep results folder (no trials.parquet, no "
@@ -276,6 +276,28 @@ def open_results(uri: str | os.PathLike[str]) -> Results:
             f"one reads up to {SCHEMA_VERSION}). Upgrade memsweep to read it."
         )
     return results
+
+
+def _not_found(uri: str | os.PathLike[str], fs: pafs.FileSystem, root: str) -> DataError:
+    """The refusal of a location that is not there. For a remote one, whether its bucket
+    is: pyarrow's S3 filesystem answers "not found" (not an error) when the endpoint
+    cannot be reached at all, so a missing bucket and a wrong ``endpoint_override`` look
+    the same, and neither is a missing folder."""
+    bucket = root.split("/", 1)[0]
+    if "://" not in os.fspath(uri) or not bucket or bucket == root:
+        return no_such_folder(uri)
+    try:
+        there = fs.get_file_info(bucket).type != pafs.FileType.NotFound
+    except OSError:
+        there = False
+    if there:
+        return no_such_folder(uri)
+    scheme = os.fspath(uri).split("://", 1)[0]
+    return DataError(
+        f"No such results folder: {os.fspath(uri)}: its bucket {scheme}://{bucket} is not "
+        "there or its storage cannot be reached from here: check the bucket name, the "
+        "endpoint (endpoint_override), the network and the credentials"
+    )
 
 
 def latest_attempts(table: pa.Table, trials: pa.Table) -> pa.Table:
