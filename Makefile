@@ -30,7 +30,7 @@ sweep: $(STAMP) ## run the default sweep on an embedded local Ray (SWEEP=... for
 analyze: $(STAMP) ## analyse the default sweep's results (RESULTS=results/<name>)
 	$(VENV)/bin/memsweep analyze $(or $(RESULTS),results/default)
 
-test: $(STAMP) ## run the whole test suite (real Ray, RLlib, Tune, Parquet; 683 tests, 21-25 min on 2 cores)
+test: $(STAMP) ## run the whole test suite (real Ray, RLlib, Tune, Parquet; 684 tests, 21-25 min on 2 cores)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not solo"
 	$(PY) -m pytest -q -p no:cacheprovider -m solo
 

@@ -74,7 +74,10 @@ def test_a_rate_at_the_threshold_asks_for_more_plateau() -> None:
     assert fit.more_env_steps is not None and fit.more_env_steps > 0
 
 
-@settings(max_examples=40, deadline=None)
+# Derandomized: the same draws every run. A falling or flat series is flagged by chance at
+# a small, measured rate (the next test), so a random search would in time find one; this
+# one checks the intervals and the verdict on a fixed, varied set.
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
 @given(
     rate=st.floats(-2.0, 2.0),
     noise=st.floats(0.0, 5.0),
@@ -94,6 +97,25 @@ def test_every_rate_lies_inside_its_interval_and_a_falling_series_is_never_susta
         assert fit.kind != "sustained growth"
     if fit.kind == "too little plateau":
         assert fit.more_env_steps is not None and fit.more_env_steps > 0
+
+
+def test_flat_plateaus_of_the_shortest_length_that_decides_are_flagged_at_most_0_13_percent() -> (
+    None
+):
+    # GIVEN 1,500 flat series of 2,000 env steps (the shortest plateau that may decide),
+    # 16-60 buckets, 0.5-5 MB of noise: a known answer, no growth in any
+    rng = np.random.default_rng(2026)
+    flagged = 0
+    for _ in range(1500):
+        n, noise = int(rng.integers(16, 61)), rng.uniform(0.5, 5.0)
+        x = np.linspace(0, 2_000, n)
+        y = 800 * MB + rng.normal(0, noise * MB, n)
+        # WHEN each is classified
+        flagged += classify_growth(x, y, x / 500.0).kind == "sustained growth"
+    # THEN at most 2 read as sustained growth (measured: 1; 6 before the rise had to
+    # exceed the series' scatter, when a slope interval above the creep ceiling and a
+    # 1 MB rise were enough)
+    assert flagged <= 2
 
 
 # -- corpus cases: real leak-free runs with growth planted into copies -------------------

@@ -31,7 +31,8 @@ buffer fills (``background_rate_bytes_per_step``, falling like 1/length beyond
 2. the rate falls — the early rate is above ``r``, the late rate's interval lies below
    the early one's and the late rate is under ``falling_ratio`` × the early rate:
    **settling**;
-3. the reported interval lies above ``r`` and memory rose by ``min_rise_bytes``:
+3. the reported interval lies above ``r`` and memory rose by ``min_rise_bytes`` and by
+   more than its scatter allows (:func:`_rise_noise`):
    **sustained growth** (a rate that does not fall) — on a plateau shorter than
    ``min_sustained_env_steps`` only when the statistical interval also lies above
    ``creep_ceiling_bytes_per_step`` (leak-free runs creep that fast by themselves that
@@ -51,6 +52,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
@@ -101,7 +103,8 @@ class GrowthRule:
 
     min_rise_bytes: float = 1e6
     """Sustained growth must also have raised memory over the plateau by at least this
-    much (the last tenth's mean over the first tenth's, bytes): on a short, noisy plateau
+    much (the last tenth's mean over the first tenth's, bytes), and by more than the
+    scatter of the series reaches by chance at ``confidence``: on a short, noisy plateau
     a slope interval can exclude 0 by chance while the memory did not rise at all."""
 
     min_sustained_env_steps: float = 30_000.0
@@ -232,6 +235,31 @@ def _widened(rate: Estimate | None, background: float) -> Estimate | None:
     return Estimate(rate.value, rate.value - half, rate.value + half)
 
 
+def _rise_noise(
+    x: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    shift: npt.NDArray[np.float64] | None,
+    rule: GrowthRule,
+) -> float:
+    """The rise (:attr:`GrowthFit.rise_bytes`) that noise alone reaches at the rule's
+    confidence, bytes: the half-width of the difference of two tenths' means, each of
+    ``n // 10`` buckets scattered by the residual SD of the plateau's line (and level
+    shift). On a short, noisy plateau the late slope's interval can exclude the threshold
+    by chance (flat series of 2k–4k env steps and 0.5–5 MB of noise: 0.3% of them) while
+    the memory rose by no more than its scatter."""
+    columns = [np.ones_like(x), x - x[0]]
+    if shift is not None:
+        columns.append(shift)
+    design = np.column_stack(columns)
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    dof = len(y) - design.shape[1]
+    if dof <= 0:
+        return math.inf
+    sd = math.sqrt(float(np.sum((y - design @ coef) ** 2)) / dof)
+    z = NormalDist().inv_cdf(0.5 + rule.confidence / 2)
+    return z * sd * math.sqrt(2 / max(1, len(y) // 10))
+
+
 def _more_env_steps(late: Estimate, span: float, rule: GrowthRule) -> float:
     """Env steps of plateau to add before the late rate decides, if it stays where it is.
 
@@ -316,7 +344,7 @@ def classify_growth(
         and late_rate.value < rule.falling_ratio * early_rate.value
     ):
         kind = "settling"
-    elif late_rate.low > r and rise >= rule.min_rise_bytes:
+    elif late_rate.low > r and rise >= max(rule.min_rise_bytes, _rise_noise(x, y, shift, rule)):
         if (
             span >= rule.min_sustained_env_steps
             or late_stat.low > rule.creep_ceiling_bytes_per_step
