@@ -191,6 +191,7 @@ MEDIUM = frozenset(
         "tests/store/test_compact.py::test_compactions_sigkilled_at_random_moments_never_lose_or_double_a_row",
         "tests/store/test_compact.py::test_results_on_s3_compact_through_pyarrow_fs",
         "tests/store/test_store.py::test_a_remote_location_not_there_says_whether_its_bucket_is",
+        "tests/cli/test_flag_refusals.py::test_a_command_name_as_a_flags_value_is_that_value",
         "tests/analyze/test_growth.py::test_flat_plateaus_of_the_shortest_length_that_decides_are_flagged_at_most_0_13_percent",
         # Measured again on 2026-11-30 (--durations=50 of test-fast, load ~3): 1.8-11 s
         # each, 96 s of its 159 s. Each starts a Python that imports RLlib, Tune or

@@ -173,11 +173,12 @@ def parse_size(text: str, flag: str) -> int:
     try:
         return parse_bytes(text)
     except ValueError:
-        hint = (
-            f"a size needs a unit: did you mean {text.strip()}GB?"
-            if _BARE_NUMBER_RE.match(text)
-            else "use e.g. 64GB, 16GiB or 512MB"
-        )
+        if text.strip().startswith("-"):
+            hint = "a size is not negative: give one such as 64GB"
+        elif _BARE_NUMBER_RE.match(text):
+            hint = f"a size needs a unit: did you mean {text.strip()}GB?"
+        else:
+            hint = "use e.g. 64GB, 16GiB or 512MB"
         raise MemsweepError(f"{flag}: Invalid memory size format: {text!r} ({hint})") from None
 
 

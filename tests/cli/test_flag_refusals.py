@@ -44,15 +44,27 @@ POINT = ["--replay-capacity", "12000", "--num-workers", "2", "--model", "256,256
         (
             ["analyze", "predict", "x", "--budget", "-8GB"],
             2,
-            "argument --budget: -8GB starts with '-' and reads as a flag: write --budget=-8GB "
-            "(see memsweep analyze predict --help)",
+            "argument --budget: -8GB is negative: give a positive value (a word that starts "
+            "with '-' reads as a flag) (see memsweep analyze predict --help)",
+        ),
+        # an abbreviated flag too; the size itself refused as negative, with = and without
+        (["analyze", "predict", "x", "--bud", "-8GB"], 2, "argument --budget: -8GB is negative"),
+        (["analyze", "predict", "x", "--budget=-1GB"], 2, "a size is not negative"),
+        (["analyze", "predict", "x", "--budget", "-1"], 2, "a size is not negative"),
+        # argparse took -0.9 as a value: what is missing is the last flag's value
+        (
+            ["analyze", "predict", "x", "--confidence", "-0.9", "--confidence"],
+            2,
+            "argument --confidence: expected one argument",
         ),
         (
             ["analyze", "--confidence", "0.9", "predict", "x"],
             2,
-            "predict is a command: it comes before its flags, as in "
-            "`memsweep analyze predict --confidence 0.9 x`",
+            "predict is a command: name it right after `memsweep analyze`, before any flag "
+            "(see memsweep analyze predict --help)",
         ),
+        (["analyze", "--conf", "0.9", "designs", "x"], 2, "designs is a command: name it"),
+        (["analyze", "s3://", "--out", "o"], 3, "s3:// names no bucket: give s3://BUCKET/PATH"),
         (["analyze", ""], 3, "an empty path is not a results folder"),
         (["compact", "a" * 300], 3, "cannot be read (File name too long)"),
         (["analyze", "claims", "/no/such"], 3, "No such results folder: /no/such"),
@@ -89,6 +101,20 @@ def test_a_prediction_with_abbreviated_flags_is_the_same(
     assert main(["analyze", "predict", str(REFERENCE), *short, "--so", "num_workers"]) == 0
     # THEN the answers are the same
     assert capsys.readouterr().out == full and "largest num_workers" in full
+
+
+def test_a_command_name_as_a_flags_value_is_that_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN no folder here; WHEN the report goes to folders named like commands, with
+    # --out before the results folder and after it
+    monkeypatch.chdir(tmp_path)
+    assert main(["analyze", "--out", "predict", str(REFERENCE)]) == 0
+    assert main(["analyze", "--confidence", "0.9", str(REFERENCE), "--out", "designs"]) == 0
+    # THEN each is written where asked, and neither value was taken for a command
+    assert (tmp_path / "predict" / "report.md").is_file()
+    assert (tmp_path / "designs" / "report.md").is_file()
+    assert "is a command" not in capsys.readouterr().err
 
 
 def test_a_results_folder_named_like_a_command_is_still_a_folder(

@@ -84,6 +84,9 @@ def test_a_remote_location_not_there_says_whether_its_bucket_is(
     with pytest.raises(DataError, match="its bucket s3://no-such-bucket is not there") as exc:
         open_results(s3_uri("x").replace("s3://sweeps/", "s3://no-such-bucket/"))
     assert "endpoint_override" in str(exc.value)
+    # AND so does an address that is the missing bucket alone
+    with pytest.raises(DataError, match="its bucket s3://no-such-bucket is not there"):
+        open_results(s3_uri("").replace("s3://sweeps/", "s3://no-such-bucket"))
     # AND an endpoint that refuses the connection is an error of its own, named as such
     with pytest.raises(DataError, match="check that its storage can be reached"):
         open_results(s3_uri("x").replace(s3_endpoint, "127.0.0.1:9"))  # the discard port

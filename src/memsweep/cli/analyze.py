@@ -386,19 +386,38 @@ def damaged_parquet_is_one_line() -> Iterator[None]:
 def with_default_command(argv: list[str]) -> list[str]:
     """``analyze RESULTS …`` → ``analyze report RESULTS …``: report is the default.
 
-    Raises :class:`~memsweep.errors.UsageError` for a command named after a flag
-    (``analyze --confidence 0.9 predict R``), which would otherwise be taken for the
-    report's results folder, unless a folder of that name is there."""
+    Raises :class:`~memsweep.errors.UsageError` when the report's results folder, the
+    first word that is neither a flag nor a flag's value, is a command's name
+    (``analyze --confidence 0.9 predict R``) and no folder of that name is here."""
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
-        if argv[0].startswith("-"):
-            at = next(
-                (i for i, w in enumerate(argv) if w in COMMANDS and not Path(w).exists()), None
+        at = _first_positional(argv, COMMANDS["report"])
+        if at is not None and argv[at] in COMMANDS and not Path(argv[at]).exists():
+            raise UsageError(
+                f"{argv[at]} is a command: name it right after `memsweep analyze`, before "
+                f"any flag (see memsweep analyze {argv[at]} --help)"
             )
-            if at is not None:
-                late, rest = argv[at], argv[:at] + argv[at + 1 :]
-                raise UsageError(
-                    f"{late} is a command: it comes before its flags, as in "
-                    f"`memsweep analyze {late} {' '.join(rest)}`"
-                )
         return ["report", *argv]
     return argv
+
+
+def _first_positional(argv: list[str], command: Command) -> int | None:
+    """Index of the first word of ``argv`` that ``command``'s parser takes as a positional
+    argument: not a flag, not a flag's value (flags as argparse reads them: ``--out X``,
+    ``--out=X``, a unique abbreviation), after ``--``; None when there is none."""
+    probe = argparse.ArgumentParser(add_help=False)
+    command.prepare_parser(probe)
+    takes_value = {
+        flag for action in probe._actions if action.nargs != 0 for flag in action.option_strings
+    }
+    flags = set(probe._option_string_actions) | {"-h", "--help"}
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if word == "--":
+            return index + 1 if index + 1 < len(argv) else None
+        if not word.startswith("-") or word == "-":
+            return index
+        name, given, _ = word.partition("=")
+        match = [name] if name in flags else [f for f in flags if f.startswith(name)]
+        index += 2 if not given and len(match) == 1 and match[0] in takes_value else 1
+    return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import re
 from collections.abc import Mapping, Sequence
 from typing import NoReturn, Protocol
 
@@ -57,8 +58,8 @@ class Parser(argparse.ArgumentParser):
             if dashed is not None:
                 flag, value = dashed
                 raise MemsweepError(
-                    f"argument {flag}: {value} starts with '-' and reads as a flag: write "
-                    f"{flag}={value} (see {chain[-1].prog} --help)"
+                    f"argument {flag}: {value} is negative: give a positive value (a word "
+                    f"that starts with '-' reads as a flag) (see {chain[-1].prog} --help)"
                 ) from None
             raise
         if extras:
@@ -92,15 +93,22 @@ class Parser(argparse.ArgumentParser):
 
 def _dashed_value(words: Sequence[str], message: str) -> tuple[str, str] | None:
     """The flag and value of argparse's "argument --budget: expected one argument" when
-    the word after the flag is a value starting with ``-`` and a digit (``-8GB``), which
-    argparse takes for a flag unless it is a plain number; else None."""
+    the word after the flag (or a unique abbreviation of it) starts with ``-`` and a
+    digit (``-8GB``, ``-1e3``), a negative value that argparse took for a flag because it
+    is not a plain number (``-1`` and ``-0.5`` it takes as values); else None."""
     if "expected one argument" not in message or not message.startswith("argument "):
         return None
     flags = message[len("argument ") :].split(":", 1)[0].split("/")
-    for flag, value in itertools.pairwise(words):
-        if flag in flags and value[:1] == "-" and value[1:2].isdigit():
-            return flag, value
+    for word, value in itertools.pairwise(words):
+        named = [f for f in flags if f == word or (len(word) > 2 and f.startswith(word))]
+        plain_number = _NEGATIVE_NUMBER.match(value) is not None
+        if named and value[:1] == "-" and value[1:2].isdigit() and not plain_number:
+            return named[-1], value
     return None
+
+
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+"""argparse's own test for a negative number it takes as a value (``_negative_number_matcher``)."""
 
 
 def add_commands(

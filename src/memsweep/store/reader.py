@@ -254,6 +254,12 @@ class Results:
 def open_results(uri: str | os.PathLike[str]) -> Results:
     """Open a results folder for reading; :class:`DataError` if it is not one."""
     fs, root = resolve(uri)
+    if "://" in os.fspath(uri) and not root.strip("/"):
+        scheme = os.fspath(uri).split("://", 1)[0]
+        raise DataError(
+            f"{os.fspath(uri)} names no bucket: give {scheme}://BUCKET/PATH, the folder "
+            "`memsweep run` wrote"
+        )
     results = Results(uri=os.fspath(uri), fs=fs, root=root)
     try:
         info = fs.get_file_info(root)
@@ -284,7 +290,7 @@ def _not_found(uri: str | os.PathLike[str], fs: pafs.FileSystem, root: str) -> D
     cannot be reached at all, so a missing bucket and a wrong ``endpoint_override`` look
     the same, and neither is a missing folder."""
     bucket = root.split("/", 1)[0]
-    if "://" not in os.fspath(uri) or not bucket or bucket == root:
+    if "://" not in os.fspath(uri) or not bucket:
         return no_such_folder(uri)
     try:
         there = fs.get_file_info(bucket).type != pafs.FileType.NotFound
