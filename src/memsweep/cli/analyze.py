@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from memsweep.cli.command import Command, add_commands
+from memsweep.cli.command import Command, add_commands, flags_named
 from memsweep.cli.output import writable_folder
 from memsweep.errors import DataError, MemsweepError, UsageError
 from memsweep.store import is_remote, refuse_missing_local
@@ -418,6 +418,6 @@ def _first_positional(argv: list[str], command: Command) -> int | None:
         if not word.startswith("-") or word == "-":
             return index
         name, given, _ = word.partition("=")
-        match = [name] if name in flags else [f for f in flags if f.startswith(name)]
+        match = flags_named(name, flags)
         index += 2 if not given and len(match) == 1 and match[0] in takes_value else 1
     return None

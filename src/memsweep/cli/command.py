@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NoReturn, Protocol
 
 from memsweep.errors import MemsweepError
@@ -84,11 +84,22 @@ class Parser(argparse.ArgumentParser):
         with a value (``-hv``), which argparse itself then judges."""
         if not word.startswith("-") or word in ("-", "--") or word.lstrip("-")[:1].isdigit():
             return True
-        name = word.split("=", 1)[0]
         flags = {flag for parser in chain for flag in parser._option_string_actions}
         if not word.startswith("--") and word[:2] in flags:
             return True
-        return any(flag.startswith(name) for flag in flags if flag.startswith("--"))
+        return bool(flags_named(word.split("=", 1)[0], flags))
+
+
+def flags_named(word: str, flags: Iterable[str]) -> list[str]:
+    """The flags of ``flags`` that ``word`` names as argparse reads it: the flag itself,
+    else every long flag it abbreviates (``--bud`` → ``--budget``; one is a match, more
+    are ambiguous)."""
+    known = list(flags)
+    if word in known:
+        return [word]
+    if not word.startswith("--") or len(word) < 3:
+        return []
+    return [flag for flag in known if flag.startswith("--") and flag.startswith(word)]
 
 
 def _dashed_value(words: Sequence[str], message: str) -> tuple[str, str] | None:
@@ -100,7 +111,7 @@ def _dashed_value(words: Sequence[str], message: str) -> tuple[str, str] | None:
         return None
     flags = message[len("argument ") :].split(":", 1)[0].split("/")
     for word, value in itertools.pairwise(words):
-        named = [f for f in flags if f == word or (len(word) > 2 and f.startswith(word))]
+        named = flags_named(word, flags)
         plain_number = _NEGATIVE_NUMBER.match(value) is not None
         if named and value[:1] == "-" and value[1:2].isdigit() and not plain_number:
             return named[-1], value

@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from memsweep.errors import DataError
-from memsweep.store.location import no_such_folder
+from memsweep.store.location import is_remote, no_such_folder
 from memsweep.store.schema import APPEND_TABLES, SCHEMA_VERSION, WHOLE_TABLES
 from memsweep.store.writer import first_line, resolve
 
@@ -254,7 +254,7 @@ class Results:
 def open_results(uri: str | os.PathLike[str]) -> Results:
     """Open a results folder for reading; :class:`DataError` if it is not one."""
     fs, root = resolve(uri)
-    if "://" in os.fspath(uri) and not root.strip("/"):
+    if is_remote(uri) and not root.strip("/"):
         scheme = os.fspath(uri).split("://", 1)[0]
         raise DataError(
             f"{os.fspath(uri)} names no bucket: give {scheme}://BUCKET/PATH, the folder "
@@ -290,7 +290,7 @@ def _not_found(uri: str | os.PathLike[str], fs: pafs.FileSystem, root: str) -> D
     cannot be reached at all, so a missing bucket and a wrong ``endpoint_override`` look
     the same, and neither is a missing folder."""
     bucket = root.split("/", 1)[0]
-    if "://" not in os.fspath(uri) or not bucket:
+    if not is_remote(uri) or not bucket:
         return no_such_folder(uri)
     try:
         there = fs.get_file_info(bucket).type != pafs.FileType.NotFound
