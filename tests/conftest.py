@@ -7,8 +7,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from memsweep.testing.raycluster import explicit_auth
+
+# Property tests check results, not timings: no per-example deadline. A first example pays
+# the lazy imports of what it calls (statsmodels: one run took 433 ms against the 200 ms
+# default and failed as "flaky") and this machine is shared. Built on the profile loaded
+# now, so under CI Hypothesis's own "ci" profile (derandomized, no deadline) still holds.
+settings.register_profile("memsweep", settings(deadline=None))
+settings.load_profile("memsweep")
 
 # Every process the tests start (Ray workers inherit the driver's environment on a
 # local cluster) must see these before TensorFlow or RLlib is imported.
