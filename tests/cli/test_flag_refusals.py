@@ -68,6 +68,18 @@ POINT = ["--replay-capacity", "12000", "--num-workers", "2", "--model", "256,256
         (["analyze", ""], 3, "an empty path is not a results folder"),
         (["compact", "a" * 300], 3, "cannot be read (File name too long)"),
         (["analyze", "claims", "/no/such"], 3, "No such results folder: /no/such"),
+        # a remote address where only local files work (Path made s3://b/x into ./s3:/b/x)
+        *(
+            (argv, 2, f"argument {arg}: s3://b/x is a remote address where a local path")
+            for argv, arg in (
+                (["analyze", "claims", "s3://b/x"], "folder"),
+                (["analyze", str(REFERENCE), "--out", "s3://b/x"], "--out"),
+                (["claims", "table", "s3://b/x"], "folder"),
+                (["claims", "run", "--out", "s3://b/x"], "--out"),
+                (["claims", "run", "--sweeps", "s3://b/x"], "--sweeps"),
+                (["diagnose", str(REFERENCE), "t", "--out", "s3://b/x"], "--out"),
+            )
+        ),
     ],
 )
 def test_a_refusal_is_one_line_naming_the_problem(

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from memsweep.cli.command import Command, add_commands, flags_named
+from memsweep.cli.command import Command, add_commands, flags_named, local_path
 from memsweep.cli.output import writable_folder
 from memsweep.errors import DataError, MemsweepError, UsageError
 from memsweep.store import is_remote, refuse_missing_local
@@ -90,7 +90,7 @@ class ReportCommand:
         _add_common(parser)
         parser.add_argument(
             "--out",
-            type=Path,
+            type=local_path,
             help="output folder (default: <results>/analysis; required for remote results)",
         )
 
@@ -256,7 +256,9 @@ class ClaimsTableCommand:
 
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
-            "folder", type=Path, help="the claims results folder, e.g. results/claims-2cpu-24gb"
+            "folder",
+            type=local_path,
+            help="the claims results folder, e.g. results/claims-2cpu-24gb",
         )
         parser.add_argument(
             "--confidence", default="0.95", help="two-sided interval level (default 0.95)"

@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from memsweep.claims.runner import CLAIMS_SWEEPS_DIR, default_out, run_claims, write_table
-from memsweep.cli.command import HELP_PROG
+from memsweep.cli.command import HELP_PROG, local_path
 
 
 class ClaimsCommand:
@@ -18,7 +17,7 @@ class ClaimsCommand:
         run = sub.add_parser("run", help="run the sweeps (skip finished ones), then the table")
         run.add_argument(
             "--out",
-            type=Path,
+            type=local_path,
             default=None,
             help="results folder (default results/claims-<cpus>cpu-<GiB>gb)",
         )
@@ -26,7 +25,7 @@ class ClaimsCommand:
             "--only", action="append", metavar="SWEEP", help="run only this sweep (repeatable)"
         )
         run.add_argument(
-            "--sweeps", type=Path, default=CLAIMS_SWEEPS_DIR, help="folder of the sweep files"
+            "--sweeps", type=local_path, default=CLAIMS_SWEEPS_DIR, help="folder of the sweep files"
         )
         run.add_argument(
             "--rerun",
@@ -34,7 +33,7 @@ class ClaimsCommand:
             help="run every sweep again, none kept (the --out folder must not hold them yet)",
         )
         table = sub.add_parser("table", help="build the table from results already there")
-        table.add_argument("folder", type=Path, nargs="?", default=None)
+        table.add_argument("folder", type=local_path, nargs="?", default=None)
         for child in (run, table):
             child.set_defaults(**{HELP_PROG: child.prog})
 

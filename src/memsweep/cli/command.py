@@ -12,9 +12,11 @@ import argparse
 import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import NoReturn, Protocol
 
 from memsweep.errors import MemsweepError
+from memsweep.store.location import is_remote
 
 
 class Command(Protocol):
@@ -23,6 +25,20 @@ class Command(Protocol):
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None: ...
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int: ...
+
+
+def local_path(text: str) -> Path:
+    """argparse ``type`` of a path memsweep writes to or reads as local files (a report
+    folder, the claims folder, sweep files): a remote address (``s3://…``) is refused,
+    since ``Path`` would turn ``s3://b/x`` into a local folder ``s3:/b/x``.
+
+    Raises: :class:`argparse.ArgumentTypeError` (argparse names the flag; exit 2)."""
+    if is_remote(text):
+        raise argparse.ArgumentTypeError(
+            f"{text} is a remote address where a local path is needed: give a folder on "
+            "this machine (copy remote results down first, e.g. with `aws s3 sync`)"
+        )
+    return Path(text)
 
 
 HELP_PROG = "help_prog"

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from memsweep.cli.command import local_path
 from memsweep.cli.output import writable_folder
 from memsweep.errors import DataError, MemsweepError
 from memsweep.store import is_remote
@@ -92,7 +93,7 @@ class DiagnoseCommand:
         )
         parser.add_argument(
             "--out",
-            type=Path,
+            type=local_path,
             help="report folder (default: <results>/analysis/diagnose-<trial>-<role>; "
             "required for remote results)",
         )
