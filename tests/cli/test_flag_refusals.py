@@ -80,6 +80,16 @@ POINT = ["--replay-capacity", "12000", "--num-workers", "2", "--model", "256,256
                 (["diagnose", str(REFERENCE), "t", "--out", "s3://b/x"], "--out"),
             )
         ),
+        # ... with a slash missing (it wrote ./s3:/b/x), and empty (it wrote into ".")
+        (
+            ["analyze", str(REFERENCE), "--out", "s3:/b/x"],
+            2,
+            "argument --out: s3:/b/x reads as a remote address with a slash missing "
+            "(s3://…), and a local path is needed here",
+        ),
+        (["claims", "run", "--out", "gs:/b"], 2, "(./gs:/b for a folder really named gs:)"),
+        (["analyze", str(REFERENCE), "--out", ""], 2, "argument --out: an empty path: give a"),
+        (["analyze", "claims", "s3://b/x"], 2, "copy remote results down first"),
     ],
 )
 def test_a_refusal_is_one_line_naming_the_problem(
@@ -138,3 +148,16 @@ def test_a_results_folder_named_like_a_command_is_still_a_folder(
     # WHEN it follows a report flag, THEN it is the report's folder, refused as one
     assert main(["analyze", "--confidence", "0.9", "predict"]) == 3
     assert "predict is a command" not in capsys.readouterr().err
+
+
+def test_a_local_file_url_and_a_folder_named_like_a_scheme_are_local_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a file:// URL of a local folder, and ./s3:/… for a folder really named "s3:"
+    monkeypatch.chdir(tmp_path)
+    # WHEN the report is written to each
+    assert main(["analyze", str(REFERENCE), "--out", f"file://{tmp_path}/by-url"]) == 0
+    assert main(["analyze", str(REFERENCE), "--out", "./s3:/b"]) == 0
+    # THEN each is that local folder
+    assert (tmp_path / "by-url" / "report.md").is_file()
+    assert (tmp_path / "s3:" / "b" / "report.md").is_file()

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from memsweep.cli.command import Command, add_commands, flags_named, local_path
+from memsweep.cli.command import Command, add_commands, flags_named, local_path, local_results_path
 from memsweep.cli.output import writable_folder
 from memsweep.errors import DataError, MemsweepError, UsageError
 from memsweep.store import is_remote, refuse_missing_local
@@ -257,7 +257,7 @@ class ClaimsTableCommand:
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "folder",
-            type=local_path,
+            type=local_results_path,
             help="the claims results folder, e.g. results/claims-2cpu-24gb",
         )
         parser.add_argument(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from memsweep.claims.runner import CLAIMS_SWEEPS_DIR, default_out, run_claims, write_table
-from memsweep.cli.command import HELP_PROG, local_path
+from memsweep.cli.command import HELP_PROG, local_path, local_results_path
 
 
 class ClaimsCommand:
@@ -33,7 +33,7 @@ class ClaimsCommand:
             help="run every sweep again, none kept (the --out folder must not hold them yet)",
         )
         table = sub.add_parser("table", help="build the table from results already there")
-        table.add_argument("folder", type=local_path, nargs="?", default=None)
+        table.add_argument("folder", type=local_results_path, nargs="?", default=None)
         for child in (run, table):
             child.set_defaults(**{HELP_PROG: child.prog})
 

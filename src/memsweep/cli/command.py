@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn, Protocol
@@ -27,16 +28,47 @@ class Command(Protocol):
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int: ...
 
 
+_SCHEME_ONE_SLASH = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):/(?!/)")
+"""``s3:/b/x``: an address with a slash missing, which ``Path`` takes for a folder ``s3:``."""
+
+
 def local_path(text: str) -> Path:
     """argparse ``type`` of a path memsweep writes to or reads as local files (a report
-    folder, the claims folder, sweep files): a remote address (``s3://…``) is refused,
-    since ``Path`` would turn ``s3://b/x`` into a local folder ``s3:/b/x``.
+    folder, the claims study's output, a folder of sweep files).
+
+    ``file:///abs`` is the local path ``/abs``. Refused, since ``Path`` would make each a
+    local folder or the working directory: an empty path; a remote address
+    (``s3://b/x`` → ``./s3:/b/x``); an address with a slash missing (``s3:/b/x``; a folder
+    really named ``s3:`` is ``./s3:/b/x``).
 
     Raises: :class:`argparse.ArgumentTypeError` (argparse names the flag; exit 2)."""
+    return _local(text, "")
+
+
+def local_results_path(text: str) -> Path:
+    """:func:`local_path` for results memsweep reads only from local disk (the claims
+    study's folder): the refusal of a remote address says to copy it down first."""
+    return _local(text, " (copy remote results down first, e.g. with `aws s3 sync`)")
+
+
+def _local(text: str, remote_hint: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path: give a path on this machine")
+    if text.startswith("file://"):
+        url = urllib.parse.urlsplit(text)
+        if url.netloc in ("", "localhost") and url.path:
+            return Path(urllib.parse.unquote(url.path))
     if is_remote(text):
         raise argparse.ArgumentTypeError(
-            f"{text} is a remote address where a local path is needed: give a folder on "
-            "this machine (copy remote results down first, e.g. with `aws s3 sync`)"
+            f"{text} is a remote address where a local path is needed: give a path on "
+            f"this machine{remote_hint}"
+        )
+    one_slash = _SCHEME_ONE_SLASH.match(text)
+    if one_slash:
+        raise argparse.ArgumentTypeError(
+            f"{text} reads as a remote address with a slash missing "
+            f"({one_slash.group(1)}://…), and a local path is needed here: give a path on "
+            f"this machine (./{text} for a folder really named {one_slash.group(1)}:)"
         )
     return Path(text)
 

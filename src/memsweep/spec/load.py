@@ -9,6 +9,7 @@ value and what is allowed, before Ray starts.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -213,7 +214,10 @@ def load_study(path: str | Path) -> Study:
     if file.exists() and not file.is_file():
         raise SpecError(f"{file} is not a regular file: give a sweep file (sweeps/*.yaml)")
     if not file.is_file():
-        raise SpecError(f"No such sweep file: {file} (sweeps live in sweeps/*.yaml)")
+        # As given: Path would print s3://b/x.yaml as s3:/b/x.yaml.
+        raise SpecError(
+            f"No such sweep file: {os.fspath(path)} (sweep files are local: sweeps/*.yaml)"
+        )
     try:
         size = file.stat().st_size
         if size > MAX_SWEEP_FILE_BYTES:
