@@ -92,6 +92,27 @@ def test_a_remote_location_not_there_says_whether_its_bucket_is(
         open_results(s3_uri("x").replace(s3_endpoint, "127.0.0.1:9"))  # the discard port
 
 
+@pytest.mark.parametrize(
+    ("uri", "seconds"),
+    [
+        ("gs://b/p", 20),
+        ("gcs://b/p?endpoint_override=localhost:4443", 20),
+        ("gs://b/p?retry_limit_seconds=300", 300),
+    ],
+)
+def test_a_gcs_location_gives_up_after_seconds_not_fifteen_minutes(uri: str, seconds: int) -> None:
+    # GIVEN a gs:// results address (pyarrow's GCS client retries for 15 minutes unless
+    # told otherwise: without credentials `memsweep analyze gs://…` said nothing that long)
+    from memsweep.store import resolve
+
+    # WHEN memsweep opens its filesystem
+    fs, path = resolve(uri)
+    # THEN requests give up after 20 s, or after what the address itself sets
+    options = fs.__reduce__()[1][0]  # GcsFileSystem keeps its options only for pickling
+    assert options["retry_time_limit"].total_seconds() == seconds
+    assert path == "b/p"
+
+
 def test_results_from_a_newer_memsweep_are_refused(tmp_path: Path) -> None:
     writer = ResultsWriter(tmp_path / "s")
     writer.replace("trials", [{"trial_id": "t"}])
