@@ -90,6 +90,8 @@ POINT = ["--replay-capacity", "12000", "--num-workers", "2", "--model", "256,256
         (["claims", "run", "--out", "gs:/b"], 2, "(./gs:/b for a folder really named gs:)"),
         (["analyze", str(REFERENCE), "--out", ""], 2, "argument --out: an empty path: give a"),
         (["analyze", "claims", "s3://b/x"], 2, "copy remote results down first"),
+        (["analyze", str(REFERENCE), "--out", "file:///o?q=1"], 2, "with a query or fragment"),
+        (["claims", "table", "a" * 300], 3, "cannot be read (File name too long)"),
     ],
 )
 def test_a_refusal_is_one_line_naming_the_problem(
@@ -157,7 +159,9 @@ def test_a_local_file_url_and_a_folder_named_like_a_scheme_are_local_paths(
     monkeypatch.chdir(tmp_path)
     # WHEN the report is written to each
     assert main(["analyze", str(REFERENCE), "--out", f"file://{tmp_path}/by-url"]) == 0
+    assert main(["analyze", str(REFERENCE), "--out", f"FILE://LOCALHOST{tmp_path}/upper"]) == 0
     assert main(["analyze", str(REFERENCE), "--out", "./s3:/b"]) == 0
     # THEN each is that local folder
     assert (tmp_path / "by-url" / "report.md").is_file()
+    assert (tmp_path / "upper" / "report.md").is_file()
     assert (tmp_path / "s3:" / "b" / "report.md").is_file()

@@ -50,7 +50,11 @@ def build_claims(
     the command that measures it, so a partial run still yields a table.
     """
     root_path = Path(root)
-    if not root_path.is_dir():
+    try:
+        there = root_path.is_dir()
+    except OSError as exc:  # a name too long, a folder on the way that cannot be searched
+        raise DataError(f"{str(root)[:200]}: cannot be read ({exc.strerror or exc})") from None
+    if not there:
         raise DataError(f"{root}: no such folder; run the claim sweeps first: memsweep claims run")
     rows: list[ClaimRow] = []
     sweeps: list[SweepFacts] = []

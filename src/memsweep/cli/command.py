@@ -54,9 +54,13 @@ def local_results_path(text: str) -> Path:
 def _local(text: str, remote_hint: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path: give a path on this machine")
-    if text.startswith("file://"):
+    if text[:7].lower() == "file://":
         url = urllib.parse.urlsplit(text)
-        if url.netloc in ("", "localhost") and url.path:
+        if url.query or url.fragment:
+            raise argparse.ArgumentTypeError(
+                f"{text}: a file:// URL with a query or fragment is not a path: give the path alone"
+            )
+        if url.netloc.lower() in ("", "localhost") and url.path:
             return Path(urllib.parse.unquote(url.path))
     if is_remote(text):
         raise argparse.ArgumentTypeError(
