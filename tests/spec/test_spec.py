@@ -220,3 +220,24 @@ def test_sizes_parse_with_decimal_and_binary_units(number: int, unit: str) -> No
 def test_bad_sizes_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="expected a size"):
         parse_bytes(bad)
+
+
+def test_numbers_in_e_notation_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    # GIVEN a sweep file written as RL configs are (PyYAML, YAML 1.1, read 5e-5 and 1e4 as
+    # strings: "lr is a number, got '5e-5'"), and a quoted one that stays a string
+    path = tmp_path / "e.yaml"
+    (tmp_path / "envs.py").write_text("class Corridor: ...\n")
+    path.write_text(
+        "name: e\nalgorithm: PPO\nfactors: {replay_capacity: [0], model: ['64,64'],"
+        " num_workers: [0], train_batch_size_per_learner: [1e3, 2E+3]}\n"
+        "rllib: {lr: 5e-5, minibatch_size: 1.25e2}\n"
+        "env: {id: envs.py:Corridor, env_config: {tag: '1e4'}}\n"
+        "stop: {plateau_env_steps: 1e4}\n"
+    )
+    # WHEN it is loaded
+    study = load_study(path)
+    # THEN each is the number it reads as
+    assert study.rllib == {"lr": 5e-5, "minibatch_size": 125.0}
+    assert study.factors.rllib == {"train_batch_size_per_learner": (1000, 2000)}
+    assert study.stop.plateau_env_steps == 10_000
+    assert study.env.env_config == {"tag": "1e4"}

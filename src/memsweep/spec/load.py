@@ -8,6 +8,7 @@ value and what is allowed, before Ray starts.
 
 from __future__ import annotations
 
+import decimal
 import difflib
 import os
 import re
@@ -177,6 +178,25 @@ class _SweepLoader(yaml.SafeLoader):
                 except TypeError:
                     continue  # an unhashable key; construct_mapping reports it
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 (PyYAML) reads a float only with a dot (and a signed exponent), so `lr: 5e-5`
+# and `replay_capacity: 1e6` were the strings "5e-5" and "1e6"; YAML 1.2, and RL configs
+# everywhere, read numbers. A whole mantissa with a non-negative exponent (1e6, 2E+3) is
+# the integer it writes (a count: capacities, batch sizes, env steps), any other the float.
+_E_INTEGER_TAG = "tag:memsweep,2026:e-integer"
+_SweepLoader.add_implicit_resolver(
+    _E_INTEGER_TAG, re.compile(r"^[-+]?[0-9][0-9_]*[eE]\+?[0-9]+$"), list("-+0123456789")
+)
+_SweepLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+_SweepLoader.add_constructor(
+    _E_INTEGER_TAG,
+    lambda loader, node: int(decimal.Decimal(loader.construct_scalar(node).replace("_", ""))),
+)
 
 
 class DuplicateKeyError(yaml.constructor.ConstructorError):
