@@ -193,10 +193,13 @@ _SweepLoader.add_implicit_resolver(
     re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
 )
-_SweepLoader.add_constructor(
-    _E_INTEGER_TAG,
-    lambda loader, node: int(decimal.Decimal(loader.construct_scalar(node).replace("_", ""))),
-)
+
+
+def _e_integer(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    return int(decimal.Decimal(str(loader.construct_scalar(node)).replace("_", "")))
+
+
+_SweepLoader.add_constructor(_E_INTEGER_TAG, _e_integer)
 
 
 class DuplicateKeyError(yaml.constructor.ConstructorError):
