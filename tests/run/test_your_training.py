@@ -166,6 +166,11 @@ class NeedsLicence(Leaky):
         raise RuntimeError("no licence server at localhost:27000\\nretried 3 times")
 
 
+class LosesItsServer(Leaky):
+    def step(self, action):
+        raise RuntimeError("simulator lost its licence server")
+
+
 class NoSpaces(gym.Env):
     def __init__(self, env_config=None):
         self.held = env_config
@@ -184,6 +189,25 @@ ENVS_THAT_CANNOT_BE_BUILT = [
         "trial with replay_capacity=0, model=256x256, num_workers=1, framework=torch: "
         "RuntimeError: no licence server at localhost:27000" + BUILT_BY,
         id="init-raises",
+    ),
+    pytest.param(
+        "algorithm: PPO\nenv: {id: envs/myenv.py:LosesItsServer}\nfactors: {replay_capacity: [0]}\n",
+        "env.id: myenv.py:LosesItsServer with env_config {} was built but fails on reset or "
+        "step in the trial with replay_capacity=0, model=256x256, num_workers=1, "
+        "framework=torch: RuntimeError: simulator lost its licence server; fix the env's "
+        "reset or step (memsweep resets it and steps it once with a random action, as each "
+        "trial's env runner will)",
+        id="step-raises",
+    ),
+    pytest.param(
+        "algorithm: PPO\napi_stack: old\nenv: {id: envs/myenv.py:LosesItsServer}\n"
+        "factors: {replay_capacity: [0]}\n",
+        "env.id: myenv.py:LosesItsServer with env_config {} was built but fails on reset or "
+        "step in the trial with replay_capacity=0, model=256x256, num_workers=1, "
+        "framework=torch: RuntimeError: simulator lost its licence server; fix the env's "
+        "reset or step (memsweep resets it and steps it once with a random action, as each "
+        "trial's env runner will)",
+        id="step-raises-old-stack",
     ),
     pytest.param(
         "algorithm: PPO\nenv: {id: envs/myenv.py:NoSpaces}\nfactors: {replay_capacity: [0]}\n",

@@ -319,10 +319,19 @@ def _build_envs(study: Study, trials: list[tuple[TrialPoint, AlgorithmConfig]]) 
         except Exception as exc:  # The env's own code (or RLlib on it) may raise anything.
             values = ", ".join(f"{k}={v}" for k, v in point.factor_values().items())
             env = f"{study.env.label} with env_config {dict(config.env_config)}"
-            root = _module_error(exc) if spaces else _root_cause(exc)
+            # spaces: [] while the env is built, [obs, act] while RLlib builds the module
+            # (single-agent), then RUNNING appended once the env is reset and stepped.
+            in_module = len(spaces) == 2 and RUNNING not in spaces
+            root = _module_error(exc) if in_module else _root_cause(exc)
             text = str(root).strip()
             first = f"{type(root).__name__}: {text.splitlines()[0] if text else '(no message)'}"
-            if spaces:
+            if RUNNING in spaces:
+                raise SpecError(
+                    f"env.id: {env} was built but fails on reset or step in the trial with "
+                    f"{values}: {first}; fix the env's reset or step (memsweep resets it and "
+                    "steps it once with a random action, as each trial's env runner will)"
+                ) from None
+            if in_module:
                 raise SpecError(
                     f"algorithm: RLlib cannot build {study.algorithm}'s RLModule for {env} "
                     f"(observation space {spaces[0]}, action space {spaces[1]}) in the trial "
@@ -358,11 +367,17 @@ def _root_cause(exc: BaseException) -> BaseException:
         exc = inner
 
 
+RUNNING = "(reset and step)"
+"""Appended to :func:`_build_env`'s ``spaces`` once the env is built (and on the new stack
+its RLModule): a failure after it is the env's reset or step."""
+
+
 def _build_env(config: AlgorithmConfig, stack: str, multi_agent: bool, spaces: list[str]) -> None:
     """Build one env of ``config`` as a trial would (see :func:`_build_envs`), step it
     once and close it; raises whatever the env or RLlib raise. ``spaces`` receives the
     env's observation and action spaces once the env is built and RLlib starts building
-    the RLModule for them (empty while the env itself is being built)."""
+    the RLModule for them (empty while the env itself is being built), then
+    :data:`RUNNING` once the env is reset and stepped."""
     one = config.copy(copy_frozen=False)
     one.env_runners(num_env_runners=0, num_envs_per_env_runner=1)
     # No seed: with one, RLlib's EnvRunner calls torch.use_deterministic_algorithms, which
@@ -385,6 +400,7 @@ def _build_env(config: AlgorithmConfig, stack: str, multi_agent: bool, spaces: l
                     )
                     spaces.extend([str(obs), str(act)])
                 super().make_module()
+                spaces.append(RUNNING)
 
         runner = Runner(config=one)
         try:
@@ -398,7 +414,10 @@ def _build_env(config: AlgorithmConfig, stack: str, multi_agent: bool, spaces: l
     descriptor: Any = one.env
     env: Any = _gym_env_creator(EnvContext(dict(one.env_config), worker_index=0), descriptor)
     try:
-        _checked_spaces(getattr(env, "observation_space", None), getattr(env, "action_space", None))
+        obs, act = _checked_spaces(
+            getattr(env, "observation_space", None), getattr(env, "action_space", None)
+        )
+        spaces.extend([str(obs), str(act), RUNNING])  # the old stack builds no module here
         env.reset(seed=0)
         env.step(env.action_space.sample())
     finally:
