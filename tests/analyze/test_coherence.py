@@ -114,7 +114,22 @@ def _check_prediction(analysis: Analysis, point: PredictPoint) -> None:
         if row.peak is not None:
             _coherent(row.peak, row.role)
             assert row.peak.value >= row.plateau.value, row.role
+    # the total holds every role: its peak (each end too) is at least each role's
+    total = prediction.total.peak
+    for role in prediction.roles:
+        if total is not None and role.peak is not None:
+            assert total.value >= role.peak.value, role.role
+            assert total.low >= role.peak.low and total.high >= role.peak.high, role.role
     _check_prediction_text(prediction_text(prediction))
+
+
+def test_a_total_peak_is_never_below_a_role_it_holds() -> None:
+    # GIVEN the loaded reference run, whose total peak model, fitted apart, once predicted
+    # 1.63 GB with no env runner while the trainable alone was 1.73 GB
+    analysis = analyze_results(REPO / "results" / "reference-loaded")
+    point = PredictPoint(replay_capacity=100_000, num_workers=0, model="64,64", framework="torch")
+    # WHEN that point is predicted, THEN the total's peak holds the trainable's
+    _check_prediction(analysis, point)
 
 
 @settings(
