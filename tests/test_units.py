@@ -19,7 +19,7 @@ from memsweep.analyze.segments import PhaseOptions, segment
 from memsweep.analyze.solve import largest_fitting
 from memsweep.analyze.trends import fit_trend, hac_maxlags
 from memsweep.errors import MemsweepError
-from memsweep.units import format_bytes, parse_count, parse_model, parse_size
+from memsweep.units import format_bytes, format_level, parse_count, parse_model, parse_size
 
 
 @pytest.mark.parametrize(
@@ -315,3 +315,14 @@ def test_an_exactly_linear_truth_is_recovered_exactly() -> None:
     assert model.coefficient("replay_capacity").estimate.value == pytest.approx(8000, rel=1e-6)
     assert model.coefficient("num_workers").estimate.value == pytest.approx(3e8, rel=1e-6)
     assert not math.isnan(model.loo_rmse_bytes)
+
+
+@pytest.mark.parametrize(
+    ("confidence", "text"),
+    [(0.95, "95%"), (0.9, "90%"), (0.999, "99.9%"), (0.9999999, "99.99999%"), (0.5, "50%")],
+)
+def test_a_confidence_level_is_printed_with_the_digits_it_needs(
+    confidence: float, text: str
+) -> None:
+    # `:.0%` printed 0.999 as "100%"
+    assert format_level(confidence) == text

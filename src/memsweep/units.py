@@ -135,6 +135,12 @@ def as_written(value: object, rel_tol: float = 0.0) -> str:
     return str(value)
 
 
+def format_level(confidence: float) -> str:
+    """An interval's confidence as a percentage with the digits it needs: 0.95 → ``95%``,
+    0.999 → ``99.9%`` (``:.0%`` printed it as ``100%``)."""
+    return f"{round(confidence * 100, 10):.10g}%"
+
+
 def format_number(value: float) -> str:
     """Three significant digits, thousands separators for large values."""
     if not math.isfinite(value):

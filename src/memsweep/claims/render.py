@@ -11,7 +11,7 @@ from memsweep.analyze.analysis import AnalysisOptions
 from memsweep.claims.build import build_claims
 from memsweep.claims.table import ABOUT, NEGLIGIBLE, ClaimsTable, point_text
 from memsweep.claims.verdicts import span_text
-from memsweep.units import Estimate, format_bytes, format_number, json_ready
+from memsweep.units import Estimate, format_bytes, format_level, format_number, json_ready
 
 
 def _value_text(estimate: Estimate | None, unit: str) -> str:
@@ -50,7 +50,7 @@ def to_markdown(table: ClaimsTable, plots: Sequence[str] = ()) -> str:
         f"Machine: {machine_text(table.machine)}. Run: {table.machine.get('created', '?')}.",
         "",
         "Memory is a trial's plateau (buffer full): PSS summed over its processes (trainable "
-        f'and env runners). Intervals are {level:.0%}. "At the claim\'s scale" carries the '
+        f'and env runners). Intervals are {format_level(level)}. "At the claim\'s scale" carries the '
         "fitted model beyond what was measured where marked: an extrapolation, not a "
         'measurement. Verdict rules: `memsweep/claims/verdicts.py` (a figure is "about" '
         f"right within ±{ABOUT:.0%}; a direction needs its whole interval on the claimed side "

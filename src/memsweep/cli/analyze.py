@@ -22,6 +22,7 @@ from memsweep.errors import DataError, MemsweepError, UsageError
 from memsweep.store import is_remote, refuse_missing_local
 from memsweep.units import (
     format_bytes,
+    format_level,
     parse_count,
     parse_counts,
     parse_model,
@@ -242,7 +243,7 @@ class PredictCommand:
         safe = f"{answer.largest_safe:,}" if answer.largest_safe is not None else "none"
         print(
             f"Budget {format_bytes(budget)}: largest {factor} = {safe}{capped} with the upper "
-            f"{analysis.options.confidence:.0%} prediction bound of the peak (+ Ray system) "
+            f"{format_level(analysis.options.confidence)} prediction bound of the peak (+ Ray system) "
             "inside it; "
             f"{answer.largest_expected:,} on the point estimate."
         )

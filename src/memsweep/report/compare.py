@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from memsweep.analyze.compare import Comparison, Difference, factor_text, same_folder
-from memsweep.units import Estimate, format_bytes, format_interval, json_ready
+from memsweep.units import Estimate, format_bytes, format_interval, format_level, json_ready
 
 _LABELS = {
     "plateau": "plateau",
@@ -61,7 +61,7 @@ def comparison_text(comparison: Comparison) -> str:
         f"Run B: {c.name_b} ({c.uri_b})"
         + (" — the same folder as A" if same_folder(c.uri_a, c.uri_b) else ""),
         f"Matched on: {', '.join(c.factors) or '(no common factor)'}; "
-        f"{len(c.pairs)} trial pair(s); intervals {c.confidence:.0%}; "
+        f"{len(c.pairs)} trial pair(s); intervals {format_level(c.confidence)}; "
         "* = the difference's interval excludes 0. Growth is the late rate after the "
         "plateau (MB per 1M env steps = bytes per env step).",
     ]

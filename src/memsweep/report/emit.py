@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from memsweep.analyze.prediction import Prediction, RolePrediction
 from memsweep.errors import MemsweepError
-from memsweep.units import as_written, format_bytes
+from memsweep.units import as_written, format_bytes, format_level
 
 MIB = 2**20
 DEFAULT_MARGIN = 0.2
@@ -136,7 +136,7 @@ def emit_ray(
     node count and size as a comment and a ``ray.init`` line. ``sweep`` names the source."""
     request = ray_request(prediction, margin)
     nodes = request.nodes_needed(node_memory_bytes)
-    level = f"{prediction.confidence:.0%}"
+    level = f"{format_level(prediction.confidence)}"
     node_ray = node_memory_bytes or request.trial_bytes
     lines: Sequence[str] = [
         f"# memsweep predict --emit ray{f' ({sweep})' if sweep else ''}: {_point_text(prediction.point)}",

@@ -8,7 +8,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from memsweep.analyze.models import Effect, FittedModel
-from memsweep.units import Estimate, format_bytes, format_number
+from memsweep.units import Estimate, format_bytes, format_level, format_number
 
 if TYPE_CHECKING:
     from memsweep.analyze.analysis import Analysis
@@ -76,7 +76,7 @@ def effect_text(estimate: Estimate, unit: str, confidence: float) -> str:
         suffix = unit.removeprefix("bytes")  # "361 MB per env runner"
     else:
         suffix = f" {unit}"
-    return f"{value}{suffix} ({confidence:.0%} CI {span})"
+    return f"{value}{suffix} ({format_level(confidence)} CI {span})"
 
 
 def effect_line(model: FittedModel, name: str, framework: str | None = None) -> str | None:

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from memsweep.analyze.models import reference_point
-from memsweep.units import format_number, natural_order
+from memsweep.units import format_level, format_number, natural_order
 
 if TYPE_CHECKING:
     from memsweep.analyze.analysis import Analysis
@@ -383,7 +383,7 @@ def peak_vs_factors(analysis: Analysis, out: Path) -> Plot | None:
     return Plot(
         name,
         f"{model.name.capitalize()} memory against each factor",
-        f"Fitted curve with its {analysis.options.confidence:.0%} fit band (dark) and prediction "
+        f"Fitted curve with its {format_level(analysis.options.confidence)} fit band (dark) and prediction "
         f"band (light), other factors at the reference point ({others}); dots are trials moved "
         "to that reference by the model (partial residuals), labelled with their trial ids.",
         figure=fig,
@@ -492,7 +492,7 @@ def drift_rates(analysis: Analysis, out: Path) -> Plot | None:
     return Plot(
         name,
         "Growth after the buffer filled, per trial",
-        f"Trial totals (RSS) with {analysis.options.confidence:.0%} intervals; dashed: the "
+        f"Trial totals (RSS) with {format_level(analysis.options.confidence)} intervals; dashed: the "
         "sustained-growth threshold; red: sustained growth (the whole interval above it).",
         figure=fig,
     )

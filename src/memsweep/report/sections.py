@@ -17,7 +17,7 @@ from memsweep.report.headline import (
     term_unit,
 )
 from memsweep.report.plots import Plot
-from memsweep.units import format_bytes, format_interval, format_number
+from memsweep.units import format_bytes, format_interval, format_level, format_number
 
 if TYPE_CHECKING:
     from memsweep.analyze.analysis import Analysis
@@ -33,7 +33,7 @@ def growth_blocks(analysis: Analysis) -> list[Block]:
         Para(
             "Each role's RSS after its buffer filled (the plateau), against env steps; the "
             "rate that decides is the slope over the plateau's last half, with its "
-            f"{rule.confidence:.0%} Newey–West interval widened by the creep a leak-free "
+            f"{format_level(rule.confidence)} Newey–West interval widened by the creep a leak-free "
             f"RLlib run shows by itself ({background} MB per 1M env steps, less on plateaus "
             f"longer than {format_number(rule.background_env_steps)} env steps). "
             f"**Sustained growth**: that interval lies above {threshold} MB per 1M env "
@@ -90,7 +90,7 @@ def _effect_rows(model: FittedModel) -> list[tuple[str, ...]]:
 
 
 def _model_blocks(model: FittedModel) -> list[Block]:
-    level = f"{model.confidence:.0%}"
+    level = f"{format_level(model.confidence)}"
     blocks: list[Block] = [
         Heading(f"Model: {model.name}", 3),
         Para(
@@ -212,7 +212,7 @@ def report_blocks(analysis: Analysis, plots: tuple[Plot, ...]) -> list[Block]:
             f"{metric}; a peak is the largest such sum at one moment (read once a second: "
             "a shorter spike can fall between reads; the Trials table's Σ VmHWM, each process's "
             "kernel high-water mark summed, bounds it from above). "
-            f"Intervals are {analysis.options.confidence:.0%}."
+            f"Intervals are {format_level(analysis.options.confidence)}."
         ),
         Heading("Answers"),
         Bullets(tuple(headline(analysis))),
