@@ -132,3 +132,24 @@ def test_an_unknown_framework_or_a_missing_flag_is_refused(analysis: Analysis) -
         predict(analysis, PredictPoint(replay_capacity=100, model="256x256", framework="torch"))
     with pytest.raises(UsageError, match="--model-params"):
         predict(analysis, PredictPoint(100, 1, "c32k8s4+256", "torch"))
+
+
+def test_env_runners_are_nothing_at_no_env_runner_and_an_unfitted_factor_is_said() -> None:
+    # GIVEN a committed sweep of two trials, 0 and 2 env runners, too few to fit the
+    # env runners' cost (the env_runner role exists only in the trial that had them)
+    from pathlib import Path
+
+    from memsweep.analyze import analyze_results
+
+    corpus = Path(__file__).resolve().parents[2] / "results" / "corpus-2cpu-24gb"
+    analysis = analyze_results(corpus / "dqn-torch")
+    # WHEN a point without env runners is predicted
+    prediction = predict(analysis, PredictPoint(num_workers=0))
+    # THEN its env runners hold nothing (it predicted 444 MB, their level at 2 runners)
+    (runners,) = [r for r in prediction.roles if r.role == "env_runner"]
+    assert (runners.plateau.value, runners.plateau.high) == (0, 0)
+    assert runners.peak is not None and runners.peak.high == 0
+    # AND the prediction says it does not move with num_workers
+    assert any(
+        w.startswith("num_workers is not in the fitted model") for w in prediction.warnings
+    ), prediction.warnings

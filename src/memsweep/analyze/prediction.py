@@ -309,6 +309,20 @@ def _level(value: float) -> str:
     return f"{value:,.0f}" if value.is_integer() else format_number(value)
 
 
+def _unfitted_warnings(
+    analysis: Analysis, model: FittedModel, point: dict[str, float | str]
+) -> list[str]:
+    """A factor the sweep varied that the plateau model left out (too few trials to fit
+    it, or confounded): the prediction does not move with it, whatever the point asks."""
+    return [
+        f"{info.name} is not in the fitted model (the sweep varied it, but {len(info.values)} "
+        f"levels over {model.n_trials} trials could not fit it; see the analysis's notes): "
+        f"this prediction is the same for any {info.name}; add trials that vary it to fit it"
+        for info in analysis.models.factors
+        if len(info.values) > 1 and not info.in_model and info.name in point
+    ]
+
+
 def _extrapolation_warnings(model: FittedModel, point: dict[str, float | str]) -> list[str]:
     out = []
     for form in model.formula.forms:
@@ -437,6 +451,11 @@ def predict_roles(models: ModelSet, points: pd.DataFrame) -> list[tuple[RolePred
     for i in range(len(points)):
         row: list[RolePrediction] = []
         for role, (plateau_frame, peak_frame) in frames.items():
+            if _absent(role, points, i):
+                row.append(
+                    RolePrediction(role, NOTHING, NOTHING if peak_frame is not None else None)
+                )
+                continue
             level = _row(plateau_frame, i)
             if role == "total" and row:
                 level = _at_least_the_sum(level, [r.plateau for r in row])
@@ -487,6 +506,21 @@ def _at_least_the_sum(total: Estimate, roles: Sequence[Estimate]) -> Estimate:
     )
 
 
+NOTHING = Estimate(0.0, 0.0, 0.0)
+"""A role with no process at the point: no memory, exactly."""
+
+
+def _absent(role: str, points: pd.DataFrame, i: int) -> bool:
+    """Whether ``role`` has no process at row ``i``: env runners at ``num_workers`` 0 (the
+    trainable samples itself). Its model, fitted on the trials that had the role, would
+    otherwise carry their level to a point without it (a sweep of 0 and 2 env runners
+    predicted 444 MB of env runners at 0)."""
+    if role != "env_runner" or "num_workers" not in points:
+        return False
+    value = points["num_workers"].iloc[i]
+    return bool(pd.notna(value) and float(value) == 0)
+
+
 def _at_least_the_largest(total: Estimate, roles: Sequence[Estimate]) -> Estimate:
     """A trial's total peak is at least each of its roles' peaks (the total holds the role
     at that moment; the roles peak at different moments, so not their sum); each end of
@@ -513,6 +547,7 @@ def predict(analysis: Analysis, point: PredictPoint) -> Prediction:
     """Plateau and peak per role and in total, with prediction intervals."""
     plateau_model = require_models(analysis)
     resolved, source, warnings = resolve_point(analysis, point)
+    warnings += _unfitted_warnings(analysis, plateau_model, resolved)
     warnings += _extrapolation_warnings(plateau_model, resolved)
     warnings += _growth_warnings(analysis, resolved)
     frame = pd.DataFrame([resolved])
