@@ -30,11 +30,11 @@ sweep: $(STAMP) ## run the default sweep on an embedded local Ray (SWEEP=... for
 analyze: $(STAMP) ## analyse the default sweep's results (RESULTS=results/<name>)
 	$(VENV)/bin/memsweep analyze $(or $(RESULTS),results/default)
 
-test: $(STAMP) ## run the whole test suite (real Ray, RLlib, Tune, Parquet; 705 tests, 21-25 min on 2 cores)
+test: $(STAMP) ## run the whole test suite (real Ray, RLlib, Tune, Parquet; 717 tests, 21-25 min on 2 cores)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not solo"
 	$(PY) -m pytest -q -p no:cacheprovider -m solo
 
-test-fast: $(STAMP) ## the quick tests: no Ray, no Python started per case (441 tests, 50 s on 2 cores)
+test-fast: $(STAMP) ## the quick tests: no Ray, no Python started per case (451 tests, 50 s on 2 cores)
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile -m "not slow and not medium"
 
 lint: $(STAMP) ## ruff lint + format check, strict mypy on src/, import-linter layering contracts
