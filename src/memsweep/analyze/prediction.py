@@ -460,8 +460,12 @@ def predict_roles(models: ModelSet, points: pd.DataFrame) -> list[tuple[RolePred
             if role == "total" and row:
                 level = _at_least_the_sum(level, [r.plateau for r in row])
             top = at_least(_row(peak_frame, i), level) if peak_frame is not None else None
-            if role == "total" and top is not None:
-                top = _at_least_the_largest(top, [r.peak for r in row if r.peak is not None])
+            if role == "total":
+                # The total holds each role at its peak (roles peak at different moments,
+                # so not their sum): fitted apart, it once came out below the trainable's.
+                for other in row:
+                    if other.peak is not None:
+                        top = at_least(top, other.peak)
             row.append(RolePrediction(role, level, top))
         out.append(tuple(row))
     return out
@@ -521,18 +525,6 @@ def _absent(role: str, points: pd.DataFrame, i: int) -> bool:
     return bool(pd.notna(value) and float(value) == 0)
 
 
-def _at_least_the_largest(total: Estimate, roles: Sequence[Estimate]) -> Estimate:
-    """A trial's total peak is at least each of its roles' peaks (the total holds the role
-    at that moment; the roles peak at different moments, so not their sum); each end of
-    the interval likewise. Fitted apart, the total's peak model could come out below a
-    role's (one run: trainable 1.73 GB, total 1.63 GB, with no other process)."""
-    return Estimate(
-        max([total.value, *(r.value for r in roles)]),
-        max([total.low, *(r.low for r in roles)]),
-        max([total.high, *(r.high for r in roles)]),
-    )
-
-
 def require_models(analysis: Analysis) -> FittedModel:
     plateau_model = analysis.models.get("plateau")
     if plateau_model is None:
@@ -577,7 +569,7 @@ def predict(analysis: Analysis, point: PredictPoint) -> Prediction:
 
 def prediction_text(prediction: Prediction) -> str:
     """The table ``predict`` prints."""
-    level = f"{format_level(prediction.confidence)}"
+    level = format_level(prediction.confidence)
     p = prediction.point
     shown = []
     for name, value in p.items():

@@ -30,7 +30,7 @@ from memsweep.claims.table import (
     load_budget,
 )
 from memsweep.errors import DataError, MemsweepError
-from memsweep.store import open_results
+from memsweep.store import local_is, open_results
 
 
 def _minutes(analysis: Analysis) -> float:
@@ -50,11 +50,7 @@ def build_claims(
     the command that measures it, so a partial run still yields a table.
     """
     root_path = Path(root)
-    try:
-        there = root_path.is_dir()
-    except OSError as exc:  # a name too long, a folder on the way that cannot be searched
-        raise DataError(f"{str(root)[:200]}: cannot be read ({exc.strerror or exc})") from None
-    if not there:
+    if not local_is(str(root), Path.is_dir):
         raise DataError(f"{root}: no such folder; run the claim sweeps first: memsweep claims run")
     rows: list[ClaimRow] = []
     sweeps: list[SweepFacts] = []

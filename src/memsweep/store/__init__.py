@@ -12,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from memsweep.store.location import is_remote, refuse_missing_local
+    from memsweep.store.location import is_remote, local_is, refuse_missing_local
     from memsweep.store.reader import Results, latest_attempts, open_results
     from memsweep.store.schema import (
         APPEND_TABLES,
@@ -42,7 +42,7 @@ _HOMES = {
         "WHOLE_TABLES",
         "schema_markdown",
     ),
-    "location": ("is_remote", "refuse_missing_local"),
+    "location": ("is_remote", "local_is", "refuse_missing_local"),
     "writer": ("ResultsWriter", "Row", "resolve", "to_table"),
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
@@ -62,6 +62,7 @@ __all__ = [
     "Row",
     "is_remote",
     "latest_attempts",
+    "local_is",
     "open_results",
     "refuse_missing_local",
     "resolve",

@@ -4,6 +4,7 @@ checks this before it decides to read anything)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from memsweep.errors import DataError
@@ -28,9 +29,15 @@ def refuse_missing_local(uri: str | os.PathLike[str]) -> None:
         raise DataError("an empty path is not a results folder: give results/<sweep-name>")
     if is_remote(text):
         return
-    try:
-        there = Path(text).exists()
-    except OSError as exc:  # a name too long, a folder on the way that cannot be searched
-        raise DataError(f"{text[:200]}: cannot be read ({exc.strerror or exc})") from None
-    if not there:
+    if not local_is(text, Path.exists):
         raise no_such_folder(uri)
+
+
+def local_is(text: str, test: Callable[[Path], bool]) -> bool:
+    """``test(Path(text))`` (``Path.exists``, ``Path.is_dir``), with the OSError of a path
+    that cannot be looked up (a name too long, a folder on the way that cannot be
+    searched) as one :class:`DataError` line (exit 3)."""
+    try:
+        return test(Path(text))
+    except OSError as exc:
+        raise DataError(f"{text[:200]}: cannot be read ({exc.strerror or exc})") from None
